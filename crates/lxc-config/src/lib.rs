@@ -1,0 +1,1 @@
+//! lxc-config (work in progress)

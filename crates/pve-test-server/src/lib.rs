@@ -1,0 +1,1 @@
+//! pve-test-server (work in progress)
