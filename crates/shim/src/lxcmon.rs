@@ -246,7 +246,7 @@ mod tests {
         let mut buf = [0u8; MSG_SIZE];
         buf[0..4].copy_from_slice(&MSG_EXIT_CODE.to_ne_bytes());
         buf[4..7].copy_from_slice(b"abc");
-        buf[260..264].copy_from_slice(&(3 << 8i32).to_ne_bytes());
+        buf[260..264].copy_from_slice(&(3i32 << 8).to_ne_bytes());
         assert_eq!(
             parse_message(&buf),
             Some(("abc".to_string(), MonitorEvent::ExitStatus(3 << 8)))

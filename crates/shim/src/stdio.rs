@@ -100,6 +100,18 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| ShimError::io("create pipe", e.into()))
 }
 
+/// containerd's stdin fifo, read-only: when containerd closes its end (the user's stdin ended)
+/// the shim sees EOF and passes it on, as runc's shim does.
+fn open_stdin_fifo(path: &str) -> Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| ShimError::io(format!("open fifo {path}"), e.into()))
+}
+
+/// An output fifo, read-write so that writes never fail with EPIPE while containerd is away.
 fn open_fifo(path: &str) -> Result<OwnedFd> {
     let fd = nix::fcntl::open(
         path,
@@ -210,7 +222,10 @@ async fn copy(src: OwnedFd, dst: OwnedFd, mut stop: Option<watch::Receiver<bool>
 /// The shim's side of one process's stdio.
 pub struct ProcessIo {
     paths: StdioPaths,
+    /// Output copies (container -> containerd): an exit waits for them to drain.
     copies: Mutex<Vec<JoinHandle<()>>>,
+    /// The stdin copy (containerd -> container): ends with CloseIO, never waited for.
+    input: Mutex<Option<JoinHandle<()>>>,
     close_stdin: watch::Sender<bool>,
     pty: Mutex<Option<Arc<OwnedFd>>>,
 }
@@ -228,6 +243,7 @@ impl ProcessIo {
         let io = Arc::new(ProcessIo {
             paths: paths.clone(),
             copies: Mutex::new(Vec::new()),
+            input: Mutex::new(None),
             close_stdin,
             pty: Mutex::new(None),
         });
@@ -237,11 +253,11 @@ impl ProcessIo {
         }
         let mut copies = Vec::new();
         if !paths.stdin.is_empty() {
-            let fifo = open_fifo(&paths.stdin)?;
+            let fifo = open_stdin_fifo(&paths.stdin)?;
             let (read_end, write_end) = pipe()?;
             ours.stdin = Some(read_end);
             let stop = io.close_stdin.subscribe();
-            copies.push(tokio::spawn(copy(fifo, write_end, Some(stop))));
+            *io.input.lock().await = Some(tokio::spawn(copy(fifo, write_end, Some(stop))));
         }
         // A binary logger takes both streams at once.
         let out_sink = parse_sink(&paths.stdout)?;
@@ -290,7 +306,7 @@ impl ProcessIo {
         let master = Arc::new(master);
         let mut copies = self.copies.lock().await;
         if !self.paths.stdin.is_empty() {
-            let fifo = open_fifo(&self.paths.stdin)?;
+            let fifo = open_stdin_fifo(&self.paths.stdin)?;
             let dup = dup(&master)?;
             copies.push(tokio::spawn(copy(
                 fifo,
@@ -368,6 +384,9 @@ impl ProcessIo {
     pub async fn shutdown(&self) {
         self.close_stdin();
         for h in self.copies.lock().await.drain(..) {
+            h.abort();
+        }
+        if let Some(h) = self.input.lock().await.take() {
             h.abort();
         }
         *self.pty.lock().await = None;
