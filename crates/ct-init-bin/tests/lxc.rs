@@ -752,3 +752,107 @@ fn exec_through_lxc_attach_gets_its_own_process_and_stdio() {
     // lxc-attach exits with the attached process's status.
     assert_eq!(status.code(), Some(7), "{status:?}");
 }
+
+/// Starts an exec of `spec` through lxc-attach and drives it to `execve`; returns the
+/// connection's host PID, the stdio pipes and the lxc-attach child.
+fn start_exec(c: &Container, id: &str, spec: &InitSpec) -> (i32, Piped, Child) {
+    let (listener, attach) = c.attach(id, spec, Stdio::null());
+    let conn = listener.accept(T).unwrap();
+    let host_pid = conn.peer_pid().unwrap();
+    let io = send_pipes(&conn, spec.stdio.stdin);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    (host_pid, io, attach)
+}
+
+#[test]
+fn exec_gets_only_stdio_descriptors_and_its_own_session() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let spec = base_spec(&[
+        "sh",
+        "-c",
+        "ls /proc/$$/fd | tr '\\n' ' ' | sed 's/^/fds=/'; echo; \
+         echo sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$",
+    ]);
+    let (_pid, io, mut attach) = start_exec(&c, "fds", &spec);
+    let out = read_all(&io.stdout, T);
+    assert!(wait_child(&mut attach, T).success());
+    println!("{out}");
+    // lxc-attach passes its own extra descriptors into the container; the helper marks
+    // everything above 2 close-on-exec, as runc does.
+    assert_eq!(field(&out, "fds="), "0 1 2");
+    let sid_line = field(&out, "sid=");
+    let (sid, pid) = sid_line.split_once(" pid=").unwrap();
+    assert_eq!(sid, pid, "the exec leads its own session");
+}
+
+#[test]
+fn exec_killed_by_host_pid_makes_lxc_attach_exit_128_plus_signal() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let spec = base_spec(&["sleep", "1000"]);
+    let (host_pid, _io, mut attach) = start_exec(&c, "sig", &spec);
+    let pid = nix::unistd::Pid::from_raw(host_pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = wait_child(&mut attach, T);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+}
+
+#[test]
+fn lxc_attach_does_not_forward_signals_to_the_exec() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let spec = base_spec(&["sleep", "1000"]);
+    let (host_pid, _io, mut attach) = start_exec(&c, "fwd", &spec);
+    let pid = nix::unistd::Pid::from_raw(host_pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(attach.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_child(&mut attach, T);
+    // lxc-attach itself died of the signal ...
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    // ... and the exec'd process still runs: the shim must signal the host PID itself.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        nix::sys::signal::kill(pid, None).is_ok(),
+        "exec still alive"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+#[test]
+fn exec_with_terminal_through_lxc_attach() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let mut spec = base_spec(&["sh", "-c", "echo tty=$(tty); echo size=$(stty size)"]);
+    spec.terminal = true;
+    spec.console_size = Some(ConsoleSize {
+        height: 40,
+        width: 120,
+    });
+    spec.stdio = StdioFlags::default();
+    let (listener, mut attach) = c.attach("tty", &spec, Stdio::null());
+    let conn = listener.accept(T).unwrap();
+    conn.send_stdio(StdioFds::default()).unwrap();
+    let master = conn.wait_ready(T).unwrap().expect("pty master");
+    conn.start(T).unwrap();
+    let out = read_all(&master, T).replace('\r', "");
+    assert!(wait_child(&mut attach, T).success());
+    println!("{out}");
+    assert!(field(&out, "tty=").starts_with("/dev/pts/"), "{out}");
+    assert_eq!(field(&out, "size="), "40 120");
+}
