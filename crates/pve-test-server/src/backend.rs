@@ -84,12 +84,22 @@ pub trait NodeBackend: Send + Sync + 'static {
     }
 
     /// Starts the CT (Proxmox: `systemctl start pve-container@VMID`, i.e. `lxc-start`).
-    async fn start(&self, ctx: &NodeContext, vmid: u32, config: &CtConfig, log: &TaskLog)
-        -> BackendResult;
+    async fn start(
+        &self,
+        ctx: &NodeContext,
+        vmid: u32,
+        config: &CtConfig,
+        log: &TaskLog,
+    ) -> BackendResult;
 
     /// Stops the CT at once (Proxmox: `lxc-stop --kill`).
-    async fn stop(&self, ctx: &NodeContext, vmid: u32, config: &CtConfig, log: &TaskLog)
-        -> BackendResult;
+    async fn stop(
+        &self,
+        ctx: &NodeContext,
+        vmid: u32,
+        config: &CtConfig,
+        log: &TaskLog,
+    ) -> BackendResult;
 
     /// Asks the CT to shut down cleanly within `timeout` (Proxmox: `lxc-stop --timeout`).
     /// An error means it did not stop in time.
@@ -163,12 +173,21 @@ impl NodeBackend for InMemoryBackend {
         Ok(())
     }
 
-    async fn destroy(&self, _: &NodeContext, vmid: u32, _: &CtConfig, _: &TaskLog) -> BackendResult {
+    async fn destroy(
+        &self,
+        _: &NodeContext,
+        vmid: u32,
+        _: &CtConfig,
+        _: &TaskLog,
+    ) -> BackendResult {
         self.set(vmid, false);
         Ok(())
     }
 
     async fn is_running(&self, _: &NodeContext, vmid: u32) -> bool {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).contains(&vmid)
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&vmid)
     }
 }

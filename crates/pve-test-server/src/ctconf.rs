@@ -60,7 +60,10 @@ impl CtConfig {
                 continue;
             }
             let Some((key, value)) = split_line(line) else {
-                return Err(ParseError { vmid, line: line.to_string() });
+                return Err(ParseError {
+                    vmid,
+                    line: line.to_string(),
+                });
             };
             if key.starts_with("lxc.") {
                 if key == "lxc.environment.runtime" {
@@ -135,7 +138,9 @@ fn split_line(line: &str) -> Option<(String, String)> {
     }
     let (key, value) = line.split_once(':')?;
     let valid = key.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !valid {
         return None;
     }

@@ -38,7 +38,10 @@ impl Fault {
     pub(crate) fn is_task_fault(&self) -> bool {
         matches!(
             self,
-            Fault::SlowTask(_) | Fault::FailTask(_) | Fault::TaskWarnings(_) | Fault::HiddenTask { .. }
+            Fault::SlowTask(_)
+                | Fault::FailTask(_)
+                | Fault::TaskWarnings(_)
+                | Fault::HiddenTask { .. }
         )
     }
 }
@@ -60,7 +63,12 @@ pub struct FaultRule {
 impl FaultRule {
     /// A rule that fires once on any request (or the next task).
     pub fn new(fault: Fault) -> Self {
-        FaultRule { fault, method: None, path: None, times: 1 }
+        FaultRule {
+            fault,
+            method: None,
+            path: None,
+            times: 1,
+        }
     }
 
     /// Restricts it to one method and path template.

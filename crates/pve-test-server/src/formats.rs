@@ -294,7 +294,9 @@ fn check_single(format: &str, v: &str) -> Result<(), String> {
 
 fn parse_id(v: &str, kind: &str) -> Result<(), String> {
     if v.len() < 2 {
-        return Err(format!("{kind} ID '{v}' cannot be shorter than 2 characters\n"));
+        return Err(format!(
+            "{kind} ID '{v}' cannot be shorter than 2 characters\n"
+        ));
     }
     if !static_re!(r"^(?i:[a-z][a-z0-9\-_.]*[a-z0-9])$").is_match(v) {
         return Err(format!("{kind} ID '{v}' contains illegal characters\n"));

@@ -19,8 +19,20 @@ use crate::server::{ApiError, Auth, HandlerResult, Inner, Params, Reply};
 
 /// Parameters that steer creation and are not stored in the config.
 const CREATE_ONLY: &[&str] = &[
-    "node", "vmid", "ostemplate", "storage", "password", "ssh-public-keys", "start", "force",
-    "restore", "unique", "ignore-unpack-errors", "bwlimit", "pool", "ha-managed",
+    "node",
+    "vmid",
+    "ostemplate",
+    "storage",
+    "password",
+    "ssh-public-keys",
+    "start",
+    "force",
+    "restore",
+    "unique",
+    "ignore-unpack-errors",
+    "bwlimit",
+    "pool",
+    "ha-managed",
 ];
 
 fn text<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
@@ -62,7 +74,10 @@ impl Inner {
     /// `load_config`: the config and its digest, or Proxmox's "does not exist" error.
     pub(crate) fn load_config(&self, vmid: u32) -> Result<(CtConfig, String), ApiError> {
         let raw = std::fs::read_to_string(self.config_path(vmid)).map_err(|_| {
-            ApiError::die(format!("Configuration file '{}' does not exist\n", self.cfs_path(vmid)))
+            ApiError::die(format!(
+                "Configuration file '{}' does not exist\n",
+                self.cfs_path(vmid)
+            ))
         })?;
         let conf = CtConfig::parse(vmid, &raw).map_err(|e| ApiError::die(format!("{e}\n")))?;
         Ok((conf, digest(&raw)))
@@ -71,7 +86,10 @@ impl Inner {
     /// Writes the config atomically (temporary file and rename, as pmxcfs replaces files).
     pub(crate) fn write_config(&self, vmid: u32, conf: &CtConfig) -> Result<(), ApiError> {
         let path = self.config_path(vmid);
-        let tmp = self.ctx.config_dir.join(format!(".{vmid}.conf.tmp.{}", std::process::id()));
+        let tmp = self
+            .ctx
+            .config_dir
+            .join(format!(".{vmid}.conf.tmp.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(conf.render().as_bytes())?;
@@ -99,7 +117,11 @@ impl Inner {
 
     /// Takes the CT's config lock, waiting up to `timeout` (then "can't lock file ... got
     /// timeout", Proxmox's message).
-    pub(crate) async fn lock_config(&self, vmid: u32, timeout: Duration) -> Result<ConfigLock, String> {
+    pub(crate) async fn lock_config(
+        &self,
+        vmid: u32,
+        timeout: Duration,
+    ) -> Result<ConfigLock, String> {
         let path = self.ctx.lock_dir.join(format!("pve-config-{vmid}.lock"));
         let deadline = Instant::now() + timeout;
         loop {
@@ -115,7 +137,10 @@ impl Inner {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                    return Err(format!("can't lock file '{}' - got timeout\n", path.display()));
+                    return Err(format!(
+                        "can't lock file '{}' - got timeout\n",
+                        path.display()
+                    ));
                 }
                 Err((_, e)) => return Err(format!("can't lock file '{}' - {e}\n", path.display())),
             }
@@ -124,9 +149,10 @@ impl Inner {
 
     fn check_node(&self, params: &Params) -> Result<(), ApiError> {
         match text(params, "node") {
-            Some(n) if n != self.ctx.node => {
-                Err(ApiError::status(595, format!("no such cluster node '{n}'\n")))
-            }
+            Some(n) if n != self.ctx.node => Err(ApiError::status(
+                595,
+                format!("no such cluster node '{n}'\n"),
+            )),
             _ => Ok(()),
         }
     }
@@ -139,7 +165,9 @@ impl Inner {
         auth: &Auth,
     ) -> HandlerResult {
         self.check_node(params)?;
-        let vmid: u32 = text(params, "vmid").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let vmid: u32 = text(params, "vmid")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         match (method, template) {
             ("GET", "/version") => Ok(Reply::data(json!({
                 "version": "9.1.1",
@@ -180,7 +208,9 @@ impl Inner {
             ("GET", "/nodes/{node}/lxc/{vmid}/config") => self.get_config(vmid),
             ("PUT", "/nodes/{node}/lxc/{vmid}/config") => self.put_config(vmid, params, auth).await,
             ("GET", "/nodes/{node}/lxc/{vmid}/status/current") => self.status_current(vmid).await,
-            ("POST", "/nodes/{node}/lxc/{vmid}/status/start") => self.start(vmid, params, auth).await,
+            ("POST", "/nodes/{node}/lxc/{vmid}/status/start") => {
+                self.start(vmid, params, auth).await
+            }
             ("POST", "/nodes/{node}/lxc/{vmid}/status/stop") => {
                 self.stop(vmid, params, auth, false).await
             }
@@ -189,7 +219,10 @@ impl Inner {
             }
             ("GET", "/nodes/{node}/tasks/{upid}/status") => self.task_status(params),
             ("GET", "/nodes/{node}/tasks/{upid}/log") => self.task_log(params),
-            _ => Err(ApiError::status(501, format!("Method '{method} {template}' not implemented"))),
+            _ => Err(ApiError::status(
+                501,
+                format!("Method '{method} {template}' not implemented"),
+            )),
         }
     }
 
@@ -229,12 +262,22 @@ impl Inner {
         let running = self.backend.is_running(&self.ctx, vmid).await;
         let opt = |k: &str| conf.options.get(k).cloned();
         let mib = |k: &str, default: u64| {
-            opt(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(default) * 1024 * 1024
+            opt(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(default)
+                * 1024
+                * 1024
         };
         let mut m = serde_json::Map::new();
         m.insert("vmid".into(), json!(vmid));
-        m.insert("status".into(), json!(if running { "running" } else { "stopped" }));
-        m.insert("name".into(), json!(opt("hostname").unwrap_or_else(|| format!("CT{vmid}"))));
+        m.insert(
+            "status".into(),
+            json!(if running { "running" } else { "stopped" }),
+        );
+        m.insert(
+            "name".into(),
+            json!(opt("hostname").unwrap_or_else(|| format!("CT{vmid}"))),
+        );
         m.insert("type".into(), json!("lxc"));
         m.insert("maxmem".into(), json!(mib("memory", 512)));
         m.insert("maxswap".into(), json!(mib("swap", 512)));
@@ -245,7 +288,9 @@ impl Inner {
         m.insert("cpu".into(), json!(0));
         m.insert(
             "cpus".into(),
-            json!(opt("cores").and_then(|c| c.parse::<u64>().ok()).unwrap_or(2)),
+            json!(opt("cores")
+                .and_then(|c| c.parse::<u64>().ok())
+                .unwrap_or(2)),
         );
         m.insert("uptime".into(), json!(if running { 1 } else { 0 }));
         for k in ["netin", "netout", "diskread", "diskwrite"] {
@@ -266,7 +311,9 @@ impl Inner {
     async fn lxc_list(&self) -> HandlerResult {
         let mut list = Vec::new();
         for vmid in self.list_vmids() {
-            let Ok((conf, _)) = self.load_config(vmid) else { continue };
+            let Ok((conf, _)) = self.load_config(vmid) else {
+                continue;
+            };
             list.push(Value::Object(self.ct_summary(vmid, &conf).await));
         }
         Ok(Reply::data(Value::Array(list)))
@@ -277,7 +324,9 @@ impl Inner {
         let mut list = Vec::new();
         if filter.is_none() || filter == Some("vm") {
             for vmid in self.list_vmids() {
-                let Ok((conf, _)) = self.load_config(vmid) else { continue };
+                let Ok((conf, _)) = self.load_config(vmid) else {
+                    continue;
+                };
                 let mut m = self.ct_summary(vmid, &conf).await;
                 m.insert("id".into(), json!(format!("lxc/{vmid}")));
                 m.insert("node".into(), json!(self.ctx.node));
@@ -285,15 +334,19 @@ impl Inner {
             }
         }
         if filter.is_none() || filter == Some("node") {
-            list.push(json!({"id": format!("node/{}", self.ctx.node), "type": "node",
+            list.push(
+                json!({"id": format!("node/{}", self.ctx.node), "type": "node",
                 "node": self.ctx.node, "status": "online", "level": "", "maxcpu": 2,
-                "maxmem": 24u64 << 30, "cgroup-mode": 2}));
+                "maxmem": 24u64 << 30, "cgroup-mode": 2}),
+            );
         }
         if filter.is_none() || filter == Some("storage") {
             for s in &self.storages {
-                list.push(json!({"id": format!("storage/{}/{s}", self.ctx.node), "type": "storage",
+                list.push(
+                    json!({"id": format!("storage/{}/{s}", self.ctx.node), "type": "storage",
                     "storage": s, "node": self.ctx.node, "status": "available", "shared": 0,
-                    "content": "rootdir,vztmpl,images", "plugintype": "dir"}));
+                    "content": "rootdir,vztmpl,images", "plugintype": "dir"}),
+                );
             }
         }
         Ok(Reply::data(Value::Array(list)))
@@ -304,7 +357,10 @@ impl Inner {
         let used = self.list_vmids();
         if let Some(want) = text(params, "vmid").and_then(|v| v.parse::<u32>().ok()) {
             if used.contains(&want) {
-                return Err(ApiError::param1("vmid", &format!("VM {want} already exists")));
+                return Err(ApiError::param1(
+                    "vmid",
+                    &format!("VM {want} already exists"),
+                ));
             }
             return Ok(Reply::data(json!(want.to_string())));
         }
@@ -329,15 +385,19 @@ impl Inner {
                 .map(|p| p.trim_start_matches("volume=").to_string())
                 .unwrap_or_default();
             if volume.starts_with('/') && !auth.is_root() {
-                return Err(ApiError::die("Only root can pass arbitrary filesystem paths.\n"));
+                return Err(ApiError::die(
+                    "Only root can pass arbitrary filesystem paths.\n",
+                ));
             }
             if let Some((storage, _)) = volume.split_once(':') {
                 if !self.storages.iter().any(|s| s == storage) {
-                    return Err(ApiError::die(format!("storage '{storage}' does not exist\n")));
+                    return Err(ApiError::die(format!(
+                        "storage '{storage}' does not exist\n"
+                    )));
                 }
             }
         }
-        for (k, _) in params {
+        for k in params.keys() {
             if k.starts_with("dev") && k[3..].parse::<u32>().is_ok() && !auth.is_root() {
                 return Err(ApiError::status(
                     403,
@@ -349,14 +409,20 @@ impl Inner {
     }
 
     async fn create(self: Arc<Self>, params: &Params, auth: &Auth) -> HandlerResult {
-        let vmid: u32 = text(params, "vmid").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let vmid: u32 = text(params, "vmid")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let storage = text(params, "storage").unwrap_or("local").to_string();
         let ostemplate = text(params, "ostemplate").unwrap_or("").to_string();
         if !self.storages.contains(&storage) {
-            return Err(ApiError::die(format!("storage '{storage}' does not exist\n")));
+            return Err(ApiError::die(format!(
+                "storage '{storage}' does not exist\n"
+            )));
         }
         if ostemplate.starts_with('/') && !auth.is_root() {
-            return Err(ApiError::die("Only root can pass arbitrary filesystem paths.\n"));
+            return Err(ApiError::die(
+                "Only root can pass arbitrary filesystem paths.\n",
+            ));
         }
         if ostemplate != "-" && !ostemplate.starts_with('/') {
             if let Some((sid, _)) = ostemplate.split_once(':') {
@@ -364,7 +430,9 @@ impl Inner {
                     return Err(ApiError::die(format!("storage '{sid}' does not exist\n")));
                 }
             } else {
-                return Err(ApiError::die(format!("unable to parse volume ID '{ostemplate}'\n")));
+                return Err(ApiError::die(format!(
+                    "unable to parse volume ID '{ostemplate}'\n"
+                )));
             }
         }
         self.check_paths_allowed(params, auth)?;
@@ -402,7 +470,10 @@ impl Inner {
                 .and_then(|mut f| f.write_all(conf.render().as_bytes()));
             if let Err(e) = created {
                 let msg = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    format!("{emsg} CT {vmid} already exists on node '{}'\n", self.ctx.node)
+                    format!(
+                        "{emsg} CT {vmid} already exists on node '{}'\n",
+                        self.ctx.node
+                    )
                 } else {
                     format!("{emsg} unable to create config - {e}\n")
                 };
@@ -426,22 +497,49 @@ impl Inner {
                 }
             }
         }
-        let rootfs = final_conf.options.get("rootfs").cloned().unwrap_or_else(|| format!("{storage}:4"));
-        final_conf.options.insert("rootfs".into(), allocate_volume(&rootfs, vmid, 0));
+        let rootfs = final_conf
+            .options
+            .get("rootfs")
+            .cloned()
+            .unwrap_or_else(|| format!("{storage}:4"));
+        final_conf
+            .options
+            .insert("rootfs".into(), allocate_volume(&rootfs, vmid, 0));
         let mut disk = 1;
-        let mp_keys: Vec<String> =
-            final_conf.options.keys().filter(|k| k.starts_with("mp")).cloned().collect();
+        let mp_keys: Vec<String> = final_conf
+            .options
+            .keys()
+            .filter(|k| k.starts_with("mp"))
+            .cloned()
+            .collect();
         for k in mp_keys {
             if let Some(v) = final_conf.options.get(&k).cloned() {
-                final_conf.options.insert(k, allocate_volume(&v, vmid, disk));
+                final_conf
+                    .options
+                    .insert(k, allocate_volume(&v, vmid, disk));
                 disk += 1;
             }
         }
-        final_conf.options.entry("hostname".into()).or_insert(format!("CT{vmid}"));
-        final_conf.options.entry("memory".into()).or_insert("512".into());
-        final_conf.options.entry("swap".into()).or_insert("512".into());
-        final_conf.options.entry("arch".into()).or_insert("amd64".into());
-        final_conf.options.entry("ostype".into()).or_insert("unmanaged".into());
+        final_conf
+            .options
+            .entry("hostname".into())
+            .or_insert(format!("CT{vmid}"));
+        final_conf
+            .options
+            .entry("memory".into())
+            .or_insert("512".into());
+        final_conf
+            .options
+            .entry("swap".into())
+            .or_insert("512".into());
+        final_conf
+            .options
+            .entry("arch".into())
+            .or_insert("amd64".into());
+        final_conf
+            .options
+            .entry("ostype".into())
+            .or_insert("unmanaged".into());
         if !final_conf.options.contains_key("unprivileged") {
             final_conf.options.insert("unprivileged".into(), "1".into());
         } else if final_conf.options.get("unprivileged").map(String::as_str) == Some("0") {
@@ -450,31 +548,44 @@ impl Inner {
         let start_after = flag(params, "start");
         let faults = self.take_task_faults("POST", "/nodes/{node}/lxc");
         let inner = self.clone();
-        let upid = self.spawn_task("vzcreate", &vmid.to_string(), auth, faults, move |log| async move {
-            let result = async {
-                let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
-                let mut with_lock = final_conf.clone();
-                with_lock.options.insert("lock".into(), "create".into());
-                inner.write_config(vmid, &with_lock).map_err(|e| e.message)?;
-                log.line(format!("extracting archive '{ostemplate}'"));
-                inner.backend.create(&inner.ctx, vmid, &ostemplate, &with_lock, &log).await?;
-                log.line("Total bytes read: 0 (0B, 0B/s)");
-                inner.write_config(vmid, &final_conf).map_err(|e| e.message)?;
-                Ok::<(), String>(())
-            }
-            .await;
-            if let Err(e) = result {
-                // destroy_config_on_error
-                let _ = std::fs::remove_file(inner.config_path(vmid));
-                return Err(format!("unable to create CT {vmid} - {}", e.trim_end()));
-            }
-            if start_after {
-                let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
-                let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
-                inner.backend.start(&inner.ctx, vmid, &conf, &log).await?;
-            }
-            Ok(())
-        });
+        let upid = self.spawn_task(
+            "vzcreate",
+            &vmid.to_string(),
+            auth,
+            faults,
+            move |log| async move {
+                let result = async {
+                    let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
+                    let mut with_lock = final_conf.clone();
+                    with_lock.options.insert("lock".into(), "create".into());
+                    inner
+                        .write_config(vmid, &with_lock)
+                        .map_err(|e| e.message)?;
+                    log.line(format!("extracting archive '{ostemplate}'"));
+                    inner
+                        .backend
+                        .create(&inner.ctx, vmid, &ostemplate, &with_lock, &log)
+                        .await?;
+                    log.line("Total bytes read: 0 (0B, 0B/s)");
+                    inner
+                        .write_config(vmid, &final_conf)
+                        .map_err(|e| e.message)?;
+                    Ok::<(), String>(())
+                }
+                .await;
+                if let Err(e) = result {
+                    // destroy_config_on_error
+                    let _ = std::fs::remove_file(inner.config_path(vmid));
+                    return Err(format!("unable to create CT {vmid} - {}", e.trim_end()));
+                }
+                if start_after {
+                    let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
+                    let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
+                    inner.backend.start(&inner.ctx, vmid, &conf, &log).await?;
+                }
+                Ok(())
+            },
+        );
         Ok(Reply::data(json!(upid)))
     }
 
@@ -482,7 +593,9 @@ impl Inner {
         let (conf, _) = self.load_config(vmid)?;
         let early_checks = move |conf: &CtConfig| -> Result<(), String> {
             if conf.options.get("protection").map(String::as_str) == Some("1") {
-                return Err(format!("can't remove CT {vmid} - protection mode enabled\n"));
+                return Err(format!(
+                    "can't remove CT {vmid} - protection mode enabled\n"
+                ));
             }
             if let Some(l) = conf.lock() {
                 return Err(format!("CT is locked ({l})\n"));
@@ -499,39 +612,47 @@ impl Inner {
         let unreferenced = flag(params, "destroy-unreferenced-disks");
         let faults = self.take_task_faults("DELETE", "/nodes/{node}/lxc/{vmid}");
         let inner = self.clone();
-        let upid = self.spawn_task("vzdestroy", &vmid.to_string(), auth, faults, move |log| async move {
-            let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
-            let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
-            early_checks(&conf)?;
-            if inner.backend.is_running(&inner.ctx, vmid).await {
-                if !force {
-                    return Err(running_msg);
+        let upid = self.spawn_task(
+            "vzdestroy",
+            &vmid.to_string(),
+            auth,
+            faults,
+            move |log| async move {
+                let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
+                let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
+                early_checks(&conf)?;
+                if inner.backend.is_running(&inner.ctx, vmid).await {
+                    if !force {
+                        return Err(running_msg);
+                    }
+                    log.warn(format!("forced to stop CT {vmid} before destroying!"));
+                    inner.backend.stop(&inner.ctx, vmid, &conf, &log).await?;
                 }
-                log.warn(format!("forced to stop CT {vmid} before destroying!"));
-                inner.backend.stop(&inner.ctx, vmid, &conf, &log).await?;
-            }
-            let mut locked = conf.clone();
-            locked.options.insert("lock".into(), "destroyed".into());
-            inner.write_config(vmid, &locked).map_err(|e| e.message)?;
-            for (k, v) in &conf.options {
-                if k == "rootfs" || k.starts_with("mp") || k.starts_with("unused") {
-                    let volume = v.split(',').next().unwrap_or("");
-                    if volume.contains(':') {
-                        log.line(format!("removing volume '{volume}'"));
+                let mut locked = conf.clone();
+                locked.options.insert("lock".into(), "destroyed".into());
+                inner.write_config(vmid, &locked).map_err(|e| e.message)?;
+                for (k, v) in &conf.options {
+                    if k == "rootfs" || k.starts_with("mp") || k.starts_with("unused") {
+                        let volume = v.split(',').next().unwrap_or("");
+                        if volume.contains(':') {
+                            log.line(format!("removing volume '{volume}'"));
+                        }
                     }
                 }
-            }
-            if unreferenced {
-                log.line("destroying unreferenced disks of CT ".to_string() + &vmid.to_string());
-            }
-            inner.backend.destroy(&inner.ctx, vmid, &conf, &log).await?;
-            if purge {
-                log.line(format!("purging CT {vmid} from related configurations.."));
-            }
-            std::fs::remove_file(inner.config_path(vmid))
-                .map_err(|e| format!("unable to remove config - {e}"))?;
-            Ok(())
-        });
+                if unreferenced {
+                    log.line(
+                        "destroying unreferenced disks of CT ".to_string() + &vmid.to_string(),
+                    );
+                }
+                inner.backend.destroy(&inner.ctx, vmid, &conf, &log).await?;
+                if purge {
+                    log.line(format!("purging CT {vmid} from related configurations.."));
+                }
+                std::fs::remove_file(inner.config_path(vmid))
+                    .map_err(|e| format!("unable to remove config - {e}"))?;
+                Ok(())
+            },
+        );
         Ok(Reply::data(json!(upid)))
     }
 
@@ -580,14 +701,27 @@ impl Inner {
         }
         let delete: Vec<String> = params
             .remove("delete")
-            .map(|v| split_list(&value_text(&v)).into_iter().map(str::to_string).collect())
+            .map(|v| {
+                split_list(&value_text(&v))
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         let revert: Vec<String> = params
             .remove("revert")
-            .map(|v| split_list(&value_text(&v)).into_iter().map(str::to_string).collect())
+            .map(|v| {
+                split_list(&value_text(&v))
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         self.check_paths_allowed(&params, auth)?;
-        let _lock = self.lock_config(vmid, self.lock_timeout).await.map_err(ApiError::die)?;
+        let _lock = self
+            .lock_config(vmid, self.lock_timeout)
+            .await
+            .map_err(ApiError::die)?;
         let (mut conf, digest) = self.load_config(vmid)?;
         if let Some(l) = conf.lock() {
             return Err(ApiError::die(format!("CT is locked ({l})\n")));
@@ -607,12 +741,18 @@ impl Inner {
             .unwrap_or_default();
         for opt in &revert {
             if lookup_property(&schema, opt).is_none() {
-                return Err(ApiError::param1("revert", &format!("unknown option '{opt}'")));
+                return Err(ApiError::param1(
+                    "revert",
+                    &format!("unknown option '{opt}'"),
+                ));
             }
         }
         for opt in &delete {
             if lookup_property(&schema, opt).is_none() || opt == "node" || opt == "vmid" {
-                return Err(ApiError::param1("delete", &format!("unknown option '{opt}'")));
+                return Err(ApiError::param1(
+                    "delete",
+                    &format!("unknown option '{opt}'"),
+                ));
             }
             if params.contains_key(opt) {
                 return Err(ApiError::param1(
@@ -630,7 +770,10 @@ impl Inner {
                 "description" => conf.description = None,
                 "env" => conf.env = None,
                 "rootfs" => {
-                    return Err(ApiError::param1("delete", "unable to delete required option 'rootfs'"))
+                    return Err(ApiError::param1(
+                        "delete",
+                        "unable to delete required option 'rootfs'",
+                    ))
                 }
                 _ => {
                     conf.options.remove(opt);
@@ -664,7 +807,10 @@ impl Inner {
     async fn start(self: Arc<Self>, vmid: u32, params: &Params, auth: &Auth) -> HandlerResult {
         let skiplock = flag(params, "skiplock");
         if skiplock && !auth.is_root() {
-            return Err(ApiError::param1("skiplock", "Only root may use this option."));
+            return Err(ApiError::param1(
+                "skiplock",
+                "Only root may use this option.",
+            ));
         }
         self.load_config(vmid)?;
         if self.backend.is_running(&self.ctx, vmid).await {
@@ -675,19 +821,25 @@ impl Inner {
         }
         let faults = self.take_task_faults("POST", "/nodes/{node}/lxc/{vmid}/status/start");
         let inner = self.clone();
-        let upid = self.spawn_task("vzstart", &vmid.to_string(), auth, faults, move |log| async move {
-            let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
-            let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
-            if conf.options.get("template").map(String::as_str) == Some("1") {
-                return Err("you can't start a CT if it's a template\n".into());
-            }
-            if !skiplock && conf.lock() != Some("mounted") {
-                if let Some(l) = conf.lock() {
-                    return Err(format!("CT is locked ({l})\n"));
+        let upid = self.spawn_task(
+            "vzstart",
+            &vmid.to_string(),
+            auth,
+            faults,
+            move |log| async move {
+                let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
+                let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
+                if conf.options.get("template").map(String::as_str) == Some("1") {
+                    return Err("you can't start a CT if it's a template\n".into());
                 }
-            }
-            inner.backend.start(&inner.ctx, vmid, &conf, &log).await
-        });
+                if !skiplock && conf.lock() != Some("mounted") {
+                    if let Some(l) = conf.lock() {
+                        return Err(format!("CT is locked ({l})\n"));
+                    }
+                }
+                inner.backend.start(&inner.ctx, vmid, &conf, &log).await
+            },
+        );
         Ok(Reply::data(json!(upid)))
     }
 
@@ -700,13 +852,18 @@ impl Inner {
     ) -> HandlerResult {
         let skiplock = flag(params, "skiplock");
         if skiplock && !auth.is_root() {
-            return Err(ApiError::param1("skiplock", "Only root may use this option."));
+            return Err(ApiError::param1(
+                "skiplock",
+                "Only root may use this option.",
+            ));
         }
         self.load_config(vmid)?;
         if !self.backend.is_running(&self.ctx, vmid).await {
             return Err(ApiError::die(format!("CT {vmid} not running\n")));
         }
-        let timeout = text(params, "timeout").and_then(|t| t.parse::<u64>().ok()).unwrap_or(60);
+        let timeout = text(params, "timeout")
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(60);
         let force_stop = flag(params, "forceStop");
         let (kind, template) = if clean {
             ("vzshutdown", "/nodes/{node}/lxc/{vmid}/status/shutdown")
@@ -715,27 +872,37 @@ impl Inner {
         };
         let faults = self.take_task_faults("POST", template);
         let inner = self.clone();
-        let upid = self.spawn_task(kind, &vmid.to_string(), auth, faults, move |log| async move {
-            let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
-            let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
-            if !skiplock {
-                if let Some(l) = conf.lock() {
-                    return Err(format!("CT is locked ({l})\n"));
+        let upid = self.spawn_task(
+            kind,
+            &vmid.to_string(),
+            auth,
+            faults,
+            move |log| async move {
+                let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
+                let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
+                if !skiplock {
+                    if let Some(l) = conf.lock() {
+                        return Err(format!("CT is locked ({l})\n"));
+                    }
                 }
-            }
-            if !clean {
-                return inner.backend.stop(&inner.ctx, vmid, &conf, &log).await;
-            }
-            let timeout = Duration::from_secs(timeout);
-            match inner.backend.shutdown(&inner.ctx, vmid, &conf, timeout, &log).await {
-                Ok(()) => Ok(()),
-                Err(e) if force_stop => {
-                    log.line(format!("{e}; forcing stop"));
-                    inner.backend.stop(&inner.ctx, vmid, &conf, &log).await
+                if !clean {
+                    return inner.backend.stop(&inner.ctx, vmid, &conf, &log).await;
                 }
-                Err(e) => Err(e),
-            }
-        });
+                let timeout = Duration::from_secs(timeout);
+                match inner
+                    .backend
+                    .shutdown(&inner.ctx, vmid, &conf, timeout, &log)
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(e) if force_stop => {
+                        log.line(format!("{e}; forcing stop"));
+                        inner.backend.stop(&inner.ctx, vmid, &conf, &log).await
+                    }
+                    Err(e) => Err(e),
+                }
+            },
+        );
         Ok(Reply::data(json!(upid)))
     }
 
@@ -764,7 +931,11 @@ impl Inner {
         let Some(t) = tasks.get(upid) else {
             return Err(ApiError::param1("upid", "no such task"));
         };
-        let exit = t.exitstatus.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let exit = t
+            .exitstatus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut v = json!({
             "upid": t.upid, "node": self.ctx.node, "pid": t.pid, "pstart": t.pstart,
             "starttime": t.starttime, "type": t.kind, "id": t.id, "user": t.user,
@@ -779,8 +950,12 @@ impl Inner {
     fn task_log(&self, params: &Params) -> HandlerResult {
         self.find_task(params)?;
         let upid = text(params, "upid").unwrap_or("");
-        let start = text(params, "start").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
-        let limit = text(params, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(50);
+        let start = text(params, "start")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let limit = text(params, "limit")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(50);
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let lines = tasks.get(upid).map(|t| t.log.lines()).unwrap_or_default();
         let total = lines.len() as u64;
@@ -793,7 +968,10 @@ impl Inner {
             .take(take)
             .map(|(i, t)| json!({"n": i + 1, "t": t}))
             .collect();
-        Ok(Reply { data: Value::Array(out), total: Some(total) })
+        Ok(Reply {
+            data: Value::Array(out),
+            total: Some(total),
+        })
     }
 }
 
@@ -803,9 +981,9 @@ fn allocate_volume(spec: &str, vmid: u32, index: u32) -> String {
     let first = parts.next().unwrap_or("");
     let rest = parts.next();
     let volume = first.strip_prefix("volume=").unwrap_or(first);
-    let new_disk = volume.split_once(':').filter(|(sid, size)| {
-        !sid.is_empty() && !size.is_empty() && size.parse::<f64>().is_ok()
-    });
+    let new_disk = volume
+        .split_once(':')
+        .filter(|(sid, size)| !sid.is_empty() && !size.is_empty() && size.parse::<f64>().is_ok());
     match new_disk {
         Some((sid, size)) => {
             let mut out = format!("{sid}:{vmid}/vm-{vmid}-disk-{index}.raw");
@@ -826,7 +1004,12 @@ pub fn parse_upid(upid: &str) -> Option<Vec<String>> {
         r"UPID:([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):([0-9A-Fa-f]{8,9}):([0-9A-Fa-f]{8}):([^:\s/]+):([^:\s/]*):([^:\s/]+):",
     )?;
     let caps = re.captures(upid)?;
-    Some(caps.iter().skip(1).map(|m| m.map(|m| m.as_str().to_string()).unwrap_or_default()).collect())
+    Some(
+        caps.iter()
+            .skip(1)
+            .map(|m| m.map(|m| m.as_str().to_string()).unwrap_or_default())
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -835,7 +1018,10 @@ mod tests {
 
     #[test]
     fn volumes() {
-        assert_eq!(allocate_volume("local:8", 100, 0), "local:100/vm-100-disk-0.raw,size=8G");
+        assert_eq!(
+            allocate_volume("local:8", 100, 0),
+            "local:100/vm-100-disk-0.raw,size=8G"
+        );
         assert_eq!(
             allocate_volume("local:1,mp=/data", 100, 1),
             "local:100/vm-100-disk-1.raw,mp=/data,size=1G"
@@ -845,7 +1031,9 @@ mod tests {
 
     #[test]
     fn upids() {
-        assert!(parse_upid("UPID:pve:0000A1B2:00C0FFEE:6560A1B2:vzstart:100:root@pam!t:").is_some());
+        assert!(
+            parse_upid("UPID:pve:0000A1B2:00C0FFEE:6560A1B2:vzstart:100:root@pam!t:").is_some()
+        );
         assert!(parse_upid("UPID:pve:zz:1:2:vzstart:100:root@pam:").is_none());
     }
 }

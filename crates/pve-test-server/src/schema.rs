@@ -98,7 +98,9 @@ impl ApiSchema {
 
     /// Finds an endpoint by template and method.
     pub fn endpoint(&self, method: &str, template: &str) -> Option<&Endpoint> {
-        self.endpoints.iter().find(|e| e.method == method && e.template == template)
+        self.endpoints
+            .iter()
+            .find(|e| e.method == method && e.template == template)
     }
 }
 
@@ -112,7 +114,10 @@ fn indexed_limit(base: &str) -> usize {
 }
 
 /// Resolves a parameter name against an object schema's properties, expanding `name[n]`.
-pub(crate) fn lookup_property<'a>(props: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn lookup_property<'a>(
+    props: &'a serde_json::Map<String, Value>,
+    key: &str,
+) -> Option<&'a Value> {
     if let Some(schema) = props.get(key) {
         return Some(schema);
     }
@@ -136,7 +141,10 @@ pub(crate) fn lookup_property<'a>(props: &'a serde_json::Map<String, Value>, key
 pub fn validate_parameters(schema: &Value, params: &BTreeMap<String, Value>) -> ParamErrors {
     let mut errors = ParamErrors::new();
     let empty = serde_json::Map::new();
-    let props = schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let props = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let additional = schema.get("additionalProperties");
     check_object("", props, additional, params, &mut errors);
     errors
@@ -149,7 +157,13 @@ fn check_object(
     value: &BTreeMap<String, Value>,
     errors: &mut ParamErrors,
 ) {
-    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
     // Declared properties: missing non-optional ones are errors. Indexed names (`net[n]`)
     // are always optional.
     for (name, sub) in props {
@@ -222,7 +236,8 @@ fn is_number(s: &str) -> bool {
 
 fn is_integer(s: &str) -> bool {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"^[+-]?\d+$").expect("static regex")).is_match(s)
+    RE.get_or_init(|| Regex::new(r"^[+-]?\d+$").expect("static regex"))
+        .is_match(s)
 }
 
 fn scalar_text(v: &Value) -> Option<String> {
@@ -265,17 +280,27 @@ pub fn check_prop(value: Option<&Value>, schema: &Value, path: &str, errors: &mu
             }
         }
         Value::Object(map) => {
-            if schema.get("properties").is_some() || schema.get("additionalProperties").is_some()
-            {
+            if schema.get("properties").is_some() || schema.get("additionalProperties").is_some() {
                 let empty = serde_json::Map::new();
-                let props = schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+                let props = schema
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .unwrap_or(&empty);
                 let value: BTreeMap<String, Value> =
                     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                check_object(path, props, schema.get("additionalProperties"), &value, errors);
+                check_object(
+                    path,
+                    props,
+                    schema.get("additionalProperties"),
+                    &value,
+                    errors,
+                );
             }
         }
         scalar => {
-            let Some(text) = scalar_text(scalar) else { return };
+            let Some(text) = scalar_text(scalar) else {
+                return;
+            };
             if let Some(format) = schema.get("format") {
                 let result = match format {
                     Value::String(name) => check_named_format(name, &text),
@@ -299,7 +324,11 @@ pub fn check_prop(value: Option<&Value>, schema: &Value, path: &str, errors: &mu
             let chars = text.chars().count() as u64;
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
                 if chars > max {
-                    add_error(errors, path, &format!("value may only be {max} characters long"));
+                    add_error(
+                        errors,
+                        path,
+                        &format!("value may only be {max} characters long"),
+                    );
                     return;
                 }
             }
@@ -339,7 +368,9 @@ pub fn check_prop(value: Option<&Value>, schema: &Value, path: &str, errors: &mu
                 }
             }
             if let Some(Value::Array(options)) = schema.get("enum") {
-                let found = options.iter().any(|o| scalar_text(o).as_deref() == Some(&text));
+                let found = options
+                    .iter()
+                    .any(|o| scalar_text(o).as_deref() == Some(&text));
                 if !found {
                     let list: Vec<String> = options.iter().filter_map(scalar_text).collect();
                     add_error(
@@ -363,7 +394,10 @@ fn check_type(path: &str, ty: &str, value: &Value, errors: &mut ParamErrors) -> 
     };
     match (ty, value) {
         ("" | "any", _) => true,
-        ("null", _) => fail(errors, format!("type check ('{ty}') failed - value is not null")),
+        ("null", _) => fail(
+            errors,
+            format!("type check ('{ty}') failed - value is not null"),
+        ),
         ("array", Value::Array(_)) | ("object", Value::Object(_)) => true,
         ("array" | "object", _) => fail(errors, format!("type check ('{ty}') failed")),
         (_, Value::Array(_)) => fail(errors, format!("type check ('{ty}') failed - got ARRAY")),
@@ -418,10 +452,14 @@ pub fn parse_property_string(
                 return Err("missing key in comma-separated list property\n".into());
             }
             if res.contains_key(k) {
-                return Err(format!("duplicate key in comma-separated list property: {k}\n"));
+                return Err(format!(
+                    "duplicate key in comma-separated list property: {k}\n"
+                ));
             }
             let Some(schema) = format.get(k) else {
-                return Err(format!("invalid key in comma-separated list property: {k}\n"));
+                return Err(format!(
+                    "invalid key in comma-separated list property: {k}\n"
+                ));
             };
             let mut v = v.to_string();
             if schema.get("type").and_then(Value::as_str) == Some("boolean") {
@@ -432,7 +470,9 @@ pub fn parse_property_string(
             res.insert(k.to_string(), Value::String(v));
         } else {
             if let Some(dk) = &default_key {
-                return Err(format!("duplicate key in comma-separated list property: {dk}\n"));
+                return Err(format!(
+                    "duplicate key in comma-separated list property: {dk}\n"
+                ));
             }
             let Some((key, schema)) = format.iter().find(|(_, s)| {
                 matches!(s.get("default_key"), Some(Value::Number(n)) if n.as_i64() == Some(1))
@@ -440,7 +480,9 @@ pub fn parse_property_string(
                 return Err("value without key, but schema does not define a default key\n".into());
             };
             if res.contains_key(key) {
-                return Err(format!("duplicate key in comma-separated list property: {key}\n"));
+                return Err(format!(
+                    "duplicate key in comma-separated list property: {key}\n"
+                ));
             }
             let mut v = part.to_string();
             if schema.get("type").and_then(Value::as_str) == Some("boolean") {
@@ -485,7 +527,9 @@ pub fn compile_perl_pattern(pattern: &str) -> Option<Regex> {
         return re.clone();
     }
     let translated = translate_perl_regex(pattern);
-    let compiled = RegexBuilder::new(&format!("^(?:{translated})$")).build().ok();
+    let compiled = RegexBuilder::new(&format!("^(?:{translated})$"))
+        .build()
+        .ok();
     if compiled.is_none() {
         tracing::warn!(pattern, translated, "schema pattern does not compile");
     }
@@ -579,7 +623,9 @@ mod tests {
 
     #[test]
     fn validates_like_proxmox() {
-        let ep = ApiSchema::builtin().endpoint("POST", "/nodes/{node}/lxc").unwrap();
+        let ep = ApiSchema::builtin()
+            .endpoint("POST", "/nodes/{node}/lxc")
+            .unwrap();
         let mut p = BTreeMap::new();
         p.insert("node".to_string(), json!("pve"));
         p.insert("vmid".to_string(), json!("99"));
@@ -591,7 +637,10 @@ mod tests {
         p.insert("unique".to_string(), json!("1"));
         let e = validate_parameters(&ep.parameters, &p);
         // format before bounds, as check_prop does
-        assert_eq!(e["vmid"], "invalid format - value does not look like a valid VM ID\n");
+        assert_eq!(
+            e["vmid"],
+            "invalid format - value does not look like a valid VM ID\n"
+        );
         assert!(e["net0"].starts_with("invalid format - format error\nnet0.ip: invalid format"));
         assert_eq!(
             e["net99"],

@@ -121,7 +121,9 @@ impl TestServerBuilder {
                     Ok(d)
                 }
                 None => {
-                    let d = tempfile::Builder::new().prefix(&format!("pve-test-{what}-")).tempdir()?;
+                    let d = tempfile::Builder::new()
+                        .prefix(&format!("pve-test-{what}-"))
+                        .tempdir()?;
                     let p = d.path().to_path_buf();
                     temp_dirs.push(d);
                     Ok(p)
@@ -134,7 +136,11 @@ impl TestServerBuilder {
         let listener = TcpListener::bind(self.bind).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
-            ctx: NodeContext { node: self.node.clone(), config_dir, lock_dir },
+            ctx: NodeContext {
+                node: self.node.clone(),
+                config_dir,
+                lock_dir,
+            },
             cluster_name: self.cluster_name,
             tokens: self.tokens.into_iter().collect(),
             users: self.users.into_iter().collect(),
@@ -150,6 +156,7 @@ impl TestServerBuilder {
             counts: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(Vec::new()),
             logins: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             next_pid: AtomicU32::new(std::process::id() * 16),
             quorate: AtomicBool::new(true),
@@ -159,7 +166,10 @@ impl TestServerBuilder {
         let accept_inner = inner.clone();
         let accept_task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _peer)) = listener.accept().await else { continue };
+                let Ok((stream, _peer)) = listener.accept().await else {
+                    continue;
+                };
+                accept_inner.connections.fetch_add(1, Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 let inner = accept_inner.clone();
                 tokio::spawn(async move {
@@ -181,7 +191,13 @@ impl TestServerBuilder {
             }
         });
         tracing::info!(%addr, node = %inner.ctx.node, "pve-test-server listening");
-        Ok(TestServer { inner, addr, tls, accept_task, _temp_dirs: temp_dirs })
+        Ok(TestServer {
+            inner,
+            addr,
+            tls,
+            accept_task,
+            _temp_dirs: temp_dirs,
+        })
     }
 }
 
@@ -258,11 +274,18 @@ impl TestServer {
     /// including failed, refused and dropped ones.
     pub fn requests(&self, method: &str, template: &str) -> u64 {
         let counts = self.inner.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.get(&format!("{method} {template}")).copied().unwrap_or(0)
+        counts
+            .get(&format!("{method} {template}"))
+            .copied()
+            .unwrap_or(0)
     }
     /// All counters, keyed `METHOD TEMPLATE`.
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
-        self.inner.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     /// Sum of all counters.
     pub fn total_requests(&self) -> u64 {
@@ -270,11 +293,24 @@ impl TestServer {
     }
     /// Clears the counters.
     pub fn reset_counts(&self) {
-        self.inner.counts.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
     /// Successful logins (`POST /access/ticket`).
     pub fn logins(&self) -> u64 {
         self.inner.logins.load(Ordering::SeqCst)
+    }
+    /// TCP connections accepted (including those whose TLS handshake failed).
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::SeqCst)
+    }
+    /// Every ticket issued so far (for tests that prove tickets never reach a log).
+    pub fn issued_tickets(&self) -> Vec<String> {
+        let tickets = self.inner.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        tickets.keys().cloned().collect()
     }
     /// Requests refused with 401.
     pub fn auth_failures(&self) -> u64 {
@@ -282,11 +318,19 @@ impl TestServer {
     }
     /// Adds a fault rule.
     pub fn inject(&self, rule: FaultRule) {
-        self.inner.faults.lock().unwrap_or_else(|e| e.into_inner()).push(rule);
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(rule);
     }
     /// Removes all fault rules.
     pub fn clear_faults(&self) {
-        self.inner.faults.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
     /// Sets whether the cluster reports quorum.
     pub fn set_quorate(&self, quorate: bool) {
@@ -294,7 +338,11 @@ impl TestServer {
     }
     /// Changes the lifetime of tickets, including those already issued.
     pub fn set_ticket_lifetime(&self, lifetime: Duration) {
-        *self.inner.ticket_lifetime.lock().unwrap_or_else(|e| e.into_inner()) = lifetime;
+        *self
+            .inner
+            .ticket_lifetime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = lifetime;
     }
     /// The log of a task, if it exists.
     pub fn task_log(&self, upid: &str) -> Option<Vec<String>> {
@@ -314,7 +362,12 @@ impl TestServer {
         while Instant::now() < deadline {
             let busy = {
                 let tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
-                tasks.values().any(|t| t.exitstatus.lock().unwrap_or_else(|e| e.into_inner()).is_none())
+                tasks.values().any(|t| {
+                    t.exitstatus
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_none()
+                })
             };
             if !busy {
                 return true;
@@ -380,6 +433,7 @@ pub(crate) struct Inner {
     counts: Mutex<BTreeMap<String, u64>>,
     faults: Mutex<Vec<FaultRule>>,
     logins: AtomicU64,
+    connections: AtomicU64,
     auth_failures: AtomicU64,
     next_pid: AtomicU32,
     pub quorate: AtomicBool,
@@ -412,11 +466,19 @@ pub(crate) struct ApiError {
 impl ApiError {
     /// A plain `die` in a handler: 500 with the message.
     pub fn die(message: impl Into<String>) -> Self {
-        ApiError { status: 500, message: message.into(), errors: ParamErrors::new() }
+        ApiError {
+            status: 500,
+            message: message.into(),
+            errors: ParamErrors::new(),
+        }
     }
     /// `raise_param_exc`: 400 "Parameter verification failed." with per-parameter errors.
     pub fn param(errors: ParamErrors) -> Self {
-        ApiError { status: 400, message: "Parameter verification failed.\n".into(), errors }
+        ApiError {
+            status: 400,
+            message: "Parameter verification failed.\n".into(),
+            errors,
+        }
     }
     /// `raise_param_exc` for one parameter.
     pub fn param1(name: &str, msg: &str) -> Self {
@@ -425,7 +487,11 @@ impl ApiError {
         Self::param(e)
     }
     pub fn status(status: u16, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), errors: ParamErrors::new() }
+        ApiError {
+            status,
+            message: message.into(),
+            errors: ParamErrors::new(),
+        }
     }
 }
 
@@ -433,12 +499,17 @@ impl ApiError {
 pub(crate) type Params = BTreeMap<String, Value>;
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn random_hex(bytes: usize) -> String {
     let mut rng = rand::thread_rng();
-    (0..bytes).map(|_| format!("{:02x}", rng.gen::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.gen::<u8>()))
+        .collect()
 }
 
 impl Inner {
@@ -447,8 +518,11 @@ impl Inner {
         req: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, std::io::Error> {
         let method = req.method().as_str().to_string();
-        let raw_path = req.uri().path().to_string();
-        let rel = raw_path.strip_prefix("/api2/json").map(|p| if p.is_empty() { "/" } else { p });
+        // pve-http-server unescapes the path before routing (a UPID arrives as %3A...).
+        let raw_path = percent_decode_path(req.uri().path());
+        let rel = raw_path
+            .strip_prefix("/api2/json")
+            .map(|p| if p.is_empty() { "/" } else { p });
         let schema = ApiSchema::builtin();
         let route = rel.map(|rel| schema.route(&method, rel));
         let template = match &route {
@@ -489,7 +563,9 @@ impl Inner {
                     return Ok(error_response(&ApiError::die(msg)));
                 }
                 Fault::CtLocked(lock) => {
-                    return Ok(error_response(&ApiError::die(format!("CT is locked ({lock})\n"))));
+                    return Ok(error_response(&ApiError::die(format!(
+                        "CT is locked ({lock})\n"
+                    ))));
                 }
                 _ => {}
             }
@@ -570,8 +646,13 @@ impl Inner {
         let result = if is_login {
             self.login(&params)
         } else {
-            let auth = auth.unwrap_or(Auth { user: String::new(), token: None });
-            self.clone().dispatch(&method, &endpoint.template, &params, &auth).await
+            let auth = auth.unwrap_or(Auth {
+                user: String::new(),
+                token: None,
+            });
+            self.clone()
+                .dispatch(&method, &endpoint.template, &params, &auth)
+                .await
         };
         Ok(match result {
             Ok(reply) => ok_response(reply),
@@ -642,20 +723,32 @@ impl Inner {
                 return Err("authentication failure");
             }
             let (user, token) = token_id.split_once('!').ok_or("authentication failure")?;
-            return Ok(Auth { user: user.to_string(), token: Some(token.to_string()) });
+            return Ok(Auth {
+                user: user.to_string(),
+                token: Some(token.to_string()),
+            });
         }
         Err("No ticket")
     }
 
     fn check_ticket(&self, ticket: &str) -> Option<(String, String)> {
-        let lifetime = *self.ticket_lifetime.lock().unwrap_or_else(|e| e.into_inner());
+        let lifetime = *self
+            .ticket_lifetime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
         let (user, csrf, issued) = tickets.get(ticket)?;
         (issued.elapsed() < lifetime).then(|| (user.clone(), csrf.clone()))
     }
 
     fn login(&self, params: &Params) -> HandlerResult {
-        let text = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let text = |k: &str| {
+            params
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let mut username = text("username");
         let password = text("password");
         let realm = text("realm");
@@ -667,7 +760,9 @@ impl Inner {
             .get(&username)
             .is_some_and(|p| constant_time_eq(p.as_bytes(), password.as_bytes()));
         // Proxmox renews a ticket by passing the current ticket as the password.
-        let by_ticket = self.check_ticket(&password).is_some_and(|(u, _)| u == username);
+        let by_ticket = self
+            .check_ticket(&password)
+            .is_some_and(|(u, _)| u == username);
         if !(by_password || by_ticket) {
             self.auth_failures.fetch_add(1, Ordering::SeqCst);
             return Err(ApiError::status(401, "authentication failure\n"));
@@ -678,7 +773,10 @@ impl Inner {
         self.tickets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(ticket.clone(), (username.clone(), csrf.clone(), Instant::now()));
+            .insert(
+                ticket.clone(),
+                (username.clone(), csrf.clone(), Instant::now()),
+            );
         self.logins.fetch_add(1, Ordering::SeqCst);
         Ok(Reply::data(json!({
             "username": username,
@@ -784,6 +882,27 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+fn percent_decode_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let Some(b) = path
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -805,7 +924,11 @@ fn reason(status: u16, message: &str) -> String {
     }
 }
 
-fn with_reason(mut resp: Response<Full<Bytes>>, status: u16, message: &str) -> Response<Full<Bytes>> {
+fn with_reason(
+    mut resp: Response<Full<Bytes>>,
+    status: u16,
+    message: &str,
+) -> Response<Full<Bytes>> {
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let phrase = reason(status, message);
     if let Ok(r) = hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()) {

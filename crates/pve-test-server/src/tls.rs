@@ -36,16 +36,23 @@ impl TlsMaterial {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "Proxmox Virtual Environment (test)");
-        ca_params.distinguished_name.push(DnType::OrganizationalUnitName, "pve-test-server");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Proxmox Virtual Environment (test)");
+        ca_params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, "pve-test-server");
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_cert = ca_params.self_signed(&ca_key)?;
 
         let key = KeyPair::generate()?;
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), node.to_string()])?;
-        params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-        params.distinguished_name.push(DnType::CommonName, format!("{node}.test"));
+        let mut params = CertificateParams::new(vec!["localhost".to_string(), node.to_string()])?;
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{node}.test"));
         let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
 
         let cert_der = cert.der().to_vec();
@@ -68,6 +75,10 @@ impl TlsMaterial {
     /// SHA-256 fingerprint of the node certificate as Proxmox shows it (`AB:CD:...`).
     pub fn fingerprint(&self) -> String {
         let digest = Sha256::digest(&self.cert_der);
-        digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+        digest
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
     }
 }

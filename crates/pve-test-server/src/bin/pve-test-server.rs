@@ -41,12 +41,16 @@ async fn main() {
             "--lock-dir" => builder = builder.lock_dir(value()),
             "--token" => {
                 let v = value();
-                let Some((id, secret)) = v.split_once('=') else { usage() };
+                let Some((id, secret)) = v.split_once('=') else {
+                    usage()
+                };
                 builder = builder.token(id, secret);
             }
             "--user" => {
                 let v = value();
-                let Some((user, password)) = v.split_once(':') else { usage() };
+                let Some((user, password)) = v.split_once(':') else {
+                    usage()
+                };
                 builder = builder.user(user, password);
             }
             "--ca-out" => ca_out = Some(PathBuf::from(value())),
