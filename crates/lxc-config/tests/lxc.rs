@@ -471,3 +471,141 @@ fn memory_limit_is_enforced_by_the_container_cgroup() {
         ct.log_text()
     );
 }
+
+/// Every golden config (both renderers) loads in the installed LXC: `lxc-info` fails with
+/// "Failed to load config" on any key or value LXC 5 does not accept.
+#[test]
+fn golden_configs_load_in_installed_lxc() {
+    if !lxc_available() {
+        return;
+    }
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("c1")).unwrap();
+    let mut checked = 0;
+    let mut files: Vec<PathBuf> = fs::read_dir(&golden)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".conf"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap();
+        let config = if f.to_string_lossy().ends_with(".pve.conf") {
+            // The raw lines of a CT config, as Proxmox writes them into the LXC config; the
+            // include itself is checked on its own.
+            text.lines()
+                .filter(|l| l.starts_with("lxc.") && !l.starts_with("lxc.include:"))
+                .map(|l| l.replacen(": ", " = ", 1) + "\n")
+                .collect::<String>()
+        } else {
+            text
+        };
+        fs::write(dir.path().join("c1/config"), &config).unwrap();
+        let out = Command::new("lxc-info")
+            .args(["-n", "c1", "-P"])
+            .arg(dir.path())
+            .args(["-c", "lxc.init.cmd"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("Failed"),
+            "{}: {stderr}\n{config}",
+            f.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} golden configs found");
+}
+
+/// The Proxmox rendering on the real thing: the CT config's raw lines and the include, after
+/// what pve-container's `update_lxc_config` writes for such a CT (`ostype: unmanaged` pulls in
+/// common.conf, which drops capabilities, loads a seccomp policy and sets device rules). The
+/// include's resets must leave exactly the spec's security and limits.
+#[test]
+fn pve_rendering_resets_common_conf() {
+    if !lxc_available() {
+        return;
+    }
+    let facts = node_facts();
+    let mut ct = Ct::new();
+    let mut spec = base_spec(
+        "grep -E '^(CapBnd|Seccomp):' /proc/self/status; hostname; \
+         head -c 3 /dev/zero | wc -c; echo done; read go",
+    );
+    spec["hostname"] = json!("pve-ct");
+    spec["process"]["capabilities"] = json!({"bounding": ["CAP_KILL", "CAP_SYS_TIME"]});
+    spec["linux"]["resources"] = json!({
+        "memory": {"limit": 64 * 1024 * 1024},
+        "devices": [{"allow": false, "access": "rwm"}]
+    });
+    let plan = ct.prepare(&spec);
+    let include = ct.state().join("lxc.conf");
+    let pve = plan.render_pve(&include);
+    fs::write(&include, &pve.include).unwrap();
+    let cgroup = format!("lxc-config-test-{}", ct.name);
+    // What update_lxc_config writes before the CT's raw lxc.* lines (LXC >= 4, privileged,
+    // console: 0, tty: 0), with our own cgroup directory instead of lxc/VMID.
+    let mut config = format!(
+        "lxc.cgroup.relative = 0\n\
+         lxc.cgroup.dir.monitor = lxc.monitor/{name}\n\
+         lxc.cgroup.dir.container = {cgroup}\n\
+         lxc.cgroup.dir.container.inner = ns\n\
+         lxc.arch = amd64\n\
+         lxc.include = /usr/share/lxc/config/common.conf\n\
+         lxc.monitor.unshare = 1\n\
+         lxc.console.path = none\n\
+         lxc.tty.max = 0\n\
+         lxc.environment = TERM=linux\n\
+         lxc.uts.name = pve-ct\n\
+         lxc.cgroup2.memory.max = 67108864\n\
+         lxc.cgroup2.memory.high = 66584576\n\
+         lxc.cgroup2.memory.swap.max = 0\n\
+         lxc.rootfs.path = {rootfs}\n",
+        name = ct.name,
+        rootfs = plan.rootfs.display(),
+    );
+    for l in pve.ct_conf.lines().filter(|l| l.starts_with("lxc.")) {
+        config.push_str(&l.replacen(": ", " = ", 1));
+        config.push('\n');
+    }
+    fs::write(ct.lxcpath().join(&ct.name).join("config"), &config).unwrap();
+    let (mut stdin, stdout, stderr) = ct.start(&plan);
+    let mut reader = BufReader::new(stdout);
+    let mut out = String::new();
+    while !out.ends_with("done\n") {
+        if reader.read_line(&mut out).unwrap() == 0 {
+            break;
+        }
+    }
+    // While the workload waits for its stdin, the include's limit is on its cgroup.
+    let limit_file = match facts.cgroup {
+        CgroupMode::Legacy => format!("/sys/fs/cgroup/memory/{cgroup}/memory.limit_in_bytes"),
+        CgroupMode::Unified => format!("/sys/fs/cgroup/{cgroup}/memory.max"),
+    };
+    let limit = fs::read_to_string(&limit_file);
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let err = read_all(stderr).recv_timeout(T).unwrap();
+    ct.wait_stopped();
+    let expected = [
+        // CAP_KILL (5) and CAP_SYS_TIME (25), which common.conf would drop.
+        "CapBnd:\t0000000002000020",
+        // common.seccomp is gone: no filter.
+        "Seccomp:\t0",
+        "pve-ct",
+        "3",
+        "done",
+    ];
+    assert_eq!(
+        lines(&out),
+        expected,
+        "stderr: {err}\n{config}\n{}",
+        ct.log_text()
+    );
+    assert_eq!(
+        limit.unwrap_or_else(|e| panic!("{limit_file}: {e}")).trim(),
+        (64 * 1024 * 1024).to_string()
+    );
+}
