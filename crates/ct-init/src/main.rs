@@ -1,1 +1,433 @@
-fn main() {}
+//! `containerd-shim-proxmox-lxc-init`: the static helper LXC runs as the container's init
+//! (and `lxc-attach` runs for an exec). Usage: `HELPER SOCKET SPEC_FILE`.
+//!
+//! It connects to the shim's socket, takes its stdio (or makes a pty), sets up the process the
+//! way runc does (rlimits, oom_score_adj, umask, no_new_privs, bounding set, user and groups
+//! with capabilities kept across the switch, the exact capability sets, cwd, env, PATH
+//! lookup), reports `Ready`, waits for `Start` and `execve`s the workload, which keeps this
+//! PID (PID 1 for the init). It never forks. See `ctinit-proto` for the protocol.
+
+mod caps;
+mod lookup;
+mod sys;
+
+use std::ffi::CString;
+use std::io::IoSlice;
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use ctinit_proto::{InitSpec, Message, MAX_MESSAGE};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    connect, recvmsg, sendmsg, socket, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType, UnixAddr,
+};
+
+use crate::sys::Failure;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 3 {
+        eprintln!(
+            "usage: {} SOCKET SPEC_FILE\n(the in-container helper of containerd-shim-proxmox-lxc-v2)",
+            args.first().map(String::as_str).unwrap_or("init")
+        );
+        std::process::exit(2);
+    }
+    let sock = match Control::connect(&args[1]) {
+        Ok(sock) => sock,
+        Err(failure) => {
+            // Nobody to tell but LXC's log (the init's stderr).
+            eprintln!("containerd-shim-proxmox-lxc-init: {failure}");
+            std::process::exit(1);
+        }
+    };
+    match prepare(&sock, &args[2]) {
+        Ok(prepared) => run(&sock, prepared),
+        Err(failure) => {
+            sock.send_error(&failure);
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Everything `execve` needs, resolved before `Ready`.
+struct Prepared {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
+    let bytes = std::fs::read(spec_path)
+        .map_err(|e| Failure::new(format!("read process spec {spec_path}: {e}")))?;
+    let spec = InitSpec::from_json(&bytes)
+        .map_err(|e| Failure::new(format!("parse process spec {spec_path}: {e}")))?;
+    if spec.args.is_empty() {
+        return Err(Failure::new("process spec: args must not be empty"));
+    }
+
+    // 1. stdio: the shim's descriptors, or a new pty whose master goes back in Ready.
+    let fds = sock.recv_stdio(spec.stdio.count())?;
+    let pty_master = if spec.terminal {
+        if !fds.is_empty() {
+            return Err(Failure::new(
+                "stdio: descriptors sent although the spec asks for a terminal",
+            ));
+        }
+        Some(setup_terminal(&spec)?)
+    } else {
+        install_stdio(&spec, fds)?;
+        sys::setsid();
+        None
+    };
+
+    // 2. The environment and argv, checked before anything irreversible.
+    let mut env = lookup::build_env(&spec.env)?;
+    let passwd = std::fs::read_to_string("/etc/passwd").ok();
+    lookup::add_home(&mut env, spec.uid, passwd.as_deref());
+    let envp = lookup::to_cstrings(&env)?;
+    let argv = spec
+        .args
+        .iter()
+        .map(|a| sys::cstring("argument", a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let capabilities = match &spec.capabilities {
+        Some(sets) => Some(caps::Masks::resolve(sets, sys::last_cap()).map_err(Failure::new)?),
+        None => None,
+    };
+
+    // 3. What runc sets while still root: rlimits, oom_score_adj, umask, no_new_privs.
+    for limit in &spec.rlimits {
+        sys::setrlimit(&limit.kind, limit.soft, limit.hard)?;
+    }
+    if let Some(adj) = spec.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| Failure::new(format!("set oom_score_adj to {adj}: {e}")))?;
+    }
+    if let Some(mask) = spec.umask {
+        sys::umask(mask);
+    }
+    if spec.no_new_privileges {
+        sys::set_no_new_privs()?;
+    }
+
+    // 4. runc's finalizeNamespace: cwd (first try as root), bounding set, user with
+    //    capabilities kept, cwd again, then the exact capability sets.
+    let mut need_chdir = match sys::chdir(&spec.cwd) {
+        Ok(()) => false,
+        Err(Errno::EACCES) | Err(Errno::EPERM) => true,
+        Err(e) => return Err(chdir_failure(&spec.cwd, e)),
+    };
+    if let Some(masks) = &capabilities {
+        masks
+            .apply_bounding()
+            .map_err(|f| f.context("unable to apply bounding set"))?;
+    }
+    sys::set_keepcaps(true).map_err(|f| f.context("unable to set keep caps"))?;
+    setup_user(&spec).map_err(|f| f.context("unable to setup user"))?;
+    if need_chdir {
+        sys::chdir(&spec.cwd).map_err(|e| chdir_failure(&spec.cwd, e))?;
+        need_chdir = false;
+    }
+    debug_assert!(!need_chdir);
+    sys::set_keepcaps(false).map_err(|f| f.context("unable to clear keep caps"))?;
+    if let Some(masks) = &capabilities {
+        masks
+            .apply_sets()
+            .map_err(|f| f.context("unable to apply caps"))?;
+    }
+
+    // 5. The executable, looked up as the workload's user with the workload's PATH.
+    let path = lookup::look_path(&spec.args[0], lookup::get(&env, "PATH"))?;
+    let path = sys::cstring("executable path", &path)?;
+
+    // Nothing the helper inherited may reach the workload.
+    sys::cloexec_from(3)?;
+    sock.send(
+        &Message::Ready,
+        pty_master.as_ref().map(|fd| fd.as_raw_fd()),
+    )?;
+    drop(pty_master);
+    Ok(Prepared { path, argv, envp })
+}
+
+fn chdir_failure(cwd: &str, errno: Errno) -> Failure {
+    Failure::errno(
+        format!("chdir to cwd ({cwd:?}) set in config.json failed"),
+        errno,
+    )
+}
+
+fn setup_user(spec: &InitSpec) -> Result<(), Failure> {
+    // As runc: supplementary groups first (needs CAP_SETGID), then gid, then uid. A
+    // setgroups denied by a user namespace ("deny" in /proc/self/setgroups) is skipped when
+    // nothing was asked for.
+    let setgroups_denied = std::fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() == "deny")
+        .unwrap_or(false);
+    if !setgroups_denied || !spec.additional_gids.is_empty() {
+        sys::setgroups(&spec.additional_gids)?;
+    }
+    sys::setresgid(spec.gid)?;
+    sys::setresuid(spec.uid)?;
+    Ok(())
+}
+
+fn install_stdio(spec: &InitSpec, mut fds: Vec<OwnedFd>) -> Result<(), Failure> {
+    let flags = [spec.stdio.stdin, spec.stdio.stdout, spec.stdio.stderr];
+    let mut received = fds.drain(..);
+    for (target, wanted) in flags.into_iter().enumerate() {
+        let source = if wanted {
+            received
+                .next()
+                .ok_or_else(|| Failure::new("stdio: fewer descriptors than the spec's flags"))?
+        } else {
+            open_dev_null(target == 0)?
+        };
+        dup_onto(&source, target as RawFd)?;
+    }
+    Ok(())
+}
+
+fn open_dev_null(read: bool) -> Result<OwnedFd, Failure> {
+    let flags = if read { libc::O_RDONLY } else { libc::O_WRONLY } | libc::O_CLOEXEC;
+    // SAFETY: constant C string.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), flags) };
+    if fd < 0 {
+        return Err(Failure::errno("open /dev/null", Errno::last()));
+    }
+    // SAFETY: fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn dup_onto(source: &OwnedFd, target: RawFd) -> Result<(), Failure> {
+    if source.as_raw_fd() == target {
+        // dup2 onto itself would keep CLOEXEC; clear it instead.
+        // SAFETY: fcntl on a live descriptor.
+        unsafe { libc::fcntl(target, libc::F_SETFD, 0) };
+        return Ok(());
+    }
+    // SAFETY: both descriptors are valid; dup2 replaces `target` atomically.
+    let ret = unsafe { libc::dup2(source.as_raw_fd(), target) };
+    if ret < 0 {
+        return Err(Failure::errno(
+            format!("dup2 onto fd {target}"),
+            Errno::last(),
+        ));
+    }
+    Ok(())
+}
+
+/// A new pty from the container's devpts: the slave becomes stdio and the controlling
+/// terminal of a new session, the master goes to the shim.
+fn setup_terminal(spec: &InitSpec) -> Result<OwnedFd, Failure> {
+    // SAFETY: constant C string.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Failure::errno("open /dev/ptmx", Errno::last()));
+    }
+    // SAFETY: fresh descriptor we own.
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK takes a pointer to int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } < 0 {
+        return Err(Failure::errno("unlockpt", Errno::last()));
+    }
+    let mut number: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes an unsigned int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut number) } < 0 {
+        return Err(Failure::errno("ptsname", Errno::last()));
+    }
+    if let Some(size) = spec.console_size {
+        let winsize = libc::winsize {
+            ws_row: size.height,
+            ws_col: size.width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize struct.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &winsize) } < 0 {
+            return Err(Failure::errno("set console size", Errno::last()));
+        }
+    }
+    let slave_path = format!("/dev/pts/{number}");
+    let c_path = sys::cstring("pty path", &slave_path)?;
+    // SAFETY: valid C string.
+    let fd = unsafe {
+        libc::open(
+            c_path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Failure::errno(format!("open {slave_path}"), Errno::last()));
+    }
+    // SAFETY: fresh descriptor we own.
+    let slave = unsafe { OwnedFd::from_raw_fd(fd) };
+    sys::setsid();
+    for target in 0..3 {
+        dup_onto(&slave, target)?;
+    }
+    // SAFETY: TIOCSCTTY with argument 0 (do not steal).
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(Failure::errno("set controlling terminal", Errno::last()));
+    }
+    Ok(master)
+}
+
+fn run(sock: &Control, prepared: Prepared) -> ! {
+    match sock.recv_message() {
+        Ok(Some(Message::Start)) => {}
+        // EOF: the shim gave up on this process.
+        Ok(None) => std::process::exit(1),
+        Ok(Some(other)) => {
+            sock.send_error(&Failure::new(format!(
+                "unexpected message {other:?} while waiting for start"
+            )));
+            std::process::exit(1);
+        }
+        Err(failure) => {
+            sock.send_error(&failure);
+            std::process::exit(1);
+        }
+    }
+    sys::reset_signals();
+    let mut argv: Vec<*const libc::c_char> = prepared.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = prepared.envp.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::execve(prepared.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    let errno = Errno::last();
+    sock.send_error(&Failure::errno(
+        format!("exec {}", prepared.path.to_string_lossy()),
+        errno,
+    ));
+    // As a shell reports it: 126 for a file that cannot be executed, 127 for a missing one.
+    std::process::exit(if errno == Errno::ENOENT { 127 } else { 126 });
+}
+
+/// The helper's end of the control connection.
+struct Control {
+    fd: OwnedFd,
+}
+
+impl Control {
+    fn connect(path: &str) -> Result<Control, Failure> {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| Failure::errno("socket", e))?;
+        let addr = UnixAddr::new(path).map_err(|e| Failure::errno(format!("socket {path}"), e))?;
+        connect(fd.as_raw_fd(), &addr).map_err(|e| Failure::errno(format!("connect {path}"), e))?;
+        Ok(Control { fd })
+    }
+
+    fn send(&self, message: &Message, fd: Option<RawFd>) -> Result<(), Failure> {
+        let bytes = message.encode();
+        let iov = [IoSlice::new(&bytes)];
+        let fds: Vec<RawFd> = fd.into_iter().collect();
+        let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
+            Vec::new()
+        } else {
+            vec![ControlMessage::ScmRights(&fds)]
+        };
+        loop {
+            match sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &iov,
+                &cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Failure::errno("send to shim", e)),
+            }
+        }
+    }
+
+    fn send_error(&self, failure: &Failure) {
+        // Best effort: the shim may be gone already; then LXC's log is all that is left.
+        if self.send(&Message::Error(failure.0.clone()), None).is_err() {
+            eprintln!("containerd-shim-proxmox-lxc-init: {failure}");
+        }
+    }
+
+    /// One message and the descriptors attached to it; `None` at EOF.
+    fn recv(&self) -> Result<Option<(Message, Vec<OwnedFd>)>, Failure> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut cmsg_buf = nix::cmsg_space!([RawFd; 3]);
+        loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let result = recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg_buf),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            let msg = match result {
+                Ok(msg) => msg,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Failure::errno("receive from shim", e)),
+            };
+            let mut fds = Vec::new();
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for cmsg in cmsgs {
+                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                        // SAFETY: the kernel just installed these descriptors for us.
+                        fds.extend(
+                            raw.into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
+                    }
+                }
+            }
+            if msg
+                .flags
+                .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
+            {
+                return Err(Failure::new("receive from shim: message truncated"));
+            }
+            let len = msg.bytes;
+            if len == 0 {
+                return Ok(None);
+            }
+            let message = Message::decode(&buf[..len]).map_err(|e| Failure::new(e.to_string()))?;
+            return Ok(Some((message, fds)));
+        }
+    }
+
+    fn recv_message(&self) -> Result<Option<Message>, Failure> {
+        Ok(self.recv()?.map(|(m, _)| m))
+    }
+
+    fn recv_stdio(&self, expected: usize) -> Result<Vec<OwnedFd>, Failure> {
+        match self.recv()? {
+            Some((Message::Stdio, fds)) => {
+                if fds.len() != expected {
+                    return Err(Failure::new(format!(
+                        "stdio: got {} descriptors, the spec's flags ask for {expected}",
+                        fds.len()
+                    )));
+                }
+                Ok(fds)
+            }
+            Some((other, _)) => Err(Failure::new(format!(
+                "unexpected message {other:?} while waiting for stdio"
+            ))),
+            None => Err(Failure::new(
+                "shim closed the connection before sending stdio",
+            )),
+        }
+    }
+}

@@ -281,6 +281,9 @@ mod tests {
         };
         let back = InitSpec::from_json(&spec.to_json()).unwrap();
         assert_eq!(back, spec);
-        assert!(InitSpec::from_json(br#"{"args":[],"env":[],"cwd":"/","uid":0,"gid":0,"bogus":1}"#).is_err());
+        assert!(InitSpec::from_json(
+            br#"{"args":[],"env":[],"cwd":"/","uid":0,"gid":0,"bogus":1}"#
+        )
+        .is_err());
     }
 }
