@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project builds and tests with. Idempotent: installs only
-# what is missing, and runs `apt-get update` once per machine.
+# Installs what the project builds and tests with. Idempotent: installs only what is missing,
+# runs `apt-get update` once per machine, and caches the extra containerd versions.
+#
+# 1. Debian packages from the machine's own suites (bookworm).
+# 2. containerd 2.1.x (Debian sid) and 1.7.x (Debian trixie), unpacked with `dpkg -x` into the
+#    project's cache dir (default: target/e2e-cache, override with E2E_CACHE), never installed
+#    system-wide. apt uses a private sources list, lists dir and cache dir there, so the system's
+#    suites stay as they are. A version that cannot be fetched is reported and skipped; the
+#    end-to-end tests that need it then skip with a message saying so.
 set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
 packages=(
     lxc                       # lxc-start, lxc-attach, lxc-monitord: the plain LXC driver
     containerd runc           # containerd 1.6 and runc, the reference runtime
@@ -9,6 +17,7 @@ packages=(
     containernetworking-plugins # CNI plugins for the CRI tests
     protobuf-compiler         # protoc, for CRI client bindings
     iproute2 procps util-linux psmisc
+    gpgv debian-archive-keyring # to verify the sid/trixie indexes fetched below
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -27,3 +36,57 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# --- extra containerd versions, unpacked into the project's cache --------------------------
+cache="${E2E_CACHE:-$repo/target/e2e-cache}"
+apt_dir="$cache/apt"
+# name:suite pairs; the name is the directory the tests look for ("containerd-2.1").
+versions=("containerd-2.1:sid" "containerd-1.7:trixie")
+need_fetch=0
+for v in "${versions[@]}"; do
+    [ -x "$cache/${v%%:*}/usr/bin/containerd" ] || need_fetch=1
+done
+if [ "$need_fetch" = 1 ]; then
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
+    cat >"$apt_dir/sources.list" <<'SOURCES'
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+SOURCES
+    apt_opts=(
+        -o "Dir::Etc::SourceList=$apt_dir/sources.list"
+        -o "Dir::Etc::SourceParts=/dev/null"
+        -o "Dir::State::Lists=$apt_dir/lists"
+        -o "Dir::Cache=$apt_dir/cache"
+        -o "Acquire::Languages=none"
+        -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
+        -o "APT::Get::List-Cleanup=0"
+    )
+    if apt-get -q "${apt_opts[@]}" update >"$apt_dir/update.log" 2>&1; then
+        for v in "${versions[@]}"; do
+            name="${v%%:*}" suite="${v##*:}"
+            dest="$cache/$name"
+            [ -x "$dest/usr/bin/containerd" ] && continue
+            rm -f "$apt_dir/debs"/containerd_*.deb
+            if (cd "$apt_dir/debs" && apt-get -q "${apt_opts[@]}" download "containerd/$suite") \
+                >>"$apt_dir/download.log" 2>&1; then
+                rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+                dpkg -x "$apt_dir/debs"/containerd_*.deb "$dest.tmp"
+                dpkg-deb -f "$apt_dir/debs"/containerd_*.deb Version >"$dest.tmp/VERSION"
+                rm -rf "$dest" && mv "$dest.tmp" "$dest"
+                echo "setup: $name $(cat "$dest/VERSION") unpacked into $dest"
+            else
+                echo "setup: could not download containerd from $suite (see $apt_dir/download.log);" \
+                    "tests that need $name will skip" >&2
+            fi
+        done
+    else
+        echo "setup: apt-get update for sid/trixie failed (see $apt_dir/update.log);" \
+            "tests that need containerd 1.7/2.x will skip" >&2
+    fi
+fi
+for v in "${versions[@]}"; do
+    name="${v%%:*}"
+    if [ -x "$cache/$name/usr/bin/containerd" ]; then
+        echo "setup: $name $(cat "$cache/$name/VERSION" 2>/dev/null) in $cache/$name"
+    fi
+done

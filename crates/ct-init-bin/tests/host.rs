@@ -37,8 +37,8 @@ fn run(spec: &InitSpec) -> Outcome {
         .unwrap();
     let conn = listener.accept(T).unwrap();
     let peer_pid = conn.peer_pid().unwrap();
-    let (out_r, out_w) = nix::unistd::pipe().unwrap();
-    let (err_r, err_w) = nix::unistd::pipe().unwrap();
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     conn.send_stdio(StdioFds {
         stdin: None,
         stdout: Some(out_w),
@@ -49,9 +49,13 @@ fn run(spec: &InitSpec) -> Outcome {
     let started = ready.is_ok().then(|| conn.start(T));
     drop(conn);
     let mut stdout = String::new();
-    std::fs::File::from(out_r).read_to_string(&mut stdout).unwrap();
+    std::fs::File::from(out_r)
+        .read_to_string(&mut stdout)
+        .unwrap();
     let mut stderr = String::new();
-    std::fs::File::from(err_r).read_to_string(&mut stderr).unwrap();
+    std::fs::File::from(err_r)
+        .read_to_string(&mut stderr)
+        .unwrap();
     let status = child.wait().unwrap();
     Outcome {
         ready,
@@ -80,7 +84,15 @@ fn spec(args: &[&str]) -> InitSpec {
 
 #[test]
 fn runs_argv_env_and_cwd_exactly() {
-    let mut s = spec(&["sh", "-c", "printf '%s|' \"$@\"; echo; env; pwd", "x", "a b", "'q\"", "l1\nl2"]);
+    let mut s = spec(&[
+        "sh",
+        "-c",
+        "printf '%s|' \"$@\"; echo; env; pwd",
+        "x",
+        "a b",
+        "'q\"",
+        "l1\nl2",
+    ]);
     s.env.push("A=1".into());
     s.cwd = "/tmp".into();
     let o = run(&s);

@@ -1,0 +1,951 @@
+//! The helper in real LXC containers (as root, on this machine): as the container's init
+//! (`lxc.init.cmd`, PID 1) and as an exec through `lxc-attach`. The test plays the shim with
+//! the host-side API and proves from the workload's own output what it got.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ct_init_bin::{install_helper, write_spec, HostError, InitConnection, InitListener, StdioFds};
+use ctinit_proto::{CapabilitySets, ConsoleSize, InitSpec, Rlimit, StdioFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+const T: Duration = Duration::from_secs(20);
+
+fn lxc_available() -> bool {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: the LXC tests need root");
+        return false;
+    }
+    for tool in ["lxc-start", "lxc-attach", "lxc-stop"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("SKIP: {tool} not found (install lxc)");
+            return false;
+        }
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIP: /bin/busybox not found (install busybox-static)");
+        return false;
+    }
+    true
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// One LXC container with a busybox rootfs, its own lxcpath and state dir; stopped and
+/// removed on drop, also when the test fails.
+struct Container {
+    name: String,
+    dir: tempfile::TempDir,
+    lxc_start: Option<Child>,
+}
+
+impl Container {
+    fn new() -> Container {
+        Container::with_config("")
+    }
+
+    /// `extra`: more LXC config lines.
+    fn with_config(extra: &str) -> Container {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("ctinit-{}-{n}", std::process::id());
+        // Short path: the socket path must stay under 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("cti")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let c = Container {
+            name,
+            dir,
+            lxc_start: None,
+        };
+        fs::create_dir_all(c.state()).unwrap();
+        fs::set_permissions(c.state(), fs::Permissions::from_mode(0o755)).unwrap();
+        install_helper(&c.state()).unwrap();
+        c.make_rootfs();
+        c.write_config(extra);
+        c
+    }
+
+    fn lxcpath(&self) -> PathBuf {
+        self.dir.path().join("lxc")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
+    fn rootfs(&self) -> PathBuf {
+        self.lxcpath().join(&self.name).join("rootfs")
+    }
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("lxc.log")
+    }
+
+    fn make_rootfs(&self) {
+        let root = self.rootfs();
+        for d in [
+            "bin",
+            "etc",
+            "dev",
+            "proc",
+            "sys",
+            "tmp",
+            "root",
+            "home/user",
+            "work",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8(list.stdout).unwrap().lines() {
+            if applet != "busybox" {
+                symlink("busybox", root.join("bin").join(applet)).unwrap();
+            }
+        }
+        fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            root.join("etc/group"),
+            "root:x:0:\nwheel:x:10:\ndialout:x:20:\nuser:x:1000:\n",
+        )
+        .unwrap();
+        // Only the user may enter its home: the helper's first chdir (as root) still works,
+        // the user switch must keep it reachable.
+        std::os::unix::fs::chown(root.join("home/user"), Some(1000), Some(1000)).unwrap();
+        fs::set_permissions(root.join("home/user"), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    fn write_config(&self, extra: &str) {
+        let config = format!(
+            "lxc.uts.name = {name}\n\
+             lxc.rootfs.path = dir:{rootfs}\n\
+             lxc.net.0.type = empty\n\
+             lxc.apparmor.profile = unconfined\n\
+             lxc.console.path = none\n\
+             lxc.autodev = 1\n\
+             lxc.pty.max = 8\n\
+             lxc.mount.auto = proc:mixed sys:ro\n\
+             lxc.mount.entry = {state} dev/.ctinit none bind,ro,create=dir 0 0\n\
+             lxc.init.cmd = {init}\n\
+             {extra}\n",
+            name = self.name,
+            rootfs = self.rootfs().display(),
+            state = self.state().display(),
+            init = ct_init_bin::init_command(),
+        );
+        fs::write(self.lxcpath().join(&self.name).join("config"), config).unwrap();
+    }
+
+    /// Binds the init socket, writes the spec and runs `lxc-start -F` as our child.
+    fn start(&mut self, spec: &InitSpec) -> InitListener {
+        self.start_raw(&spec.to_json())
+    }
+
+    fn start_raw(&mut self, spec_json: &[u8]) -> InitListener {
+        fs::write(self.state().join(ctinit_proto::INIT_SPEC_NAME), spec_json).unwrap();
+        let listener =
+            InitListener::bind(&self.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
+        let child = Command::new("lxc-start")
+            .args(["-F", "-n", &self.name, "-P"])
+            .arg(self.lxcpath())
+            .arg("-o")
+            .arg(self.log())
+            .args(["-l", "DEBUG"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.lxc_start = Some(child);
+        listener
+    }
+
+    /// Waits for `lxc-start -F` to return (the container stopped).
+    fn wait_stopped(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.lxc_start.as_mut().expect("started");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.lxc_start = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("container {} did not stop\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// `lxc-attach --clear-env -- HELPER SOCK SPEC` for an exec named `id`.
+    fn attach(&self, id: &str, spec: &InitSpec, stdio: Stdio) -> (InitListener, Child) {
+        let sock = format!("{id}.sock");
+        let json = format!("{id}.json");
+        write_spec(&self.state().join(&json), spec).unwrap();
+        let listener = InitListener::bind(&self.state().join(&sock)).unwrap();
+        let child = Command::new("lxc-attach")
+            .args(["-n", &self.name, "-P"])
+            .arg(self.lxcpath())
+            .args(["--clear-env", "--"])
+            .args(ct_init_bin::helper_command(&sock, &json))
+            .stdin(stdio)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (listener, child)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.lxc_start.take() {
+            let _ = Command::new("lxc-stop")
+                .args(["-k", "-n", &self.name, "-P"])
+                .arg(self.lxcpath())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- LXC log of {} ---\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+}
+
+/// Reads until EOF (or EIO, a pty whose slave side is gone), with a deadline.
+fn read_all(fd: &OwnedFd, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            panic!(
+                "no EOF within {timeout:?}; read so far: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(10_000) as i32).unwrap();
+        if poll(&mut fds, ms).unwrap() == 0 {
+            continue;
+        }
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) | Err(nix::errno::Errno::EIO) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends stdout/stderr pipes (and optionally a stdin pipe) and drives the protocol to exec.
+struct Piped {
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+fn send_pipes(conn: &InitConnection, with_stdin: bool) -> Piped {
+    let (out_r, out_w) = pipe();
+    let (err_r, err_w) = pipe();
+    let (stdin_w, stdin_r) = if with_stdin {
+        let (r, w) = pipe();
+        (Some(w), Some(r))
+    } else {
+        (None, None)
+    };
+    conn.send_stdio(StdioFds {
+        stdin: stdin_r,
+        stdout: Some(out_w),
+        stderr: Some(err_w),
+    })
+    .unwrap();
+    Piped {
+        stdin: stdin_w,
+        stdout: out_r,
+        stderr: err_r,
+    }
+}
+
+fn base_spec(args: &[&str]) -> InitSpec {
+    InitSpec {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec!["PATH=/bin".into()],
+        cwd: "/".into(),
+        stdio: StdioFlags {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        },
+        ..Default::default()
+    }
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn cap_mask(list: &[&str]) -> String {
+    const ORDER: [&str; 41] = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETPCAP",
+        "CAP_LINUX_IMMUTABLE",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_BROADCAST",
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_IPC_LOCK",
+        "CAP_IPC_OWNER",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_CHROOT",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_PACCT",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_BOOT",
+        "CAP_SYS_NICE",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_TIME",
+        "CAP_SYS_TTY_CONFIG",
+        "CAP_MKNOD",
+        "CAP_LEASE",
+        "CAP_AUDIT_WRITE",
+        "CAP_AUDIT_CONTROL",
+        "CAP_SETFCAP",
+        "CAP_MAC_OVERRIDE",
+        "CAP_MAC_ADMIN",
+        "CAP_SYSLOG",
+        "CAP_WAKE_ALARM",
+        "CAP_BLOCK_SUSPEND",
+        "CAP_AUDIT_READ",
+        "CAP_PERFMON",
+        "CAP_BPF",
+        "CAP_CHECKPOINT_RESTORE",
+    ];
+    let mut bits = 0u64;
+    for name in list {
+        let n = ORDER.iter().position(|c| c == name).unwrap();
+        bits |= 1 << n;
+    }
+    format!("{bits:016x}")
+}
+
+/// containerd's default capability list (what `ctr run` and CRI give a container).
+const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Prints what the process got, one fact per line; `$0` is the first argument after the
+/// script, as `sh -c` sets it.
+const REPORT: &str = r#"printf 'arg=[%s]\n' "$0" "$@"
+echo "pid=$$"
+echo "cwd=$(pwd)"
+echo "id=$(id)"
+echo "umask=$(umask)"
+grep -E '^(Cap|NoNewPrivs)' /proc/$$/status
+echo "nofile=$(ulimit -n) $(ulimit -Hn)"
+echo "oom=$(cat /proc/$$/oom_score_adj)"
+tr '\0' '\n' < /proc/$$/environ | sed 's/^/env=/'
+echo to-stderr >&2
+"#;
+
+fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines().filter_map(|l| l.strip_prefix(prefix)).collect()
+}
+
+fn field<'a>(out: &'a str, prefix: &str) -> &'a str {
+    let found = lines_with(out, prefix);
+    assert_eq!(found.len(), 1, "expected one {prefix:?} line in:\n{out}");
+    found[0].trim()
+}
+
+#[test]
+fn init_as_root_gets_exact_argv_env_caps_and_is_pid_1() {
+    if !lxc_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let mut spec = base_spec(&[
+        "sh",
+        "-c",
+        REPORT,
+        "zero",
+        "a b",
+        "it's \"quoted\"",
+        "two\nlines",
+        "",
+    ]);
+    spec.env = names(&[
+        "PATH=/bin",
+        "HOME=/root",
+        "TERM=xterm",
+        "EMPTY=",
+        "WITH_EQ=a=b",
+    ]);
+    spec.cwd = "/work".into();
+    spec.capabilities = Some(CapabilitySets {
+        bounding: names(&DEFAULT_CAPS),
+        effective: names(&DEFAULT_CAPS),
+        inheritable: vec![],
+        permitted: names(&DEFAULT_CAPS),
+        ambient: vec![],
+    });
+    spec.rlimits = vec![Rlimit {
+        kind: "RLIMIT_NOFILE".into(),
+        soft: 1000,
+        hard: 2000,
+    }];
+    spec.oom_score_adj = Some(123);
+    let listener = c.start(&spec);
+    let conn = listener.accept(T).unwrap();
+    let pid = conn.peer_pid().unwrap();
+    let io = send_pipes(&conn, false);
+    assert_eq!(conn.wait_ready(T).unwrap().map(|_| ()), None);
+    conn.start(T).unwrap();
+    let out = read_all(&io.stdout, T);
+    let err = read_all(&io.stderr, T);
+    c.wait_stopped(T);
+    println!("{out}");
+
+    assert!(
+        out.starts_with("arg=[zero]\narg=[a b]\narg=[it's \"quoted\"]\narg=[two\nlines]\narg=[]\n"),
+        "{out}"
+    );
+    assert_eq!(field(&out, "pid="), "1");
+    assert!(pid > 1, "host pid of the init: {pid}");
+    assert_eq!(field(&out, "cwd="), "/work");
+    assert_eq!(field(&out, "id="), "uid=0(root) gid=0(root)");
+    assert_eq!(field(&out, "umask="), "0022");
+    assert_eq!(
+        lines_with(&out, "env="),
+        vec![
+            "PATH=/bin",
+            "HOME=/root",
+            "TERM=xterm",
+            "EMPTY=",
+            "WITH_EQ=a=b"
+        ]
+    );
+    let caps = cap_mask(&DEFAULT_CAPS);
+    assert_eq!(field(&out, "CapBnd:"), caps);
+    // Root without SECBIT_NOROOT gets permitted = effective = bounding at execve, as under runc.
+    assert_eq!(field(&out, "CapPrm:"), caps);
+    assert_eq!(field(&out, "CapEff:"), caps);
+    assert_eq!(field(&out, "CapInh:"), "0000000000000000");
+    assert_eq!(field(&out, "CapAmb:"), "0000000000000000");
+    assert_eq!(field(&out, "NoNewPrivs:"), "0");
+    assert_eq!(field(&out, "nofile="), "1000 2000");
+    assert_eq!(field(&out, "oom="), "123");
+    assert_eq!(err, "to-stderr\n");
+}
+
+#[test]
+fn init_as_user_gets_groups_ambient_caps_umask_and_no_new_privs() {
+    if !lxc_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let mut spec = base_spec(&["/bin/sh", "-c", REPORT, "zero"]);
+    // No HOME: runc adds it from /etc/passwd.
+    spec.env = names(&["PATH=/bin"]);
+    spec.cwd = "/home/user".into();
+    spec.uid = 1000;
+    spec.gid = 1000;
+    spec.additional_gids = vec![10, 20];
+    spec.umask = Some(0o077);
+    spec.no_new_privileges = true;
+    let net = ["CAP_NET_BIND_SERVICE"];
+    spec.capabilities = Some(CapabilitySets {
+        bounding: names(&["CAP_NET_BIND_SERVICE", "CAP_KILL", "CAP_CHOWN"]),
+        effective: names(&net),
+        inheritable: names(&net),
+        permitted: names(&net),
+        ambient: names(&net),
+    });
+    spec.rlimits = vec![Rlimit {
+        kind: "RLIMIT_NOFILE".into(),
+        soft: 512,
+        hard: 4096,
+    }];
+    let listener = c.start(&spec);
+    let conn = listener.accept(T).unwrap();
+    let io = send_pipes(&conn, false);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    let out = read_all(&io.stdout, T);
+    c.wait_stopped(T);
+    println!("{out}");
+
+    assert_eq!(field(&out, "pid="), "1");
+    assert_eq!(field(&out, "cwd="), "/home/user");
+    assert_eq!(
+        field(&out, "id="),
+        "uid=1000(user) gid=1000(user) groups=10(wheel),20(dialout)"
+    );
+    assert_eq!(field(&out, "umask="), "0077");
+    assert_eq!(
+        lines_with(&out, "env="),
+        vec!["PATH=/bin", "HOME=/home/user"]
+    );
+    assert_eq!(
+        field(&out, "CapBnd:"),
+        cap_mask(&["CAP_NET_BIND_SERVICE", "CAP_KILL", "CAP_CHOWN"])
+    );
+    let net_mask = cap_mask(&net);
+    assert_eq!(field(&out, "CapPrm:"), net_mask);
+    assert_eq!(field(&out, "CapEff:"), net_mask);
+    assert_eq!(field(&out, "CapInh:"), net_mask);
+    assert_eq!(field(&out, "CapAmb:"), net_mask);
+    assert_eq!(field(&out, "NoNewPrivs:"), "1");
+    assert_eq!(field(&out, "nofile="), "512 4096");
+}
+
+#[test]
+fn init_with_terminal_sends_pty_master_and_follows_resize() {
+    if !lxc_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let mut spec = base_spec(&[
+        "sh",
+        "-c",
+        "echo pid=$$; echo tty=$(tty); echo size=$(stty size); read line; echo size=$(stty size); echo got=$line",
+    ]);
+    spec.terminal = true;
+    spec.console_size = Some(ConsoleSize {
+        height: 24,
+        width: 80,
+    });
+    spec.stdio = StdioFlags::default();
+    let listener = c.start(&spec);
+    let conn = listener.accept(T).unwrap();
+    conn.send_stdio(StdioFds::default()).unwrap();
+    let master = conn.wait_ready(T).unwrap().expect("pty master");
+    conn.start(T).unwrap();
+
+    // Wait for the first size line before resizing, so the order is certain.
+    let mut seen = String::new();
+    let deadline = Instant::now() + T;
+    while !seen.contains("size=24 80") {
+        assert!(Instant::now() < deadline, "no size line in {seen:?}");
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(1000u16)).unwrap() > 0 {
+            let mut buf = [0u8; 1024];
+            let n = nix::unistd::read(&master, &mut buf).unwrap();
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    let winsize = libc::winsize {
+        ws_row: 30,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &winsize) },
+        0
+    );
+    fs::File::from(master.try_clone().unwrap())
+        .write_all(b"hello\n")
+        .unwrap();
+    let rest = read_all(&master, T);
+    let out = format!("{seen}{rest}").replace('\r', "");
+    c.wait_stopped(T);
+    println!("{out}");
+    assert_eq!(field(&out, "pid="), "1");
+    let tty = field(&out, "tty=");
+    assert!(tty.starts_with("/dev/pts/"), "{tty}");
+    assert_eq!(lines_with(&out, "size="), vec!["24 80", "30 100"]);
+    assert_eq!(field(&out, "got="), "hello");
+}
+
+fn expect_helper_error(spec: InitSpec, expected: &str) {
+    let mut c = Container::new();
+    expect_helper_error_in(&mut c, spec, expected);
+}
+
+fn expect_helper_error_in(c: &mut Container, spec: InitSpec, expected: &str) {
+    let listener = c.start(&spec);
+    let conn = listener.accept(T).unwrap();
+    let _io = send_pipes(&conn, false);
+    match conn.wait_ready(T) {
+        Err(HostError::Helper(text)) => assert_eq!(text, expected),
+        other => panic!("expected a helper error, got {other:?}"),
+    }
+    // The helper exited, so the container stops by itself.
+    c.wait_stopped(T);
+}
+
+#[test]
+fn init_missing_executable_is_an_error_naming_it() {
+    if !lxc_available() {
+        return;
+    }
+    expect_helper_error(
+        base_spec(&["no-such-program", "x"]),
+        "exec: \"no-such-program\": executable file not found in $PATH",
+    );
+}
+
+#[test]
+fn init_bad_cwd_is_an_error() {
+    if !lxc_available() {
+        return;
+    }
+    let mut spec = base_spec(&["true"]);
+    spec.cwd = "/does/not/exist".into();
+    expect_helper_error(
+        spec,
+        "chdir to cwd (\"/does/not/exist\") set in config.json failed: no such file or directory",
+    );
+}
+
+#[test]
+fn init_unknown_capability_is_an_error() {
+    if !lxc_available() {
+        return;
+    }
+    let mut spec = base_spec(&["true"]);
+    spec.capabilities = Some(CapabilitySets {
+        bounding: names(&["CAP_KILL", "CAP_TELEPORT"]),
+        ..Default::default()
+    });
+    expect_helper_error(spec, "unknown capability \"CAP_TELEPORT\"");
+}
+
+#[test]
+fn init_eof_before_start_stops_the_container() {
+    if !lxc_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let listener = c.start(&base_spec(&["sleep", "1000"]));
+    let conn = listener.accept(T).unwrap();
+    let _io = send_pipes(&conn, false);
+    conn.wait_ready(T).unwrap();
+    drop(conn);
+    let started = Instant::now();
+    c.wait_stopped(T);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn no_connection_times_out() {
+    if !lxc_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let listener = InitListener::bind(&dir.path().join("x.sock")).unwrap();
+    let started = Instant::now();
+    match listener.accept(Duration::from_millis(300)) {
+        Err(HostError::Timeout { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let path = listener.path().to_path_buf();
+    drop(listener);
+    assert!(!path.exists(), "drop unlinks the socket");
+}
+
+/// Starts a container whose init sleeps, for exec tests.
+fn running_container() -> (Container, Piped) {
+    let mut c = Container::new();
+    let listener = c.start(&base_spec(&["sleep", "1000"]));
+    let conn = listener.accept(T).unwrap();
+    let io = send_pipes(&conn, false);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    (c, io)
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "child did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_through_lxc_attach_gets_its_own_process_and_stdio() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let mut spec = base_spec(&[
+        "sh",
+        "-c",
+        "read line; echo got=$line; echo nspid=$$; echo cwd=$(pwd); echo id=$(id); \
+         tr '\\0' '\\n' < /proc/$$/environ | sed 's/^/env=/'; echo err >&2; exit 7",
+        "zero",
+    ]);
+    spec.env = names(&["PATH=/bin", "HOME=/home/user", "X=exec one"]);
+    spec.cwd = "/tmp".into();
+    spec.uid = 1000;
+    spec.gid = 1000;
+    spec.stdio.stdin = true;
+    let (listener, mut attach) = c.attach("exec1", &spec, Stdio::null());
+    let conn = listener.accept(T).unwrap();
+    let host_pid = conn.peer_pid().unwrap();
+    let io = send_pipes(&conn, true);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    // The workload waits for its stdin, so it is alive here: its host PID maps to its PID in
+    // the container.
+    let status_text = fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+    let nspid_line = status_text
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    fs::File::from(io.stdin.unwrap())
+        .write_all(b"input\n")
+        .unwrap();
+    let out = read_all(&io.stdout, T);
+    let err = read_all(&io.stderr, T);
+    let status = wait_child(&mut attach, T);
+    println!("{out}");
+    assert_eq!(field(&out, "got="), "input");
+    assert_eq!(field(&out, "cwd="), "/tmp");
+    assert_eq!(field(&out, "id="), "uid=1000(user) gid=1000(user)");
+    assert_eq!(
+        lines_with(&out, "env="),
+        vec!["PATH=/bin", "HOME=/home/user", "X=exec one"]
+    );
+    assert_eq!(err, "err\n");
+    let nspid: i32 = field(&out, "nspid=").parse().unwrap();
+    assert!(nspid > 1);
+    assert_eq!(nspid_line, vec![host_pid.to_string(), nspid.to_string()]);
+    // lxc-attach exits with the attached process's status.
+    assert_eq!(status.code(), Some(7), "{status:?}");
+}
+
+/// Starts an exec of `spec` through lxc-attach and drives it to `execve`; returns the
+/// connection's host PID, the stdio pipes and the lxc-attach child.
+fn start_exec(c: &Container, id: &str, spec: &InitSpec) -> (i32, Piped, Child) {
+    let (listener, attach) = c.attach(id, spec, Stdio::null());
+    let conn = listener.accept(T).unwrap();
+    let host_pid = conn.peer_pid().unwrap();
+    let io = send_pipes(&conn, spec.stdio.stdin);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    (host_pid, io, attach)
+}
+
+#[test]
+fn exec_gets_only_stdio_descriptors_and_its_own_session() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let (host_pid, _io, mut attach) = start_exec(&c, "fds", &base_spec(&["sleep", "1000"]));
+    // Looked at from the host while the workload runs, so no shell of ours opens anything.
+    let mut fds: Vec<i32> = fs::read_dir(format!("/proc/{host_pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    fds.sort();
+    let stat = fs::read_to_string(format!("/proc/{host_pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let sid: i32 = after_comm.split(' ').nth(3).unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_child(&mut attach, T);
+    // lxc-attach passes its own extra descriptors into the container; the helper marks
+    // everything above 2 close-on-exec, as runc does.
+    assert_eq!(fds, vec![0, 1, 2]);
+    assert_eq!(sid, host_pid, "the exec leads its own session");
+}
+
+#[test]
+fn exec_killed_by_host_pid_makes_lxc_attach_exit_128_plus_signal() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let spec = base_spec(&["sleep", "1000"]);
+    let (host_pid, _io, mut attach) = start_exec(&c, "sig", &spec);
+    let pid = nix::unistd::Pid::from_raw(host_pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = wait_child(&mut attach, T);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+}
+
+#[test]
+fn lxc_attach_does_not_forward_signals_to_the_exec() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let spec = base_spec(&["sleep", "1000"]);
+    let (host_pid, _io, mut attach) = start_exec(&c, "fwd", &spec);
+    let pid = nix::unistd::Pid::from_raw(host_pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(attach.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_child(&mut attach, T);
+    // lxc-attach itself died of the signal ...
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    // ... and the exec'd process still runs: the shim must signal the host PID itself.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        nix::sys::signal::kill(pid, None).is_ok(),
+        "exec still alive"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+#[test]
+fn exec_with_terminal_through_lxc_attach() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let mut spec = base_spec(&["sh", "-c", "echo tty=$(tty); echo size=$(stty size)"]);
+    spec.terminal = true;
+    spec.console_size = Some(ConsoleSize {
+        height: 40,
+        width: 120,
+    });
+    spec.stdio = StdioFlags::default();
+    let (listener, mut attach) = c.attach("tty", &spec, Stdio::null());
+    let conn = listener.accept(T).unwrap();
+    conn.send_stdio(StdioFds::default()).unwrap();
+    let master = conn.wait_ready(T).unwrap().expect("pty master");
+    conn.start(T).unwrap();
+    let out = read_all(&master, T).replace('\r', "");
+    assert!(wait_child(&mut attach, T).success());
+    println!("{out}");
+    assert!(field(&out, "tty=").starts_with("/dev/pts/"), "{out}");
+    assert_eq!(field(&out, "size="), "40 120");
+}
+
+#[test]
+fn init_rlimit_above_the_hard_limit_is_an_error() {
+    if !lxc_available() {
+        return;
+    }
+    // Root here lacks CAP_SYS_RESOURCE (hard nofile 20000): raising fails, as under runc.
+    let mut spec = base_spec(&["true"]);
+    spec.rlimits = vec![Rlimit {
+        kind: "RLIMIT_NOFILE".into(),
+        soft: 1 << 30,
+        hard: 1 << 30,
+    }];
+    expect_helper_error(
+        spec,
+        "setrlimit RLIMIT_NOFILE (soft 1073741824, hard 1073741824): operation not permitted",
+    );
+}
+
+#[test]
+fn init_cwd_only_the_user_can_enter_is_entered_after_the_user_switch() {
+    if !lxc_available() {
+        return;
+    }
+    // Without DAC_OVERRIDE/DAC_READ_SEARCH (dropped by LXC) root cannot enter /home/user
+    // (0700, owned by 1000): the first chdir fails with EACCES, the one after the switch works.
+    // It also shows that capabilities LXC dropped already need no CAP_SETPCAP to "drop".
+    let mut c = Container::with_config("lxc.cap.drop = dac_override dac_read_search sys_admin");
+    let mut spec = base_spec(&["sh", "-c", "echo cwd=$(pwd); grep CapBnd /proc/$$/status"]);
+    spec.cwd = "/home/user".into();
+    spec.uid = 1000;
+    spec.gid = 1000;
+    let bounding = ["CAP_KILL", "CAP_CHOWN"];
+    spec.capabilities = Some(CapabilitySets {
+        bounding: names(&bounding),
+        ..Default::default()
+    });
+    let listener = c.start(&spec);
+    let conn = listener.accept(T).unwrap();
+    let io = send_pipes(&conn, false);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    let out = read_all(&io.stdout, T);
+    c.wait_stopped(T);
+    assert_eq!(field(&out, "cwd="), "/home/user");
+    assert_eq!(field(&out, "CapBnd:"), cap_mask(&bounding));
+
+    // And as root in the same kind of container it fails with the chdir error.
+    let mut c = Container::with_config("lxc.cap.drop = dac_override dac_read_search sys_admin");
+    let mut spec = base_spec(&["true"]);
+    spec.cwd = "/home/user".into();
+    expect_helper_error_in(
+        &mut c,
+        spec,
+        "chdir to cwd (\"/home/user\") set in config.json failed: permission denied",
+    );
+}
+
+#[test]
+fn init_unreadable_spec_is_reported() {
+    if !lxc_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let listener = c.start_raw(b"{not json");
+    let conn = listener.accept(T).unwrap();
+    match conn.wait_ready(T) {
+        Err(HostError::Helper(text)) => assert!(
+            text.starts_with("parse process spec /dev/.ctinit/init.json: "),
+            "{text}"
+        ),
+        other => panic!("expected a helper error, got {other:?}"),
+    }
+    c.wait_stopped(T);
+}

@@ -1,0 +1,598 @@
+//! `linux.resources` -> cgroup files, the same mapping runc uses for cgroup v1 and v2.
+
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+
+use crate::text;
+use crate::{CgroupMode, PlanError};
+
+const F: &str = "linux.resources";
+
+fn field(rest: &str) -> String {
+    format!("{F}.{rest}")
+}
+
+/// runc's conversion of cgroup v1 `cpu.shares` (2..262144) to v2 `cpu.weight` (1..10000).
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// runc's conversion of blkio weight (10..1000) to v2 `io.weight` (1..10000).
+fn blkio_weight_to_io(weight: u16) -> u64 {
+    let w = u64::from(weight.clamp(10, 1000));
+    1 + (w - 10) * 9999 / 990
+}
+
+fn limit_value(v: i64) -> String {
+    if v < 0 {
+        "-1".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn v2_limit(v: i64) -> String {
+    if v < 0 {
+        "max".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// A cpuset list such as `0-3,6`.
+fn cpu_list(name: &str, v: &str) -> Result<String, PlanError> {
+    if v.is_empty()
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+    {
+        return Err(PlanError::invalid(
+            &field(name),
+            format!("{v:?} is not a CPU or node list"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// The cgroup files and values for `resources`, in the order they must be written. File names
+/// are those of the chosen hierarchy (v1: `memory.limit_in_bytes`, v2: `memory.max`, ...).
+/// Device rules are not included (see [`device_rules`]).
+pub fn cgroup_settings(
+    resources: &LinuxResources,
+    mode: CgroupMode,
+) -> Result<Vec<(String, String)>, PlanError> {
+    let v1 = mode == CgroupMode::Legacy;
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| out.push((k.to_string(), v));
+
+    if let Some(m) = resources.memory() {
+        if let Some(limit) = m.limit() {
+            if v1 {
+                set("memory.limit_in_bytes", limit_value(limit));
+            } else {
+                set("memory.max", v2_limit(limit));
+            }
+        }
+        if let Some(r) = m.reservation() {
+            if v1 {
+                set("memory.soft_limit_in_bytes", limit_value(r));
+            } else {
+                set("memory.low", v2_limit(r));
+            }
+        }
+        if let Some(swap) = m.swap() {
+            if let Some(l) = m.limit() {
+                if swap >= 0 && l >= 0 && swap < l {
+                    return Err(PlanError::invalid(
+                        &field("memory.swap"),
+                        "must not be below memory.limit (it counts memory plus swap)",
+                    ));
+                }
+            }
+            if v1 {
+                set("memory.memsw.limit_in_bytes", limit_value(swap));
+            } else {
+                // OCI swap is memory+swap (v1 semantics); v2 swap.max is swap alone.
+                let v = match (swap, m.limit()) {
+                    (s, _) if s < 0 => "max".to_string(),
+                    (s, Some(l)) if l >= 0 => {
+                        if s < l {
+                            return Err(PlanError::invalid(
+                                &field("memory.swap"),
+                                "must not be below memory.limit",
+                            ));
+                        }
+                        (s - l).to_string()
+                    }
+                    _ => {
+                        return Err(PlanError::invalid(
+                            &field("memory.swap"),
+                            "cgroup v2 needs memory.limit to derive swap.max",
+                        ))
+                    }
+                };
+                set("memory.swap.max", v);
+            }
+        }
+        if let Some(tcp) = m.kernel_tcp() {
+            if v1 {
+                set("memory.kmem.tcp.limit_in_bytes", limit_value(tcp));
+            } else {
+                return Err(PlanError::unsupported(
+                    &field("memory.kernelTCP"),
+                    "cgroup v2 has no kernel TCP memory limit",
+                ));
+            }
+        }
+        if let Some(s) = m.swappiness() {
+            if s > 100 {
+                return Err(PlanError::invalid(
+                    &field("memory.swappiness"),
+                    "must be 0..100",
+                ));
+            }
+            if v1 {
+                set("memory.swappiness", s.to_string());
+            } else {
+                return Err(PlanError::unsupported(
+                    &field("memory.swappiness"),
+                    "cgroup v2 has no per-cgroup swappiness",
+                ));
+            }
+        }
+        if let Some(d) = m.disable_oom_killer() {
+            if v1 {
+                set("memory.oom_control", if d { "1" } else { "0" }.into());
+            } else if d {
+                return Err(PlanError::unsupported(
+                    &field("memory.disableOOMKiller"),
+                    "cgroup v2 cannot disable the OOM killer",
+                ));
+            }
+        }
+        if let Some(true) = m.use_hierarchy() {
+            if v1 {
+                set("memory.use_hierarchy", "1".into());
+            }
+        }
+    }
+
+    if let Some(c) = resources.cpu() {
+        if let Some(shares) = c.shares() {
+            if v1 {
+                set("cpu.shares", shares.to_string());
+            } else if shares != 0 {
+                set("cpu.weight", shares_to_weight(shares).to_string());
+            }
+        }
+        let quota = c.quota();
+        let period = c.period();
+        if v1 {
+            if let Some(p) = period {
+                set("cpu.cfs_period_us", p.to_string());
+            }
+            if let Some(q) = quota {
+                set(
+                    "cpu.cfs_quota_us",
+                    if q <= 0 { "-1".into() } else { q.to_string() },
+                );
+            }
+        } else if quota.is_some() || period.is_some() {
+            let q = match quota {
+                Some(q) if q > 0 => q.to_string(),
+                _ => "max".into(),
+            };
+            set("cpu.max", format!("{q} {}", period.unwrap_or(100_000)));
+        }
+        if let Some(b) = c.burst() {
+            set(
+                if v1 {
+                    "cpu.cfs_burst_us"
+                } else {
+                    "cpu.max.burst"
+                },
+                b.to_string(),
+            );
+        }
+        if let Some(idle) = c.idle() {
+            set("cpu.idle", idle.to_string());
+        }
+        if let Some(rt) = c.realtime_runtime() {
+            if !v1 {
+                return Err(PlanError::unsupported(
+                    &field("cpu.realtimeRuntime"),
+                    "cgroup v2 has no real-time scheduling budget",
+                ));
+            }
+            set("cpu.rt_runtime_us", rt.to_string());
+        }
+        if let Some(rp) = c.realtime_period() {
+            if !v1 {
+                return Err(PlanError::unsupported(
+                    &field("cpu.realtimePeriod"),
+                    "cgroup v2 has no real-time scheduling budget",
+                ));
+            }
+            set("cpu.rt_period_us", rp.to_string());
+        }
+        if let Some(cpus) = c.cpus() {
+            if !cpus.is_empty() {
+                set("cpuset.cpus", cpu_list("cpu.cpus", cpus)?);
+            }
+        }
+        if let Some(mems) = c.mems() {
+            if !mems.is_empty() {
+                set("cpuset.mems", cpu_list("cpu.mems", mems)?);
+            }
+        }
+    }
+
+    if let Some(p) = resources.pids() {
+        set(
+            "pids.max",
+            if p.limit() <= 0 {
+                "max".into()
+            } else {
+                p.limit().to_string()
+            },
+        );
+    }
+
+    for (i, h) in resources.hugepage_limits().iter().flatten().enumerate() {
+        let size = text::key_part(
+            &field(&format!("hugepageLimits[{i}].pageSize")),
+            h.page_size(),
+        )?;
+        let file = if v1 {
+            format!("hugetlb.{size}.limit_in_bytes")
+        } else {
+            format!("hugetlb.{size}.max")
+        };
+        set(
+            &file,
+            if v1 {
+                limit_value(h.limit())
+            } else {
+                v2_limit(h.limit())
+            },
+        );
+    }
+
+    if let Some(b) = resources.block_io() {
+        if let Some(w) = b.weight() {
+            if v1 {
+                set("blkio.weight", w.to_string());
+            } else {
+                set("io.weight", format!("default {}", blkio_weight_to_io(w)));
+            }
+        }
+        if let Some(lw) = b.leaf_weight() {
+            if v1 {
+                set("blkio.leaf_weight", lw.to_string());
+            } else {
+                return Err(PlanError::unsupported(
+                    &field("blockIO.leafWeight"),
+                    "cgroup v2 has no leaf weight",
+                ));
+            }
+        }
+        for (i, d) in b.weight_device().iter().flatten().enumerate() {
+            if let Some(w) = d.weight() {
+                if v1 {
+                    set(
+                        "blkio.weight_device",
+                        format!("{}:{} {w}", d.major(), d.minor()),
+                    );
+                } else {
+                    set(
+                        "io.weight",
+                        format!("{}:{} {}", d.major(), d.minor(), blkio_weight_to_io(w)),
+                    );
+                }
+            }
+            if let Some(lw) = d.leaf_weight() {
+                if v1 {
+                    set(
+                        "blkio.leaf_weight_device",
+                        format!("{}:{} {lw}", d.major(), d.minor()),
+                    );
+                } else {
+                    return Err(PlanError::unsupported(
+                        &field(&format!("blockIO.weightDevice[{i}].leafWeight")),
+                        "cgroup v2 has no leaf weight",
+                    ));
+                }
+            }
+        }
+        let throttles = [
+            (
+                b.throttle_read_bps_device(),
+                "blkio.throttle.read_bps_device",
+                "rbps",
+            ),
+            (
+                b.throttle_write_bps_device(),
+                "blkio.throttle.write_bps_device",
+                "wbps",
+            ),
+            (
+                b.throttle_read_iops_device(),
+                "blkio.throttle.read_iops_device",
+                "riops",
+            ),
+            (
+                b.throttle_write_iops_device(),
+                "blkio.throttle.write_iops_device",
+                "wiops",
+            ),
+        ];
+        for (list, v1file, v2key) in throttles {
+            for d in list.iter().flatten() {
+                if v1 {
+                    set(v1file, format!("{}:{} {}", d.major(), d.minor(), d.rate()));
+                } else {
+                    set(
+                        "io.max",
+                        format!("{}:{} {v2key}={}", d.major(), d.minor(), d.rate()),
+                    );
+                }
+            }
+        }
+    }
+
+    if let Some(n) = resources.network() {
+        if let Some(id) = n.class_id() {
+            if !v1 {
+                return Err(PlanError::unsupported(
+                    &field("network.classID"),
+                    "cgroup v2 has no net_cls controller",
+                ));
+            }
+            set("net_cls.classid", id.to_string());
+        }
+        for (i, p) in n.priorities().iter().flatten().enumerate() {
+            if !v1 {
+                return Err(PlanError::unsupported(
+                    &field("network.priorities"),
+                    "cgroup v2 has no net_prio controller",
+                ));
+            }
+            let name = text::key_part(&field(&format!("network.priorities[{i}].name")), p.name())?;
+            set("net_prio.ifpriomap", format!("{name} {}", p.priority()));
+        }
+    }
+
+    if let Some(rdma) = resources.rdma() {
+        let mut names: Vec<&String> = rdma.keys().collect();
+        names.sort();
+        for name in names {
+            let r = &rdma[name];
+            let dev = text::key_part(&field(&format!("rdma.{name}")), name)?;
+            let mut v = dev;
+            if let Some(h) = r.hca_handles() {
+                v.push_str(&format!(" hca_handle={h}"));
+            }
+            if let Some(o) = r.hca_objects() {
+                v.push_str(&format!(" hca_object={o}"));
+            }
+            set("rdma.max", v);
+        }
+    }
+
+    if let Some(unified) = resources.unified() {
+        if !unified.is_empty() {
+            if v1 {
+                return Err(PlanError::unsupported(
+                    &field("unified"),
+                    "this node runs cgroup v1; unified keys need cgroup v2",
+                ));
+            }
+            let mut keys: Vec<&String> = unified.keys().collect();
+            keys.sort();
+            for k in keys {
+                let f = field(&format!("unified.{k}"));
+                let key = text::key_part(&f, k)?;
+                if !key.contains('.') {
+                    return Err(PlanError::invalid(&f, "is not a cgroup file name"));
+                }
+                set(&key, text::value(&f, &unified[k])?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One `devices.allow` / `devices.deny` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    /// `a`, `c` or `b`, major:minor (`*` for any), access (`rwm` subset).
+    pub rule: String,
+}
+
+fn device_rule(i: usize, d: &LinuxDeviceCgroup) -> Result<DeviceRule, PlanError> {
+    let f = field(&format!("devices[{i}]"));
+    let typ = match d.typ().unwrap_or(LinuxDeviceType::A) {
+        LinuxDeviceType::A => "a",
+        LinuxDeviceType::C | LinuxDeviceType::U => "c",
+        LinuxDeviceType::B => "b",
+        LinuxDeviceType::P => {
+            return Err(PlanError::unsupported(
+                &format!("{f}.type"),
+                "fifos are not subject to the devices cgroup",
+            ))
+        }
+    };
+    let num = |n: Option<i64>, what: &str| -> Result<String, PlanError> {
+        match n {
+            None => Ok("*".into()),
+            Some(n) if n < 0 => Ok("*".into()),
+            Some(n) if n <= u32::MAX as i64 => Ok(n.to_string()),
+            Some(_) => Err(PlanError::invalid(
+                &format!("{f}.{what}"),
+                "is out of range",
+            )),
+        }
+    };
+    let access = d.access().clone().unwrap_or_else(|| "rwm".into());
+    let access = if access.is_empty() {
+        "rwm".to_string()
+    } else {
+        access
+    };
+    if !access.bytes().all(|b| matches!(b, b'r' | b'w' | b'm')) {
+        return Err(PlanError::invalid(
+            &format!("{f}.access"),
+            format!("{access:?} is not a subset of \"rwm\""),
+        ));
+    }
+    let rule = if typ == "a" && d.major().is_none() && d.minor().is_none() {
+        // The kernel's own shorthand; "a *:* rwm" means the same.
+        "a".to_string()
+    } else {
+        format!(
+            "{typ} {}:{} {access}",
+            num(d.major(), "major")?,
+            num(d.minor(), "minor")?
+        )
+    };
+    Ok(DeviceRule {
+        allow: d.allow(),
+        rule,
+    })
+}
+
+/// runc's default device allow list, appended after the spec's rules so the container's own
+/// `/dev` (null, zero, full, tty, random, urandom, ptys) works under a deny-all rule.
+const DEFAULT_ALLOWED: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:8 rwm",
+    "c 1:7 rwm",
+    "c 5:0 rwm",
+    "c 1:5 rwm",
+    "c 1:9 rwm",
+    "c 5:1 rwm",
+    "c 136:* rwm",
+    "c 5:2 rwm",
+];
+
+/// The spec's device rules in order, then runc's defaults and an allow rule per spec device.
+pub(crate) fn device_rules(
+    resources: Option<&LinuxResources>,
+    extra_allow: &[String],
+) -> Result<Vec<DeviceRule>, PlanError> {
+    let mut out = Vec::new();
+    if let Some(list) = resources.and_then(|r| r.devices().as_ref()) {
+        for (i, d) in list.iter().enumerate() {
+            out.push(device_rule(i, d)?);
+        }
+    }
+    if out.is_empty() && extra_allow.is_empty() {
+        return Ok(out);
+    }
+    for r in DEFAULT_ALLOWED
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra_allow.iter().cloned())
+    {
+        out.push(DeviceRule {
+            allow: true,
+            rule: r,
+        });
+    }
+    Ok(out)
+}
+
+/// `linux.cgroupsPath` as a path relative to the hierarchy root (what `lxc.cgroup.dir.*` take).
+/// Accepts the cgroupfs form (`/kubepods/burstable/pod1/ctr`) and the systemd form
+/// (`slice:prefix:name`), which is expanded as runc's systemd driver names it
+/// (`kubepods.slice/kubepods-burstable.slice/.../prefix-name.scope`).
+pub(crate) fn cgroups_path(raw: &std::path::Path) -> Result<String, PlanError> {
+    const FIELD: &str = "linux.cgroupsPath";
+    let s = raw
+        .to_str()
+        .ok_or_else(|| PlanError::invalid(FIELD, "is not valid UTF-8"))?;
+    let s = text::value(FIELD, s)?;
+    let parts: Vec<&str> = s.split(':').collect();
+    let path = if !s.starts_with('/') && parts.len() == 3 {
+        let (slice, prefix, name) = (parts[0], parts[1], parts[2]);
+        let mut out = Vec::new();
+        if !slice.is_empty() && slice != "-.slice" {
+            let base = slice.strip_suffix(".slice").ok_or_else(|| {
+                PlanError::invalid(FIELD, format!("{slice:?} is not a systemd slice name"))
+            })?;
+            let mut acc = String::new();
+            for piece in base.split('-') {
+                if piece.is_empty() {
+                    return Err(PlanError::invalid(
+                        FIELD,
+                        format!("{slice:?} is not a systemd slice name"),
+                    ));
+                }
+                if !acc.is_empty() {
+                    acc.push('-');
+                }
+                acc.push_str(piece);
+                out.push(format!("{acc}.slice"));
+            }
+        }
+        let unit = if name.ends_with(".slice") {
+            name.to_string()
+        } else if prefix.is_empty() {
+            format!("{name}.scope")
+        } else {
+            format!("{prefix}-{name}.scope")
+        };
+        out.push(unit);
+        out.join("/")
+    } else {
+        s.clone()
+    };
+    let mut clean = Vec::new();
+    for comp in path.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => return Err(PlanError::invalid(FIELD, "must not contain \"..\"")),
+            c => clean.push(text::key_part(FIELD, c).map_err(|_| {
+                PlanError::invalid(FIELD, format!("component {c:?} is not a plain name"))
+            })?),
+        }
+    }
+    if clean.is_empty() {
+        return Err(PlanError::invalid(FIELD, "names the root cgroup"));
+    }
+    Ok(clean.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_paths_expand_like_runc() {
+        assert_eq!(
+            cgroups_path("kubepods-burstable-pod1.slice:cri-containerd:abc".as_ref()).unwrap(),
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope"
+        );
+        assert_eq!(
+            cgroups_path("/kubepods/pod1/abc".as_ref()).unwrap(),
+            "kubepods/pod1/abc"
+        );
+        assert!(cgroups_path("/a/../b".as_ref()).is_err());
+        assert!(cgroups_path("/".as_ref()).is_err());
+    }
+
+    #[test]
+    fn weight_conversion_matches_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(blkio_weight_to_io(10), 1);
+        assert_eq!(blkio_weight_to_io(1000), 10_000);
+    }
+}

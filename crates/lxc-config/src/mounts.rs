@@ -1,0 +1,394 @@
+//! `mounts`, `linux.maskedPaths`, `linux.readonlyPaths` -> `lxc.mount.entry` lines.
+
+use std::path::Path;
+
+use oci_spec::runtime::Mount;
+
+use crate::text;
+use crate::{Ignored, PlanError};
+
+/// Mount flags LXC understands itself (its mount option and propagation tables). Anything else
+/// is passed to the filesystem as data (`size=`, `mode=`, ...).
+const FLAGS: &[&str] = &[
+    "defaults",
+    "ro",
+    "rw",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "exec",
+    "noexec",
+    "sync",
+    "async",
+    "dirsync",
+    "mand",
+    "nomand",
+    "atime",
+    "noatime",
+    "diratime",
+    "nodiratime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "nosymfollow",
+    "symfollow",
+    "lazytime",
+    "nolazytime",
+    "iversion",
+    "noiversion",
+    "silent",
+    "loud",
+];
+const PROPAGATION: &[&str] = &[
+    "private",
+    "rprivate",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "unbindable",
+    "runbindable",
+];
+/// LXC's own options; a spec must not be able to smuggle them in.
+const LXC_ONLY: &[&str] = &["optional", "relative", "create=dir", "create=file"];
+
+/// One rendered mount, before LXC syntax.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountEntry {
+    pub source: String,
+    /// Absolute path inside the container.
+    pub destination: String,
+    pub fstype: String,
+    pub options: Vec<String>,
+    /// What LXC creates at the target when it is missing: `Some(true)` a directory,
+    /// `Some(false)` a file.
+    pub create_dir: Option<bool>,
+    /// Do not fail the start when this mount fails.
+    pub optional: bool,
+}
+
+impl MountEntry {
+    /// Checks that every field encodes into its own fstab field unchanged in meaning.
+    pub(crate) fn checked(self, field: &str) -> Result<MountEntry, PlanError> {
+        text::fstab_field(&format!("{field}.source"), &self.source)?;
+        let target = self.destination.trim_start_matches('/');
+        if !target.is_empty() {
+            text::fstab_field(&format!("{field}.destination"), target)?;
+        }
+        text::fstab_field(&format!("{field}.type"), &self.fstype)?;
+        Ok(self)
+    }
+
+    /// The `lxc.mount.entry` value: an fstab line with a rootfs-relative target.
+    pub fn lxc_value(&self) -> String {
+        let mut opts = self.options.clone();
+        match self.create_dir {
+            Some(true) => opts.push("create=dir".into()),
+            Some(false) => opts.push("create=file".into()),
+            None => {}
+        }
+        if self.optional {
+            opts.push("optional".into());
+        }
+        let opts = if opts.is_empty() {
+            "defaults".to_string()
+        } else {
+            opts.join(",")
+        };
+        // Fields were checked when the entry was built; encoding cannot fail on them.
+        let enc = |s: &str| text::fstab_field("mount", s).unwrap_or_else(|_| "none".into());
+        let target = self.destination.trim_start_matches('/');
+        let target = if target.is_empty() { "." } else { target };
+        format!(
+            "{} {} {} {} 0 0",
+            enc(&self.source),
+            enc(target),
+            enc(&self.fstype),
+            opts
+        )
+    }
+}
+
+/// What the mounts section turned into.
+#[derive(Default, Debug)]
+pub(crate) struct Mounts {
+    pub entries: Vec<MountEntry>,
+    /// `lxc.mount.auto` words (cgroup mounts).
+    pub auto: Vec<String>,
+}
+
+fn options(
+    field: &str,
+    raw: &[String],
+    is_bind: bool,
+) -> Result<(Vec<String>, bool, bool), PlanError> {
+    // returns (options for LXC, bind, recursive)
+    let mut out = Vec::new();
+    let mut bind = is_bind;
+    let mut rec = false;
+    for (i, o) in raw.iter().enumerate() {
+        let of = format!("{field}.options[{i}]");
+        let o = text::value(&of, o)?;
+        if o.contains(',') || o.contains(' ') {
+            return Err(PlanError::invalid(&of, "must not contain ',' or blanks"));
+        }
+        if LXC_ONLY.contains(&o.as_str()) || o.starts_with("create=") || o.starts_with("idmap=") {
+            return Err(PlanError::invalid(
+                &of,
+                format!("{o:?} is not a mount option"),
+            ));
+        }
+        match o.as_str() {
+            "bind" => bind = true,
+            "rbind" => {
+                bind = true;
+                rec = true;
+            }
+            "idmap" | "ridmap" => {
+                return Err(PlanError::unsupported(
+                    &of,
+                    "idmapped mounts are not supported",
+                ))
+            }
+            "tmpcopyup" => return Err(PlanError::unsupported(&of, "tmpcopyup is not supported")),
+            "remount" => return Err(PlanError::unsupported(&of, "remount is not supported")),
+            _ => out.push(o),
+        }
+    }
+    Ok((out, bind, rec))
+}
+
+/// Whether `o` is a flag LXC applies (as opposed to filesystem data).
+fn is_flag(o: &str) -> bool {
+    FLAGS.contains(&o) || PROPAGATION.contains(&o)
+}
+
+pub(crate) fn convert(
+    mounts: &[Mount],
+    bundle: &Path,
+    ignored: &mut Vec<Ignored>,
+) -> Result<Mounts, PlanError> {
+    let mut out = Mounts::default();
+    for (i, m) in mounts.iter().enumerate() {
+        let f = format!("mounts[{i}]");
+        let dest = text::abs_path(&format!("{f}.destination"), m.destination())?;
+        let ctdir = ctinit_proto::CONTAINER_DIR;
+        if dest == ctdir || dest.starts_with(&format!("{ctdir}/")) {
+            return Err(PlanError::invalid(
+                &format!("{f}.destination"),
+                format!("{ctdir} is reserved for the runtime's helper"),
+            ));
+        }
+        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+            return Err(PlanError::unsupported(
+                &format!("{f}.uidMappings"),
+                "idmapped mounts are not supported",
+            ));
+        }
+        let typ = m.typ().clone().unwrap_or_default();
+        let raw_opts = m.options().clone().unwrap_or_default();
+        let (opts, bind, rec) = options(&f, &raw_opts, typ == "bind")?;
+        let source_raw = m
+            .source()
+            .as_ref()
+            .map(|s| s.to_string_lossy().into_owned());
+
+        if bind {
+            let src = m.source().as_ref().ok_or_else(|| {
+                PlanError::invalid(&format!("{f}.source"), "a bind mount needs a source")
+            })?;
+            // A relative bind source is relative to the bundle, as with runc.
+            let src = if src.is_absolute() {
+                src.clone()
+            } else {
+                bundle.join(src)
+            };
+            let src_s = text::abs_path(&format!("{f}.source"), &src)?;
+            text::fstab_field(&format!("{f}.source"), &src_s)?;
+            // The only filesystem access of the planner: LXC must be told whether to create a
+            // directory or a file at a missing target.
+            let meta = std::fs::metadata(&src_s)
+                .map_err(|e| PlanError::invalid(&format!("{f}.source"), format!("{src_s}: {e}")))?;
+            let mut o = vec![if rec {
+                "rbind".to_string()
+            } else {
+                "bind".to_string()
+            }];
+            for x in opts {
+                if is_flag(&x) {
+                    o.push(x);
+                } else {
+                    ignored.push(Ignored::new(
+                        &format!("{f}.options"),
+                        &format!("{x:?} is filesystem data, meaningless for a bind mount"),
+                    ));
+                }
+            }
+            out.entries.push(
+                MountEntry {
+                    source: src_s,
+                    destination: dest,
+                    fstype: "none".into(),
+                    options: o,
+                    create_dir: Some(meta.is_dir()),
+                    optional: false,
+                }
+                .checked(&f)?,
+            );
+            continue;
+        }
+
+        let typ = text::key_part(&format!("{f}.type"), &typ).map_err(|_| {
+            PlanError::invalid(
+                &format!("{f}.type"),
+                format!("{typ:?} is not a filesystem type"),
+            )
+        })?;
+        match typ.as_str() {
+            "cgroup" | "cgroup2" => {
+                if dest != "/sys/fs/cgroup" {
+                    return Err(PlanError::unsupported(
+                        &format!("{f}.destination"),
+                        "LXC mounts cgroup filesystems only at /sys/fs/cgroup",
+                    ));
+                }
+                let ro = opts.iter().any(|o| o == "ro");
+                out.auto.push(
+                    if ro {
+                        "cgroup:ro:force"
+                    } else {
+                        "cgroup:rw:force"
+                    }
+                    .into(),
+                );
+                if opts.iter().any(|o| {
+                    !matches!(
+                        o.as_str(),
+                        "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "relatime"
+                    )
+                }) {
+                    ignored.push(Ignored::new(
+                        &format!("{f}.options"),
+                        "LXC's cgroup automount chooses its own options besides ro/rw",
+                    ));
+                }
+                continue;
+            }
+            "devpts" if dest == "/dev/pts" => {
+                // lxc.pty.max makes LXC mount a new devpts instance here (newinstance,
+                // ptmxmode=0666,mode=0620,gid=5) and point /dev/ptmx at it; a second mount by
+                // us would be replaced by it.
+                let std_opts = [
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620",
+                    "gid=5",
+                    "mode=620",
+                ];
+                if opts.iter().any(|o| !std_opts.contains(&o.as_str())) {
+                    ignored.push(Ignored::new(
+                        &format!("{f}.options"),
+                        "/dev/pts is LXC's own devpts instance (newinstance,ptmxmode=0666,mode=0620,gid=5)",
+                    ));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let source = match source_raw {
+            Some(s) if !s.is_empty() => s,
+            _ => typ.clone(),
+        };
+        text::fstab_field(&format!("{f}.source"), &source)?;
+        out.entries.push(
+            MountEntry {
+                source,
+                destination: dest,
+                fstype: typ,
+                options: opts,
+                create_dir: Some(true),
+                optional: false,
+            }
+            .checked(&f)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Masked paths as runc masks them: `/dev/null` over a file, an empty read-only tmpfs over a
+/// directory. Which one applies is only known inside the container, so both are rendered as
+/// optional entries; the one that does not fit fails harmlessly, as does a missing path.
+pub(crate) fn masked(paths: &[String]) -> Result<Vec<MountEntry>, PlanError> {
+    let mut out = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let dest = text::abs_path(&format!("linux.maskedPaths[{i}]"), Path::new(p))?;
+        text::fstab_field(&format!("linux.maskedPaths[{i}]"), &dest)?;
+        out.push(
+            MountEntry {
+                source: "/dev/null".into(),
+                destination: dest.clone(),
+                fstype: "none".into(),
+                options: vec!["bind".into(), "ro".into()],
+                create_dir: None,
+                optional: true,
+            }
+            .checked(&format!("linux.maskedPaths[{i}]"))?,
+        );
+        out.push(
+            MountEntry {
+                source: "tmpfs".into(),
+                destination: dest,
+                fstype: "tmpfs".into(),
+                options: vec![
+                    "ro".into(),
+                    "nosuid".into(),
+                    "nodev".into(),
+                    "noexec".into(),
+                ],
+                create_dir: None,
+                optional: true,
+            }
+            .checked(&format!("linux.maskedPaths[{i}]"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Read-only paths: a recursive bind of the path onto itself (source relative to the container
+/// root), remounted read-only; missing paths are skipped as runc skips them.
+pub(crate) fn readonly(paths: &[String]) -> Result<Vec<MountEntry>, PlanError> {
+    let mut out = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let dest = text::abs_path(&format!("linux.readonlyPaths[{i}]"), Path::new(p))?;
+        if dest == "/" {
+            return Err(PlanError::invalid(
+                &format!("linux.readonlyPaths[{i}]"),
+                "use root.readonly for the root filesystem",
+            ));
+        }
+        text::fstab_field(&format!("linux.readonlyPaths[{i}]"), &dest)?;
+        out.push(
+            MountEntry {
+                source: dest.trim_start_matches('/').to_string(),
+                destination: dest,
+                fstype: "none".into(),
+                options: vec![
+                    "rbind".into(),
+                    "ro".into(),
+                    "nosuid".into(),
+                    "nodev".into(),
+                    "noexec".into(),
+                    "relative".into(),
+                ],
+                create_dir: None,
+                optional: true,
+            }
+            .checked(&format!("linux.readonlyPaths[{i}]"))?,
+        );
+    }
+    Ok(out)
+}
