@@ -18,7 +18,6 @@ pub mod driver;
 pub mod errors;
 pub mod exits;
 pub mod helper;
-pub mod interim_plan;
 pub mod lxcmon;
 pub mod process;
 pub mod service;

@@ -269,18 +269,18 @@ pub fn unmount_rootfs(target: &Path) {
     }
 }
 
-fn node_facts() -> crate::interim_plan::NodeFacts {
+fn node_facts() -> lxc_config::NodeFacts {
     let unified = std::fs::read_to_string("/proc/self/mountinfo")
         .map(|t| {
             t.lines()
                 .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "))
         })
         .unwrap_or(false);
-    crate::interim_plan::NodeFacts {
+    lxc_config::NodeFacts {
         cgroup: if unified {
-            crate::interim_plan::CgroupMode::Unified
+            lxc_config::CgroupMode::Unified
         } else {
-            crate::interim_plan::CgroupMode::Legacy
+            lxc_config::CgroupMode::Legacy
         },
         lxc_version: (5, 0, 2),
     }
@@ -395,7 +395,7 @@ impl TaskService {
             helper::install(&state_dir)?;
 
             let facts = node_facts();
-            let plan = crate::interim_plan::plan(&crate::interim_plan::PlanRequest {
+            let plan = lxc_config::plan(&lxc_config::PlanRequest {
                 name: &id,
                 spec: &spec,
                 bundle: &bundle,
@@ -905,7 +905,7 @@ impl TaskService {
             .ok_or_else(|| ShimError::InvalidArgument("exec: no process spec".into()))?;
         let process: oci_spec::runtime::Process = serde_json::from_slice(&spec_any.value)
             .map_err(|e| ShimError::InvalidArgument(format!("exec process spec: {e}")))?;
-        let mut init_spec = crate::interim_plan::init_spec_for(&process)
+        let mut init_spec = lxc_config::init_spec_for(&process)
             .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
         init_spec.terminal = req.terminal || init_spec.terminal;
         init_spec.stdio.stdin = !req.stdin.is_empty();
