@@ -609,3 +609,123 @@ fn pve_rendering_resets_common_conf() {
         (64 * 1024 * 1024).to_string()
     );
 }
+
+/// /proc and /sys as Kubernetes sets them up: masked and read-only /proc paths, a namespaced
+/// sysctl, sysfs read-only with the cgroup filesystem on it showing the container's own limit.
+#[test]
+fn proc_sys_sysctl_and_cgroup_mount() {
+    if !lxc_available() {
+        return;
+    }
+    let facts = node_facts();
+    let mut ct = Ct::new();
+    let mut spec = base_spec(
+        "echo timer_list=$(cat /proc/timer_list | wc -c); \
+         echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo procsys=rw || echo procsys=ro; \
+         echo port=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start); \
+         touch /sys/x 2>/dev/null && echo sys=rw || echo sys=ro; \
+         cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+         echo done",
+    );
+    spec["mounts"].as_array_mut().unwrap().extend([
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ]);
+    spec["linux"]["maskedPaths"] = json!(["/proc/timer_list", "/proc/keys", "/proc/acpi"]);
+    spec["linux"]["readonlyPaths"] = json!(["/proc/sys", "/proc/sysrq-trigger"]);
+    spec["linux"]["sysctl"] = json!({"net.ipv4.ip_unprivileged_port_start": "80"});
+    spec["linux"]["cgroupsPath"] = json!(format!("lxc-config-test-{}", ct.name));
+    spec["linux"]["resources"] = json!({"memory": {"limit": 48 * 1024 * 1024}});
+    let (out, err) = ct.run(&spec);
+    let _ = facts;
+    let expected = [
+        "timer_list=0",
+        "procsys=ro",
+        "port=80",
+        "sys=ro",
+        "50331648",
+        "done",
+    ];
+    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+}
+
+/// Every capability name the OCI spec knows is one LXC 5 accepts in `lxc.cap.keep`.
+#[test]
+fn all_capabilities_load_in_installed_lxc() {
+    if !lxc_available() {
+        return;
+    }
+    let names = [
+        "CAP_AUDIT_CONTROL",
+        "CAP_AUDIT_READ",
+        "CAP_AUDIT_WRITE",
+        "CAP_BLOCK_SUSPEND",
+        "CAP_BPF",
+        "CAP_CHECKPOINT_RESTORE",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_IPC_LOCK",
+        "CAP_IPC_OWNER",
+        "CAP_KILL",
+        "CAP_LEASE",
+        "CAP_LINUX_IMMUTABLE",
+        "CAP_MAC_ADMIN",
+        "CAP_MAC_OVERRIDE",
+        "CAP_MKNOD",
+        "CAP_NET_ADMIN",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_BROADCAST",
+        "CAP_NET_RAW",
+        "CAP_PERFMON",
+        "CAP_SETFCAP",
+        "CAP_SETGID",
+        "CAP_SETPCAP",
+        "CAP_SETUID",
+        "CAP_SYSLOG",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_BOOT",
+        "CAP_SYS_CHROOT",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_NICE",
+        "CAP_SYS_PACCT",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_TIME",
+        "CAP_SYS_TTY_CONFIG",
+        "CAP_WAKE_ALARM",
+    ];
+    let ct = Ct::new();
+    let mut spec = base_spec("true");
+    spec["process"]["capabilities"] = json!({"bounding": names.to_vec()});
+    let plan = ct.prepare(&spec);
+    let keep = plan
+        .lxc_entries()
+        .iter()
+        .find(|(k, _)| k == "lxc.cap.keep")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert_eq!(keep.split(' ').count(), names.len());
+    let out = Command::new("lxc-info")
+        .args(["-n", &ct.name, "-P"])
+        .arg(ct.lxcpath())
+        .args(["-c", "lxc.cap.keep"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // lxc-info prints the list one name per line.
+    let loaded: Vec<&str> = stdout
+        .trim()
+        .trim_start_matches("lxc.cap.keep = ")
+        .lines()
+        .collect();
+    assert_eq!(loaded, keep.split(' ').collect::<Vec<_>>());
+}
