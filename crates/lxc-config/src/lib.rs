@@ -519,6 +519,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     };
 
     // sysctls, only those that belong to a namespace the container owns (as runc checks).
+    let mut sysctl_files: Vec<String> = Vec::new();
     if let Some(sysctl) = linux.sysctl() {
         let mut keys: Vec<&String> = sysctl.keys().collect();
         keys.sort();
@@ -554,6 +555,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
                 ));
             }
             push(&format!("lxc.sysctl.{key}"), text::value(&f, &sysctl[k])?);
+            sysctl_files.push(format!("/proc/sys/{}", key.replace('.', "/")));
         }
     }
 
@@ -597,9 +599,29 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     all_mounts.extend(mounts::masked(
         linux.masked_paths().as_deref().unwrap_or_default(),
     )?);
-    all_mounts.extend(mounts::readonly(
-        linux.readonly_paths().as_deref().unwrap_or_default(),
-    )?);
+    let readonly_paths = linux.readonly_paths().clone().unwrap_or_default();
+    // LXC writes sysctls after all mounts, so a read-only /proc/sys would refuse them. Each
+    // file the spec sets gets its own bind mount first; the recursive read-only bind of
+    // /proc/sys carries it along and the read-only remount leaves it writable.
+    for file in &sysctl_files {
+        let covered = readonly_paths
+            .iter()
+            .any(|p| file == p || file.starts_with(&format!("{}/", p.trim_end_matches('/'))));
+        if covered {
+            all_mounts.push(
+                MountEntry {
+                    source: file.trim_start_matches('/').to_string(),
+                    destination: file.clone(),
+                    fstype: "none".into(),
+                    options: vec!["bind".into(), "relative".into()],
+                    create_dir: None,
+                    optional: false,
+                }
+                .checked("linux.sysctl")?,
+            );
+        }
+    }
+    all_mounts.extend(mounts::readonly(&readonly_paths)?);
     if !converted.auto.is_empty() {
         push("lxc.mount.auto", converted.auto.join(" "));
     }

@@ -1,0 +1,731 @@
+//! Rendered configs on the real thing: each test plans a spec, writes the plain-LXC config,
+//! starts it with Debian's LXC (`lxc-start -F`) on a busybox rootfs built here, plays the shim's
+//! side of the helper protocol (ct-init-bin) with pipes for stdio, and checks from inside the
+//! container what the config controls. Needs root, lxc and busybox-static; every container is
+//! stopped and removed on drop, also when a test fails.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ct_init_bin::{install_helper, write_spec, InitListener, StdioFds};
+use ctinit_proto::StdioFlags;
+use lxc_config::{CgroupMode, ContainerPlan, NodeFacts, PlanRequest};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(30);
+
+fn lxc_available() -> bool {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: the real-LXC tests need root");
+        return false;
+    }
+    if Command::new("lxc-start").arg("--version").output().is_err() {
+        eprintln!("SKIP: lxc-start not found (apt-get install lxc)");
+        return false;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIP: /bin/busybox not found (apt-get install busybox-static)");
+        return false;
+    }
+    true
+}
+
+fn node_facts() -> NodeFacts {
+    let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        CgroupMode::Unified
+    } else {
+        CgroupMode::Legacy
+    };
+    NodeFacts {
+        cgroup,
+        lxc_version: (5, 0, 2),
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// One container: its own lxcpath, bundle with a busybox rootfs, and state directory.
+struct Ct {
+    name: String,
+    dir: tempfile::TempDir,
+    lxc_start: Option<Child>,
+}
+
+impl Ct {
+    fn new() -> Ct {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("lxcfg-{}-{n}", std::process::id());
+        // Short path: the init socket's path must stay under 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("lxcfg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let ct = Ct {
+            name,
+            dir,
+            lxc_start: None,
+        };
+        fs::create_dir_all(ct.lxcpath().join(&ct.name)).unwrap();
+        fs::create_dir_all(ct.state()).unwrap();
+        fs::set_permissions(ct.state(), fs::Permissions::from_mode(0o755)).unwrap();
+        install_helper(&ct.state()).unwrap();
+        ct.make_rootfs();
+        ct
+    }
+
+    fn lxcpath(&self) -> PathBuf {
+        self.dir.path().join("lxc")
+    }
+    fn bundle(&self) -> PathBuf {
+        self.dir.path().join("b")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("lxc.log")
+    }
+    fn log_text(&self) -> String {
+        fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    fn make_rootfs(&self) {
+        let root = self.bundle().join("rootfs");
+        for d in [
+            "bin",
+            "etc",
+            "dev",
+            "proc",
+            "sys",
+            "tmp",
+            "work",
+            "data",
+            "secretdir",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::set_permissions(root.join("work"), fs::Permissions::from_mode(0o777)).unwrap();
+        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8(list.stdout).unwrap().lines() {
+            if applet != "busybox" {
+                symlink("busybox", root.join("bin").join(applet)).unwrap();
+            }
+        }
+        fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\nuser:x:1000:1000::/:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            root.join("etc/group"),
+            "root:x:0:\nwheel:x:10:\nuser:x:1000:\n",
+        )
+        .unwrap();
+        fs::write(root.join("etc/secret"), "top secret\n").unwrap();
+        fs::write(root.join("secretdir/inside"), "hidden\n").unwrap();
+    }
+
+    /// Plans `spec`, writes the config (and seccomp policy, device nodes) like the shim would.
+    fn prepare(&self, spec: &Value) -> ContainerPlan {
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(spec.clone()).unwrap();
+        let facts = node_facts();
+        let plan = lxc_config::plan(&PlanRequest {
+            name: &self.name,
+            spec: &spec,
+            bundle: &self.bundle(),
+            state_dir: &self.state(),
+            facts: &facts,
+        })
+        .unwrap();
+        fs::write(
+            self.lxcpath().join(&self.name).join("config"),
+            plan.render_lxc(),
+        )
+        .unwrap();
+        if let Some(p) = &plan.seccomp_profile {
+            fs::write(&plan.seccomp_path, p).unwrap();
+        }
+        for d in &plan.devices {
+            fs::create_dir_all(d.host_path.parent().unwrap()).unwrap();
+            let kind = match d.kind {
+                'b' => nix::sys::stat::SFlag::S_IFBLK,
+                'p' => nix::sys::stat::SFlag::S_IFIFO,
+                _ => nix::sys::stat::SFlag::S_IFCHR,
+            };
+            nix::sys::stat::mknod(
+                &d.host_path,
+                kind,
+                nix::sys::stat::Mode::from_bits_truncate(d.file_mode),
+                nix::sys::stat::makedev(d.major, d.minor),
+            )
+            .unwrap();
+            fs::set_permissions(&d.host_path, fs::Permissions::from_mode(d.file_mode)).unwrap();
+            std::os::unix::fs::chown(&d.host_path, Some(d.uid), Some(d.gid)).unwrap();
+        }
+        plan
+    }
+
+    /// Starts the container and plays the protocol: stdin, stdout and stderr are pipes.
+    /// Returns (stdin writer, stdout reader, stderr reader).
+    fn start(&mut self, plan: &ContainerPlan) -> (fs::File, fs::File, fs::File) {
+        let mut init = plan.init.clone();
+        init.stdio = StdioFlags {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+        };
+        write_spec(&self.state().join(ctinit_proto::INIT_SPEC_NAME), &init).unwrap();
+        let listener =
+            InitListener::bind(&self.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
+        let child = Command::new("lxc-start")
+            .args(["-F", "-n", &self.name, "-P"])
+            .arg(self.lxcpath())
+            .arg("-o")
+            .arg(self.log())
+            .args(["-l", "DEBUG"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.lxc_start = Some(child);
+        let conn = listener
+            .accept(T)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log_text()));
+        let (in_r, in_w) = nix::unistd::pipe().unwrap();
+        let (out_r, out_w) = nix::unistd::pipe().unwrap();
+        let (err_r, err_w) = nix::unistd::pipe().unwrap();
+        conn.send_stdio(StdioFds {
+            stdin: Some(in_r),
+            stdout: Some(out_w),
+            stderr: Some(err_w),
+        })
+        .unwrap();
+        conn.wait_ready(T)
+            .unwrap_or_else(|e| panic!("helper not ready: {e}\n{}", self.log_text()));
+        conn.start(T)
+            .unwrap_or_else(|e| panic!("exec failed: {e}\n{}", self.log_text()));
+        let file = |fd: OwnedFd| fs::File::from(fd);
+        (file(in_w), file(out_r), file(err_r))
+    }
+
+    /// Runs `script` with `sh -c` as the workload and returns its stdout and stderr.
+    fn run(&mut self, spec: &Value) -> (String, String) {
+        let plan = self.prepare(spec);
+        let (stdin, stdout, stderr) = self.start(&plan);
+        drop(stdin);
+        let out = read_all(stdout);
+        let err = read_all(stderr);
+        let (out, err) = (out.recv_timeout(T).unwrap(), err.recv_timeout(T).unwrap());
+        self.wait_stopped();
+        (out, err)
+    }
+
+    fn wait_stopped(&mut self) {
+        let Some(child) = self.lxc_start.as_mut() else {
+            return;
+        };
+        let deadline = Instant::now() + T;
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                self.lxc_start = None;
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("container {} did not stop\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ct {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.lxc_start.take() {
+            let _ = Command::new("lxc-stop")
+                .args(["-k", "-n", &self.name, "-P"])
+                .arg(self.lxcpath())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // LXC removes the container's cgroups when it stops; this catches a failed start.
+        if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let _ = fs::remove_dir(h.path().join(format!("lxc-config-test-{}", self.name)));
+            }
+        }
+    }
+}
+
+fn read_all(mut f: fs::File) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = f.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    rx
+}
+
+/// The spec every test starts from: busybox sh, new namespaces, proc, a /dev tmpfs.
+fn base_spec(script: &str) -> Value {
+    json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/sh", "-c", script],
+            "env": ["PATH=/bin"],
+            "cwd": "/"
+        },
+        "root": {"path": "rootfs"},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}
+        ],
+        "linux": {
+            "namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                {"type": "network"}, {"type": "cgroup"}
+            ]
+        }
+    })
+}
+
+fn lines(s: &str) -> Vec<&str> {
+    s.lines().collect()
+}
+
+#[test]
+fn identity_env_cwd_hostname_capabilities_network() {
+    if !lxc_available() {
+        return;
+    }
+    let mut ct = Ct::new();
+    let mut spec = base_spec(
+        "echo \"env=$FOO|$BAR\"; pwd; id -u; id -g; id -G; hostname; \
+         grep CapBnd /proc/self/status; grep CapEff /proc/self/status; echo pid=$$; \
+         grep -c : /proc/net/dev; echo done",
+    );
+    spec["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20]});
+    spec["process"]["env"] = json!(["PATH=/bin", "FOO=a b=c", "BAR=x\ny"]);
+    spec["process"]["cwd"] = json!("/work");
+    spec["hostname"] = json!("lxcfg-host");
+    spec["process"]["capabilities"] = json!({
+        "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+        "effective": ["CAP_KILL"],
+        "permitted": ["CAP_KILL"],
+        "ambient": ["CAP_KILL"],
+        "inheritable": ["CAP_KILL"]
+    });
+    let (out, err) = ct.run(&spec);
+    let expected = [
+        "env=a b=c|x",
+        "y",
+        "/work",
+        "1000",
+        "1000",
+        "1000 10 20",
+        "lxcfg-host",
+        // CAP_CHOWN (0), CAP_KILL (5), CAP_NET_BIND_SERVICE (10): 0x421.
+        "CapBnd:\t0000000000000421",
+        // CAP_KILL kept as an ambient capability across the exec of sh.
+        "CapEff:\t0000000000000020",
+        "pid=1",
+        // A new network namespace with only loopback (header lines have no ':').
+        "1",
+        "done",
+    ];
+    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+}
+
+#[test]
+fn mounts_readonly_root_rlimit_masked_paths_seccomp_devices() {
+    if !lxc_available() {
+        return;
+    }
+    let mut ct = Ct::new();
+    let host_data = ct.dir.path().join("hostdata");
+    fs::create_dir_all(&host_data).unwrap();
+    fs::write(host_data.join("hello"), "from the host\n").unwrap();
+    let mut spec = base_spec(
+        "touch /rootfile 2>/dev/null && echo root=rw || echo root=ro; \
+         cat /data/hello; touch /data/x 2>/dev/null && echo data=rw || echo data=ro; \
+         touch /tmp/x && echo tmp=rw; \
+         echo nofile=$(ulimit -n)/$(ulimit -Hn); \
+         echo secret=$(cat /etc/secret | wc -c); echo secretdir=$(ls /secretdir | wc -l); \
+         touch /work/x 2>/dev/null && echo work=rw || echo work=ro; \
+         mkdir /tmp/d 2>&1; \
+         echo x > /dev/mynull && echo mynull=ok; \
+         head -c 4 /dev/zero | wc -c; \
+         echo done",
+    );
+    spec["root"]["readonly"] = json!(true);
+    spec["mounts"].as_array_mut().unwrap().extend([
+        json!({"destination": "/data", "type": "bind", "source": host_data, "options": ["rbind", "ro"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "size=1m"]}),
+    ]);
+    spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 256, "hard": 512}]);
+    spec["linux"]["maskedPaths"] = json!(["/etc/secret", "/secretdir", "/proc/does-not-exist"]);
+    spec["linux"]["readonlyPaths"] = json!(["/work"]);
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    });
+    spec["linux"]["devices"] =
+        json!([{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 438}]);
+    spec["linux"]["resources"] = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let (out, err) = ct.run(&spec);
+    let expected = [
+        "root=ro",
+        "from the host",
+        "data=ro",
+        "tmp=rw",
+        "nofile=256/512",
+        "secret=0",
+        "secretdir=0",
+        "work=ro",
+        "mkdir: can't create directory '/tmp/d': Permission denied",
+        "mynull=ok",
+        "4",
+        "done",
+    ];
+    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+}
+
+/// The memory limit lands in the container's own cgroup (`linux.cgroupsPath`) and the kernel
+/// enforces it: allocating past it gets the allocating process OOM-killed.
+#[test]
+fn memory_limit_is_enforced_by_the_container_cgroup() {
+    if !lxc_available() {
+        return;
+    }
+    let facts = node_facts();
+    let mut ct = Ct::new();
+    let cgroup = format!("lxc-config-test-{}", ct.name);
+    const LIMIT: i64 = 32 * 1024 * 1024;
+    let mut spec = base_spec(
+        "echo started; read go; \
+         dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null; echo dd=$?; \
+         dd if=/dev/zero of=/dev/null bs=8M count=1 2>/dev/null; echo small=$?",
+    );
+    spec["linux"]["cgroupsPath"] = json!(format!("/{cgroup}"));
+    spec["linux"]["resources"] =
+        json!({"memory": {"limit": LIMIT, "swap": LIMIT}, "pids": {"limit": 50}});
+    let plan = ct.prepare(&spec);
+    let (mut stdin, stdout, stderr) = ct.start(&plan);
+    let mut out = BufReader::new(stdout);
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "started\n", "{}", ct.log_text());
+    // While the workload runs, its cgroup on the host carries the limit.
+    let (file, want) = match facts.cgroup {
+        CgroupMode::Legacy => (
+            format!("/sys/fs/cgroup/memory/{cgroup}/memory.limit_in_bytes"),
+            LIMIT.to_string(),
+        ),
+        CgroupMode::Unified => (
+            format!("/sys/fs/cgroup/{cgroup}/memory.max"),
+            LIMIT.to_string(),
+        ),
+    };
+    let got =
+        fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}\n{}", ct.log_text()));
+    assert_eq!(got.trim(), want);
+    if facts.cgroup == CgroupMode::Legacy {
+        let memsw = fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory/{cgroup}/memory.memsw.limit_in_bytes"
+        ))
+        .unwrap();
+        assert_eq!(memsw.trim(), LIMIT.to_string());
+        let pids = fs::read_to_string(format!("/sys/fs/cgroup/pids/{cgroup}/pids.max")).unwrap();
+        assert_eq!(pids.trim(), "50");
+        // The workload (host PID of the helper that exec'd) is in that cgroup.
+        let procs =
+            fs::read_to_string(format!("/sys/fs/cgroup/memory/{cgroup}/cgroup.procs")).unwrap();
+        assert!(!procs.trim().is_empty());
+    }
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let err = read_all(stderr).recv_timeout(T).unwrap();
+    ct.wait_stopped();
+    // 137 = killed by SIGKILL (the OOM killer); 8 MiB fits under the limit.
+    assert_eq!(
+        lines(&rest),
+        ["dd=137", "small=0"],
+        "stderr: {err}\n{}",
+        ct.log_text()
+    );
+}
+
+/// Every golden config (both renderers) loads in the installed LXC: `lxc-info` fails with
+/// "Failed to load config" on any key or value LXC 5 does not accept.
+#[test]
+fn golden_configs_load_in_installed_lxc() {
+    if !lxc_available() {
+        return;
+    }
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("c1")).unwrap();
+    let mut checked = 0;
+    let mut files: Vec<PathBuf> = fs::read_dir(&golden)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".conf"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap();
+        let config = if f.to_string_lossy().ends_with(".pve.conf") {
+            // The raw lines of a CT config, as Proxmox writes them into the LXC config; the
+            // include itself is checked on its own.
+            text.lines()
+                .filter(|l| l.starts_with("lxc.") && !l.starts_with("lxc.include:"))
+                .map(|l| l.replacen(": ", " = ", 1) + "\n")
+                .collect::<String>()
+        } else {
+            text
+        };
+        fs::write(dir.path().join("c1/config"), &config).unwrap();
+        let out = Command::new("lxc-info")
+            .args(["-n", "c1", "-P"])
+            .arg(dir.path())
+            .args(["-c", "lxc.init.cmd"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("Failed"),
+            "{}: {stderr}\n{config}",
+            f.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} golden configs found");
+}
+
+/// The Proxmox rendering on the real thing: the CT config's raw lines and the include, after
+/// what pve-container's `update_lxc_config` writes for such a CT (`ostype: unmanaged` pulls in
+/// common.conf, which drops capabilities, loads a seccomp policy and sets device rules). The
+/// include's resets must leave exactly the spec's security and limits.
+#[test]
+fn pve_rendering_resets_common_conf() {
+    if !lxc_available() {
+        return;
+    }
+    let facts = node_facts();
+    let mut ct = Ct::new();
+    let mut spec = base_spec(
+        "grep -E '^(CapBnd|Seccomp):' /proc/self/status; hostname; \
+         head -c 3 /dev/zero | wc -c; echo done; read go",
+    );
+    spec["hostname"] = json!("pve-ct");
+    spec["process"]["capabilities"] = json!({"bounding": ["CAP_KILL", "CAP_SYS_TIME"]});
+    spec["linux"]["resources"] = json!({
+        "memory": {"limit": 64 * 1024 * 1024},
+        "devices": [{"allow": false, "access": "rwm"}]
+    });
+    let plan = ct.prepare(&spec);
+    let include = ct.state().join("lxc.conf");
+    let pve = plan.render_pve(&include);
+    fs::write(&include, &pve.include).unwrap();
+    let cgroup = format!("lxc-config-test-{}", ct.name);
+    // What update_lxc_config writes before the CT's raw lxc.* lines (LXC >= 4, privileged,
+    // console: 0, tty: 0), with our own cgroup directory instead of lxc/VMID.
+    let mut config = format!(
+        "lxc.cgroup.relative = 0\n\
+         lxc.cgroup.dir.monitor = lxc.monitor/{name}\n\
+         lxc.cgroup.dir.container = {cgroup}\n\
+         lxc.cgroup.dir.container.inner = ns\n\
+         lxc.arch = amd64\n\
+         lxc.include = /usr/share/lxc/config/common.conf\n\
+         lxc.monitor.unshare = 1\n\
+         lxc.console.path = none\n\
+         lxc.tty.max = 0\n\
+         lxc.environment = TERM=linux\n\
+         lxc.uts.name = pve-ct\n\
+         lxc.cgroup2.memory.max = 67108864\n\
+         lxc.cgroup2.memory.high = 66584576\n\
+         lxc.cgroup2.memory.swap.max = 0\n\
+         lxc.rootfs.path = {rootfs}\n",
+        name = ct.name,
+        rootfs = plan.rootfs.display(),
+    );
+    for l in pve.ct_conf.lines().filter(|l| l.starts_with("lxc.")) {
+        config.push_str(&l.replacen(": ", " = ", 1));
+        config.push('\n');
+    }
+    fs::write(ct.lxcpath().join(&ct.name).join("config"), &config).unwrap();
+    let (mut stdin, stdout, stderr) = ct.start(&plan);
+    let mut reader = BufReader::new(stdout);
+    let mut out = String::new();
+    while !out.ends_with("done\n") {
+        if reader.read_line(&mut out).unwrap() == 0 {
+            break;
+        }
+    }
+    // While the workload waits for its stdin, the include's limit is on its cgroup.
+    let limit_file = match facts.cgroup {
+        CgroupMode::Legacy => format!("/sys/fs/cgroup/memory/{cgroup}/memory.limit_in_bytes"),
+        CgroupMode::Unified => format!("/sys/fs/cgroup/{cgroup}/memory.max"),
+    };
+    let limit = fs::read_to_string(&limit_file);
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let err = read_all(stderr).recv_timeout(T).unwrap();
+    ct.wait_stopped();
+    let expected = [
+        // CAP_KILL (5) and CAP_SYS_TIME (25), which common.conf would drop.
+        "CapBnd:\t0000000002000020",
+        // common.seccomp is gone: no filter.
+        "Seccomp:\t0",
+        "pve-ct",
+        "3",
+        "done",
+    ];
+    assert_eq!(
+        lines(&out),
+        expected,
+        "stderr: {err}\n{config}\n{}",
+        ct.log_text()
+    );
+    assert_eq!(
+        limit.unwrap_or_else(|e| panic!("{limit_file}: {e}")).trim(),
+        (64 * 1024 * 1024).to_string()
+    );
+}
+
+/// /proc and /sys as Kubernetes sets them up: masked and read-only /proc paths, a namespaced
+/// sysctl, sysfs read-only with the cgroup filesystem on it showing the container's own limit.
+#[test]
+fn proc_sys_sysctl_and_cgroup_mount() {
+    if !lxc_available() {
+        return;
+    }
+    let facts = node_facts();
+    let mut ct = Ct::new();
+    let mut spec = base_spec(
+        "echo timer_list=$(cat /proc/timer_list | wc -c); \
+         echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo procsys=rw || echo procsys=ro; \
+         echo port=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start); \
+         touch /sys/x 2>/dev/null && echo sys=rw || echo sys=ro; \
+         cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+         echo done",
+    );
+    spec["mounts"].as_array_mut().unwrap().extend([
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ]);
+    spec["linux"]["maskedPaths"] = json!(["/proc/timer_list", "/proc/keys", "/proc/acpi"]);
+    spec["linux"]["readonlyPaths"] = json!(["/proc/sys", "/proc/sysrq-trigger"]);
+    spec["linux"]["sysctl"] = json!({"net.ipv4.ip_unprivileged_port_start": "80"});
+    spec["linux"]["cgroupsPath"] = json!(format!("lxc-config-test-{}", ct.name));
+    spec["linux"]["resources"] = json!({"memory": {"limit": 48 * 1024 * 1024}});
+    let (out, err) = ct.run(&spec);
+    let _ = facts;
+    let expected = [
+        "timer_list=0",
+        "procsys=ro",
+        "port=80",
+        "sys=ro",
+        "50331648",
+        "done",
+    ];
+    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+}
+
+/// Every capability name the OCI spec knows is one LXC 5 accepts in `lxc.cap.keep`.
+#[test]
+fn all_capabilities_load_in_installed_lxc() {
+    if !lxc_available() {
+        return;
+    }
+    let names = [
+        "CAP_AUDIT_CONTROL",
+        "CAP_AUDIT_READ",
+        "CAP_AUDIT_WRITE",
+        "CAP_BLOCK_SUSPEND",
+        "CAP_BPF",
+        "CAP_CHECKPOINT_RESTORE",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_IPC_LOCK",
+        "CAP_IPC_OWNER",
+        "CAP_KILL",
+        "CAP_LEASE",
+        "CAP_LINUX_IMMUTABLE",
+        "CAP_MAC_ADMIN",
+        "CAP_MAC_OVERRIDE",
+        "CAP_MKNOD",
+        "CAP_NET_ADMIN",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_BROADCAST",
+        "CAP_NET_RAW",
+        "CAP_PERFMON",
+        "CAP_SETFCAP",
+        "CAP_SETGID",
+        "CAP_SETPCAP",
+        "CAP_SETUID",
+        "CAP_SYSLOG",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_BOOT",
+        "CAP_SYS_CHROOT",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_NICE",
+        "CAP_SYS_PACCT",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_TIME",
+        "CAP_SYS_TTY_CONFIG",
+        "CAP_WAKE_ALARM",
+    ];
+    let ct = Ct::new();
+    let mut spec = base_spec("true");
+    spec["process"]["capabilities"] = json!({"bounding": names.to_vec()});
+    let plan = ct.prepare(&spec);
+    let keep = plan
+        .lxc_entries()
+        .iter()
+        .find(|(k, _)| k == "lxc.cap.keep")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert_eq!(keep.split(' ').count(), names.len());
+    let out = Command::new("lxc-info")
+        .args(["-n", &ct.name, "-P"])
+        .arg(ct.lxcpath())
+        .args(["-c", "lxc.cap.keep"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // lxc-info prints the list one name per line.
+    let loaded: Vec<&str> = stdout
+        .trim()
+        .trim_start_matches("lxc.cap.keep = ")
+        .lines()
+        .collect();
+    assert_eq!(loaded, keep.split(' ').collect::<Vec<_>>());
+}
