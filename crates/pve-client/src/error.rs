@@ -103,6 +103,22 @@ pub enum Error {
     Config(String),
 }
 
+/// Walks the cause chain, including the errors wrapped inside `io::Error`s (whose
+/// `source()` skips the wrapped error itself).
+fn caused_by_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.downcast_ref::<rustls::Error>().is_some() {
+        return true;
+    }
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        if let Some(inner) = io.get_ref() {
+            if caused_by_rustls(inner) {
+                return true;
+            }
+        }
+    }
+    e.source().is_some_and(caused_by_rustls)
+}
+
 fn format_param_errors(errors: &BTreeMap<String, String>) -> String {
     if errors.is_empty() {
         return String::new();
@@ -216,22 +232,7 @@ impl Error {
         let Error::Transport { source, .. } = self else {
             return false;
         };
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
-        while let Some(e) = cause {
-            if e.downcast_ref::<rustls::Error>().is_some() {
-                return true;
-            }
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if io
-                    .get_ref()
-                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-                {
-                    return true;
-                }
-            }
-            cause = e.source();
-        }
-        false
+        caused_by_rustls(source)
     }
 
     /// "CT/VM N already exists" (create, nextid with vmid): the ID is taken.
