@@ -546,7 +546,22 @@ fn init_with_terminal_sends_pty_master_and_follows_resize() {
     if !lxc_available() {
         return;
     }
-    let mut c = Container::new();
+    terminal_init(Container::new());
+}
+
+/// With LXC's own console (the Proxmox default): the init starts with the console pty as its
+/// stdio (LXC 5 does not make it the controlling terminal); the new pty replaces it.
+#[test]
+fn init_with_terminal_replaces_an_lxc_console() {
+    if !lxc_available() {
+        return;
+    }
+    terminal_init(Container::with_config(
+        "lxc.console.path =\nlxc.console.logfile = /dev/null",
+    ));
+}
+
+fn terminal_init(mut c: Container) {
     let mut spec = base_spec(&[
         "sh",
         "-c",
