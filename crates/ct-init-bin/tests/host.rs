@@ -37,8 +37,8 @@ fn run(spec: &InitSpec) -> Outcome {
         .unwrap();
     let conn = listener.accept(T).unwrap();
     let peer_pid = conn.peer_pid().unwrap();
-    let (out_r, out_w) = nix::unistd::pipe().unwrap();
-    let (err_r, err_w) = nix::unistd::pipe().unwrap();
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     conn.send_stdio(StdioFds {
         stdin: None,
         stdout: Some(out_w),

@@ -47,6 +47,11 @@ struct Container {
 
 impl Container {
     fn new() -> Container {
+        Container::with_config("")
+    }
+
+    /// `extra`: more LXC config lines.
+    fn with_config(extra: &str) -> Container {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("ctinit-{}-{n}", std::process::id());
         // Short path: the socket path must stay under 108 bytes.
@@ -63,7 +68,7 @@ impl Container {
         fs::set_permissions(c.state(), fs::Permissions::from_mode(0o755)).unwrap();
         install_helper(&c.state()).unwrap();
         c.make_rootfs();
-        c.write_config();
+        c.write_config(extra);
         c
     }
 
@@ -119,7 +124,7 @@ impl Container {
         fs::set_permissions(root.join("home/user"), fs::Permissions::from_mode(0o700)).unwrap();
     }
 
-    fn write_config(&self) {
+    fn write_config(&self, extra: &str) {
         let config = format!(
             "lxc.uts.name = {name}\n\
              lxc.rootfs.path = dir:{rootfs}\n\
@@ -130,7 +135,8 @@ impl Container {
              lxc.pty.max = 8\n\
              lxc.mount.auto = proc:mixed sys:ro\n\
              lxc.mount.entry = {state} dev/.ctinit none bind,ro,create=dir 0 0\n\
-             lxc.init.cmd = {init}\n",
+             lxc.init.cmd = {init}\n\
+             {extra}\n",
             name = self.name,
             rootfs = self.rootfs().display(),
             state = self.state().display(),
@@ -141,7 +147,11 @@ impl Container {
 
     /// Binds the init socket, writes the spec and runs `lxc-start -F` as our child.
     fn start(&mut self, spec: &InitSpec) -> InitListener {
-        write_spec(&self.state().join(ctinit_proto::INIT_SPEC_NAME), spec).unwrap();
+        self.start_raw(&spec.to_json())
+    }
+
+    fn start_raw(&mut self, spec_json: &[u8]) -> InitListener {
+        fs::write(self.state().join(ctinit_proto::INIT_SPEC_NAME), spec_json).unwrap();
         let listener =
             InitListener::bind(&self.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
         let child = Command::new("lxc-start")
@@ -218,7 +228,7 @@ impl Drop for Container {
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {
-    nix::unistd::pipe().unwrap()
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
 }
 
 /// Reads until EOF (or EIO, a pty whose slave side is gone), with a deadline.
@@ -536,7 +546,22 @@ fn init_with_terminal_sends_pty_master_and_follows_resize() {
     if !lxc_available() {
         return;
     }
-    let mut c = Container::new();
+    terminal_init(Container::new());
+}
+
+/// With LXC's own console (the Proxmox default): the init starts with the console pty as its
+/// stdio (LXC 5 does not make it the controlling terminal); the new pty replaces it.
+#[test]
+fn init_with_terminal_replaces_an_lxc_console() {
+    if !lxc_available() {
+        return;
+    }
+    terminal_init(Container::with_config(
+        "lxc.console.path =\nlxc.console.logfile = /dev/null",
+    ));
+}
+
+fn terminal_init(mut c: Container) {
     let mut spec = base_spec(&[
         "sh",
         "-c",
@@ -593,6 +618,10 @@ fn init_with_terminal_sends_pty_master_and_follows_resize() {
 
 fn expect_helper_error(spec: InitSpec, expected: &str) {
     let mut c = Container::new();
+    expect_helper_error_in(&mut c, spec, expected);
+}
+
+fn expect_helper_error_in(c: &mut Container, spec: InitSpec, expected: &str) {
     let listener = c.start(&spec);
     let conn = listener.accept(T).unwrap();
     let _io = send_pipes(&conn, false);
@@ -751,4 +780,264 @@ fn exec_through_lxc_attach_gets_its_own_process_and_stdio() {
     assert_eq!(nspid_line, vec![host_pid.to_string(), nspid.to_string()]);
     // lxc-attach exits with the attached process's status.
     assert_eq!(status.code(), Some(7), "{status:?}");
+}
+
+/// Starts an exec of `spec` through lxc-attach and drives it to `execve`; returns the
+/// connection's host PID, the stdio pipes and the lxc-attach child.
+fn start_exec(c: &Container, id: &str, spec: &InitSpec) -> (i32, Piped, Child) {
+    let (listener, attach) = c.attach(id, spec, Stdio::null());
+    let conn = listener.accept(T).unwrap();
+    let host_pid = conn.peer_pid().unwrap();
+    let io = send_pipes(&conn, spec.stdio.stdin);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    (host_pid, io, attach)
+}
+
+#[test]
+fn exec_gets_only_stdio_descriptors_and_its_own_session() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let (host_pid, _io, mut attach) = start_exec(&c, "fds", &base_spec(&["sleep", "1000"]));
+    // Looked at from the host while the workload runs, so no shell of ours opens anything.
+    let mut fds: Vec<i32> = fs::read_dir(format!("/proc/{host_pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    fds.sort();
+    let stat = fs::read_to_string(format!("/proc/{host_pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let sid: i32 = after_comm.split(' ').nth(3).unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_child(&mut attach, T);
+    // lxc-attach passes its own extra descriptors into the container; the helper marks
+    // everything above 2 close-on-exec, as runc does.
+    assert_eq!(fds, vec![0, 1, 2]);
+    assert_eq!(sid, host_pid, "the exec leads its own session");
+}
+
+#[test]
+fn exec_killed_by_host_pid_makes_lxc_attach_exit_128_plus_signal() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let spec = base_spec(&["sleep", "1000"]);
+    let (host_pid, _io, mut attach) = start_exec(&c, "sig", &spec);
+    let pid = nix::unistd::Pid::from_raw(host_pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = wait_child(&mut attach, T);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+}
+
+#[test]
+fn lxc_attach_does_not_forward_signals_to_the_exec() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let spec = base_spec(&["sleep", "1000"]);
+    let (host_pid, _io, mut attach) = start_exec(&c, "fwd", &spec);
+    let pid = nix::unistd::Pid::from_raw(host_pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(attach.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_child(&mut attach, T);
+    // lxc-attach itself died of the signal ...
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    // ... and the exec'd process still runs: the shim must signal the host PID itself.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        nix::sys::signal::kill(pid, None).is_ok(),
+        "exec still alive"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+#[test]
+fn exec_with_terminal_through_lxc_attach() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let mut spec = base_spec(&["sh", "-c", "echo tty=$(tty); echo size=$(stty size)"]);
+    spec.terminal = true;
+    spec.console_size = Some(ConsoleSize {
+        height: 40,
+        width: 120,
+    });
+    spec.stdio = StdioFlags::default();
+    let (listener, mut attach) = c.attach("tty", &spec, Stdio::null());
+    let conn = listener.accept(T).unwrap();
+    conn.send_stdio(StdioFds::default()).unwrap();
+    let master = conn.wait_ready(T).unwrap().expect("pty master");
+    conn.start(T).unwrap();
+    let out = read_all(&master, T).replace('\r', "");
+    assert!(wait_child(&mut attach, T).success());
+    println!("{out}");
+    assert!(field(&out, "tty=").starts_with("/dev/pts/"), "{out}");
+    assert_eq!(field(&out, "size="), "40 120");
+}
+
+#[test]
+fn init_rlimit_above_the_hard_limit_is_an_error() {
+    if !lxc_available() {
+        return;
+    }
+    // Root here lacks CAP_SYS_RESOURCE (hard nofile 20000): raising fails, as under runc.
+    let mut spec = base_spec(&["true"]);
+    spec.rlimits = vec![Rlimit {
+        kind: "RLIMIT_NOFILE".into(),
+        soft: 1 << 30,
+        hard: 1 << 30,
+    }];
+    expect_helper_error(
+        spec,
+        "setrlimit RLIMIT_NOFILE (soft 1073741824, hard 1073741824): operation not permitted",
+    );
+}
+
+#[test]
+fn init_cwd_only_the_user_can_enter_is_entered_after_the_user_switch() {
+    if !lxc_available() {
+        return;
+    }
+    // Without DAC_OVERRIDE/DAC_READ_SEARCH (dropped by LXC) root cannot enter /home/user
+    // (0700, owned by 1000): the first chdir fails with EACCES, the one after the switch works.
+    // It also shows that capabilities LXC dropped already need no CAP_SETPCAP to "drop".
+    let mut c = Container::with_config("lxc.cap.drop = dac_override dac_read_search sys_admin");
+    let mut spec = base_spec(&["sh", "-c", "echo cwd=$(pwd); grep CapBnd /proc/$$/status"]);
+    spec.cwd = "/home/user".into();
+    spec.uid = 1000;
+    spec.gid = 1000;
+    let bounding = ["CAP_KILL", "CAP_CHOWN"];
+    spec.capabilities = Some(CapabilitySets {
+        bounding: names(&bounding),
+        ..Default::default()
+    });
+    let listener = c.start(&spec);
+    let conn = listener.accept(T).unwrap();
+    let io = send_pipes(&conn, false);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    let out = read_all(&io.stdout, T);
+    c.wait_stopped(T);
+    assert_eq!(field(&out, "cwd="), "/home/user");
+    assert_eq!(field(&out, "CapBnd:"), cap_mask(&bounding));
+
+    // And as root in the same kind of container it fails with the chdir error.
+    let mut c = Container::with_config("lxc.cap.drop = dac_override dac_read_search sys_admin");
+    let mut spec = base_spec(&["true"]);
+    spec.cwd = "/home/user".into();
+    expect_helper_error_in(
+        &mut c,
+        spec,
+        "chdir to cwd (\"/home/user\") set in config.json failed: permission denied",
+    );
+}
+
+#[test]
+fn init_unreadable_spec_is_reported() {
+    if !lxc_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let listener = c.start_raw(b"{not json");
+    let conn = listener.accept(T).unwrap();
+    match conn.wait_ready(T) {
+        Err(HostError::Helper(text)) => assert!(
+            text.starts_with("parse process spec /dev/.ctinit/init.json: "),
+            "{text}"
+        ),
+        other => panic!("expected a helper error, got {other:?}"),
+    }
+    c.wait_stopped(T);
+}
+
+/// Shifts the ownership of everything under `dir` by `offset` (for an idmapped container).
+fn shift_ownership(dir: &Path, offset: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir).unwrap();
+    std::os::unix::fs::lchown(dir, Some(meta.uid() + offset), Some(meta.gid() + offset)).unwrap();
+    if meta.is_dir() {
+        for entry in fs::read_dir(dir).unwrap() {
+            shift_ownership(&entry.unwrap().path(), offset);
+        }
+    }
+}
+
+#[test]
+fn init_in_a_user_namespace_as_root_and_as_user() {
+    if !lxc_available() {
+        return;
+    }
+    // Proxmox's `unprivileged: 1`: container root is host uid 100000. LXC maps it with
+    // newuidmap, which needs root's subordinate ids (scripts/setup.sh adds them).
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let text = fs::read_to_string(f).unwrap_or_default();
+        if !text.lines().any(|l| l == "root:100000:65536") {
+            eprintln!("SKIP: {f} lacks root:100000:65536 (run scripts/setup.sh)");
+            return;
+        }
+    }
+    let idmap = "lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536";
+    for (uid, expected_id) in [
+        (0, "uid=0(root) gid=0(root) groups=10(wheel)"),
+        (1000, "uid=1000(user) gid=1000(user) groups=10(wheel)"),
+    ] {
+        let mut c = Container::with_config(idmap);
+        shift_ownership(&c.rootfs(), 100_000);
+        fs::set_permissions(c.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let mut spec = base_spec(&["sh", "-c", REPORT, "zero"]);
+        spec.uid = uid;
+        spec.gid = uid;
+        spec.additional_gids = vec![10];
+        spec.cwd = if uid == 0 { "/root" } else { "/home/user" }.into();
+        spec.capabilities = Some(CapabilitySets {
+            bounding: names(&DEFAULT_CAPS),
+            effective: names(&DEFAULT_CAPS),
+            permitted: names(&DEFAULT_CAPS),
+            ..Default::default()
+        });
+        let listener = c.start(&spec);
+        let conn = listener.accept(T).unwrap();
+        let host_pid = conn.peer_pid().unwrap();
+        let io = send_pipes(&conn, false);
+        conn.wait_ready(T).unwrap();
+        // The host sees the helper as uid 100000 + uid.
+        let status = fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+        let host_uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        conn.start(T).unwrap();
+        let out = read_all(&io.stdout, T);
+        c.wait_stopped(T);
+        println!("{out}");
+        assert_eq!(host_uid, (100_000 + uid).to_string());
+        assert_eq!(field(&out, "pid="), "1");
+        assert_eq!(field(&out, "id="), expected_id);
+        let caps = cap_mask(&DEFAULT_CAPS);
+        assert_eq!(field(&out, "CapBnd:"), caps);
+        if uid == 0 {
+            assert_eq!(field(&out, "CapEff:"), caps);
+        } else {
+            assert_eq!(field(&out, "CapEff:"), "0000000000000000");
+        }
+    }
 }

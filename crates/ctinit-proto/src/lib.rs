@@ -17,7 +17,8 @@
 //! Control protocol: one `SOCK_SEQPACKET` connection per process, the helper connects.
 //! 1. shim -> helper: [`Message::Stdio`] with the stdio descriptors attached (`SCM_RIGHTS`), in the
 //!    order stdin, stdout, stderr, each present only where its flag is set. Absent ones become
-//!    `/dev/null`. With `terminal: true` in the spec no descriptors are sent.
+//!    `/dev/null`. With `terminal: true` in the spec the message is still sent, with no
+//!    descriptors (the helper checks the count against the flags).
 //! 2. helper -> shim: [`Message::Ready`] once everything up to `execve` is prepared (the
 //!    executable resolved, user, groups, umask, rlimits, cwd set); with a terminal the pty master
 //!    is attached. The shim learns the helper's host PID from `SO_PEERCRED` on the connection.

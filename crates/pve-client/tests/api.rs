@@ -97,6 +97,7 @@ async fn read_endpoints() {
 
     let unknown = client.node_status("pve9").await.unwrap_err();
     assert_eq!(unknown.status(), Some(595));
+    assert_eq!(server.schema_violations(), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -256,6 +257,7 @@ async fn ct_lifecycle() {
     let gone = client.ct_config("pve1", 200).await.unwrap_err();
     assert!(gone.is_not_found(), "{gone}");
     assert!(client.list_cts("pve1").await.unwrap().is_empty());
+    assert_eq!(server.schema_violations(), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -598,6 +600,7 @@ async fn task_outcomes() {
     };
     let e = client.wait_task(&unknown, &no_grace).await.unwrap_err();
     assert_eq!(e.param_errors().unwrap()["upid"], "no such task");
+    assert_eq!(server.schema_violations(), Vec::<String>::new());
 }
 
 #[tokio::test]

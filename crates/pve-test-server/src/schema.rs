@@ -652,6 +652,31 @@ mod tests {
     }
 
     #[test]
+    fn return_schemas_catch_bad_answers() {
+        let ep = ApiSchema::builtin()
+            .endpoint("GET", "/nodes/{node}/lxc/{vmid}/status/current")
+            .unwrap();
+        let mut e = ParamErrors::new();
+        check_prop(
+            Some(&json!({"vmid": 100, "status": "running", "ha": {}})),
+            &ep.returns,
+            "",
+            &mut e,
+        );
+        assert!(e.is_empty(), "{e:?}");
+        check_prop(
+            Some(&json!({"vmid": "x", "status": "paused"})),
+            &ep.returns,
+            "",
+            &mut e,
+        );
+        assert!(
+            e.contains_key("status") && e.contains_key("vmid") && e.contains_key("ha"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn routes() {
         let s = ApiSchema::builtin();
         let (ep, vars) = s.route("GET", "/nodes/pve/lxc/100/config").unwrap();

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::backend::{InMemoryBackend, NodeBackend, NodeContext, TaskLog};
 use crate::fault::{Fault, FaultRule};
-use crate::schema::{validate_parameters, ApiSchema, ParamErrors};
+use crate::schema::{check_prop, validate_parameters, ApiSchema, ParamErrors};
 use crate::tls::{TlsError, TlsMaterial};
 
 /// Errors starting the server.
@@ -156,6 +156,7 @@ impl TestServerBuilder {
             counts: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(Vec::new()),
             logins: AtomicU64::new(0),
+            schema_violations: Mutex::new(Vec::new()),
             connections: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             next_pid: AtomicU32::new(std::process::id() * 16),
@@ -312,6 +313,15 @@ impl TestServer {
         let tickets = self.inner.tickets.lock().unwrap_or_else(|e| e.into_inner());
         tickets.keys().cloned().collect()
     }
+    /// Answers of this server that did not fit the `returns` schema of their endpoint
+    /// (should stay empty; tests assert it).
+    pub fn schema_violations(&self) -> Vec<String> {
+        self.inner
+            .schema_violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
     /// Requests refused with 401.
     pub fn auth_failures(&self) -> u64 {
         self.inner.auth_failures.load(Ordering::SeqCst)
@@ -433,6 +443,7 @@ pub(crate) struct Inner {
     counts: Mutex<BTreeMap<String, u64>>,
     faults: Mutex<Vec<FaultRule>>,
     logins: AtomicU64,
+    schema_violations: Mutex<Vec<String>>,
     connections: AtomicU64,
     auth_failures: AtomicU64,
     next_pid: AtomicU32,
@@ -655,7 +666,22 @@ impl Inner {
                 .await
         };
         Ok(match result {
-            Ok(reply) => ok_response(reply),
+            Ok(reply) => {
+                // Keep the double honest: every answer must fit the schema's `returns`.
+                let mut violations = ParamErrors::new();
+                check_prop(Some(&reply.data), &endpoint.returns, "", &mut violations);
+                if !violations.is_empty() {
+                    tracing::error!(%method, template = %endpoint.template, ?violations, "answer violates the schema");
+                    let mut all = self
+                        .schema_violations
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    for (k, v) in violations {
+                        all.push(format!("{method} {} {k}: {v}", endpoint.template));
+                    }
+                }
+                ok_response(reply)
+            }
             Err(e) => error_response(&e),
         })
     }

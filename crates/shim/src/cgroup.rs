@@ -1,0 +1,209 @@
+//! A container's cgroup, found from its init's /proc/PID/cgroup, for pids, stats, freeze/thaw,
+//! resource updates and OOM events, on cgroup v1 (legacy/hybrid) and v2.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use oci_spec::runtime::LinuxResources;
+
+use crate::errors::{IoContext, Result, ShimError};
+
+#[derive(Debug, Clone)]
+pub struct ContainerCgroup {
+    /// v1: controller name -> absolute directory. v2: "" -> directory.
+    dirs: HashMap<String, PathBuf>,
+    unified_only: bool,
+    pid: u32,
+}
+
+struct Mounts {
+    v1: HashMap<String, PathBuf>,
+    v2: Option<PathBuf>,
+}
+
+fn mounts() -> Result<Mounts> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "read mountinfo".into())?;
+    let mut v1 = HashMap::new();
+    let mut v2 = None;
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_point = left.split(' ').nth(4).unwrap_or_default();
+        let mut r = right.split(' ');
+        let fstype = r.next().unwrap_or_default();
+        let _source = r.next();
+        let options = r.next().unwrap_or_default();
+        match fstype {
+            "cgroup2" => v2 = Some(PathBuf::from(mount_point)),
+            "cgroup" => {
+                for opt in options.split(',') {
+                    if !matches!(opt, "rw" | "ro") && !opt.contains('=') || opt.starts_with("name=")
+                    {
+                        v1.insert(opt.to_string(), PathBuf::from(mount_point));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Mounts { v1, v2 })
+}
+
+impl ContainerCgroup {
+    pub fn of_pid(pid: u32) -> Result<ContainerCgroup> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ctx(|| format!("read /proc/{pid}/cgroup"))?;
+        let mounts = mounts()?;
+        let mut dirs = HashMap::new();
+        let mut unified_only = true;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let rel = path.trim_start_matches('/');
+            if controllers.is_empty() {
+                if let Some(root) = &mounts.v2 {
+                    dirs.insert(String::new(), root.join(rel));
+                }
+            } else {
+                unified_only = false;
+                for c in controllers.split(',') {
+                    if let Some(root) = mounts.v1.get(c) {
+                        dirs.insert(c.to_string(), root.join(rel));
+                    }
+                }
+            }
+        }
+        Ok(ContainerCgroup {
+            dirs,
+            unified_only,
+            pid,
+        })
+    }
+
+    pub fn is_v2(&self) -> bool {
+        self.unified_only
+    }
+
+    fn dir(&self, controller: &str) -> Result<&Path> {
+        let key = if self.unified_only { "" } else { controller };
+        self.dirs.get(key).map(PathBuf::as_path).ok_or_else(|| {
+            ShimError::FailedPrecondition(format!(
+                "cgroup controller {controller} is not available for pid {}",
+                self.pid
+            ))
+        })
+    }
+
+    /// Every pid in the container's cgroup (the container's processes, execs included).
+    pub fn procs(&self) -> Result<Vec<u32>> {
+        let dir = self.dir("pids").or_else(|_| self.dir("memory"))?;
+        let mut pids = Vec::new();
+        collect_procs(dir, &mut pids)?;
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        if self.unified_only {
+            let file = self.dir("")?.join("cgroup.freeze");
+            std::fs::write(&file, if frozen { "1" } else { "0" })
+                .ctx(|| format!("write {}", file.display()))?;
+            return Ok(());
+        }
+        let file = self.dir("freezer")?.join("freezer.state");
+        std::fs::write(&file, if frozen { "FROZEN" } else { "THAWED" })
+            .ctx(|| format!("write {}", file.display()))?;
+        // The kernel freezes asynchronously; wait until it has (or gave up).
+        for _ in 0..200 {
+            let state = std::fs::read_to_string(&file).unwrap_or_default();
+            let want = if frozen { "FROZEN" } else { "THAWED" };
+            if state.trim() == want {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err(ShimError::Internal(format!(
+            "{} did not reach {} in 1s",
+            file.display(),
+            if frozen { "FROZEN" } else { "THAWED" }
+        )))
+    }
+
+    /// containerd's metrics (`io.containerd.cgroups.v1.Metrics` on v1, v2's on v2) as an Any.
+    pub fn metrics(&self) -> Result<Any> {
+        let cg = containerd_shim::cgroup::get_cgroup(self.pid)
+            .map_err(|e| ShimError::Internal(format!("load cgroup of pid {}: {e}", self.pid)))?;
+        let metrics = containerd_shim::cgroup::collect_metrics(&cg)
+            .map_err(|e| ShimError::Internal(format!("collect metrics: {e}")))?;
+        containerd_shim::util::convert_to_any(Box::new(metrics))
+            .map_err(|e| ShimError::Internal(format!("encode metrics: {e}")))
+    }
+
+    pub fn update(&self, resources: &LinuxResources) -> Result<()> {
+        let cg = containerd_shim::cgroup::get_cgroup(self.pid)
+            .map_err(|e| ShimError::Internal(format!("load cgroup of pid {}: {e}", self.pid)))?;
+        containerd_shim::cgroup::update_resources(&cg, resources)
+            .map_err(|e| ShimError::InvalidArgument(format!("update resources: {e}")))
+    }
+
+    /// The memory cgroup directory on v1, for OOM notifications.
+    pub fn memory_dir(&self) -> Option<&Path> {
+        self.dir("memory").ok()
+    }
+}
+
+fn collect_procs(dir: &Path, out: &mut Vec<u32>) -> Result<()> {
+    let procs = dir.join("cgroup.procs");
+    let text = std::fs::read_to_string(&procs).ctx(|| format!("read {}", procs.display()))?;
+    out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    // Nested cgroups (a container that makes its own) belong to it too.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                let _ = collect_procs(&e.path(), out);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Watches a v1 memory cgroup for OOM kills through `cgroup.event_control` + an eventfd, and
+/// calls `on_oom` for each. Ends when the cgroup goes away.
+pub fn watch_oom_v1(memory_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if efd < 0 {
+        return Err(ShimError::io("eventfd", std::io::Error::last_os_error()));
+    }
+    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    let oom_control = std::fs::File::open(memory_dir.join("memory.oom_control"))
+        .ctx(|| format!("open {}/memory.oom_control", memory_dir.display()))?;
+    std::fs::write(
+        memory_dir.join("cgroup.event_control"),
+        format!("{} {}", efd.as_raw_fd(), oom_control.as_raw_fd()),
+    )
+    .ctx(|| format!("write {}/cgroup.event_control", memory_dir.display()))?;
+    std::thread::spawn(move || {
+        let _keep = oom_control;
+        let mut buf = [0u8; 8];
+        loop {
+            let n = unsafe { libc::read(efd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+            if n != 8 {
+                return;
+            }
+            // The eventfd also fires when the cgroup is removed.
+            if !std::path::Path::new("/proc/self").exists() {
+                return;
+            }
+            on_oom();
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! Configuration: the host file `/etc/containerd-shim-proxmox-lxc/config.toml` and containerd's
+//! per-runtime options (`runtimeoptions.v1.Options`: `ConfigPath` on every containerd, an
+//! inline TOML body from 1.7 on). Runtime options win over the host file. No file at all gives
+//! the plain `lxc` driver with its defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::errors::{Result, ShimError};
+
+pub const HOST_CONFIG_PATH: &str = "/etc/containerd-shim-proxmox-lxc/config.toml";
+pub const DEFAULT_LXCPATH: &str = "/var/lib/containerd-shim-proxmox-lxc";
+/// Per-container state directories (helper, specs, control sockets). Under /run so it is a
+/// tmpfs and short enough for unix socket paths.
+pub const STATE_ROOT: &str = "/run/containerd-shim-proxmox-lxc";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    #[default]
+    Lxc,
+    Pve,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LxcSection {
+    #[serde(default = "default_lxcpath")]
+    pub lxcpath: PathBuf,
+}
+
+fn default_lxcpath() -> PathBuf {
+    PathBuf::from(DEFAULT_LXCPATH)
+}
+
+impl Default for LxcSection {
+    fn default() -> Self {
+        LxcSection {
+            lxcpath: default_lxcpath(),
+        }
+    }
+}
+
+/// The `[pve]` section. Parsed and validated here so that a bad file fails early with a clear
+/// message; the driver that uses it lives in `driver::pve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PveSection {
+    pub url: String,
+    pub node: String,
+    pub token_id: String,
+    pub token_secret_file: PathBuf,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    #[serde(default = "default_vmid_range")]
+    pub vmid_range: [u32; 2],
+    #[serde(default = "default_storage")]
+    pub storage: String,
+    #[serde(default = "default_tag_prefix")]
+    pub tag_prefix: String,
+    #[serde(default = "default_config_dir")]
+    pub config_dir: PathBuf,
+    #[serde(default = "default_lock_dir")]
+    pub lock_dir: PathBuf,
+}
+
+fn default_vmid_range() -> [u32; 2] {
+    [900_000, 999_999]
+}
+fn default_storage() -> String {
+    "local".into()
+}
+fn default_tag_prefix() -> String {
+    "k8s".into()
+}
+fn default_config_dir() -> PathBuf {
+    PathBuf::from("/etc/pve/lxc")
+}
+fn default_lock_dir() -> PathBuf {
+    PathBuf::from("/run/lock/lxc")
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShimConfig {
+    /// `lxc` (default) or `pve`. When absent, a `[pve]` section selects `pve`.
+    #[serde(default)]
+    pub driver: Option<DriverKind>,
+    #[serde(default)]
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub lxc: LxcSection,
+    #[serde(default)]
+    pub pve: Option<PveSection>,
+}
+
+impl ShimConfig {
+    pub fn parse(text: &str, origin: &str) -> Result<ShimConfig> {
+        let config: ShimConfig = toml::from_str(text)
+            .map_err(|e| ShimError::InvalidArgument(format!("config {origin}: {e}")))?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    pub fn load_file(path: &Path) -> Result<ShimConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ShimError::io(format!("read config {}", path.display()), e))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The host file if it exists, else the defaults.
+    pub fn load_host() -> Result<ShimConfig> {
+        let path = Path::new(HOST_CONFIG_PATH);
+        if path.exists() {
+            Self::load_file(path)
+        } else {
+            Ok(ShimConfig::default())
+        }
+    }
+
+    pub fn driver(&self) -> DriverKind {
+        self.driver.unwrap_or(if self.pve.is_some() {
+            DriverKind::Pve
+        } else {
+            DriverKind::Lxc
+        })
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        if !self.lxc.lxcpath.is_absolute() {
+            return Err(ShimError::InvalidArgument(format!(
+                "config {origin}: lxc.lxcpath must be absolute, got {:?}",
+                self.lxc.lxcpath
+            )));
+        }
+        if let Some(level) = &self.log_level {
+            if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+                return Err(ShimError::InvalidArgument(format!(
+                    "config {origin}: log_level must be one of error, warn, info, debug, trace; got {level:?}"
+                )));
+            }
+        }
+        if self.driver() == DriverKind::Pve && self.pve.is_none() {
+            return Err(ShimError::InvalidArgument(format!(
+                "config {origin}: driver = \"pve\" needs a [pve] section"
+            )));
+        }
+        if let Some(pve) = &self.pve {
+            if pve.vmid_range[0] < 100 || pve.vmid_range[0] > pve.vmid_range[1] {
+                return Err(ShimError::InvalidArgument(format!(
+                    "config {origin}: pve.vmid_range must be [low, high] with 100 <= low <= high, got {:?}",
+                    pve.vmid_range
+                )));
+            }
+            if pve.ca_file.is_some() && pve.fingerprint.is_some() {
+                return Err(ShimError::InvalidArgument(format!(
+                    "config {origin}: pve.ca_file and pve.fingerprint are exclusive"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// containerd's `runtimeoptions.v1.Options` (type_url `runtimeoptions.v1.Options`), decoded by
+/// hand since the protos crate does not ship it: field 1 type_url, 2 config_path,
+/// 3 config_body (containerd 1.7+).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    pub type_url: String,
+    pub config_path: String,
+    pub config_body: String,
+}
+
+pub const RUNTIME_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
+
+impl RuntimeOptions {
+    pub fn decode(bytes: &[u8]) -> Result<RuntimeOptions> {
+        let mut out = RuntimeOptions::default();
+        let mut input = protobuf::CodedInputStream::from_bytes(bytes);
+        let bad = |e: protobuf::Error| {
+            ShimError::InvalidArgument(format!("runtime options ({RUNTIME_OPTIONS_TYPE}): {e}"))
+        };
+        while !input.eof().map_err(bad)? {
+            let tag = input.read_raw_varint32().map_err(bad)?;
+            match (tag >> 3, tag & 7) {
+                (1, 2) => out.type_url = input.read_string().map_err(bad)?,
+                (2, 2) => out.config_path = input.read_string().map_err(bad)?,
+                (3, 2) => out.config_body = input.read_string().map_err(bad)?,
+                (_, wire) => {
+                    let wire = protobuf::rt::WireType::new(wire).ok_or_else(|| {
+                        ShimError::InvalidArgument(format!(
+                            "runtime options ({RUNTIME_OPTIONS_TYPE}): bad wire type {wire}"
+                        ))
+                    })?;
+                    input.skip_field(wire).map_err(bad)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies these options to the host configuration: a `ConfigPath` replaces the host file,
+    /// an inline body is merged over it key by key (runtime options win).
+    pub fn apply(&self, host: ShimConfig) -> Result<ShimConfig> {
+        let mut config = if self.config_path.is_empty() {
+            host
+        } else {
+            ShimConfig::load_file(Path::new(&self.config_path))?
+        };
+        if !self.config_body.trim().is_empty() {
+            let mut base = toml::Value::try_from(&config).map_err(|e| {
+                ShimError::Internal(format!("config: cannot re-encode for merging: {e}"))
+            })?;
+            let overlay: toml::Value = toml::from_str(&self.config_body).map_err(|e| {
+                ShimError::InvalidArgument(format!("runtime options config body: {e}"))
+            })?;
+            merge_toml(&mut base, overlay);
+            let text = toml::to_string(&base)
+                .map_err(|e| ShimError::Internal(format!("config: cannot merge: {e}")))?;
+            config = ShimConfig::parse(&text, "runtime options config body")?;
+        }
+        Ok(config)
+    }
+}
+
+fn merge_toml(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) => merge_toml(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// The options of a CreateTaskRequest (an `Any`): ours are `runtimeoptions.v1.Options`;
+/// anything else (runc's options, which `ctr` sends for every runtime) is ignored.
+pub fn from_create_options(
+    options: Option<&containerd_shim_protos::protobuf::well_known_types::any::Any>,
+) -> Result<ShimConfig> {
+    let host = ShimConfig::load_host()?;
+    match options {
+        Some(any) if any.type_url.ends_with(RUNTIME_OPTIONS_TYPE) => {
+            RuntimeOptions::decode(&any.value)?.apply(host)
+        }
+        _ => Ok(host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(path: &str, body: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut os = protobuf::CodedOutputStream::vec(&mut out);
+            os.write_string(1, RUNTIME_OPTIONS_TYPE).unwrap();
+            if !path.is_empty() {
+                os.write_string(2, path).unwrap();
+            }
+            if !body.is_empty() {
+                os.write_string(3, body).unwrap();
+            }
+            os.flush().unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn defaults_are_plain_lxc() {
+        let c = ShimConfig::parse("", "test").unwrap();
+        assert_eq!(c.driver(), DriverKind::Lxc);
+        assert_eq!(c.lxc.lxcpath, PathBuf::from(DEFAULT_LXCPATH));
+    }
+
+    #[test]
+    fn pve_section_selects_pve_and_is_validated() {
+        let text = r#"
+            [pve]
+            url = "https://127.0.0.1:8006/api2/json"
+            node = "pve1"
+            token_id = "root@pam!containerd"
+            token_secret_file = "/etc/containerd-shim-proxmox-lxc/token"
+        "#;
+        let c = ShimConfig::parse(text, "test").unwrap();
+        assert_eq!(c.driver(), DriverKind::Pve);
+        let bad = format!("{text}\nvmid_range = [5, 1]\n");
+        let err = ShimConfig::parse(&bad, "test").unwrap_err().to_string();
+        assert!(err.contains("vmid_range"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = ShimConfig::parse("drvier = \"lxc\"", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("drvier"), "{err}");
+        let err = ShimConfig::parse("driver = \"pve\"", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[pve]"), "{err}");
+        let err = ShimConfig::parse("[lxc]\nlxcpath = \"rel\"", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lxcpath"), "{err}");
+    }
+
+    #[test]
+    fn runtime_options_decode_and_body_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "log_level = \"info\"\n[lxc]\nlxcpath = \"/a\"\n").unwrap();
+        let opts = RuntimeOptions::decode(&encode(file.to_str().unwrap(), "log_level = \"debug\""))
+            .unwrap();
+        assert_eq!(opts.config_path, file.to_str().unwrap());
+        let c = opts.apply(ShimConfig::default()).unwrap();
+        assert_eq!(c.log_level.as_deref(), Some("debug"));
+        assert_eq!(c.lxc.lxcpath, PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn garbage_options_are_an_error_not_a_panic() {
+        assert!(RuntimeOptions::decode(&[0x0a, 0xff]).is_err());
+    }
+}

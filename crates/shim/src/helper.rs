@@ -1,0 +1,120 @@
+//! The shim's side of the in-container helper (`ct-init-bin`'s blocking API), made async and
+//! given the shim's error type. The helper runs inside the container, connects to a socket in
+//! the container's state directory, receives stdio, reports ready (with the pty master for a
+//! terminal), and on Start `execve`s the workload, keeping its pid.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ct_init_bin::{HostError, InitConnection, InitListener, StdioFds};
+
+use crate::errors::{Result, ShimError};
+use crate::stdio::ContainerStdio;
+
+fn host_error(context: &str, e: HostError) -> ShimError {
+    match e {
+        // The helper's own words (e.g. `exec: "x": executable file not found in $PATH`).
+        HostError::Helper(text) => ShimError::FailedPrecondition(text),
+        other => ShimError::Internal(format!("{context}: {other}")),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ShimError::Internal(format!("blocking task: {e}")))
+}
+
+/// Writes the helper binary into the state directory.
+pub fn install(state_dir: &Path) -> Result<()> {
+    ct_init_bin::install_helper(state_dir)
+        .map(|_| ())
+        .map_err(|e| ShimError::io(format!("install helper in {}", state_dir.display()), e))
+}
+
+pub struct Listener(InitListener);
+
+impl Listener {
+    pub fn bind(path: &Path) -> Result<Listener> {
+        InitListener::bind(path)
+            .map(Listener)
+            .map_err(|e| host_error(&format!("listen on {}", path.display()), e))
+    }
+}
+
+pub struct Connection(InitConnection);
+
+fn alive(pid: u32) -> bool {
+    // Reaped children are gone (ESRCH); zombies do not linger since the reaper collects them.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// Waits for the helper to connect. Gives up early when `supervisor` (lxc-start, lxc-attach)
+/// dies first: the container did not start, and its log says why.
+pub async fn accept(
+    listener: Listener,
+    limit: Duration,
+    supervisor: Option<u32>,
+) -> Result<Connection> {
+    blocking(move || {
+        let deadline = Instant::now() + limit;
+        loop {
+            match listener.0.accept(Duration::from_millis(100)) {
+                Ok(conn) => return Ok(Connection(conn)),
+                Err(HostError::Timeout { .. }) => {
+                    if let Some(pid) = supervisor {
+                        if !alive(pid) {
+                            return Err(ShimError::Internal(
+                                "the container exited before its init helper connected".into(),
+                            ));
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(ShimError::Internal(format!(
+                            "the container's init helper did not connect within {}s",
+                            limit.as_secs()
+                        )));
+                    }
+                }
+                Err(e) => return Err(host_error("accept helper connection", e)),
+            }
+        }
+    })
+    .await?
+}
+
+/// Sends stdio, waits for Ready. Returns the connection, the process's host pid, and the pty
+/// master when a terminal was asked for.
+pub async fn handshake(
+    conn: Connection,
+    stdio: ContainerStdio,
+    limit: Duration,
+) -> Result<(Connection, u32, Option<OwnedFd>)> {
+    blocking(move || {
+        let pid = conn.0.peer_pid().map_err(|e| host_error("helper pid", e))?;
+        conn.0
+            .send_stdio(StdioFds {
+                stdin: stdio.stdin,
+                stdout: stdio.stdout,
+                stderr: stdio.stderr,
+            })
+            .map_err(|e| host_error("send stdio to helper", e))?;
+        let pty = conn
+            .0
+            .wait_ready(limit)
+            .map_err(|e| host_error("helper setup", e))?;
+        Ok((conn, pid as u32, pty))
+    })
+    .await?
+}
+
+/// Lets the helper exec the workload; Ok once the exec succeeded.
+pub async fn start(conn: Connection, limit: Duration) -> Result<()> {
+    blocking(move || {
+        conn.0
+            .start(limit)
+            .map_err(|e| host_error("start process", e))
+    })
+    .await?
+}

@@ -1,0 +1,240 @@
+//! The shim protocol: `start` (one shim per pod, grouped by the CRI sandbox id), `delete` (clean
+//! up from the bundle alone, even after the shim died), and serving the Task API.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use containerd_shim::asynchronous::publisher::RemotePublisher;
+use containerd_shim::asynchronous::{ExitSignal, Shim};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::{Message, MessageField};
+use containerd_shim::protos::shim::oci::Options as RuncOptions;
+use containerd_shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
+use containerd_shim::{api::DeleteResponse, Config, Flags, StartOpts};
+use log::{info, warn};
+
+use crate::config::{ShimConfig, DEFAULT_LXCPATH};
+use crate::driver::lxc::LxcDriver;
+use crate::driver::namespaced_lxcpath;
+use crate::exits::ChildExits;
+use crate::task::{state_dir_for, teardown, BundleState, TaskService, BUNDLE_STATE_FILE};
+use crate::RUNTIME_NAME;
+
+/// CRI annotation naming the pod sandbox a container belongs to.
+const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+pub struct Service {
+    namespace: String,
+    id: String,
+    exit: Arc<ExitSignal>,
+}
+
+/// The framework's configuration: the log level comes from the host config file.
+pub fn shim_config() -> Config {
+    let level = ShimConfig::load_host()
+        .ok()
+        .and_then(|c| c.log_level)
+        .unwrap_or_else(|| "info".to_string());
+    Config {
+        default_log_level: level,
+        ..Default::default()
+    }
+}
+
+/// `-info`: a RuntimeInfo protobuf on stdout, as containerd 2.x asks for.
+pub fn runtime_info() -> Result<Vec<u8>, String> {
+    let features = serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "annotations": { "io.containerd.proxmox-lxc.driver": "lxc" },
+    });
+    let info = RuntimeInfo {
+        name: RUNTIME_NAME.to_string(),
+        version: MessageField::some(RuntimeVersion {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        }),
+        features: MessageField::some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
+                .to_string(),
+            value: serde_json::to_vec(&features).map_err(|e| e.to_string())?,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    info.write_to_bytes().map_err(|e| e.to_string())
+}
+
+/// The pod this container belongs to, from the bundle's config.json (cwd of `start`).
+fn grouping(bundle: &Path, id: &str) -> String {
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok();
+    spec.and_then(|s| s.annotations().clone())
+        .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// Reads what containerd wrote on stdin for `start`: runc-style options (containerd 1.6-2.2
+/// send the runtime's options here) or, from 2.3 on, a bootstrap message. Only a runc Options
+/// `shim_cgroup` is used; anything that does not decode as that is ignored, never misread.
+fn shim_cgroup_from_stdin() -> Option<String> {
+    let mut data = Vec::new();
+    std::io::stdin().read_to_end(&mut data).ok()?;
+    if data.is_empty() {
+        return None;
+    }
+    let any = Any::parse_from_bytes(&data).ok()?;
+    if !any.type_url.ends_with("containerd.runc.v1.Options") {
+        return None;
+    }
+    let opts = RuncOptions::parse_from_bytes(&any.value).ok()?;
+    Some(opts.shim_cgroup).filter(|c| !c.is_empty())
+}
+
+fn socket_path(address: &str) -> &str {
+    address.strip_prefix("unix://").unwrap_or(address)
+}
+
+async fn socket_is_live(address: &str) -> bool {
+    containerd_shim::protos::shim_async::Client::connect(address)
+        .await
+        .is_ok()
+}
+
+#[async_trait]
+impl Shim for Service {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        Service {
+            namespace: args.namespace.clone(),
+            id: args.id.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        use std::os::unix::process::CommandExt;
+        let bundle = std::env::current_dir()
+            .map_err(|e| containerd_shim::Error::Other(format!("start: current directory: {e}")))?;
+        let group = grouping(&bundle, &opts.id);
+        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &group);
+        let cgroup = shim_cgroup_from_stdin();
+        // A pod's later containers reuse the running shim.
+        if Path::new(socket_path(&address)).exists() && socket_is_live(&address).await {
+            std::fs::write(bundle.join("address"), &address)
+                .map_err(|e| containerd_shim::Error::Other(format!("write address file: {e}")))?;
+            return Ok(address);
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| containerd_shim::Error::Other(format!("current exe: {e}")))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.current_dir(&bundle)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .args([
+                "-namespace",
+                &opts.namespace,
+                "-id",
+                &opts.id,
+                "-address",
+                &opts.address,
+                "-socket",
+                &address,
+            ]);
+        if opts.debug {
+            cmd.arg("-debug");
+        }
+        // Own process group: a signal to containerd's group (a restart) must not reach us.
+        cmd.process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| containerd_shim::Error::Other(format!("spawn shim server: {e}")))?;
+        if let Some(cg) = cgroup {
+            if let Err(e) = containerd_shim::cgroup::add_task_to_cgroup(&cg, child.id()) {
+                warn!("move shim to cgroup {cg}: {e}");
+            }
+        }
+        if let Err(e) = containerd_shim::cgroup::adjust_oom_score(child.id()) {
+            warn!("adjust shim oom score: {e}");
+        }
+        // The server closes its stdout once it listens.
+        if let Some(mut out) = child.stdout.take() {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink);
+        }
+        std::fs::write(bundle.join("address"), &address)
+            .map_err(|e| containerd_shim::Error::Other(format!("write address file: {e}")))?;
+        Ok(address)
+    }
+
+    async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let state: Option<BundleState> = std::fs::read(bundle.join(BUNDLE_STATE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let (lxcpath, name, state_dir, rootfs_mounted, pid) = match &state {
+            Some(s) => (
+                s.lxcpath.clone(),
+                s.name.clone(),
+                s.state_dir.clone(),
+                s.rootfs_mounted,
+                s.init_pid,
+            ),
+            None => {
+                let base = ShimConfig::load_host()
+                    .map(|c| c.lxc.lxcpath)
+                    .unwrap_or_else(|_| PathBuf::from(DEFAULT_LXCPATH));
+                (
+                    namespaced_lxcpath(&base, &self.namespace),
+                    self.id.clone(),
+                    state_dir_for(&self.namespace, &self.id),
+                    // Without our record, the rootfs may still be mounted by us.
+                    true,
+                    0,
+                )
+            }
+        };
+        info!("delete {} from bundle {}", self.id, bundle.display());
+        match ChildExits::start().await {
+            Ok(exits) => {
+                let driver = LxcDriver::new(lxcpath, exits);
+                teardown(&driver, &name, &state_dir, &bundle, rootfs_mounted).await;
+            }
+            Err(e) => warn!("delete: cannot watch children: {e}"),
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(DeleteResponse {
+            pid,
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: MessageField::some(
+                containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp {
+                    seconds: now.as_secs() as i64,
+                    nanos: now.subsec_nanos() as i32,
+                    ..Default::default()
+                },
+            ),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        match TaskService::new(&self.namespace, publisher, self.exit.clone()).await {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("cannot start the task service: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
