@@ -141,8 +141,6 @@ pub struct PveNative {
     pub hostname: Option<String>,
     /// `unprivileged: 1` when the spec asks for a user namespace.
     pub unprivileged: bool,
-    /// `rootfs: <dir>,ro=1`
-    pub rootfs_readonly: bool,
 }
 
 /// The container, ready to render. Public fields may be adjusted by the caller before
@@ -190,6 +188,9 @@ pub struct ContainerPlan {
 pub const SECCOMP_NAME: &str = "seccomp.conf";
 /// Directory (inside the state directory) holding device nodes for `linux.devices`.
 pub const DEVICES_DIR: &str = "devices";
+
+/// The `lxc.hook.mount` command that makes the root filesystem read-only (see `root.readonly`).
+pub const READONLY_ROOT_HOOK: &str = "/bin/mount -o remount,bind,ro \"${LXC_ROOTFS_MOUNT}\" #";
 
 /// Tag prefix for the Kubernetes tags (matches the shim's default `tag_prefix`).
 pub const DEFAULT_TAG_PREFIX: &str = "k8s";
@@ -336,6 +337,15 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             ctinit_proto::INIT_SPEC_NAME
         ),
     );
+
+    if root.readonly().unwrap_or(false) {
+        // runc makes the root read-only after every mount, so missing mount targets can still be
+        // created on it. LXC has no key for that; a mount hook (run on the host in the
+        // container's mount namespace after all mount entries, before pivot_root) remounts the
+        // root's own mount read-only, leaving the mounts under it as they are. The trailing `#`
+        // turns the arguments LXC appends into a comment.
+        push("lxc.hook.mount", READONLY_ROOT_HOOK.to_string());
+    }
 
     // Namespaces: clone exactly the new ones; the rest are inherited (LXC refuses
     // lxc.namespace.clone together with lxc.namespace.keep, and keep alone would clone a user
@@ -736,7 +746,6 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     // Proxmox-native values.
     let mut pve = PveNative {
         unprivileged: how("user") == Ns::New,
-        rootfs_readonly,
         hostname: spec
             .hostname()
             .as_ref()
