@@ -1041,3 +1041,25 @@ fn init_in_a_user_namespace_as_root_and_as_user() {
         }
     }
 }
+
+#[test]
+fn accept_stops_waiting_when_lxc_start_fails() {
+    if !lxc_available() {
+        return;
+    }
+    // A rootfs path that does not exist: lxc-start fails and the helper never connects.
+    let mut c = Container::with_config("lxc.rootfs.path = dir:/nonexistent-ctinit-rootfs");
+    let listener = c.start(&base_spec(&["true"]));
+    let started = Instant::now();
+    let child = c.lxc_start.as_mut().unwrap();
+    let result = listener.accept_while(Duration::from_secs(60), || {
+        child.try_wait().map(|s| s.is_none()).unwrap_or(false)
+    });
+    match result {
+        Err(HostError::Cancelled { .. }) => {}
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = c.log_text();
+    assert!(log.contains("ERROR"), "{log}");
+}
