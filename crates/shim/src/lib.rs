@@ -18,6 +18,7 @@ pub mod driver;
 pub mod errors;
 pub mod exits;
 pub mod helper;
+pub mod hooks;
 pub mod lxcmon;
 pub mod process;
 pub mod service;
