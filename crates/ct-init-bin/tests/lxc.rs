@@ -650,11 +650,52 @@ fn init_bad_cwd_is_an_error() {
         return;
     }
     let mut spec = base_spec(&["true"]);
-    spec.cwd = "/does/not/exist".into();
+    spec.cwd = "/etc/passwd/sub".into();
     expect_helper_error(
         spec,
-        "chdir to cwd (\"/does/not/exist\") set in config.json failed: no such file or directory",
+        "chdir to cwd (\"/etc/passwd/sub\") set in config.json failed: not a directory",
     );
+}
+
+#[test]
+fn init_missing_cwd_is_created_like_runc_does() {
+    if !lxc_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let mut spec = base_spec(&["sh", "-c", "echo cwd=$(pwd); ls -ld . | cut -c1-10"]);
+    spec.cwd = "/new/dir".into();
+    spec.umask = Some(0o077);
+    let listener = c.start(&spec);
+    let conn = listener.accept(T).unwrap();
+    let io = send_pipes(&conn, false);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    let out = read_all(&io.stdout, T);
+    c.wait_stopped(T);
+    assert_eq!(field(&out, "cwd="), "/new/dir");
+    assert!(out.contains("drwxr-xr-x"), "{out}");
+}
+
+#[test]
+fn exec_missing_cwd_is_an_error() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let mut spec = base_spec(&["true"]);
+    spec.cwd = "/not/there".into();
+    let (listener, mut attach) = c.attach("cwd", &spec, Stdio::null());
+    let conn = listener.accept(T).unwrap();
+    let _io = send_pipes(&conn, false);
+    match conn.wait_ready(T) {
+        Err(HostError::Helper(text)) => assert_eq!(
+            text,
+            "chdir to cwd (\"/not/there\") set in config.json failed: no such file or directory"
+        ),
+        other => panic!("expected a helper error, got {other:?}"),
+    }
+    assert_eq!(wait_child(&mut attach, T).code(), Some(1));
 }
 
 #[test]

@@ -15,6 +15,7 @@ use std::ffi::CString;
 use std::io::IoSlice;
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 
 use ctinit_proto::{InitSpec, Message, MAX_MESSAGE};
 use nix::errno::Errno;
@@ -96,6 +97,18 @@ fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
         Some(sets) => Some(caps::Masks::resolve(sets, sys::last_cap()).map_err(Failure::new)?),
         None => None,
     };
+
+    // runc creates a missing cwd (root, 0755) for the container's init, not for an exec. The
+    // init is the process whose spec has the init's file name. Best effort: if it cannot be
+    // created (read-only rootfs), the chdir below reports the real problem.
+    let is_init = std::path::Path::new(spec_path).file_name()
+        == Some(std::ffi::OsStr::new(ctinit_proto::INIT_SPEC_NAME));
+    if is_init && spec.cwd.starts_with('/') {
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&spec.cwd);
+    }
 
     // 3. What runc sets while still root: rlimits, oom_score_adj, umask, no_new_privs.
     for limit in &spec.rlimits {

@@ -161,6 +161,8 @@ pub struct ContainerPlan {
     /// `linux.rootfsPropagation`, applied through `lxc.rootfs.options`.
     pub rootfs_propagation: Option<String>,
     pub cgroup_mode: CgroupMode,
+    /// The node's LXC version (LXC 6 dropped the `lxc.cgroup.*` v1 keys).
+    pub lxc_version: (u32, u32, u32),
     /// The container's cgroup, relative to each hierarchy's root (`lxc.cgroup.dir.container`);
     /// `None`: LXC's default (`lxc.payload.<name>`).
     pub cgroup_dir: Option<String>,
@@ -718,6 +720,15 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         }
     }
     let device_rules = cgroup::device_rules(resources.as_ref(), &extra_allow)?;
+    if req.facts.cgroup == CgroupMode::Legacy
+        && req.facts.lxc_version.0 >= 6
+        && (!cgroup_lines.is_empty() || !device_rules.is_empty())
+    {
+        return Err(PlanError::unsupported(
+            "linux.resources",
+            "LXC 6 and later cannot apply cgroup v1 limits (this node runs cgroup v1)",
+        ));
+    }
 
     // Rootfs propagation.
     let rootfs_propagation = match linux.rootfs_propagation() {
@@ -787,6 +798,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         rootfs_readonly,
         rootfs_propagation,
         cgroup_mode: req.facts.cgroup,
+        lxc_version: req.facts.lxc_version,
         cgroup_dir,
         cgroup: cgroup_lines,
         device_rules,
