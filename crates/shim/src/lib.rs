@@ -20,6 +20,7 @@ pub mod exits;
 pub mod helper;
 pub mod hooks;
 pub mod lxcmon;
+pub mod metrics;
 pub mod process;
 pub mod service;
 pub mod stdio;

@@ -1083,7 +1083,12 @@ fn stdio_flags(
     }
 }
 
+/// Adds the end of LXC's log to a failure of the container itself; the helper's own errors
+/// (bad executable, cwd, user) already say everything.
 fn explain_start_failure(e: ShimError, state_dir: &Path) -> ShimError {
+    if matches!(e, ShimError::FailedPrecondition(_)) {
+        return e;
+    }
     let log = std::fs::read_to_string(log_path(state_dir)).unwrap_or_default();
     let tail: Vec<&str> = log.lines().rev().take(5).collect();
     if tail.is_empty() {
