@@ -192,13 +192,32 @@ fn install_stdio(spec: &InitSpec, mut fds: Vec<OwnedFd>) -> Result<(), Failure> 
     let mut received = fds.drain(..);
     for (target, wanted) in flags.into_iter().enumerate() {
         let source = if wanted {
-            received
+            let fd = received
                 .next()
-                .ok_or_else(|| Failure::new("stdio: fewer descriptors than the spec's flags"))?
+                .ok_or_else(|| Failure::new("stdio: fewer descriptors than the spec's flags"))?;
+            // The descriptors are the workload's now: a nonblocking stdout (async runtimes
+            // make their pipes so) breaks ordinary programs with EAGAIN.
+            clear_nonblocking(&fd)?;
+            fd
         } else {
             open_dev_null(target == 0)?
         };
-        dup_onto(&source, target as RawFd)?;
+        install_fd(source, &[target as RawFd])?;
+    }
+    Ok(())
+}
+
+fn clear_nonblocking(fd: &OwnedFd) -> Result<(), Failure> {
+    // SAFETY: fcntl on a live descriptor.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(Failure::errno("stdio: fcntl(F_GETFL)", Errno::last()));
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+            return Err(Failure::errno("stdio: fcntl(F_SETFL)", Errno::last()));
+        }
     }
     Ok(())
 }
@@ -214,20 +233,28 @@ fn open_dev_null(read: bool) -> Result<OwnedFd, Failure> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn dup_onto(source: &OwnedFd, target: RawFd) -> Result<(), Failure> {
-    if source.as_raw_fd() == target {
-        // dup2 onto itself would keep CLOEXEC; clear it instead.
-        // SAFETY: fcntl on a live descriptor.
-        unsafe { libc::fcntl(target, libc::F_SETFD, 0) };
-        return Ok(());
+/// Makes `source` appear at each of `targets` (inheritable across execve) and closes it,
+/// unless it already sits at one of them (possible when the helper started with closed stdio).
+fn install_fd(source: OwnedFd, targets: &[RawFd]) -> Result<(), Failure> {
+    let raw = source.as_raw_fd();
+    for &target in targets {
+        if raw == target {
+            // dup2 onto itself would keep CLOEXEC; clear it instead.
+            // SAFETY: fcntl on a live descriptor.
+            unsafe { libc::fcntl(target, libc::F_SETFD, 0) };
+            continue;
+        }
+        // SAFETY: both descriptors are valid; dup2 replaces `target` atomically.
+        if unsafe { libc::dup2(raw, target) } < 0 {
+            return Err(Failure::errno(
+                format!("dup2 onto fd {target}"),
+                Errno::last(),
+            ));
+        }
     }
-    // SAFETY: both descriptors are valid; dup2 replaces `target` atomically.
-    let ret = unsafe { libc::dup2(source.as_raw_fd(), target) };
-    if ret < 0 {
-        return Err(Failure::errno(
-            format!("dup2 onto fd {target}"),
-            Errno::last(),
-        ));
+    if targets.contains(&raw) {
+        // It is one of the targets now: keep it open.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(source);
     }
     Ok(())
 }
@@ -284,9 +311,7 @@ fn setup_terminal(spec: &InitSpec) -> Result<OwnedFd, Failure> {
     // SAFETY: fresh descriptor we own.
     let slave = unsafe { OwnedFd::from_raw_fd(fd) };
     sys::setsid();
-    for target in 0..3 {
-        dup_onto(&slave, target)?;
-    }
+    install_fd(slave, &[0, 1, 2])?;
     // SAFETY: TIOCSCTTY with argument 0 (do not steal).
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
         return Err(Failure::errno("set controlling terminal", Errno::last()));

@@ -118,8 +118,8 @@ pub struct DeviceNode {
     pub host_path: PathBuf,
     /// `'c'`, `'b'` or `'p'` (fifo).
     pub kind: char,
-    pub major: u64,
-    pub minor: u64,
+    pub major: u32,
+    pub minor: u32,
     pub file_mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -657,7 +657,8 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             }
         };
         let num = |n: i64, w: &str| {
-            u64::try_from(n).map_err(|_| PlanError::invalid(&format!("{f}.{w}"), "is negative"))
+            u32::try_from(n)
+                .map_err(|_| PlanError::invalid(&format!("{f}.{w}"), "is negative or out of range"))
         };
         let (major, minor) = (num(d.major(), "major")?, num(d.minor(), "minor")?);
         if kind != 'p' {
@@ -860,6 +861,46 @@ fn kube_metadata(
 }
 
 impl ContainerPlan {
+    /// Writes what the config refers to in the state directory, before the start: the seccomp
+    /// policy at [`ContainerPlan::seccomp_path`] and the device nodes of
+    /// [`ContainerPlan::devices`] (mknod, chmod, chown; an existing node is replaced). This is
+    /// the crate's only write to the filesystem; it needs root for the device nodes.
+    pub fn write_state_files(&self) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(profile) = &self.seccomp_profile {
+            std::fs::write(&self.seccomp_path, profile)?;
+            std::fs::set_permissions(&self.seccomp_path, std::fs::Permissions::from_mode(0o644))?;
+        }
+        for d in &self.devices {
+            if let Some(dir) = d.host_path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            match std::fs::remove_file(&d.host_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let kind = match d.kind {
+                'b' => libc::S_IFBLK,
+                'p' => libc::S_IFIFO,
+                _ => libc::S_IFCHR,
+            };
+            let path = std::ffi::CString::new(d.host_path.as_os_str().as_bytes())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let dev = libc::makedev(d.major, d.minor);
+            // SAFETY: a valid NUL-terminated path; mknod does not keep the pointer.
+            if unsafe { libc::mknod(path.as_ptr(), kind | (d.file_mode & 0o7777), dev) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::fs::set_permissions(
+                &d.host_path,
+                std::fs::Permissions::from_mode(d.file_mode & 0o7777),
+            )?;
+            std::os::unix::fs::chown(&d.host_path, Some(d.uid), Some(d.gid))?;
+        }
+        Ok(())
+    }
+
     /// The raw LXC lines other than rootfs, mounts and cgroups, in render order.
     pub fn lxc_entries(&self) -> &[(String, String)] {
         &self.entries

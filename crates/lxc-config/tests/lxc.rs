@@ -151,26 +151,7 @@ impl Ct {
             plan.render_lxc(),
         )
         .unwrap();
-        if let Some(p) = &plan.seccomp_profile {
-            fs::write(&plan.seccomp_path, p).unwrap();
-        }
-        for d in &plan.devices {
-            fs::create_dir_all(d.host_path.parent().unwrap()).unwrap();
-            let kind = match d.kind {
-                'b' => nix::sys::stat::SFlag::S_IFBLK,
-                'p' => nix::sys::stat::SFlag::S_IFIFO,
-                _ => nix::sys::stat::SFlag::S_IFCHR,
-            };
-            nix::sys::stat::mknod(
-                &d.host_path,
-                kind,
-                nix::sys::stat::Mode::from_bits_truncate(d.file_mode),
-                nix::sys::stat::makedev(d.major, d.minor),
-            )
-            .unwrap();
-            fs::set_permissions(&d.host_path, fs::Permissions::from_mode(d.file_mode)).unwrap();
-            std::os::unix::fs::chown(&d.host_path, Some(d.uid), Some(d.gid)).unwrap();
-        }
+        plan.write_state_files().unwrap();
         plan
     }
 
