@@ -95,8 +95,11 @@ async fn read_endpoints() {
     assert!(ns.pveversion.unwrap().starts_with("pve-manager/"));
     assert!(ns.memory.unwrap().total.unwrap() > 0);
 
+    server.reset_counts();
     let unknown = client.node_status("pve9").await.unwrap_err();
-    assert_eq!(unknown.status(), Some(595));
+    assert_eq!(unknown.status(), Some(500));
+    assert_eq!(unknown.message(), Some("no such cluster node 'pve9'\n"));
+    assert_eq!(server.requests("GET", "/nodes/{node}/status"), 1);
     assert_eq!(server.schema_violations(), Vec::<String>::new());
 }
 
