@@ -15,6 +15,7 @@ use std::ffi::CString;
 use std::io::IoSlice;
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 
 use ctinit_proto::{InitSpec, Message, MAX_MESSAGE};
 use nix::errno::Errno;
@@ -96,6 +97,18 @@ fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
         Some(sets) => Some(caps::Masks::resolve(sets, sys::last_cap()).map_err(Failure::new)?),
         None => None,
     };
+
+    // runc creates a missing cwd (root, 0755) for the container's init, not for an exec. The
+    // init is the process whose spec has the init's file name. Best effort: if it cannot be
+    // created (read-only rootfs), the chdir below reports the real problem.
+    let is_init = std::path::Path::new(spec_path).file_name()
+        == Some(std::ffi::OsStr::new(ctinit_proto::INIT_SPEC_NAME));
+    if is_init && spec.cwd.starts_with('/') {
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&spec.cwd);
+    }
 
     // 3. What runc sets while still root: rlimits, oom_score_adj, umask, no_new_privs.
     for limit in &spec.rlimits {
@@ -179,13 +192,32 @@ fn install_stdio(spec: &InitSpec, mut fds: Vec<OwnedFd>) -> Result<(), Failure> 
     let mut received = fds.drain(..);
     for (target, wanted) in flags.into_iter().enumerate() {
         let source = if wanted {
-            received
+            let fd = received
                 .next()
-                .ok_or_else(|| Failure::new("stdio: fewer descriptors than the spec's flags"))?
+                .ok_or_else(|| Failure::new("stdio: fewer descriptors than the spec's flags"))?;
+            // The descriptors are the workload's now: a nonblocking stdout (async runtimes
+            // make their pipes so) breaks ordinary programs with EAGAIN.
+            clear_nonblocking(&fd)?;
+            fd
         } else {
             open_dev_null(target == 0)?
         };
-        dup_onto(&source, target as RawFd)?;
+        install_fd(source, &[target as RawFd])?;
+    }
+    Ok(())
+}
+
+fn clear_nonblocking(fd: &OwnedFd) -> Result<(), Failure> {
+    // SAFETY: fcntl on a live descriptor.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(Failure::errno("stdio: fcntl(F_GETFL)", Errno::last()));
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+            return Err(Failure::errno("stdio: fcntl(F_SETFL)", Errno::last()));
+        }
     }
     Ok(())
 }
@@ -201,20 +233,28 @@ fn open_dev_null(read: bool) -> Result<OwnedFd, Failure> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn dup_onto(source: &OwnedFd, target: RawFd) -> Result<(), Failure> {
-    if source.as_raw_fd() == target {
-        // dup2 onto itself would keep CLOEXEC; clear it instead.
-        // SAFETY: fcntl on a live descriptor.
-        unsafe { libc::fcntl(target, libc::F_SETFD, 0) };
-        return Ok(());
+/// Makes `source` appear at each of `targets` (inheritable across execve) and closes it,
+/// unless it already sits at one of them (possible when the helper started with closed stdio).
+fn install_fd(source: OwnedFd, targets: &[RawFd]) -> Result<(), Failure> {
+    let raw = source.as_raw_fd();
+    for &target in targets {
+        if raw == target {
+            // dup2 onto itself would keep CLOEXEC; clear it instead.
+            // SAFETY: fcntl on a live descriptor.
+            unsafe { libc::fcntl(target, libc::F_SETFD, 0) };
+            continue;
+        }
+        // SAFETY: both descriptors are valid; dup2 replaces `target` atomically.
+        if unsafe { libc::dup2(raw, target) } < 0 {
+            return Err(Failure::errno(
+                format!("dup2 onto fd {target}"),
+                Errno::last(),
+            ));
+        }
     }
-    // SAFETY: both descriptors are valid; dup2 replaces `target` atomically.
-    let ret = unsafe { libc::dup2(source.as_raw_fd(), target) };
-    if ret < 0 {
-        return Err(Failure::errno(
-            format!("dup2 onto fd {target}"),
-            Errno::last(),
-        ));
+    if targets.contains(&raw) {
+        // It is one of the targets now: keep it open.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(source);
     }
     Ok(())
 }
@@ -271,9 +311,7 @@ fn setup_terminal(spec: &InitSpec) -> Result<OwnedFd, Failure> {
     // SAFETY: fresh descriptor we own.
     let slave = unsafe { OwnedFd::from_raw_fd(fd) };
     sys::setsid();
-    for target in 0..3 {
-        dup_onto(&slave, target)?;
-    }
+    install_fd(slave, &[0, 1, 2])?;
     // SAFETY: TIOCSCTTY with argument 0 (do not steal).
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
         return Err(Failure::errno("set controlling terminal", Errno::last()));

@@ -118,8 +118,8 @@ pub struct DeviceNode {
     pub host_path: PathBuf,
     /// `'c'`, `'b'` or `'p'` (fifo).
     pub kind: char,
-    pub major: u64,
-    pub minor: u64,
+    pub major: u32,
+    pub minor: u32,
     pub file_mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -141,8 +141,6 @@ pub struct PveNative {
     pub hostname: Option<String>,
     /// `unprivileged: 1` when the spec asks for a user namespace.
     pub unprivileged: bool,
-    /// `rootfs: <dir>,ro=1`
-    pub rootfs_readonly: bool,
 }
 
 /// The container, ready to render. Public fields may be adjusted by the caller before
@@ -163,6 +161,8 @@ pub struct ContainerPlan {
     /// `linux.rootfsPropagation`, applied through `lxc.rootfs.options`.
     pub rootfs_propagation: Option<String>,
     pub cgroup_mode: CgroupMode,
+    /// The node's LXC version (LXC 6 dropped the `lxc.cgroup.*` v1 keys).
+    pub lxc_version: (u32, u32, u32),
     /// The container's cgroup, relative to each hierarchy's root (`lxc.cgroup.dir.container`);
     /// `None`: LXC's default (`lxc.payload.<name>`).
     pub cgroup_dir: Option<String>,
@@ -190,6 +190,9 @@ pub struct ContainerPlan {
 pub const SECCOMP_NAME: &str = "seccomp.conf";
 /// Directory (inside the state directory) holding device nodes for `linux.devices`.
 pub const DEVICES_DIR: &str = "devices";
+
+/// The `lxc.hook.mount` command that makes the root filesystem read-only (see `root.readonly`).
+pub const READONLY_ROOT_HOOK: &str = "/bin/mount -o remount,bind,ro \"${LXC_ROOTFS_MOUNT}\" #";
 
 /// Tag prefix for the Kubernetes tags (matches the shim's default `tag_prefix`).
 pub const DEFAULT_TAG_PREFIX: &str = "k8s";
@@ -336,6 +339,15 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             ctinit_proto::INIT_SPEC_NAME
         ),
     );
+
+    if root.readonly().unwrap_or(false) {
+        // runc makes the root read-only after every mount, so missing mount targets can still be
+        // created on it. LXC has no key for that; a mount hook (run on the host in the
+        // container's mount namespace after all mount entries, before pivot_root) remounts the
+        // root's own mount read-only, leaving the mounts under it as they are. The trailing `#`
+        // turns the arguments LXC appends into a comment.
+        push("lxc.hook.mount", READONLY_ROOT_HOOK.to_string());
+    }
 
     // Namespaces: clone exactly the new ones; the rest are inherited (LXC refuses
     // lxc.namespace.clone together with lxc.namespace.keep, and keep alone would clone a user
@@ -645,7 +657,8 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             }
         };
         let num = |n: i64, w: &str| {
-            u64::try_from(n).map_err(|_| PlanError::invalid(&format!("{f}.{w}"), "is negative"))
+            u32::try_from(n)
+                .map_err(|_| PlanError::invalid(&format!("{f}.{w}"), "is negative or out of range"))
         };
         let (major, minor) = (num(d.major(), "major")?, num(d.minor(), "minor")?);
         if kind != 'p' {
@@ -708,6 +721,15 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         }
     }
     let device_rules = cgroup::device_rules(resources.as_ref(), &extra_allow)?;
+    if req.facts.cgroup == CgroupMode::Legacy
+        && req.facts.lxc_version.0 >= 6
+        && (!cgroup_lines.is_empty() || !device_rules.is_empty())
+    {
+        return Err(PlanError::unsupported(
+            "linux.resources",
+            "LXC 6 and later cannot apply cgroup v1 limits (this node runs cgroup v1)",
+        ));
+    }
 
     // Rootfs propagation.
     let rootfs_propagation = match linux.rootfs_propagation() {
@@ -736,7 +758,6 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     // Proxmox-native values.
     let mut pve = PveNative {
         unprivileged: how("user") == Ns::New,
-        rootfs_readonly,
         hostname: spec
             .hostname()
             .as_ref()
@@ -778,6 +799,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         rootfs_readonly,
         rootfs_propagation,
         cgroup_mode: req.facts.cgroup,
+        lxc_version: req.facts.lxc_version,
         cgroup_dir,
         cgroup: cgroup_lines,
         device_rules,
@@ -839,6 +861,46 @@ fn kube_metadata(
 }
 
 impl ContainerPlan {
+    /// Writes what the config refers to in the state directory, before the start: the seccomp
+    /// policy at [`ContainerPlan::seccomp_path`] and the device nodes of
+    /// [`ContainerPlan::devices`] (mknod, chmod, chown; an existing node is replaced). This is
+    /// the crate's only write to the filesystem; it needs root for the device nodes.
+    pub fn write_state_files(&self) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(profile) = &self.seccomp_profile {
+            std::fs::write(&self.seccomp_path, profile)?;
+            std::fs::set_permissions(&self.seccomp_path, std::fs::Permissions::from_mode(0o644))?;
+        }
+        for d in &self.devices {
+            if let Some(dir) = d.host_path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            match std::fs::remove_file(&d.host_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let kind = match d.kind {
+                'b' => libc::S_IFBLK,
+                'p' => libc::S_IFIFO,
+                _ => libc::S_IFCHR,
+            };
+            let path = std::ffi::CString::new(d.host_path.as_os_str().as_bytes())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let dev = libc::makedev(d.major, d.minor);
+            // SAFETY: a valid NUL-terminated path; mknod does not keep the pointer.
+            if unsafe { libc::mknod(path.as_ptr(), kind | (d.file_mode & 0o7777), dev) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::fs::set_permissions(
+                &d.host_path,
+                std::fs::Permissions::from_mode(d.file_mode & 0o7777),
+            )?;
+            std::os::unix::fs::chown(&d.host_path, Some(d.uid), Some(d.gid))?;
+        }
+        Ok(())
+    }
+
     /// The raw LXC lines other than rootfs, mounts and cgroups, in render order.
     pub fn lxc_entries(&self) -> &[(String, String)] {
         &self.entries

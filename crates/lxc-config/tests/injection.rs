@@ -262,13 +262,8 @@ fn check_lxc(plan: &ContainerPlan) -> Result<(), TestCaseError> {
         "lxc.rootfs.path".to_string(),
         format!("dir:{}", plan.rootfs.display()),
     )];
-    if plan.rootfs_readonly || plan.rootfs_propagation.is_some() {
-        let mut o = Vec::new();
-        if plan.rootfs_readonly {
-            o.push("ro".to_string());
-        }
-        o.extend(plan.rootfs_propagation.clone());
-        expected.push(("lxc.rootfs.options".into(), o.join(",")));
+    if let Some(p) = &plan.rootfs_propagation {
+        expected.push(("lxc.rootfs.options".into(), p.clone()));
     }
     let mut rest = intended(plan);
     let cg_start = rest

@@ -151,26 +151,7 @@ impl Ct {
             plan.render_lxc(),
         )
         .unwrap();
-        if let Some(p) = &plan.seccomp_profile {
-            fs::write(&plan.seccomp_path, p).unwrap();
-        }
-        for d in &plan.devices {
-            fs::create_dir_all(d.host_path.parent().unwrap()).unwrap();
-            let kind = match d.kind {
-                'b' => nix::sys::stat::SFlag::S_IFBLK,
-                'p' => nix::sys::stat::SFlag::S_IFIFO,
-                _ => nix::sys::stat::SFlag::S_IFCHR,
-            };
-            nix::sys::stat::mknod(
-                &d.host_path,
-                kind,
-                nix::sys::stat::Mode::from_bits_truncate(d.file_mode),
-                nix::sys::stat::makedev(d.major, d.minor),
-            )
-            .unwrap();
-            fs::set_permissions(&d.host_path, fs::Permissions::from_mode(d.file_mode)).unwrap();
-            std::os::unix::fs::chown(&d.host_path, Some(d.uid), Some(d.gid)).unwrap();
-        }
+        plan.write_state_files().unwrap();
         plan
     }
 
@@ -364,6 +345,7 @@ fn mounts_readonly_root_rlimit_masked_paths_seccomp_devices() {
         "touch /rootfile 2>/dev/null && echo root=rw || echo root=ro; \
          cat /data/hello; touch /data/x 2>/dev/null && echo data=rw || echo data=ro; \
          touch /tmp/x && echo tmp=rw; \
+         cat /new/deep/hello; cat /etc/newfile; \
          echo nofile=$(ulimit -n)/$(ulimit -Hn); \
          echo secret=$(cat /etc/secret | wc -c); echo secretdir=$(ls /secretdir | wc -l); \
          touch /work/x 2>/dev/null && echo work=rw || echo work=ro; \
@@ -376,6 +358,9 @@ fn mounts_readonly_root_rlimit_masked_paths_seccomp_devices() {
     spec["mounts"].as_array_mut().unwrap().extend([
         json!({"destination": "/data", "type": "bind", "source": host_data, "options": ["rbind", "ro"]}),
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "size=1m"]}),
+        // Targets missing from the image: created before the root becomes read-only.
+        json!({"destination": "/new/deep", "type": "bind", "source": host_data, "options": ["rbind", "ro"]}),
+        json!({"destination": "/etc/newfile", "type": "bind", "source": host_data.join("hello"), "options": ["bind", "ro"]}),
     ]);
     spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 256, "hard": 512}]);
     spec["linux"]["maskedPaths"] = json!(["/etc/secret", "/secretdir", "/proc/does-not-exist"]);
@@ -393,6 +378,8 @@ fn mounts_readonly_root_rlimit_masked_paths_seccomp_devices() {
         "from the host",
         "data=ro",
         "tmp=rw",
+        "from the host",
+        "from the host",
         "nofile=256/512",
         "secret=0",
         "secretdir=0",
