@@ -231,8 +231,9 @@ enum Ns {
     Host,
 }
 
-/// Turns a spec into a container plan. Reads nothing but the metadata of bind-mount sources
-/// (to tell LXC whether to create a directory or a file at a missing target).
+/// Turns a spec into a container plan. Reads, never writes: the metadata of bind-mount sources
+/// (to tell LXC whether to create a directory or a file at a missing target) and the symlinks
+/// on the way to each mount target in the root filesystem (resolved inside it, as runc does).
 pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     let spec = req.spec;
     let mut ignored = Vec::new();
@@ -598,7 +599,14 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
 
     // Mounts.
     let spec_mounts = spec.mounts().clone().unwrap_or_default();
-    let converted = mounts::convert(&spec_mounts, req.bundle, &mut ignored)?;
+    let rootfs_path = PathBuf::from(&rootfs_s);
+    let converted = mounts::convert(&spec_mounts, req.bundle, &rootfs_path, &mut ignored)?;
+    // Paths below these are not resolved against the image (see mounts::resolve_in_rootfs).
+    let mut fresh: Vec<String> = vec!["/dev".to_string()];
+    fresh.extend(converted.entries.iter().map(|m| m.destination.clone()));
+    if !converted.auto.is_empty() {
+        fresh.push("/sys/fs/cgroup".to_string());
+    }
     let mut all_mounts = converted.entries;
     all_mounts.push(MountEntry {
         source: state_dir.clone(),
@@ -610,6 +618,8 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     });
     all_mounts.extend(mounts::masked(
         linux.masked_paths().as_deref().unwrap_or_default(),
+        &rootfs_path,
+        &fresh,
     )?);
     let readonly_paths = linux.readonly_paths().clone().unwrap_or_default();
     // LXC writes sysctls after all mounts, so a read-only /proc/sys would refuse them. Each
@@ -633,7 +643,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             );
         }
     }
-    all_mounts.extend(mounts::readonly(&readonly_paths)?);
+    all_mounts.extend(mounts::readonly(&readonly_paths, &rootfs_path, &fresh)?);
     if !converted.auto.is_empty() {
         push("lxc.mount.auto", converted.auto.join(" "));
     }
@@ -644,6 +654,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         let f = format!("linux.devices[{i}]");
         let path = text::abs_path(&format!("{f}.path"), d.path())?;
+        let path = mounts::resolve_in_rootfs(&format!("{f}.path"), &rootfs_path, &path, &fresh)?;
         text::fstab_field(&format!("{f}.path"), &path)?;
         let kind = match d.typ() {
             oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => 'c',

@@ -796,3 +796,35 @@ fn join_network_namespace_by_path() {
     assert_ne!(sandbox_ns.trim(), host_ns.to_string_lossy());
     assert_eq!(out, sandbox_ns, "stderr: {err}\n{}", app.log_text());
 }
+
+/// Images often have `/var/run -> /run` (an absolute symlink); Kubernetes mounts the service
+/// account under `/var/run/secrets/...`.
+#[test]
+fn mount_target_through_absolute_symlink() {
+    if !lxc_available() {
+        return;
+    }
+    let mut ct = Ct::new();
+    let root = ct.bundle().join("rootfs");
+    fs::create_dir_all(root.join("run")).unwrap();
+    fs::create_dir_all(root.join("var")).unwrap();
+    symlink("/run", root.join("var/run")).unwrap();
+    let host_data = ct.dir.path().join("sa");
+    fs::create_dir_all(&host_data).unwrap();
+    fs::write(host_data.join("token"), "tok\n").unwrap();
+    let mut spec = base_spec("cat /var/run/secrets/sa/token; cat /run/secrets/sa/token; echo done");
+    spec["root"]["readonly"] = json!(true);
+    spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/var/run/secrets/sa", "type": "bind", "source": host_data, "options": ["rbind", "ro"]
+    }));
+    let (out, err) = ct.run(&spec);
+    assert_eq!(
+        lines(&out),
+        ["tok", "tok", "done"],
+        "stderr: {err}\n{}",
+        ct.log_text()
+    );
+    // The target was created inside the image, nothing on the host's /run.
+    assert!(root.join("run/secrets/sa").is_dir());
+    assert!(!Path::new("/run/secrets/sa").exists());
+}
