@@ -56,6 +56,8 @@ struct Ct {
     name: String,
     dir: tempfile::TempDir,
     lxc_start: Option<Child>,
+    /// Host PID of the workload (the helper's, which it exec'd).
+    pid: Option<i32>,
 }
 
 impl Ct {
@@ -71,6 +73,7 @@ impl Ct {
             name,
             dir,
             lxc_start: None,
+            pid: None,
         };
         fs::create_dir_all(ct.lxcpath().join(&ct.name)).unwrap();
         fs::create_dir_all(ct.state()).unwrap();
@@ -185,6 +188,7 @@ impl Ct {
         let (in_r, in_w) = nix::unistd::pipe().unwrap();
         let (out_r, out_w) = nix::unistd::pipe().unwrap();
         let (err_r, err_w) = nix::unistd::pipe().unwrap();
+        self.pid = Some(conn.peer_pid().unwrap());
         conn.send_stdio(StdioFds {
             stdin: Some(in_r),
             stdout: Some(out_w),
@@ -715,4 +719,80 @@ fn all_capabilities_load_in_installed_lxc() {
         .lines()
         .collect();
     assert_eq!(loaded, keep.split(' ').collect::<Vec<_>>());
+}
+
+/// An allowlist seccomp profile as Kubernetes' RuntimeDefault has it: default errno, every
+/// syscall of the host ABI allowed except a few, a name libseccomp does not know (LXC skips
+/// it), and an argument filter.
+#[test]
+fn seccomp_allowlist_with_argument_filter() {
+    if !lxc_available() {
+        return;
+    }
+    let header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+    let Ok(text) = fs::read_to_string(header) else {
+        eprintln!("SKIP: {header} not found (apt-get install linux-libc-dev)");
+        return;
+    };
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define __NR_"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| !["mkdir", "mkdirat", "kill"].contains(n))
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() > 300);
+    names.push("not_a_real_syscall".into());
+    let mut ct = Ct::new();
+    let mut spec =
+        base_spec("mkdir /tmp/d 2>&1; kill -0 $$ && echo kill0=ok; kill -CONT $$ 2>&1; echo done");
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 1,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": names, "action": "SCMP_ACT_ALLOW"},
+            // kill only with signal 0 (a liveness probe)
+            {"names": ["kill"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}]}
+        ]
+    });
+    let (out, err) = ct.run(&spec);
+    let expected = [
+        "mkdir: can't create directory '/tmp/d': Operation not permitted",
+        "kill0=ok",
+        "sh: can't kill pid 1: Operation not permitted",
+        "done",
+    ];
+    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+}
+
+/// Kubernetes pods: a container joins another one's network namespace by path
+/// (`lxc.namespace.share.net`).
+#[test]
+fn join_network_namespace_by_path() {
+    if !lxc_available() {
+        return;
+    }
+    let mut sandbox = Ct::new();
+    let spec = base_spec("readlink /proc/self/ns/net; read go");
+    let plan = sandbox.prepare(&spec);
+    let (mut stdin, stdout, _stderr) = sandbox.start(&plan);
+    let mut reader = BufReader::new(stdout);
+    let mut sandbox_ns = String::new();
+    reader.read_line(&mut sandbox_ns).unwrap();
+    let pid = sandbox.pid.unwrap();
+
+    let mut app = Ct::new();
+    let mut spec = base_spec("readlink /proc/self/ns/net");
+    spec["linux"]["namespaces"][4] =
+        json!({"type": "network", "path": format!("/proc/{pid}/ns/net")});
+    let (out, err) = app.run(&spec);
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    sandbox.wait_stopped();
+    let host_ns = fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(sandbox_ns.starts_with("net:["), "{sandbox_ns}");
+    assert_ne!(sandbox_ns.trim(), host_ns.to_string_lossy());
+    assert_eq!(out, sandbox_ns, "stderr: {err}\n{}", app.log_text());
 }

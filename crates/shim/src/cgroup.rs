@@ -147,11 +147,25 @@ impl ContainerCgroup {
             .map_err(|e| ShimError::Internal(format!("encode metrics: {e}")))
     }
 
+    /// Applies new resources (the Update RPC) with the same mapping the config renderer uses,
+    /// so a value means the same at create and at update.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
-        let cg = containerd_shim::cgroup::get_cgroup(self.pid)
-            .map_err(|e| ShimError::Internal(format!("load cgroup of pid {}: {e}", self.pid)))?;
-        containerd_shim::cgroup::update_resources(&cg, resources)
-            .map_err(|e| ShimError::InvalidArgument(format!("update resources: {e}")))
+        let mode = if self.unified_only {
+            lxc_config::CgroupMode::Unified
+        } else {
+            lxc_config::CgroupMode::Legacy
+        };
+        let settings = lxc_config::cgroup_settings(resources, mode)
+            .map_err(|e| ShimError::InvalidArgument(format!("update: {e}")))?;
+        for (file, value) in settings {
+            // v1 file names start with their controller ("memory.limit_in_bytes").
+            let controller = file.split('.').next().unwrap_or_default();
+            let dir = self.dir(controller)?;
+            let path = dir.join(&file);
+            std::fs::write(&path, &value)
+                .ctx(|| format!("update: write {value:?} to {}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// The memory cgroup directory on v1, for OOM notifications.
