@@ -127,7 +127,7 @@ fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
 
     // 4. runc's finalizeNamespace: cwd (first try as root), bounding set, user with
     //    capabilities kept, cwd again, then the exact capability sets.
-    let mut need_chdir = match sys::chdir(&spec.cwd) {
+    let chdir_after_user_switch = match sys::chdir(&spec.cwd) {
         Ok(()) => false,
         Err(Errno::EACCES) | Err(Errno::EPERM) => true,
         Err(e) => return Err(chdir_failure(&spec.cwd, e)),
@@ -139,11 +139,9 @@ fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
     }
     sys::set_keepcaps(true).map_err(|f| f.context("unable to set keep caps"))?;
     setup_user(&spec).map_err(|f| f.context("unable to setup user"))?;
-    if need_chdir {
+    if chdir_after_user_switch {
         sys::chdir(&spec.cwd).map_err(|e| chdir_failure(&spec.cwd, e))?;
-        need_chdir = false;
     }
-    debug_assert!(!need_chdir);
     sys::set_keepcaps(false).map_err(|f| f.context("unable to clear keep caps"))?;
     if let Some(masks) = &capabilities {
         masks

@@ -709,3 +709,40 @@ async fn config_file_written_by_the_node_side() {
     let after = std::fs::read_to_string(server.context().config_path(900)).unwrap();
     assert_eq!(after, raw.replace("memory: 64", "memory: 128"));
 }
+
+#[tokio::test]
+async fn answers_that_do_not_fit_are_decode_errors() {
+    let server = server().await;
+    let client = token_client(&server);
+    let raw = |body: &str| {
+        FaultRule::new(Fault::RawResponse {
+            status: 200,
+            body: body.into(),
+        })
+    };
+    server.inject(raw(r#"{"data":{"version":1}}"#).on("GET", "/version"));
+    let e = client.version().await.unwrap_err();
+    assert!(matches!(e, Error::Decode { .. }), "{e:?}");
+    server.inject(raw("<html>proxy error</html>").on("GET", "/version"));
+    let e = client.version().await.unwrap_err();
+    assert!(e.to_string().contains("not JSON"), "{e}");
+    server.inject(raw(r#"{"data":"not-a-upid"}"#).on("POST", "/nodes/{node}/lxc"));
+    let e = client.create_ct("pve1", &simple_ct(100)).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidUpid(_)), "{e:?}");
+    server.inject(raw(r#"{"data":"abc"}"#).on("GET", "/cluster/nextid"));
+    assert!(matches!(
+        client.next_id(None).await,
+        Err(Error::Decode { .. })
+    ));
+    // An error status without a JSON body: the message falls back to the status text.
+    server.inject(
+        FaultRule::new(Fault::RawResponse {
+            status: 502,
+            body: String::new(),
+        })
+        .on("GET", "/nodes"),
+    );
+    let e = client.nodes().await.unwrap_err();
+    assert_eq!(e.status(), Some(502));
+    assert_eq!(e.message(), Some("Bad Gateway"));
+}

@@ -374,6 +374,10 @@ impl TaskService {
             )));
         }
         let config = config::from_create_options(req.options.as_ref())?;
+        if let Some(level) = config.log_level.as_deref().and_then(|l| l.parse().ok()) {
+            // The runtime options' level wins over the host file's, from this container on.
+            log::set_max_level(level);
+        }
         let driver = self.make_driver(&config)?;
         let bundle = PathBuf::from(&req.bundle);
         let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
