@@ -467,9 +467,19 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
                         ))
                     }
                 };
-                let ns = i128::from(o.secs().unwrap_or(0)) * 1_000_000_000
-                    + i128::from(o.nanosecs().unwrap_or(0));
-                push(&format!("lxc.time.offset.{key}"), format!("{ns}ns"));
+                // LXC keeps one number with one unit per clock and hands the kernel
+                // "secs nanosecs" with the nanoseconds below one second.
+                let value = match (o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)) {
+                    (s, 0) => format!("{s}s"),
+                    (0, n) if n < 1_000_000_000 => format!("{n}ns"),
+                    _ => {
+                        return Err(PlanError::unsupported(
+                            &format!("linux.timeOffsets.{clock}"),
+                            "LXC 5 takes either whole seconds or nanoseconds below one second",
+                        ))
+                    }
+                };
+                push(&format!("lxc.time.offset.{key}"), value);
             }
         }
     }

@@ -828,3 +828,36 @@ fn mount_target_through_absolute_symlink() {
     assert!(root.join("run/secrets/sa").is_dir());
     assert!(!Path::new("/run/secrets/sa").exists());
 }
+
+/// A namespace the spec does not list is the host's (here: the network, as with
+/// `hostNetwork: true`); a new time namespace gets the spec's clock offsets.
+#[test]
+fn host_network_and_time_offsets() {
+    if !lxc_available() {
+        return;
+    }
+    let mut ct = Ct::new();
+    let mut spec = base_spec("readlink /proc/self/ns/net; cut -d. -f1 /proc/uptime; echo done");
+    let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "network");
+    ns.push(json!({"type": "time"}));
+    spec["linux"]["timeOffsets"] = json!({"boottime": {"secs": 1_000_000, "nanosecs": 0}});
+    let host_uptime: u64 = fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (out, err) = ct.run(&spec);
+    let l = lines(&out);
+    assert_eq!(l.len(), 3, "stderr: {err}\n{}", ct.log_text());
+    let host_ns = fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(l[0], host_ns.to_string_lossy());
+    let uptime: u64 = l[1].parse().unwrap();
+    assert!(
+        uptime >= host_uptime + 1_000_000 && uptime < host_uptime + 1_000_000 + 60,
+        "uptime {uptime} vs host {host_uptime}"
+    );
+    assert_eq!(l[2], "done");
+}
