@@ -861,3 +861,89 @@ fn host_network_and_time_offsets() {
     );
     assert_eq!(l[2], "done");
 }
+
+/// `linux.netDevices` moves a host interface into the container under a new name
+/// (`lxc.net.N.type = phys`); `linux.personality` LINUX32 (`lxc.arch = linux32`); and the cpu
+/// and cpuset limits land in the container's cgroup.
+#[test]
+fn net_device_personality_and_cpu_limits() {
+    if !lxc_available() {
+        return;
+    }
+    let facts = node_facts();
+    let mut ct = Ct::new();
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    // Interface names are at most 15 bytes.
+    let host_if = format!("lxcfg{}x{n}", std::process::id() % 100_000);
+    let peer_if = format!("lxcfg{}y{n}", std::process::id() % 100_000);
+    let added = Command::new("ip")
+        .args([
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !added {
+        eprintln!("SKIP: cannot create a veth pair (ip link add ... type veth)");
+        return;
+    }
+    struct DelLink(String);
+    impl Drop for DelLink {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _cleanup = DelLink(peer_if.clone());
+    let cgroup = format!("lxc-config-test-{}", ct.name);
+    let mut spec = base_spec(
+        "grep -c 'net1:' /proc/net/dev; uname -m; cat /proc/self/status | grep -c Cpus_allowed_list; \
+         echo done; read go",
+    );
+    spec["linux"]["netDevices"] = json!({ host_if.clone(): {"name": "net1"} });
+    spec["linux"]["personality"] = json!({"domain": "LINUX32"});
+    spec["linux"]["cgroupsPath"] = json!(cgroup.clone());
+    spec["linux"]["resources"] = json!({
+        "cpu": {"shares": 512, "quota": 25000, "period": 100000, "cpus": "0"}
+    });
+    let plan = ct.prepare(&spec);
+    let (mut stdin, stdout, stderr) = ct.start(&plan);
+    let mut reader = BufReader::new(stdout);
+    let mut out = String::new();
+    while !out.ends_with("done\n") {
+        if reader.read_line(&mut out).unwrap() == 0 {
+            break;
+        }
+    }
+    let read = |f: &str| fs::read_to_string(f).map(|s| s.trim().to_string());
+    let limits = match facts.cgroup {
+        CgroupMode::Legacy => vec![
+            read(&format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.shares")),
+            read(&format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.cfs_quota_us")),
+            read(&format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.cfs_period_us")),
+            read(&format!("/sys/fs/cgroup/cpuset/{cgroup}/cpuset.cpus")),
+        ],
+        CgroupMode::Unified => vec![
+            read(&format!("/sys/fs/cgroup/{cgroup}/cpu.weight")),
+            read(&format!("/sys/fs/cgroup/{cgroup}/cpu.max")),
+            read(&format!("/sys/fs/cgroup/{cgroup}/cpuset.cpus")),
+        ],
+    };
+    // While it runs, the host no longer has the interface.
+    let on_host = Path::new("/sys/class/net").join(&host_if).exists();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let err = read_all(stderr).recv_timeout(T).unwrap();
+    ct.wait_stopped();
+    assert_eq!(
+        lines(&out),
+        ["1", "i686", "1", "done"],
+        "stderr: {err}\n{}",
+        ct.log_text()
+    );
+    assert!(!on_host);
+    let limits: Vec<String> = limits.into_iter().map(|r| r.unwrap()).collect();
+    match facts.cgroup {
+        CgroupMode::Legacy => assert_eq!(limits, ["512", "25000", "100000", "0"]),
+        CgroupMode::Unified => assert_eq!(limits, ["20", "25000 100000", "0"]),
+    }
+}
