@@ -947,3 +947,78 @@ fn net_device_personality_and_cpu_limits() {
         CgroupMode::Unified => assert_eq!(limits, ["20", "25000 100000", "0"]),
     }
 }
+
+/// The spec containerd generates by default (`ctr run`, and the base of CRI's): its mounts,
+/// masked and read-only paths, default capabilities and device rules work together.
+#[test]
+fn containerd_default_spec() {
+    if !lxc_available() {
+        return;
+    }
+    let mut ct = Ct::new();
+    let caps = json!([
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE"
+    ]);
+    let spec = json!({
+        "ociVersion": "1.1.0",
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/sh", "-c", "grep -E '^Cap(Bnd|Eff|Amb)' /proc/self/status; \
+                     echo nofile=$(ulimit -n); ls /run /dev/shm /dev/mqueue >/dev/null && echo dirs=ok; \
+                     ls /sys/firmware | wc -l; head -c 1 /dev/urandom | wc -c; \
+                     mknod /tmp/blk b 8 0 2>/dev/null && (head -c 1 /tmp/blk >/dev/null 2>&1 || echo blk=denied); \
+                     echo done"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs"},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "cgroupsPath": format!("/lxc-config-test-{}", ct.name),
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                            "/sys/devices/virtual/powercap", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    });
+    let (out, err) = ct.run(&spec);
+    let expected = [
+        "CapEff:\t00000000a80425fb",
+        "CapBnd:\t00000000a80425fb",
+        "CapAmb:\t0000000000000000",
+        "nofile=1024",
+        "dirs=ok",
+        "0",
+        "1",
+        // mknod is allowed ("b *:* m"), opening a block device is not.
+        "blk=denied",
+        "done",
+    ];
+    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+}
