@@ -372,10 +372,19 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             }
         }
     } else if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) {
-        return Err(PlanError::invalid(
-            "hostname",
-            "needs a new UTS namespace (linux.namespaces)",
-        ));
+        if let Ns::Join(_) = how("uts") {
+            // Kubernetes app containers join the sandbox's UTS namespace, which has the pod's
+            // hostname already; runc would set the same name again.
+            ignored.push(Ignored::new(
+                "hostname",
+                "the container joins an existing UTS namespace, whose hostname stays",
+            ));
+        } else {
+            return Err(PlanError::invalid(
+                "hostname",
+                "needs a new UTS namespace (linux.namespaces)",
+            ));
+        }
     }
     if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(PlanError::unsupported(
