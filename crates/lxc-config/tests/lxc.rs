@@ -1022,3 +1022,63 @@ fn containerd_default_spec() {
     ];
     assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
 }
+
+/// A Kubernetes app container: it joins the sandbox's network, IPC, UTS and PID namespaces by
+/// path (the spec still names the pod's hostname) and gets its own mount and cgroup namespaces.
+#[test]
+fn pod_app_container_joins_sandbox_namespaces() {
+    if !lxc_available() {
+        return;
+    }
+    let mut sandbox = Ct::new();
+    let mut spec = base_spec("echo ready; read go # sandbox-marker");
+    spec["hostname"] = json!("my-pod");
+    let plan = sandbox.prepare(&spec);
+    let (mut stdin, stdout, _stderr) = sandbox.start(&plan);
+    let mut reader = BufReader::new(stdout);
+    let mut ready = String::new();
+    reader.read_line(&mut ready).unwrap();
+    assert_eq!(ready, "ready\n", "{}", sandbox.log_text());
+    let pid = sandbox.pid.unwrap();
+
+    let mut app = Ct::new();
+    let mut spec = base_spec(
+        "hostname; for n in net ipc uts pid mnt; do readlink /proc/self/ns/$n; done; \
+         ps -o pid,args | grep -c 'sandbox-mark[e]r'; echo done",
+    );
+    spec["hostname"] = json!("my-pod");
+    spec["linux"]["namespaces"] = json!([
+        {"type": "pid", "path": format!("/proc/{pid}/ns/pid")},
+        {"type": "ipc", "path": format!("/proc/{pid}/ns/ipc")},
+        {"type": "uts", "path": format!("/proc/{pid}/ns/uts")},
+        {"type": "network", "path": format!("/proc/{pid}/ns/net")},
+        {"type": "mount"},
+        {"type": "cgroup"}
+    ]);
+    let (out, err) = app.run(&spec);
+    let sandbox_ns: Vec<String> = ["net", "ipc", "uts", "pid", "mnt"]
+        .iter()
+        .map(|n| {
+            fs::read_link(format!("/proc/{pid}/ns/{n}"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    sandbox.wait_stopped();
+    let l = lines(&out);
+    assert_eq!(l.len(), 8, "stderr: {err}\n{out}\n{}", app.log_text());
+    assert_eq!(l[0], "my-pod");
+    assert_eq!(
+        &l[1..5],
+        &sandbox_ns[..4],
+        "net, ipc, uts, pid are the sandbox's"
+    );
+    assert_ne!(l[5], sandbox_ns[4], "the mount namespace is the app's own");
+    // The sandbox's process is visible in the shared PID namespace (the bracket keeps the
+    // pattern from matching the app's own command lines).
+    assert_eq!(l[6], "1", "{out}");
+    assert_eq!(l[7], "done");
+}
