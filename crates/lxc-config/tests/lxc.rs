@@ -1082,3 +1082,68 @@ fn pod_app_container_joins_sandbox_namespaces() {
     assert_eq!(l[6], "1", "{out}");
     assert_eq!(l[7], "done");
 }
+
+fn has_subids() -> bool {
+    ["/etc/subuid", "/etc/subgid"].iter().all(|f| {
+        fs::read_to_string(f)
+            .map(|t| t.lines().any(|l| l.trim() == "root:100000:65536"))
+            .unwrap_or(false)
+    })
+}
+
+/// A user namespace from `linux.uidMappings`/`gidMappings` (`lxc.idmap`): root in the
+/// container is uid 100000 on the host.
+#[test]
+fn user_namespace_mappings() {
+    if !lxc_available() {
+        return;
+    }
+    if !has_subids() {
+        eprintln!(
+            "SKIP: /etc/subuid and /etc/subgid lack root:100000:65536 (scripts/setup.sh adds it)"
+        );
+        return;
+    }
+    let mut ct = Ct::new();
+    // The mapped root must be able to reach its rootfs and the helper's directory.
+    fs::set_permissions(ct.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = base_spec(
+        "id -u; tr -s ' ' < /proc/self/uid_map; tr -s ' ' < /proc/self/gid_map; \
+         stat -c %u /bin/busybox; echo done; read go",
+    );
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let plan = ct.prepare(&spec);
+    let (mut stdin, stdout, stderr) = ct.start(&plan);
+    let mut reader = BufReader::new(stdout);
+    let mut out = String::new();
+    while !out.ends_with("done\n") {
+        if reader.read_line(&mut out).unwrap() == 0 {
+            break;
+        }
+    }
+    // Seen from the host, the workload runs as uid 100000.
+    let status = fs::read_to_string(format!("/proc/{}/status", ct.pid.unwrap())).unwrap();
+    let host_uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_string();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let err = read_all(stderr).recv_timeout(T).unwrap();
+    ct.wait_stopped();
+    let l: Vec<String> = out.lines().map(|l| l.trim().to_string()).collect();
+    assert_eq!(
+        l,
+        ["0", "0 100000 65536", "0 100000 65536", "65534", "done"],
+        "stderr: {err}\n{}",
+        ct.log_text()
+    );
+    assert_eq!(host_uid, "100000");
+}
