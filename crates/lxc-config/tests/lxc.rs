@@ -1147,3 +1147,67 @@ fn user_namespace_mappings() {
     );
     assert_eq!(host_uid, "100000");
 }
+
+/// `process.terminal`: the helper opens a pty in the container's own devpts instance
+/// (`lxc.pty.max`) and hands the master to the shim; the workload sees a terminal of the
+/// spec's console size.
+#[test]
+fn terminal_in_the_container_devpts() {
+    if !lxc_available() {
+        return;
+    }
+    let mut ct = Ct::new();
+    let mut spec = base_spec("tty; stty size; echo done");
+    spec["process"]["terminal"] = json!(true);
+    spec["process"]["consoleSize"] = json!({"height": 33, "width": 101});
+    let plan = ct.prepare(&spec);
+    let mut init = plan.init.clone();
+    init.stdio = StdioFlags::default();
+    write_spec(&ct.state().join(ctinit_proto::INIT_SPEC_NAME), &init).unwrap();
+    let listener = InitListener::bind(&ct.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
+    let child = Command::new("lxc-start")
+        .args(["-F", "-n", &ct.name, "-P"])
+        .arg(ct.lxcpath())
+        .arg("-o")
+        .arg(ct.log())
+        .args(["-l", "DEBUG"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ct.lxc_start = Some(child);
+    let conn = listener
+        .accept(T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", ct.log_text()));
+    conn.send_stdio(StdioFds::default()).unwrap();
+    let master = conn
+        .wait_ready(T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", ct.log_text()))
+        .expect("a pty master for a terminal");
+    conn.start(T).unwrap();
+    // Read until the workload is done (EIO once the slave side is closed).
+    let rx = {
+        let (tx, rx) = mpsc::channel();
+        let mut f = fs::File::from(master);
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => all.extend_from_slice(&buf[..n]),
+                }
+                if String::from_utf8_lossy(&all).contains("done") {
+                    break;
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
+        });
+        rx
+    };
+    let out = rx.recv_timeout(T).unwrap();
+    ct.wait_stopped();
+    let l: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert_eq!(l, ["/dev/pts/0", "33 101", "done"], "{}", ct.log_text());
+}
