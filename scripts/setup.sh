@@ -90,3 +90,16 @@ for v in "${versions[@]}"; do
         echo "setup: $name $(cat "$cache/$name/VERSION" 2>/dev/null) in $cache/$name"
     fi
 done
+
+# Subordinate ids for root, as on every Proxmox VE node: LXC maps an unprivileged container's
+# ids (lxc.idmap = u 0 100000 65536) through newuidmap/newgidmap, which check these files.
+for f in /etc/subuid /etc/subgid; do
+    if ! grep -q '^root:100000:65536$' "$f" 2>/dev/null; then
+        if [ "$(id -u)" = 0 ]; then
+            echo 'root:100000:65536' >>"$f"
+            echo "setup: added root:100000:65536 to $f (unprivileged containers)"
+        else
+            echo "setup: $f lacks root:100000:65536; unprivileged-container tests will skip" >&2
+        fi
+    fi
+done

@@ -546,7 +546,22 @@ fn init_with_terminal_sends_pty_master_and_follows_resize() {
     if !lxc_available() {
         return;
     }
-    let mut c = Container::new();
+    terminal_init(Container::new());
+}
+
+/// With LXC's own console (the Proxmox default): the init starts with the console pty as its
+/// stdio (LXC 5 does not make it the controlling terminal); the new pty replaces it.
+#[test]
+fn init_with_terminal_replaces_an_lxc_console() {
+    if !lxc_available() {
+        return;
+    }
+    terminal_init(Container::with_config(
+        "lxc.console.path =\nlxc.console.logfile = /dev/null",
+    ));
+}
+
+fn terminal_init(mut c: Container) {
     let mut spec = base_spec(&[
         "sh",
         "-c",
@@ -635,11 +650,52 @@ fn init_bad_cwd_is_an_error() {
         return;
     }
     let mut spec = base_spec(&["true"]);
-    spec.cwd = "/does/not/exist".into();
+    spec.cwd = "/etc/passwd/sub".into();
     expect_helper_error(
         spec,
-        "chdir to cwd (\"/does/not/exist\") set in config.json failed: no such file or directory",
+        "chdir to cwd (\"/etc/passwd/sub\") set in config.json failed: not a directory",
     );
+}
+
+#[test]
+fn init_missing_cwd_is_created_like_runc_does() {
+    if !lxc_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let mut spec = base_spec(&["sh", "-c", "echo cwd=$(pwd); ls -ld . | cut -c1-10"]);
+    spec.cwd = "/new/dir".into();
+    spec.umask = Some(0o077);
+    let listener = c.start(&spec);
+    let conn = listener.accept(T).unwrap();
+    let io = send_pipes(&conn, false);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    let out = read_all(&io.stdout, T);
+    c.wait_stopped(T);
+    assert_eq!(field(&out, "cwd="), "/new/dir");
+    assert!(out.contains("drwxr-xr-x"), "{out}");
+}
+
+#[test]
+fn exec_missing_cwd_is_an_error() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let mut spec = base_spec(&["true"]);
+    spec.cwd = "/not/there".into();
+    let (listener, mut attach) = c.attach("cwd", &spec, Stdio::null());
+    let conn = listener.accept(T).unwrap();
+    let _io = send_pipes(&conn, false);
+    match conn.wait_ready(T) {
+        Err(HostError::Helper(text)) => assert_eq!(
+            text,
+            "chdir to cwd (\"/not/there\") set in config.json failed: no such file or directory"
+        ),
+        other => panic!("expected a helper error, got {other:?}"),
+    }
+    assert_eq!(wait_child(&mut attach, T).code(), Some(1));
 }
 
 #[test]
@@ -948,4 +1004,103 @@ fn init_unreadable_spec_is_reported() {
         other => panic!("expected a helper error, got {other:?}"),
     }
     c.wait_stopped(T);
+}
+
+/// Shifts the ownership of everything under `dir` by `offset` (for an idmapped container).
+fn shift_ownership(dir: &Path, offset: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir).unwrap();
+    std::os::unix::fs::lchown(dir, Some(meta.uid() + offset), Some(meta.gid() + offset)).unwrap();
+    if meta.is_dir() {
+        for entry in fs::read_dir(dir).unwrap() {
+            shift_ownership(&entry.unwrap().path(), offset);
+        }
+    }
+}
+
+#[test]
+fn init_in_a_user_namespace_as_root_and_as_user() {
+    if !lxc_available() {
+        return;
+    }
+    // Proxmox's `unprivileged: 1`: container root is host uid 100000. LXC maps it with
+    // newuidmap, which needs root's subordinate ids (scripts/setup.sh adds them).
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let text = fs::read_to_string(f).unwrap_or_default();
+        if !text.lines().any(|l| l == "root:100000:65536") {
+            eprintln!("SKIP: {f} lacks root:100000:65536 (run scripts/setup.sh)");
+            return;
+        }
+    }
+    let idmap = "lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536";
+    for (uid, expected_id) in [
+        (0, "uid=0(root) gid=0(root) groups=10(wheel)"),
+        (1000, "uid=1000(user) gid=1000(user) groups=10(wheel)"),
+    ] {
+        let mut c = Container::with_config(idmap);
+        shift_ownership(&c.rootfs(), 100_000);
+        fs::set_permissions(c.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let mut spec = base_spec(&["sh", "-c", REPORT, "zero"]);
+        spec.uid = uid;
+        spec.gid = uid;
+        spec.additional_gids = vec![10];
+        spec.cwd = if uid == 0 { "/root" } else { "/home/user" }.into();
+        spec.capabilities = Some(CapabilitySets {
+            bounding: names(&DEFAULT_CAPS),
+            effective: names(&DEFAULT_CAPS),
+            permitted: names(&DEFAULT_CAPS),
+            ..Default::default()
+        });
+        let listener = c.start(&spec);
+        let conn = listener.accept(T).unwrap();
+        let host_pid = conn.peer_pid().unwrap();
+        let io = send_pipes(&conn, false);
+        conn.wait_ready(T).unwrap();
+        // The host sees the helper as uid 100000 + uid.
+        let status = fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+        let host_uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        conn.start(T).unwrap();
+        let out = read_all(&io.stdout, T);
+        c.wait_stopped(T);
+        println!("{out}");
+        assert_eq!(host_uid, (100_000 + uid).to_string());
+        assert_eq!(field(&out, "pid="), "1");
+        assert_eq!(field(&out, "id="), expected_id);
+        let caps = cap_mask(&DEFAULT_CAPS);
+        assert_eq!(field(&out, "CapBnd:"), caps);
+        if uid == 0 {
+            assert_eq!(field(&out, "CapEff:"), caps);
+        } else {
+            assert_eq!(field(&out, "CapEff:"), "0000000000000000");
+        }
+    }
+}
+
+#[test]
+fn accept_stops_waiting_when_lxc_start_fails() {
+    if !lxc_available() {
+        return;
+    }
+    // A rootfs path that does not exist: lxc-start fails and the helper never connects.
+    let mut c = Container::with_config("lxc.rootfs.path = dir:/nonexistent-ctinit-rootfs");
+    let listener = c.start(&base_spec(&["true"]));
+    let started = Instant::now();
+    let child = c.lxc_start.as_mut().unwrap();
+    let result = listener.accept_while(Duration::from_secs(60), || {
+        child.try_wait().map(|s| s.is_none()).unwrap_or(false)
+    });
+    match result {
+        Err(HostError::Cancelled { .. }) => {}
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = c.log_text();
+    assert!(log.contains("ERROR"), "{log}");
 }

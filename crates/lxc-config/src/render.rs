@@ -117,15 +117,9 @@ impl ContainerPlan {
         out
     }
 
-    fn rootfs_options(&self, with_ro: bool) -> Option<String> {
-        let mut o = Vec::new();
-        if with_ro && self.rootfs_readonly {
-            o.push("ro".to_string());
-        }
-        if let Some(p) = &self.rootfs_propagation {
-            o.push(p.clone());
-        }
-        (!o.is_empty()).then(|| o.join(","))
+    /// `lxc.rootfs.options`: the propagation only; read-only comes from the mount hook.
+    fn rootfs_options(&self) -> Option<String> {
+        self.rootfs_propagation.clone()
     }
 
     /// A complete `lxc.container.conf` for plain LXC (`lxc-start -n NAME -P LXCPATH`). It
@@ -142,7 +136,7 @@ impl ContainerPlan {
             "lxc.rootfs.path",
             &format!("dir:{}", self.rootfs.display()),
         );
-        if let Some(o) = self.rootfs_options(true) {
+        if let Some(o) = self.rootfs_options() {
             line(&mut out, "lxc.rootfs.options", &o);
         }
         for (k, v) in &self.entries {
@@ -206,16 +200,16 @@ impl ContainerPlan {
         if let Some(m) = p.memory_mib {
             native.push(("memory", m.to_string()));
         }
-        let mut rootfs = self.rootfs.display().to_string();
-        if p.rootfs_readonly {
-            rootfs.push_str(",ro=1");
-        }
-        native.push(("rootfs", rootfs));
+        // Not `ro=1`: Proxmox would mount the root read-only before the mount entries, so
+        // missing mount targets could not be created; the mount hook makes it read-only.
+        native.push(("rootfs", self.rootfs.display().to_string()));
         if let Some(s) = p.swap_mib {
             native.push(("swap", s.to_string()));
         }
         if !self.tags.is_empty() {
-            native.push(("tags", self.tags.join(";")));
+            // Callers may add tags; they are reduced to valid ones here, so none can break out.
+            let tags: Vec<String> = self.tags.iter().map(|t| text::pve_tag(t)).collect();
+            native.push(("tags", tags.join(";")));
         }
         if p.unprivileged {
             native.push(("unprivileged", "1".into()));
@@ -246,9 +240,13 @@ impl ContainerPlan {
             "lxc.cgroup",
             "lxc.cgroup2",
         ] {
+            // LXC 6 (Proxmox VE 9) no longer knows the v1 key at all.
+            if k == "lxc.cgroup" && self.lxc_version.0 >= 6 {
+                continue;
+            }
             let _ = writeln!(inc, "{k} =");
         }
-        if let Some(o) = self.rootfs_options(false) {
+        if let Some(o) = self.rootfs_options() {
             line(&mut inc, "lxc.rootfs.options", &o);
         }
         // The include path comes from the runtime, not the spec; still, it must stay on its line.

@@ -262,13 +262,8 @@ fn check_lxc(plan: &ContainerPlan) -> Result<(), TestCaseError> {
         "lxc.rootfs.path".to_string(),
         format!("dir:{}", plan.rootfs.display()),
     )];
-    if plan.rootfs_readonly || plan.rootfs_propagation.is_some() {
-        let mut o = Vec::new();
-        if plan.rootfs_readonly {
-            o.push("ro".to_string());
-        }
-        o.extend(plan.rootfs_propagation.clone());
-        expected.push(("lxc.rootfs.options".into(), o.join(",")));
+    if let Some(p) = &plan.rootfs_propagation {
+        expected.push(("lxc.rootfs.options".into(), p.clone()));
     }
     let mut rest = intended(plan);
     let cg_start = rest
@@ -373,15 +368,12 @@ fn check_pve(plan: &ContainerPlan) -> Result<(), TestCaseError> {
             prop_assert!(line.starts_with("# "));
             continue;
         }
-        let (k, v) = if let Some(k) = line.strip_suffix(" =") {
-            prop_assert!(
-                resets.contains(&k) && i < 2 + resets.len(),
-                "reset {line:?}"
-            );
+        if let Some(k) = line.strip_suffix(" =").filter(|k| resets.contains(k)) {
+            prop_assert!(i < 2 + resets.len(), "reset {k} after other lines");
             continue;
-        } else {
-            lxc_parse(line).ok_or_else(|| TestCaseError::fail(format!("comment {line:?}")))?
-        };
+        }
+        let (k, v) =
+            lxc_parse(line).ok_or_else(|| TestCaseError::fail(format!("comment {line:?}")))?;
         prop_assert!(clean_key(&k) && clean_value(&v));
         prop_assert_eq!(line, format!("{k} = {v}"));
         if k != "lxc.rootfs.options" {

@@ -216,11 +216,11 @@ impl Client {
         let mut headers = reqwest::header::HeaderMap::new();
         match &self.inner.credentials {
             Credentials::Token { token_id, secret } => {
-                let mut value = reqwest::header::HeaderValue::from_str(&format!(
-                    "PVEAPIToken={token_id}={}",
-                    secret.expose()
-                ))
-                .map_err(|_| Error::Config("token id or secret is not a valid header".into()))?;
+                let header =
+                    zeroize::Zeroizing::new(format!("PVEAPIToken={token_id}={}", secret.expose()));
+                let mut value = reqwest::header::HeaderValue::from_str(&header).map_err(|_| {
+                    Error::Config("token id or secret is not a valid header".into())
+                })?;
                 value.set_sensitive(true);
                 headers.insert(reqwest::header::AUTHORIZATION, value);
             }
@@ -233,11 +233,12 @@ impl Client {
                     };
                     (t.ticket.clone(), t.csrf.clone())
                 };
-                let mut cookie = reqwest::header::HeaderValue::from_str(&format!(
+                let header = zeroize::Zeroizing::new(format!(
                     "PVEAuthCookie={}",
                     encode_cookie(ticket.expose())
-                ))
-                .map_err(|_| Error::Config("ticket is not a valid header".into()))?;
+                ));
+                let mut cookie = reqwest::header::HeaderValue::from_str(&header)
+                    .map_err(|_| Error::Config("ticket is not a valid header".into()))?;
                 cookie.set_sensitive(true);
                 headers.insert(reqwest::header::COOKIE, cookie);
                 if *method != Method::GET {

@@ -23,7 +23,7 @@ pub enum Error {
         errors: BTreeMap<String, String>,
     },
     /// The request did not get an answer (connect, TLS, reset, timeout).
-    #[error("{method} {path}: {source}")]
+    #[error("{method} {path}: {}", cause_chain(source))]
     Transport {
         /// Request method.
         method: String,
@@ -101,6 +101,28 @@ pub enum Error {
     /// Invalid client configuration or builder input.
     #[error("configuration: {0}")]
     Config(String),
+}
+
+/// "a: b: c" from an error and its causes (reqwest's own text hides the reason).
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                let text = inner.to_string();
+                if !parts.iter().any(|p| p.contains(&text)) {
+                    parts.push(text);
+                }
+            }
+        }
+    }
+    parts.join(": ")
 }
 
 /// Walks the cause chain, including the errors wrapped inside `io::Error`s (whose

@@ -170,18 +170,18 @@ async fn ticket_auth_with_csrf() {
 
 #[tokio::test]
 async fn ticket_is_renewed_before_it_expires() {
-    let lifetime = Duration::from_millis(1200);
+    let lifetime = Duration::from_millis(2400);
     let server = builder().ticket_lifetime(lifetime).start().await.unwrap();
     let mut c = config(&server, password());
     c.ticket_lifetime = lifetime;
     let client = Client::new(c).unwrap();
     let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_millis(4000) {
+    while started.elapsed() < Duration::from_millis(5500) {
         client.nodes().await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Renewed roughly every 900 ms (lifetime minus a quarter), never refused.
-    assert!(server.logins() >= 4, "logins: {}", server.logins());
+    // Renewed roughly every 1.8 s (lifetime minus a quarter), never refused.
+    assert!(server.logins() >= 3, "logins: {}", server.logins());
     assert_eq!(
         server.auth_failures(),
         0,

@@ -27,6 +27,8 @@ pub mod schema;
 mod server;
 mod tls;
 
+/// Re-exported so that backends can implement [`NodeBackend`] without their own dependency.
+pub use async_trait::async_trait;
 pub use backend::{BackendResult, InMemoryBackend, NodeBackend, NodeContext, TaskLog};
 pub use ctconf::CtConfig;
 pub use fault::{Fault, FaultRule};

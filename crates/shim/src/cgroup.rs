@@ -138,19 +138,34 @@ impl ContainerCgroup {
 
     /// containerd's metrics (`io.containerd.cgroups.v1.Metrics` on v1, v2's on v2) as an Any.
     pub fn metrics(&self) -> Result<Any> {
-        let cg = containerd_shim::cgroup::get_cgroup(self.pid)
-            .map_err(|e| ShimError::Internal(format!("load cgroup of pid {}: {e}", self.pid)))?;
-        let metrics = containerd_shim::cgroup::collect_metrics(&cg)
-            .map_err(|e| ShimError::Internal(format!("collect metrics: {e}")))?;
-        containerd_shim::util::convert_to_any(Box::new(metrics))
+        let message: Box<dyn containerd_shim::protos::protobuf::MessageDyn> = if self.unified_only {
+            Box::new(crate::metrics::collect_v2(self.dir("")?))
+        } else {
+            Box::new(crate::metrics::collect_v1(&self.dirs))
+        };
+        containerd_shim::util::convert_to_any(message)
             .map_err(|e| ShimError::Internal(format!("encode metrics: {e}")))
     }
 
+    /// Applies new resources (the Update RPC) with the same mapping the config renderer uses,
+    /// so a value means the same at create and at update.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
-        let cg = containerd_shim::cgroup::get_cgroup(self.pid)
-            .map_err(|e| ShimError::Internal(format!("load cgroup of pid {}: {e}", self.pid)))?;
-        containerd_shim::cgroup::update_resources(&cg, resources)
-            .map_err(|e| ShimError::InvalidArgument(format!("update resources: {e}")))
+        let mode = if self.unified_only {
+            lxc_config::CgroupMode::Unified
+        } else {
+            lxc_config::CgroupMode::Legacy
+        };
+        let settings = lxc_config::cgroup_settings(resources, mode)
+            .map_err(|e| ShimError::InvalidArgument(format!("update: {e}")))?;
+        for (file, value) in settings {
+            // v1 file names start with their controller ("memory.limit_in_bytes").
+            let controller = file.split('.').next().unwrap_or_default();
+            let dir = self.dir(controller)?;
+            let path = dir.join(&file);
+            std::fs::write(&path, &value)
+                .ctx(|| format!("update: write {value:?} to {}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// The memory cgroup directory on v1, for OOM notifications.

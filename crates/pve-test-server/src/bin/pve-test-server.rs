@@ -80,5 +80,16 @@ async fn main() {
     println!("fingerprint={}", server.fingerprint());
     println!("config_dir={}", server.context().config_dir.display());
     println!("lock_dir={}", server.context().lock_dir.display());
-    let _ = tokio::signal::ctrl_c().await;
+    // Serve until SIGINT or SIGTERM; returning drops the server and its temporary dirs.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
