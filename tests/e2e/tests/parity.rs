@@ -412,7 +412,9 @@ fn exit_status_255(ctx: &Ctx) -> Result<Transcript> {
 }
 
 fn large_output(ctx: &Ctx) -> Result<Transcript> {
-    let script = "head -c 1048576 /dev/zero | tr '\\0' x; head -c 65536 /dev/zero | tr '\\0' y >&2";
+    // The workload lingers 0.3 s: runc's shim (1.7) can publish the exit before the copy of
+    // the last output ends, which would make the reference flaky.
+    let script = "head -c 1048576 /dev/zero | tr '\\0' x; head -c 65536 /dev/zero | tr '\\0' y >&2; sleep 0.3";
     let out = ctx.run_sh(&[], script, None)?;
     let mut t = Transcript::default();
     t.add("status", out.status.to_string());
@@ -586,7 +588,9 @@ fn stdin_large(ctx: &Ctx) -> Result<Transcript> {
 }
 
 fn tty(ctx: &Ctx) -> Result<Transcript> {
-    let script = "tty; test -t 0 && echo stdin-tty; test -t 1 && echo stdout-tty; echo to-stderr >&2; exit 4";
+    // Lingers 0.3 s before exiting: under runc, output written just before a fast exit on a
+    // terminal is sometimes lost, which would make the reference flaky.
+    let script = "tty; test -t 0 && echo stdin-tty; test -t 1 && echo stdout-tty; echo to-stderr >&2; sleep 0.3; exit 4";
     let out = cmd::run_on_pty(
         &mut ctx.run_cmd(&["-t"], BUSYBOX_IMAGE, &["sh", "-c", script]),
         30,
@@ -696,8 +700,32 @@ fn net_private(ctx: &Ctx) -> Result<Transcript> {
 }
 
 fn net_host(ctx: &Ctx) -> Result<Transcript> {
-    let (t, out) = simple(ctx, &["--net-host"], "ls /sys/class/net | sort", None)?;
-    expect_output(&out, 0, &host_interfaces()?, "")?;
+    // Other work on the host adds and removes veths meanwhile: the container must see exactly
+    // the host's interfaces as of some moment between the two host readings.
+    let before = host_interfaces()?;
+    let out = ctx.run_sh(&["--net-host"], "ls /sys/class/net | sort", None)?;
+    let after = host_interfaces()?;
+    expect_status(&out, 0)?;
+    let seen: Vec<String> = out.stdout_str().lines().map(str::to_owned).collect();
+    let (b, a): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+    let stable_present = b
+        .iter()
+        .filter(|i| a.contains(i))
+        .all(|i| seen.iter().any(|s| s == i));
+    let nothing_foreign = seen
+        .iter()
+        .all(|s| b.contains(&s.as_str()) || a.contains(&s.as_str()));
+    let mut t = Transcript::default();
+    t.add("status", out.status.to_string());
+    t.add(
+        "sees the host's interfaces",
+        (stable_present && nothing_foreign).to_string(),
+    );
+    t.add("stderr", out.stderr_str());
+    ensure!(
+        stable_present && nothing_foreign,
+        "--net-host shows {seen:?}; the host had {before:?} then {after:?}"
+    );
     Ok(t)
 }
 
@@ -917,7 +945,7 @@ fn exec_tty(ctx: &Ctx) -> Result<Transcript> {
             &ctx.id,
             "sh",
             "-c",
-            "sleep 0.5; test -t 0 && echo tty; tty; exit 6",
+            "sleep 0.5; test -t 0 && echo tty; tty; sleep 0.3; exit 6",
         ]),
         40,
         120,
