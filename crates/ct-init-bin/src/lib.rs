@@ -43,6 +43,9 @@ pub enum HostError {
         waiting_for: &'static str,
         after: Duration,
     },
+    /// The caller's `keep_waiting` check said to stop (e.g. lxc-start exited).
+    #[error("stopped waiting for {waiting_for}: the container process is gone")]
+    Cancelled { waiting_for: &'static str },
     /// The helper reported a failure (`Message::Error`), e.g.
     /// `exec: "nope": executable file not found in $PATH`.
     #[error("{0}")]
@@ -159,7 +162,40 @@ impl InitListener {
 
     /// Waits for the helper to connect.
     pub fn accept(&self, timeout: Duration) -> Result<InitConnection, HostError> {
-        wait_readable(self.fd.as_fd(), timeout, "the helper to connect")?;
+        self.accept_while(timeout, || true)
+    }
+
+    /// Waits for the helper to connect while `keep_waiting()` says so (asked about every
+    /// 50 ms), e.g. while `lxc-start` or `lxc-attach` still runs: a container that fails to
+    /// start then ends the wait at once with [`HostError::Cancelled`] instead of a timeout.
+    pub fn accept_while(
+        &self,
+        timeout: Duration,
+        mut keep_waiting: impl FnMut() -> bool,
+    ) -> Result<InitConnection, HostError> {
+        const WAITING_FOR: &str = "the helper to connect";
+        const SLICE: Duration = Duration::from_millis(50);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match wait_readable(self.fd.as_fd(), left.min(SLICE), WAITING_FOR) {
+                Ok(()) => break,
+                Err(HostError::Timeout { .. }) if !left.is_zero() && left > SLICE => {
+                    if !keep_waiting() {
+                        return Err(HostError::Cancelled {
+                            waiting_for: WAITING_FOR,
+                        });
+                    }
+                }
+                Err(HostError::Timeout { .. }) => {
+                    return Err(HostError::Timeout {
+                        waiting_for: WAITING_FOR,
+                        after: timeout,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
         loop {
             match accept4(self.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
                 // SAFETY: accept4 returned a fresh descriptor that nothing else owns.

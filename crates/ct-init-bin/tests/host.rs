@@ -22,23 +22,56 @@ struct Outcome {
 }
 
 fn run(spec: &InitSpec) -> Outcome {
+    run_with(spec, false, false)
+}
+
+/// `closed_stdio`: start the helper with fds 0-2 closed; `nonblocking`: send O_NONBLOCK pipes.
+fn run_with(spec: &InitSpec, closed_stdio: bool, nonblocking: bool) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let helper = install_helper(dir.path()).unwrap();
     let spec_path = dir.path().join("p.json");
     write_spec(&spec_path, spec).unwrap();
     let listener = InitListener::bind(&dir.path().join("p.sock")).unwrap();
-    let mut child = Command::new(&helper)
-        .arg(listener.path())
+    let mut cmd = Command::new(&helper);
+    cmd.arg(listener.path())
         .arg(&spec_path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    if closed_stdio {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe close() calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                for fd in 0..3 {
+                    libc::close(fd);
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
     let conn = listener.accept(T).unwrap();
     let peer_pid = conn.peer_pid().unwrap();
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut flags = nix::fcntl::OFlag::O_CLOEXEC;
+    if nonblocking {
+        flags |= nix::fcntl::OFlag::O_NONBLOCK;
+    }
+    let (out_r, out_w) = nix::unistd::pipe2(flags).unwrap();
+    let (err_r, err_w) = nix::unistd::pipe2(flags).unwrap();
+    if nonblocking {
+        // Only the workload's ends should matter; our read ends block for read_to_string.
+        nix::fcntl::fcntl(
+            &out_r,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        )
+        .unwrap();
+        nix::fcntl::fcntl(
+            &err_r,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        )
+        .unwrap();
+    }
     conn.send_stdio(StdioFds {
         stdin: None,
         stdout: Some(out_w),
@@ -135,4 +168,32 @@ fn bad_cwd_is_reported() {
         ),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn works_when_started_with_closed_stdio() {
+    let o = run_with(
+        &spec(&["sh", "-c", "echo out; echo err >&2; ls /proc/$$/fd | wc -l"]),
+        true,
+        false,
+    );
+    o.ready.unwrap();
+    o.started.unwrap().unwrap();
+    assert!(o.status.success(), "{:?} {}", o.status, o.stderr);
+    assert_eq!(o.stderr, "err\n");
+    assert!(o.stdout.starts_with("out\n"), "{}", o.stdout);
+}
+
+#[test]
+fn stdio_given_nonblocking_reaches_the_workload_blocking() {
+    let o = run_with(
+        &spec(&["sh", "-c", "grep ^flags: /proc/$$/fdinfo/1"]),
+        false,
+        true,
+    );
+    o.ready.unwrap();
+    o.started.unwrap().unwrap();
+    let flags = o.stdout.trim().strip_prefix("flags:").unwrap().trim();
+    let flags = u32::from_str_radix(flags, 8).unwrap();
+    assert_eq!(flags & libc::O_NONBLOCK as u32, 0, "{}", o.stdout);
 }

@@ -650,11 +650,52 @@ fn init_bad_cwd_is_an_error() {
         return;
     }
     let mut spec = base_spec(&["true"]);
-    spec.cwd = "/does/not/exist".into();
+    spec.cwd = "/etc/passwd/sub".into();
     expect_helper_error(
         spec,
-        "chdir to cwd (\"/does/not/exist\") set in config.json failed: no such file or directory",
+        "chdir to cwd (\"/etc/passwd/sub\") set in config.json failed: not a directory",
     );
+}
+
+#[test]
+fn init_missing_cwd_is_created_like_runc_does() {
+    if !lxc_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let mut spec = base_spec(&["sh", "-c", "echo cwd=$(pwd); ls -ld . | cut -c1-10"]);
+    spec.cwd = "/new/dir".into();
+    spec.umask = Some(0o077);
+    let listener = c.start(&spec);
+    let conn = listener.accept(T).unwrap();
+    let io = send_pipes(&conn, false);
+    conn.wait_ready(T).unwrap();
+    conn.start(T).unwrap();
+    let out = read_all(&io.stdout, T);
+    c.wait_stopped(T);
+    assert_eq!(field(&out, "cwd="), "/new/dir");
+    assert!(out.contains("drwxr-xr-x"), "{out}");
+}
+
+#[test]
+fn exec_missing_cwd_is_an_error() {
+    if !lxc_available() {
+        return;
+    }
+    let (c, _init_io) = running_container();
+    let mut spec = base_spec(&["true"]);
+    spec.cwd = "/not/there".into();
+    let (listener, mut attach) = c.attach("cwd", &spec, Stdio::null());
+    let conn = listener.accept(T).unwrap();
+    let _io = send_pipes(&conn, false);
+    match conn.wait_ready(T) {
+        Err(HostError::Helper(text)) => assert_eq!(
+            text,
+            "chdir to cwd (\"/not/there\") set in config.json failed: no such file or directory"
+        ),
+        other => panic!("expected a helper error, got {other:?}"),
+    }
+    assert_eq!(wait_child(&mut attach, T).code(), Some(1));
 }
 
 #[test]
@@ -1040,4 +1081,26 @@ fn init_in_a_user_namespace_as_root_and_as_user() {
             assert_eq!(field(&out, "CapEff:"), "0000000000000000");
         }
     }
+}
+
+#[test]
+fn accept_stops_waiting_when_lxc_start_fails() {
+    if !lxc_available() {
+        return;
+    }
+    // A rootfs path that does not exist: lxc-start fails and the helper never connects.
+    let mut c = Container::with_config("lxc.rootfs.path = dir:/nonexistent-ctinit-rootfs");
+    let listener = c.start(&base_spec(&["true"]));
+    let started = Instant::now();
+    let child = c.lxc_start.as_mut().unwrap();
+    let result = listener.accept_while(Duration::from_secs(60), || {
+        child.try_wait().map(|s| s.is_none()).unwrap_or(false)
+    });
+    match result {
+        Err(HostError::Cancelled { .. }) => {}
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = c.log_text();
+    assert!(log.contains("ERROR"), "{log}");
 }

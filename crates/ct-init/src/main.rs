@@ -15,6 +15,7 @@ use std::ffi::CString;
 use std::io::IoSlice;
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 
 use ctinit_proto::{InitSpec, Message, MAX_MESSAGE};
 use nix::errno::Errno;
@@ -97,6 +98,18 @@ fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
         None => None,
     };
 
+    // runc creates a missing cwd (root, 0755) for the container's init, not for an exec. The
+    // init is the process whose spec has the init's file name. Best effort: if it cannot be
+    // created (read-only rootfs), the chdir below reports the real problem.
+    let is_init = std::path::Path::new(spec_path).file_name()
+        == Some(std::ffi::OsStr::new(ctinit_proto::INIT_SPEC_NAME));
+    if is_init && spec.cwd.starts_with('/') {
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&spec.cwd);
+    }
+
     // 3. What runc sets while still root: rlimits, oom_score_adj, umask, no_new_privs.
     for limit in &spec.rlimits {
         sys::setrlimit(&limit.kind, limit.soft, limit.hard)?;
@@ -114,7 +127,7 @@ fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
 
     // 4. runc's finalizeNamespace: cwd (first try as root), bounding set, user with
     //    capabilities kept, cwd again, then the exact capability sets.
-    let mut need_chdir = match sys::chdir(&spec.cwd) {
+    let chdir_after_user_switch = match sys::chdir(&spec.cwd) {
         Ok(()) => false,
         Err(Errno::EACCES) | Err(Errno::EPERM) => true,
         Err(e) => return Err(chdir_failure(&spec.cwd, e)),
@@ -126,11 +139,9 @@ fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
     }
     sys::set_keepcaps(true).map_err(|f| f.context("unable to set keep caps"))?;
     setup_user(&spec).map_err(|f| f.context("unable to setup user"))?;
-    if need_chdir {
+    if chdir_after_user_switch {
         sys::chdir(&spec.cwd).map_err(|e| chdir_failure(&spec.cwd, e))?;
-        need_chdir = false;
     }
-    debug_assert!(!need_chdir);
     sys::set_keepcaps(false).map_err(|f| f.context("unable to clear keep caps"))?;
     if let Some(masks) = &capabilities {
         masks
@@ -179,13 +190,32 @@ fn install_stdio(spec: &InitSpec, mut fds: Vec<OwnedFd>) -> Result<(), Failure> 
     let mut received = fds.drain(..);
     for (target, wanted) in flags.into_iter().enumerate() {
         let source = if wanted {
-            received
+            let fd = received
                 .next()
-                .ok_or_else(|| Failure::new("stdio: fewer descriptors than the spec's flags"))?
+                .ok_or_else(|| Failure::new("stdio: fewer descriptors than the spec's flags"))?;
+            // The descriptors are the workload's now: a nonblocking stdout (async runtimes
+            // make their pipes so) breaks ordinary programs with EAGAIN.
+            clear_nonblocking(&fd)?;
+            fd
         } else {
             open_dev_null(target == 0)?
         };
-        dup_onto(&source, target as RawFd)?;
+        install_fd(source, &[target as RawFd])?;
+    }
+    Ok(())
+}
+
+fn clear_nonblocking(fd: &OwnedFd) -> Result<(), Failure> {
+    // SAFETY: fcntl on a live descriptor.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(Failure::errno("stdio: fcntl(F_GETFL)", Errno::last()));
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+            return Err(Failure::errno("stdio: fcntl(F_SETFL)", Errno::last()));
+        }
     }
     Ok(())
 }
@@ -201,20 +231,28 @@ fn open_dev_null(read: bool) -> Result<OwnedFd, Failure> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn dup_onto(source: &OwnedFd, target: RawFd) -> Result<(), Failure> {
-    if source.as_raw_fd() == target {
-        // dup2 onto itself would keep CLOEXEC; clear it instead.
-        // SAFETY: fcntl on a live descriptor.
-        unsafe { libc::fcntl(target, libc::F_SETFD, 0) };
-        return Ok(());
+/// Makes `source` appear at each of `targets` (inheritable across execve) and closes it,
+/// unless it already sits at one of them (possible when the helper started with closed stdio).
+fn install_fd(source: OwnedFd, targets: &[RawFd]) -> Result<(), Failure> {
+    let raw = source.as_raw_fd();
+    for &target in targets {
+        if raw == target {
+            // dup2 onto itself would keep CLOEXEC; clear it instead.
+            // SAFETY: fcntl on a live descriptor.
+            unsafe { libc::fcntl(target, libc::F_SETFD, 0) };
+            continue;
+        }
+        // SAFETY: both descriptors are valid; dup2 replaces `target` atomically.
+        if unsafe { libc::dup2(raw, target) } < 0 {
+            return Err(Failure::errno(
+                format!("dup2 onto fd {target}"),
+                Errno::last(),
+            ));
+        }
     }
-    // SAFETY: both descriptors are valid; dup2 replaces `target` atomically.
-    let ret = unsafe { libc::dup2(source.as_raw_fd(), target) };
-    if ret < 0 {
-        return Err(Failure::errno(
-            format!("dup2 onto fd {target}"),
-            Errno::last(),
-        ));
+    if targets.contains(&raw) {
+        // It is one of the targets now: keep it open.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(source);
     }
     Ok(())
 }
@@ -271,9 +309,7 @@ fn setup_terminal(spec: &InitSpec) -> Result<OwnedFd, Failure> {
     // SAFETY: fresh descriptor we own.
     let slave = unsafe { OwnedFd::from_raw_fd(fd) };
     sys::setsid();
-    for target in 0..3 {
-        dup_onto(&slave, target)?;
-    }
+    install_fd(slave, &[0, 1, 2])?;
     // SAFETY: TIOCSCTTY with argument 0 (do not steal).
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
         return Err(Failure::errno("set controlling terminal", Errno::last()));

@@ -68,23 +68,25 @@ pub fn cgroup_settings(
     let mut out: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: String| out.push((k.to_string(), v));
 
+    // As with runc, a zero means "not set" for these values (CRI sends zeros for unset ones).
+    let nz = |v: Option<i64>| v.filter(|v| *v != 0);
     if let Some(m) = resources.memory() {
-        if let Some(limit) = m.limit() {
+        if let Some(limit) = nz(m.limit()) {
             if v1 {
                 set("memory.limit_in_bytes", limit_value(limit));
             } else {
                 set("memory.max", v2_limit(limit));
             }
         }
-        if let Some(r) = m.reservation() {
+        if let Some(r) = nz(m.reservation()) {
             if v1 {
                 set("memory.soft_limit_in_bytes", limit_value(r));
             } else {
                 set("memory.low", v2_limit(r));
             }
         }
-        if let Some(swap) = m.swap() {
-            if let Some(l) = m.limit() {
+        if let Some(swap) = nz(m.swap()) {
+            if let Some(l) = nz(m.limit()) {
                 if swap >= 0 && l >= 0 && swap < l {
                     return Err(PlanError::invalid(
                         &field("memory.swap"),
@@ -96,7 +98,7 @@ pub fn cgroup_settings(
                 set("memory.memsw.limit_in_bytes", limit_value(swap));
             } else {
                 // OCI swap is memory+swap (v1 semantics); v2 swap.max is swap alone.
-                let v = match (swap, m.limit()) {
+                let v = match (swap, nz(m.limit())) {
                     (s, _) if s < 0 => "max".to_string(),
                     (s, Some(l)) if l >= 0 => {
                         if s < l {
@@ -117,7 +119,7 @@ pub fn cgroup_settings(
                 set("memory.swap.max", v);
             }
         }
-        if let Some(tcp) = m.kernel_tcp() {
+        if let Some(tcp) = nz(m.kernel_tcp()) {
             if v1 {
                 set("memory.kmem.tcp.limit_in_bytes", limit_value(tcp));
             } else {
@@ -161,15 +163,15 @@ pub fn cgroup_settings(
     }
 
     if let Some(c) = resources.cpu() {
-        if let Some(shares) = c.shares() {
+        if let Some(shares) = c.shares().filter(|s| *s != 0) {
             if v1 {
                 set("cpu.shares", shares.to_string());
-            } else if shares != 0 {
+            } else {
                 set("cpu.weight", shares_to_weight(shares).to_string());
             }
         }
-        let quota = c.quota();
-        let period = c.period();
+        let quota = nz(c.quota());
+        let period = c.period().filter(|p| *p != 0);
         if v1 {
             if let Some(p) = period {
                 set("cpu.cfs_period_us", p.to_string());
@@ -230,7 +232,7 @@ pub fn cgroup_settings(
         }
     }
 
-    if let Some(p) = resources.pids() {
+    if let Some(p) = resources.pids().filter(|p| p.limit() != 0) {
         set(
             "pids.max",
             if p.limit() <= 0 {
@@ -262,14 +264,14 @@ pub fn cgroup_settings(
     }
 
     if let Some(b) = resources.block_io() {
-        if let Some(w) = b.weight() {
+        if let Some(w) = b.weight().filter(|w| *w != 0) {
             if v1 {
                 set("blkio.weight", w.to_string());
             } else {
                 set("io.weight", format!("default {}", blkio_weight_to_io(w)));
             }
         }
-        if let Some(lw) = b.leaf_weight() {
+        if let Some(lw) = b.leaf_weight().filter(|w| *w != 0) {
             if v1 {
                 set("blkio.leaf_weight", lw.to_string());
             } else {

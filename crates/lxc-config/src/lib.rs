@@ -118,8 +118,8 @@ pub struct DeviceNode {
     pub host_path: PathBuf,
     /// `'c'`, `'b'` or `'p'` (fifo).
     pub kind: char,
-    pub major: u64,
-    pub minor: u64,
+    pub major: u32,
+    pub minor: u32,
     pub file_mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -161,6 +161,8 @@ pub struct ContainerPlan {
     /// `linux.rootfsPropagation`, applied through `lxc.rootfs.options`.
     pub rootfs_propagation: Option<String>,
     pub cgroup_mode: CgroupMode,
+    /// The node's LXC version (LXC 6 dropped the `lxc.cgroup.*` v1 keys).
+    pub lxc_version: (u32, u32, u32),
     /// The container's cgroup, relative to each hierarchy's root (`lxc.cgroup.dir.container`);
     /// `None`: LXC's default (`lxc.payload.<name>`).
     pub cgroup_dir: Option<String>,
@@ -229,8 +231,9 @@ enum Ns {
     Host,
 }
 
-/// Turns a spec into a container plan. Reads nothing but the metadata of bind-mount sources
-/// (to tell LXC whether to create a directory or a file at a missing target).
+/// Turns a spec into a container plan. Reads, never writes: the metadata of bind-mount sources
+/// (to tell LXC whether to create a directory or a file at a missing target) and the symlinks
+/// on the way to each mount target in the root filesystem (resolved inside it, as runc does).
 pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     let spec = req.spec;
     let mut ignored = Vec::new();
@@ -369,10 +372,19 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             }
         }
     } else if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) {
-        return Err(PlanError::invalid(
-            "hostname",
-            "needs a new UTS namespace (linux.namespaces)",
-        ));
+        if let Ns::Join(_) = how("uts") {
+            // Kubernetes app containers join the sandbox's UTS namespace, which has the pod's
+            // hostname already; runc would set the same name again.
+            ignored.push(Ignored::new(
+                "hostname",
+                "the container joins an existing UTS namespace, whose hostname stays",
+            ));
+        } else {
+            return Err(PlanError::invalid(
+                "hostname",
+                "needs a new UTS namespace (linux.namespaces)",
+            ));
+        }
     }
     if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(PlanError::unsupported(
@@ -464,9 +476,19 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
                         ))
                     }
                 };
-                let ns = i128::from(o.secs().unwrap_or(0)) * 1_000_000_000
-                    + i128::from(o.nanosecs().unwrap_or(0));
-                push(&format!("lxc.time.offset.{key}"), format!("{ns}ns"));
+                // LXC keeps one number with one unit per clock and hands the kernel
+                // "secs nanosecs" with the nanoseconds below one second.
+                let value = match (o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)) {
+                    (s, 0) => format!("{s}s"),
+                    (0, n) if n < 1_000_000_000 => format!("{n}ns"),
+                    _ => {
+                        return Err(PlanError::unsupported(
+                            &format!("linux.timeOffsets.{clock}"),
+                            "LXC 5 takes either whole seconds or nanoseconds below one second",
+                        ))
+                    }
+                };
+                push(&format!("lxc.time.offset.{key}"), value);
             }
         }
     }
@@ -596,7 +618,14 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
 
     // Mounts.
     let spec_mounts = spec.mounts().clone().unwrap_or_default();
-    let converted = mounts::convert(&spec_mounts, req.bundle, &mut ignored)?;
+    let rootfs_path = PathBuf::from(&rootfs_s);
+    let converted = mounts::convert(&spec_mounts, req.bundle, &rootfs_path, &mut ignored)?;
+    // Paths below these are not resolved against the image (see mounts::resolve_in_rootfs).
+    let mut fresh: Vec<String> = vec!["/dev".to_string()];
+    fresh.extend(converted.entries.iter().map(|m| m.destination.clone()));
+    if !converted.auto.is_empty() {
+        fresh.push("/sys/fs/cgroup".to_string());
+    }
     let mut all_mounts = converted.entries;
     all_mounts.push(MountEntry {
         source: state_dir.clone(),
@@ -608,6 +637,8 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     });
     all_mounts.extend(mounts::masked(
         linux.masked_paths().as_deref().unwrap_or_default(),
+        &rootfs_path,
+        &fresh,
     )?);
     let readonly_paths = linux.readonly_paths().clone().unwrap_or_default();
     // LXC writes sysctls after all mounts, so a read-only /proc/sys would refuse them. Each
@@ -631,7 +662,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             );
         }
     }
-    all_mounts.extend(mounts::readonly(&readonly_paths)?);
+    all_mounts.extend(mounts::readonly(&readonly_paths, &rootfs_path, &fresh)?);
     if !converted.auto.is_empty() {
         push("lxc.mount.auto", converted.auto.join(" "));
     }
@@ -642,6 +673,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         let f = format!("linux.devices[{i}]");
         let path = text::abs_path(&format!("{f}.path"), d.path())?;
+        let path = mounts::resolve_in_rootfs(&format!("{f}.path"), &rootfs_path, &path, &fresh)?;
         text::fstab_field(&format!("{f}.path"), &path)?;
         let kind = match d.typ() {
             oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => 'c',
@@ -655,7 +687,8 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             }
         };
         let num = |n: i64, w: &str| {
-            u64::try_from(n).map_err(|_| PlanError::invalid(&format!("{f}.{w}"), "is negative"))
+            u32::try_from(n)
+                .map_err(|_| PlanError::invalid(&format!("{f}.{w}"), "is negative or out of range"))
         };
         let (major, minor) = (num(d.major(), "major")?, num(d.minor(), "minor")?);
         if kind != 'p' {
@@ -718,6 +751,15 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         }
     }
     let device_rules = cgroup::device_rules(resources.as_ref(), &extra_allow)?;
+    if req.facts.cgroup == CgroupMode::Legacy
+        && req.facts.lxc_version.0 >= 6
+        && (!cgroup_lines.is_empty() || !device_rules.is_empty())
+    {
+        return Err(PlanError::unsupported(
+            "linux.resources",
+            "LXC 6 and later cannot apply cgroup v1 limits (this node runs cgroup v1)",
+        ));
+    }
 
     // Rootfs propagation.
     let rootfs_propagation = match linux.rootfs_propagation() {
@@ -787,6 +829,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         rootfs_readonly,
         rootfs_propagation,
         cgroup_mode: req.facts.cgroup,
+        lxc_version: req.facts.lxc_version,
         cgroup_dir,
         cgroup: cgroup_lines,
         device_rules,
@@ -848,6 +891,46 @@ fn kube_metadata(
 }
 
 impl ContainerPlan {
+    /// Writes what the config refers to in the state directory, before the start: the seccomp
+    /// policy at [`ContainerPlan::seccomp_path`] and the device nodes of
+    /// [`ContainerPlan::devices`] (mknod, chmod, chown; an existing node is replaced). This is
+    /// the crate's only write to the filesystem; it needs root for the device nodes.
+    pub fn write_state_files(&self) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(profile) = &self.seccomp_profile {
+            std::fs::write(&self.seccomp_path, profile)?;
+            std::fs::set_permissions(&self.seccomp_path, std::fs::Permissions::from_mode(0o644))?;
+        }
+        for d in &self.devices {
+            if let Some(dir) = d.host_path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            match std::fs::remove_file(&d.host_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let kind = match d.kind {
+                'b' => libc::S_IFBLK,
+                'p' => libc::S_IFIFO,
+                _ => libc::S_IFCHR,
+            };
+            let path = std::ffi::CString::new(d.host_path.as_os_str().as_bytes())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let dev = libc::makedev(d.major, d.minor);
+            // SAFETY: a valid NUL-terminated path; mknod does not keep the pointer.
+            if unsafe { libc::mknod(path.as_ptr(), kind | (d.file_mode & 0o7777), dev) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::fs::set_permissions(
+                &d.host_path,
+                std::fs::Permissions::from_mode(d.file_mode & 0o7777),
+            )?;
+            std::os::unix::fs::chown(&d.host_path, Some(d.uid), Some(d.gid))?;
+        }
+        Ok(())
+    }
+
     /// The raw LXC lines other than rootfs, mounts and cgroups, in render order.
     pub fn lxc_entries(&self) -> &[(String, String)] {
         &self.entries

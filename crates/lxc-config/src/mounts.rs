@@ -160,6 +160,93 @@ fn options(
     Ok((out, bind, rec))
 }
 
+/// Resolves a container path against the image, as runc's securejoin does: symlinks in the
+/// root filesystem are followed with the root as `/` (absolute targets stay inside, `..` stops
+/// at the root). LXC refuses a mount target whose path has a symlink, and its `create=dir`
+/// would follow one out of the rootfs on the host (`/var/run -> /run`). Resolution stops below
+/// a path that an earlier mount covers (`fresh`: its content is not the image's), and at the
+/// first missing component (nothing further can be a symlink).
+pub(crate) fn resolve_in_rootfs(
+    field: &str,
+    rootfs: &Path,
+    dest: &str,
+    fresh: &[String],
+) -> Result<String, PlanError> {
+    let covered = |p: &str| {
+        fresh
+            .iter()
+            .any(|m| p == m || (m == "/" || p.starts_with(&format!("{m}/"))))
+    };
+    let mut pending: Vec<String> = dest
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .rev()
+        .collect();
+    let mut current: Vec<String> = Vec::new();
+    let mut hops = 0;
+    let join = |c: &[String]| format!("/{}", c.join("/"));
+    while let Some(comp) = pending.pop() {
+        if comp == "." {
+            continue;
+        }
+        if comp == ".." {
+            current.pop();
+            continue;
+        }
+        if covered(&join(&current)) && !current.is_empty() {
+            current.push(comp);
+            continue;
+        }
+        let mut candidate = current.clone();
+        candidate.push(comp.clone());
+        let host = rootfs.join(candidate.join("/"));
+        match std::fs::symlink_metadata(&host) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(PlanError::invalid(
+                        field,
+                        format!("{dest}: too many symbolic links in the image"),
+                    ));
+                }
+                let target = std::fs::read_link(&host).map_err(|e| {
+                    PlanError::invalid(field, format!("{dest}: reading a link in the image: {e}"))
+                })?;
+                let target = target.to_str().ok_or_else(|| {
+                    PlanError::invalid(field, format!("{dest}: a link in the image is not UTF-8"))
+                })?;
+                if target.starts_with('/') {
+                    current.clear();
+                }
+                for c in target.split('/').filter(|c| !c.is_empty()).rev() {
+                    pending.push(c.to_string());
+                }
+            }
+            Ok(_) => current = candidate,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                current = candidate;
+                while let Some(rest) = pending.pop() {
+                    match rest.as_str() {
+                        "." => {}
+                        ".." => {
+                            current.pop();
+                        }
+                        _ => current.push(rest),
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(PlanError::invalid(
+                    field,
+                    format!("{dest}: looking it up in the image: {e}"),
+                ))
+            }
+        }
+    }
+    text::abs_path(field, Path::new(&join(&current)))
+}
+
 /// Whether `o` is a flag LXC applies (as opposed to filesystem data).
 fn is_flag(o: &str) -> bool {
     FLAGS.contains(&o) || PROPAGATION.contains(&o)
@@ -168,12 +255,17 @@ fn is_flag(o: &str) -> bool {
 pub(crate) fn convert(
     mounts: &[Mount],
     bundle: &Path,
+    rootfs: &Path,
     ignored: &mut Vec<Ignored>,
 ) -> Result<Mounts, PlanError> {
     let mut out = Mounts::default();
+    // LXC's autodev tmpfs is always on /dev.
+    let mut fresh = vec!["/dev".to_string()];
     for (i, m) in mounts.iter().enumerate() {
         let f = format!("mounts[{i}]");
         let dest = text::abs_path(&format!("{f}.destination"), m.destination())?;
+        let dest = resolve_in_rootfs(&format!("{f}.destination"), rootfs, &dest, &fresh)?;
+        fresh.push(dest.clone());
         let ctdir = ctinit_proto::CONTAINER_DIR;
         if dest == ctdir || dest.starts_with(&format!("{ctdir}/")) {
             return Err(PlanError::invalid(
@@ -322,10 +414,16 @@ pub(crate) fn convert(
 /// Masked paths as runc masks them: `/dev/null` over a file, an empty read-only tmpfs over a
 /// directory. Which one applies is only known inside the container, so both are rendered as
 /// optional entries; the one that does not fit fails harmlessly, as does a missing path.
-pub(crate) fn masked(paths: &[String]) -> Result<Vec<MountEntry>, PlanError> {
+pub(crate) fn masked(
+    paths: &[String],
+    rootfs: &Path,
+    fresh: &[String],
+) -> Result<Vec<MountEntry>, PlanError> {
     let mut out = Vec::new();
     for (i, p) in paths.iter().enumerate() {
-        let dest = text::abs_path(&format!("linux.maskedPaths[{i}]"), Path::new(p))?;
+        let f = format!("linux.maskedPaths[{i}]");
+        let dest = text::abs_path(&f, Path::new(p))?;
+        let dest = resolve_in_rootfs(&f, rootfs, &dest, fresh)?;
         text::fstab_field(&format!("linux.maskedPaths[{i}]"), &dest)?;
         out.push(
             MountEntry {
@@ -360,10 +458,16 @@ pub(crate) fn masked(paths: &[String]) -> Result<Vec<MountEntry>, PlanError> {
 
 /// Read-only paths: a recursive bind of the path onto itself (source relative to the container
 /// root), remounted read-only; missing paths are skipped as runc skips them.
-pub(crate) fn readonly(paths: &[String]) -> Result<Vec<MountEntry>, PlanError> {
+pub(crate) fn readonly(
+    paths: &[String],
+    rootfs: &Path,
+    fresh: &[String],
+) -> Result<Vec<MountEntry>, PlanError> {
     let mut out = Vec::new();
     for (i, p) in paths.iter().enumerate() {
-        let dest = text::abs_path(&format!("linux.readonlyPaths[{i}]"), Path::new(p))?;
+        let f = format!("linux.readonlyPaths[{i}]");
+        let dest = text::abs_path(&f, Path::new(p))?;
+        let dest = resolve_in_rootfs(&f, rootfs, &dest, fresh)?;
         if dest == "/" {
             return Err(PlanError::invalid(
                 &format!("linux.readonlyPaths[{i}]"),
@@ -391,4 +495,38 @@ pub(crate) fn readonly(paths: &[String]) -> Result<Vec<MountEntry>, PlanError> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn resolves_links_inside_the_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        symlink("/run", root.join("var/run")).unwrap();
+        symlink("../../../../../../etc", root.join("usr/lib/up")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        symlink("/x\nlxc.cap.keep = sys_admin", root.join("evil")).unwrap();
+        let r = |d: &str, fresh: &[String]| resolve_in_rootfs("f", root, d, fresh);
+        assert_eq!(r("/var/run/secrets/sa", &[]).unwrap(), "/run/secrets/sa");
+        // `..` stops at the root, as in the container.
+        assert_eq!(r("/usr/lib/up/hosts", &[]).unwrap(), "/etc/hosts");
+        assert_eq!(r("/missing/../x", &[]).unwrap(), "/x");
+        assert!(r("/loop/x", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("too many"));
+        assert!(r("/evil/x", &[]).is_err());
+        // Below an earlier mount the image's links do not apply.
+        assert_eq!(
+            r("/var/run/x", &["/var".to_string()]).unwrap(),
+            "/var/run/x"
+        );
+    }
 }

@@ -238,6 +238,10 @@ impl ContainerPlan {
             "lxc.cgroup",
             "lxc.cgroup2",
         ] {
+            // LXC 6 (Proxmox VE 9) no longer knows the v1 key at all.
+            if k == "lxc.cgroup" && self.lxc_version.0 >= 6 {
+                continue;
+            }
             let _ = writeln!(inc, "{k} =");
         }
         if let Some(o) = self.rootfs_options() {

@@ -101,3 +101,36 @@ fn cgroup_settings_match_rendered_lines() {
         }
     }
 }
+
+/// Proxmox VE 9 runs LXC 6, which dropped the `lxc.cgroup` (v1) key: the include must not
+/// reset it there, and v1 limits cannot be planned with it.
+#[test]
+fn lxc6_include_has_no_v1_reset() {
+    let v = common::fixture("k8s");
+    let spec: oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
+    let mut facts = common::facts(CgroupMode::Unified);
+    facts.lxc_version = (6, 0, 4);
+    let req = lxc_config::PlanRequest {
+        name: "c1",
+        spec: &spec,
+        bundle: Path::new(common::BUNDLE),
+        state_dir: Path::new(common::STATE),
+        facts: &facts,
+    };
+    let plan = lxc_config::plan(&req).unwrap();
+    let inc = plan.render_pve(Path::new(common::INCLUDE)).include;
+    assert!(!inc.lines().any(|l| l == "lxc.cgroup ="), "{inc}");
+    assert!(inc.lines().any(|l| l == "lxc.cgroup2 ="), "{inc}");
+    let legacy = lxc_config::NodeFacts {
+        cgroup: CgroupMode::Legacy,
+        lxc_version: (6, 0, 4),
+    };
+    let req = lxc_config::PlanRequest {
+        facts: &legacy,
+        ..req
+    };
+    assert_eq!(
+        lxc_config::plan(&req).unwrap_err().field(),
+        "linux.resources"
+    );
+}

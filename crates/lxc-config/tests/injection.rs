@@ -368,15 +368,12 @@ fn check_pve(plan: &ContainerPlan) -> Result<(), TestCaseError> {
             prop_assert!(line.starts_with("# "));
             continue;
         }
-        let (k, v) = if let Some(k) = line.strip_suffix(" =") {
-            prop_assert!(
-                resets.contains(&k) && i < 2 + resets.len(),
-                "reset {line:?}"
-            );
+        if let Some(k) = line.strip_suffix(" =").filter(|k| resets.contains(k)) {
+            prop_assert!(i < 2 + resets.len(), "reset {k} after other lines");
             continue;
-        } else {
-            lxc_parse(line).ok_or_else(|| TestCaseError::fail(format!("comment {line:?}")))?
-        };
+        }
+        let (k, v) =
+            lxc_parse(line).ok_or_else(|| TestCaseError::fail(format!("comment {line:?}")))?;
         prop_assert!(clean_key(&k) && clean_value(&v));
         prop_assert_eq!(line, format!("{k} = {v}"));
         if k != "lxc.rootfs.options" {

@@ -56,6 +56,8 @@ struct Ct {
     name: String,
     dir: tempfile::TempDir,
     lxc_start: Option<Child>,
+    /// Host PID of the workload (the helper's, which it exec'd).
+    pid: Option<i32>,
 }
 
 impl Ct {
@@ -71,6 +73,7 @@ impl Ct {
             name,
             dir,
             lxc_start: None,
+            pid: None,
         };
         fs::create_dir_all(ct.lxcpath().join(&ct.name)).unwrap();
         fs::create_dir_all(ct.state()).unwrap();
@@ -151,26 +154,7 @@ impl Ct {
             plan.render_lxc(),
         )
         .unwrap();
-        if let Some(p) = &plan.seccomp_profile {
-            fs::write(&plan.seccomp_path, p).unwrap();
-        }
-        for d in &plan.devices {
-            fs::create_dir_all(d.host_path.parent().unwrap()).unwrap();
-            let kind = match d.kind {
-                'b' => nix::sys::stat::SFlag::S_IFBLK,
-                'p' => nix::sys::stat::SFlag::S_IFIFO,
-                _ => nix::sys::stat::SFlag::S_IFCHR,
-            };
-            nix::sys::stat::mknod(
-                &d.host_path,
-                kind,
-                nix::sys::stat::Mode::from_bits_truncate(d.file_mode),
-                nix::sys::stat::makedev(d.major, d.minor),
-            )
-            .unwrap();
-            fs::set_permissions(&d.host_path, fs::Permissions::from_mode(d.file_mode)).unwrap();
-            std::os::unix::fs::chown(&d.host_path, Some(d.uid), Some(d.gid)).unwrap();
-        }
+        plan.write_state_files().unwrap();
         plan
     }
 
@@ -204,6 +188,7 @@ impl Ct {
         let (in_r, in_w) = nix::unistd::pipe().unwrap();
         let (out_r, out_w) = nix::unistd::pipe().unwrap();
         let (err_r, err_w) = nix::unistd::pipe().unwrap();
+        self.pid = Some(conn.peer_pid().unwrap());
         conn.send_stdio(StdioFds {
             stdin: Some(in_r),
             stdout: Some(out_w),
@@ -734,4 +719,495 @@ fn all_capabilities_load_in_installed_lxc() {
         .lines()
         .collect();
     assert_eq!(loaded, keep.split(' ').collect::<Vec<_>>());
+}
+
+/// An allowlist seccomp profile as Kubernetes' RuntimeDefault has it: default errno, every
+/// syscall of the host ABI allowed except a few, a name libseccomp does not know (LXC skips
+/// it), and an argument filter.
+#[test]
+fn seccomp_allowlist_with_argument_filter() {
+    if !lxc_available() {
+        return;
+    }
+    let header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+    let Ok(text) = fs::read_to_string(header) else {
+        eprintln!("SKIP: {header} not found (apt-get install linux-libc-dev)");
+        return;
+    };
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define __NR_"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| !["mkdir", "mkdirat", "kill"].contains(n))
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() > 300);
+    names.push("not_a_real_syscall".into());
+    let mut ct = Ct::new();
+    let mut spec =
+        base_spec("mkdir /tmp/d 2>&1; kill -0 $$ && echo kill0=ok; kill -CONT $$ 2>&1; echo done");
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 1,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": names, "action": "SCMP_ACT_ALLOW"},
+            // kill only with signal 0 (a liveness probe)
+            {"names": ["kill"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}]}
+        ]
+    });
+    let (out, err) = ct.run(&spec);
+    let expected = [
+        "mkdir: can't create directory '/tmp/d': Operation not permitted",
+        "kill0=ok",
+        "sh: can't kill pid 1: Operation not permitted",
+        "done",
+    ];
+    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+}
+
+/// Kubernetes pods: a container joins another one's network namespace by path
+/// (`lxc.namespace.share.net`).
+#[test]
+fn join_network_namespace_by_path() {
+    if !lxc_available() {
+        return;
+    }
+    let mut sandbox = Ct::new();
+    let spec = base_spec("readlink /proc/self/ns/net; read go");
+    let plan = sandbox.prepare(&spec);
+    let (mut stdin, stdout, _stderr) = sandbox.start(&plan);
+    let mut reader = BufReader::new(stdout);
+    let mut sandbox_ns = String::new();
+    reader.read_line(&mut sandbox_ns).unwrap();
+    let pid = sandbox.pid.unwrap();
+
+    let mut app = Ct::new();
+    let mut spec = base_spec("readlink /proc/self/ns/net");
+    spec["linux"]["namespaces"][4] =
+        json!({"type": "network", "path": format!("/proc/{pid}/ns/net")});
+    let (out, err) = app.run(&spec);
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    sandbox.wait_stopped();
+    let host_ns = fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(sandbox_ns.starts_with("net:["), "{sandbox_ns}");
+    assert_ne!(sandbox_ns.trim(), host_ns.to_string_lossy());
+    assert_eq!(out, sandbox_ns, "stderr: {err}\n{}", app.log_text());
+}
+
+/// Images often have `/var/run -> /run` (an absolute symlink); Kubernetes mounts the service
+/// account under `/var/run/secrets/...`.
+#[test]
+fn mount_target_through_absolute_symlink() {
+    if !lxc_available() {
+        return;
+    }
+    let mut ct = Ct::new();
+    let root = ct.bundle().join("rootfs");
+    fs::create_dir_all(root.join("run")).unwrap();
+    fs::create_dir_all(root.join("var")).unwrap();
+    symlink("/run", root.join("var/run")).unwrap();
+    let host_data = ct.dir.path().join("sa");
+    fs::create_dir_all(&host_data).unwrap();
+    fs::write(host_data.join("token"), "tok\n").unwrap();
+    let mut spec = base_spec("cat /var/run/secrets/sa/token; cat /run/secrets/sa/token; echo done");
+    spec["root"]["readonly"] = json!(true);
+    spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/var/run/secrets/sa", "type": "bind", "source": host_data, "options": ["rbind", "ro"]
+    }));
+    let (out, err) = ct.run(&spec);
+    assert_eq!(
+        lines(&out),
+        ["tok", "tok", "done"],
+        "stderr: {err}\n{}",
+        ct.log_text()
+    );
+    // The target was created inside the image, nothing on the host's /run.
+    assert!(root.join("run/secrets/sa").is_dir());
+    assert!(!Path::new("/run/secrets/sa").exists());
+}
+
+/// A namespace the spec does not list is the host's (here: the network, as with
+/// `hostNetwork: true`); a new time namespace gets the spec's clock offsets.
+#[test]
+fn host_network_and_time_offsets() {
+    if !lxc_available() {
+        return;
+    }
+    let mut ct = Ct::new();
+    let mut spec = base_spec("readlink /proc/self/ns/net; cut -d. -f1 /proc/uptime; echo done");
+    let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "network");
+    ns.push(json!({"type": "time"}));
+    spec["linux"]["timeOffsets"] = json!({"boottime": {"secs": 1_000_000, "nanosecs": 0}});
+    let host_uptime: u64 = fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (out, err) = ct.run(&spec);
+    let l = lines(&out);
+    assert_eq!(l.len(), 3, "stderr: {err}\n{}", ct.log_text());
+    let host_ns = fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(l[0], host_ns.to_string_lossy());
+    let uptime: u64 = l[1].parse().unwrap();
+    assert!(
+        uptime >= host_uptime + 1_000_000 && uptime < host_uptime + 1_000_000 + 60,
+        "uptime {uptime} vs host {host_uptime}"
+    );
+    assert_eq!(l[2], "done");
+}
+
+/// `linux.netDevices` moves a host interface into the container under a new name
+/// (`lxc.net.N.type = phys`); `linux.personality` LINUX32 (`lxc.arch = linux32`); and the cpu
+/// and cpuset limits land in the container's cgroup.
+#[test]
+fn net_device_personality_and_cpu_limits() {
+    if !lxc_available() {
+        return;
+    }
+    let facts = node_facts();
+    let mut ct = Ct::new();
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    // Interface names are at most 15 bytes.
+    let host_if = format!("lxcfg{}x{n}", std::process::id() % 100_000);
+    let peer_if = format!("lxcfg{}y{n}", std::process::id() % 100_000);
+    let added = Command::new("ip")
+        .args([
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !added {
+        eprintln!("SKIP: cannot create a veth pair (ip link add ... type veth)");
+        return;
+    }
+    struct DelLink(String);
+    impl Drop for DelLink {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _cleanup = DelLink(peer_if.clone());
+    let cgroup = format!("lxc-config-test-{}", ct.name);
+    let mut spec = base_spec(
+        "grep -c 'net1:' /proc/net/dev; uname -m; cat /proc/self/status | grep -c Cpus_allowed_list; \
+         echo done; read go",
+    );
+    spec["linux"]["netDevices"] = json!({ host_if.clone(): {"name": "net1"} });
+    spec["linux"]["personality"] = json!({"domain": "LINUX32"});
+    spec["linux"]["cgroupsPath"] = json!(cgroup.clone());
+    spec["linux"]["resources"] = json!({
+        "cpu": {"shares": 512, "quota": 25000, "period": 100000, "cpus": "0"}
+    });
+    let plan = ct.prepare(&spec);
+    let (mut stdin, stdout, stderr) = ct.start(&plan);
+    let mut reader = BufReader::new(stdout);
+    let mut out = String::new();
+    while !out.ends_with("done\n") {
+        if reader.read_line(&mut out).unwrap() == 0 {
+            break;
+        }
+    }
+    let read = |f: &str| fs::read_to_string(f).map(|s| s.trim().to_string());
+    let limits = match facts.cgroup {
+        CgroupMode::Legacy => vec![
+            read(&format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.shares")),
+            read(&format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.cfs_quota_us")),
+            read(&format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.cfs_period_us")),
+            read(&format!("/sys/fs/cgroup/cpuset/{cgroup}/cpuset.cpus")),
+        ],
+        CgroupMode::Unified => vec![
+            read(&format!("/sys/fs/cgroup/{cgroup}/cpu.weight")),
+            read(&format!("/sys/fs/cgroup/{cgroup}/cpu.max")),
+            read(&format!("/sys/fs/cgroup/{cgroup}/cpuset.cpus")),
+        ],
+    };
+    // While it runs, the host no longer has the interface.
+    let on_host = Path::new("/sys/class/net").join(&host_if).exists();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let err = read_all(stderr).recv_timeout(T).unwrap();
+    ct.wait_stopped();
+    assert_eq!(
+        lines(&out),
+        ["1", "i686", "1", "done"],
+        "stderr: {err}\n{}",
+        ct.log_text()
+    );
+    assert!(!on_host);
+    let limits: Vec<String> = limits.into_iter().map(|r| r.unwrap()).collect();
+    match facts.cgroup {
+        CgroupMode::Legacy => assert_eq!(limits, ["512", "25000", "100000", "0"]),
+        CgroupMode::Unified => assert_eq!(limits, ["20", "25000 100000", "0"]),
+    }
+}
+
+/// The spec containerd generates by default (`ctr run`, and the base of CRI's): its mounts,
+/// masked and read-only paths, default capabilities and device rules work together.
+#[test]
+fn containerd_default_spec() {
+    if !lxc_available() {
+        return;
+    }
+    let mut ct = Ct::new();
+    let caps = json!([
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE"
+    ]);
+    let spec = json!({
+        "ociVersion": "1.1.0",
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/sh", "-c", "grep -E '^Cap(Bnd|Eff|Amb)' /proc/self/status; \
+                     echo nofile=$(ulimit -n); ls /run /dev/shm /dev/mqueue >/dev/null && echo dirs=ok; \
+                     ls /sys/firmware | wc -l; head -c 1 /dev/urandom | wc -c; \
+                     mknod /tmp/blk b 8 0 2>/dev/null && (head -c 1 /tmp/blk >/dev/null 2>&1 || echo blk=denied); \
+                     echo done"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs"},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "cgroupsPath": format!("/lxc-config-test-{}", ct.name),
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                            "/sys/devices/virtual/powercap", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    });
+    let (out, err) = ct.run(&spec);
+    let expected = [
+        "CapEff:\t00000000a80425fb",
+        "CapBnd:\t00000000a80425fb",
+        "CapAmb:\t0000000000000000",
+        "nofile=1024",
+        "dirs=ok",
+        "0",
+        "1",
+        // mknod is allowed ("b *:* m"), opening a block device is not.
+        "blk=denied",
+        "done",
+    ];
+    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+}
+
+/// A Kubernetes app container: it joins the sandbox's network, IPC, UTS and PID namespaces by
+/// path (the spec still names the pod's hostname) and gets its own mount and cgroup namespaces.
+#[test]
+fn pod_app_container_joins_sandbox_namespaces() {
+    if !lxc_available() {
+        return;
+    }
+    let mut sandbox = Ct::new();
+    let mut spec = base_spec("echo ready; read go # sandbox-marker");
+    spec["hostname"] = json!("my-pod");
+    let plan = sandbox.prepare(&spec);
+    let (mut stdin, stdout, _stderr) = sandbox.start(&plan);
+    let mut reader = BufReader::new(stdout);
+    let mut ready = String::new();
+    reader.read_line(&mut ready).unwrap();
+    assert_eq!(ready, "ready\n", "{}", sandbox.log_text());
+    let pid = sandbox.pid.unwrap();
+
+    let mut app = Ct::new();
+    let mut spec = base_spec(
+        "hostname; for n in net ipc uts pid mnt; do readlink /proc/self/ns/$n; done; \
+         ps -o pid,args | grep -c 'sandbox-mark[e]r'; echo done",
+    );
+    spec["hostname"] = json!("my-pod");
+    spec["linux"]["namespaces"] = json!([
+        {"type": "pid", "path": format!("/proc/{pid}/ns/pid")},
+        {"type": "ipc", "path": format!("/proc/{pid}/ns/ipc")},
+        {"type": "uts", "path": format!("/proc/{pid}/ns/uts")},
+        {"type": "network", "path": format!("/proc/{pid}/ns/net")},
+        {"type": "mount"},
+        {"type": "cgroup"}
+    ]);
+    let (out, err) = app.run(&spec);
+    let sandbox_ns: Vec<String> = ["net", "ipc", "uts", "pid", "mnt"]
+        .iter()
+        .map(|n| {
+            fs::read_link(format!("/proc/{pid}/ns/{n}"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    sandbox.wait_stopped();
+    let l = lines(&out);
+    assert_eq!(l.len(), 8, "stderr: {err}\n{out}\n{}", app.log_text());
+    assert_eq!(l[0], "my-pod");
+    assert_eq!(
+        &l[1..5],
+        &sandbox_ns[..4],
+        "net, ipc, uts, pid are the sandbox's"
+    );
+    assert_ne!(l[5], sandbox_ns[4], "the mount namespace is the app's own");
+    // The sandbox's process is visible in the shared PID namespace (the bracket keeps the
+    // pattern from matching the app's own command lines).
+    assert_eq!(l[6], "1", "{out}");
+    assert_eq!(l[7], "done");
+}
+
+fn has_subids() -> bool {
+    ["/etc/subuid", "/etc/subgid"].iter().all(|f| {
+        fs::read_to_string(f)
+            .map(|t| t.lines().any(|l| l.trim() == "root:100000:65536"))
+            .unwrap_or(false)
+    })
+}
+
+/// A user namespace from `linux.uidMappings`/`gidMappings` (`lxc.idmap`): root in the
+/// container is uid 100000 on the host.
+#[test]
+fn user_namespace_mappings() {
+    if !lxc_available() {
+        return;
+    }
+    if !has_subids() {
+        eprintln!(
+            "SKIP: /etc/subuid and /etc/subgid lack root:100000:65536 (scripts/setup.sh adds it)"
+        );
+        return;
+    }
+    let mut ct = Ct::new();
+    // The mapped root must be able to reach its rootfs and the helper's directory.
+    fs::set_permissions(ct.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = base_spec(
+        "id -u; tr -s ' ' < /proc/self/uid_map; tr -s ' ' < /proc/self/gid_map; \
+         stat -c %u /bin/busybox; echo done; read go",
+    );
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let plan = ct.prepare(&spec);
+    let (mut stdin, stdout, stderr) = ct.start(&plan);
+    let mut reader = BufReader::new(stdout);
+    let mut out = String::new();
+    while !out.ends_with("done\n") {
+        if reader.read_line(&mut out).unwrap() == 0 {
+            break;
+        }
+    }
+    // Seen from the host, the workload runs as uid 100000.
+    let status = fs::read_to_string(format!("/proc/{}/status", ct.pid.unwrap())).unwrap();
+    let host_uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_string();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let err = read_all(stderr).recv_timeout(T).unwrap();
+    ct.wait_stopped();
+    let l: Vec<String> = out.lines().map(|l| l.trim().to_string()).collect();
+    assert_eq!(
+        l,
+        ["0", "0 100000 65536", "0 100000 65536", "65534", "done"],
+        "stderr: {err}\n{}",
+        ct.log_text()
+    );
+    assert_eq!(host_uid, "100000");
+}
+
+/// `process.terminal`: the helper opens a pty in the container's own devpts instance
+/// (`lxc.pty.max`) and hands the master to the shim; the workload sees a terminal of the
+/// spec's console size.
+#[test]
+fn terminal_in_the_container_devpts() {
+    if !lxc_available() {
+        return;
+    }
+    let mut ct = Ct::new();
+    let mut spec = base_spec("tty; stty size; echo done");
+    spec["process"]["terminal"] = json!(true);
+    spec["process"]["consoleSize"] = json!({"height": 33, "width": 101});
+    let plan = ct.prepare(&spec);
+    let mut init = plan.init.clone();
+    init.stdio = StdioFlags::default();
+    write_spec(&ct.state().join(ctinit_proto::INIT_SPEC_NAME), &init).unwrap();
+    let listener = InitListener::bind(&ct.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
+    let child = Command::new("lxc-start")
+        .args(["-F", "-n", &ct.name, "-P"])
+        .arg(ct.lxcpath())
+        .arg("-o")
+        .arg(ct.log())
+        .args(["-l", "DEBUG"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ct.lxc_start = Some(child);
+    let conn = listener
+        .accept(T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", ct.log_text()));
+    conn.send_stdio(StdioFds::default()).unwrap();
+    let master = conn
+        .wait_ready(T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", ct.log_text()))
+        .expect("a pty master for a terminal");
+    conn.start(T).unwrap();
+    // Read until the workload is done (EIO once the slave side is closed).
+    let rx = {
+        let (tx, rx) = mpsc::channel();
+        let mut f = fs::File::from(master);
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => all.extend_from_slice(&buf[..n]),
+                }
+                if String::from_utf8_lossy(&all).contains("done") {
+                    break;
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
+        });
+        rx
+    };
+    let out = rx.recv_timeout(T).unwrap();
+    ct.wait_stopped();
+    let l: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert_eq!(l, ["/dev/pts/0", "33 101", "done"], "{}", ct.log_text());
 }

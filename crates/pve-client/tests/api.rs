@@ -95,8 +95,11 @@ async fn read_endpoints() {
     assert!(ns.pveversion.unwrap().starts_with("pve-manager/"));
     assert!(ns.memory.unwrap().total.unwrap() > 0);
 
+    server.reset_counts();
     let unknown = client.node_status("pve9").await.unwrap_err();
-    assert_eq!(unknown.status(), Some(595));
+    assert_eq!(unknown.status(), Some(500));
+    assert_eq!(unknown.message(), Some("no such cluster node 'pve9'\n"));
+    assert_eq!(server.requests("GET", "/nodes/{node}/status"), 1);
     assert_eq!(server.schema_violations(), Vec::<String>::new());
 }
 
@@ -131,7 +134,9 @@ async fn ct_lifecycle() {
         .description("pod default/a\ncontainer app")
         .ostype(OsType::Unmanaged)
         .unprivileged(true)
-        .onboot(false);
+        .onboot(false)
+        .entrypoint("/init --serve")
+        .env(&[("PATH", "/usr/bin:/bin"), ("MODE", "a b")]);
     let upid = client.create_ct("pve1", &create).await.unwrap();
     assert_eq!(upid.kind, "vzcreate");
     assert_eq!(upid.id, "200");
@@ -151,6 +156,13 @@ async fn ct_lifecycle() {
     let raw = std::fs::read_to_string(server.context().config_path(200)).unwrap();
     assert!(raw.starts_with("#pod default/a\n#container app\n"), "{raw}");
     assert!(raw.contains("\nhostname: web-1\n"), "{raw}");
+    assert!(raw.contains("\nentrypoint: /init --serve\n"), "{raw}");
+    assert!(
+        raw.ends_with(
+            "lxc.environment.runtime: PATH=/usr/bin:/bin\nlxc.environment.runtime: MODE=a b\n"
+        ),
+        "{raw}"
+    );
     assert!(
         raw.contains("\nrootfs: local:200/vm-200-disk-0.raw,size=2G\n"),
         "{raw}"
@@ -181,6 +193,10 @@ async fn ct_lifecycle() {
         Some("pod default/a\ncontainer app\n")
     );
     assert_eq!(conf.digest.len(), 40);
+    assert_eq!(
+        conf.get("env").as_deref(),
+        Some("PATH=/usr/bin:/bin\0MODE=a b")
+    );
 
     // Update with the digest; then the old digest is stale.
     let update = ConfigUpdate::new()
@@ -660,4 +676,73 @@ async fn calls_per_operation() {
         "{:?}",
         server.request_counts()
     );
+}
+
+#[tokio::test]
+async fn config_file_written_by_the_node_side() {
+    // The pve driver writes raw lxc.* keys into VMID.conf itself (an API token may not):
+    // the API shows them and an API update keeps them.
+    let server = server().await;
+    let client = token_client(&server);
+    let raw = "#k8s pod\narch: amd64\nhostname: raw\nmemory: 64\nostype: unmanaged\nrootfs: local:900/vm-900-disk-0.raw,size=1G\nlxc.cap.drop: \nlxc.mount.entry: /run/shim/900 run/shim none bind,ro 0 0\n";
+    std::fs::write(server.context().config_path(900), raw).unwrap();
+    let conf = client.ct_config("pve1", 900).await.unwrap();
+    assert_eq!(
+        conf.lxc,
+        vec![
+            ("lxc.cap.drop".to_string(), String::new()),
+            (
+                "lxc.mount.entry".to_string(),
+                "/run/shim/900 run/shim none bind,ro 0 0".to_string()
+            ),
+        ]
+    );
+    assert_eq!(conf.description().as_deref(), Some("k8s pod\n"));
+    client
+        .update_ct_config(
+            "pve1",
+            900,
+            &ConfigUpdate::new().digest(&conf.digest).memory_mib(128),
+        )
+        .await
+        .unwrap();
+    let after = std::fs::read_to_string(server.context().config_path(900)).unwrap();
+    assert_eq!(after, raw.replace("memory: 64", "memory: 128"));
+}
+
+#[tokio::test]
+async fn answers_that_do_not_fit_are_decode_errors() {
+    let server = server().await;
+    let client = token_client(&server);
+    let raw = |body: &str| {
+        FaultRule::new(Fault::RawResponse {
+            status: 200,
+            body: body.into(),
+        })
+    };
+    server.inject(raw(r#"{"data":{"version":1}}"#).on("GET", "/version"));
+    let e = client.version().await.unwrap_err();
+    assert!(matches!(e, Error::Decode { .. }), "{e:?}");
+    server.inject(raw("<html>proxy error</html>").on("GET", "/version"));
+    let e = client.version().await.unwrap_err();
+    assert!(e.to_string().contains("not JSON"), "{e}");
+    server.inject(raw(r#"{"data":"not-a-upid"}"#).on("POST", "/nodes/{node}/lxc"));
+    let e = client.create_ct("pve1", &simple_ct(100)).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidUpid(_)), "{e:?}");
+    server.inject(raw(r#"{"data":"abc"}"#).on("GET", "/cluster/nextid"));
+    assert!(matches!(
+        client.next_id(None).await,
+        Err(Error::Decode { .. })
+    ));
+    // An error status without a JSON body: the message falls back to the status text.
+    server.inject(
+        FaultRule::new(Fault::RawResponse {
+            status: 502,
+            body: String::new(),
+        })
+        .on("GET", "/nodes"),
+    );
+    let e = client.nodes().await.unwrap_err();
+    assert_eq!(e.status(), Some(502));
+    assert_eq!(e.message(), Some("Bad Gateway"));
 }

@@ -18,6 +18,13 @@ pub enum Fault {
     LockTimeout,
     /// Answer 500 "CT is locked (<lock>)" as when the config carries a `lock:`.
     CtLocked(String),
+    /// Answer with this status and raw body (e.g. a body that does not fit the schema).
+    RawResponse {
+        /// HTTP status.
+        status: u16,
+        /// The body, sent as `application/json`.
+        body: String,
+    },
     /// Close the connection without answering (the request was read).
     DropConnection,
     /// The next task takes at least this long.

@@ -149,10 +149,10 @@ impl Inner {
 
     fn check_node(&self, params: &Params) -> Result<(), ApiError> {
         match text(params, "node") {
-            Some(n) if n != self.ctx.node => Err(ApiError::status(
-                595,
-                format!("no such cluster node '{n}'\n"),
-            )),
+            // pve-cluster `remote_node_ip` dies while pveproxy looks for the node to proxy to.
+            Some(n) if n != self.ctx.node => {
+                Err(ApiError::die(format!("no such cluster node '{n}'\n")))
+            }
             _ => Ok(()),
         }
     }

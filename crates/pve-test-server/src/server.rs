@@ -562,6 +562,12 @@ impl Inner {
                 Fault::Status { status, message } => {
                     return Ok(error_response(&ApiError::status(status, message)));
                 }
+                Fault::RawResponse { status, body } => {
+                    let mut resp = json_response_raw(body);
+                    *resp.status_mut() =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    return Ok(resp);
+                }
                 Fault::LockTimeout => {
                     let lock = self.ctx.lock_dir.join(format!(
                         "pve-config-{}.lock",
@@ -964,7 +970,11 @@ fn with_reason(
 }
 
 fn json_response(body: &Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    json_response_raw(body.to_string())
+}
+
+fn json_response_raw(body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json;charset=UTF-8"),

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use containerd_shim_protos::cgroups::metrics::Metrics;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::LinuxResources;
 
@@ -139,147 +138,39 @@ impl ContainerCgroup {
 
     /// containerd's metrics (`io.containerd.cgroups.v1.Metrics` on v1, v2's on v2) as an Any.
     pub fn metrics(&self) -> Result<Any> {
-        let cg = containerd_shim::cgroup::get_cgroup(self.pid)
-            .map_err(|e| ShimError::Internal(format!("load cgroup of pid {}: {e}", self.pid)))?;
-        let mut metrics = containerd_shim::cgroup::collect_metrics(&cg)
-            .map_err(|e| ShimError::Internal(format!("collect metrics: {e}")))?;
-        if !self.unified_only {
-            // The framework reads v2 files (cpu.stat `usage_usec`) even on v1, which leaves CPU
-            // usage at 0, and sets no memory limit, so CRI computes `available_bytes` as
-            // 0 - working set. Fill both from the v1 files, as runc's shim does.
-            self.fill_v1_cpu(&mut metrics);
-            self.fill_v1_memory(&mut metrics);
-        }
-        containerd_shim::util::convert_to_any(Box::new(metrics))
+        let message: Box<dyn containerd_shim::protos::protobuf::MessageDyn> = if self.unified_only {
+            Box::new(crate::metrics::collect_v2(self.dir("")?))
+        } else {
+            Box::new(crate::metrics::collect_v1(&self.dirs))
+        };
+        containerd_shim::util::convert_to_any(message)
             .map_err(|e| ShimError::Internal(format!("encode metrics: {e}")))
     }
 
-    fn fill_v1_cpu(&self, metrics: &mut Metrics) {
-        use containerd_shim_protos::cgroups::metrics::{CPUStat, CPUUsage, Throttle};
-        let Ok(acct) = self.dir("cpuacct") else {
-            return;
-        };
-        let mut usage = CPUUsage::new();
-        usage.total = read_u64(&acct.join("cpuacct.usage")).unwrap_or(0);
-        usage.per_cpu = std::fs::read_to_string(acct.join("cpuacct.usage_percpu"))
-            .map(|t| {
-                t.split_whitespace()
-                    .filter_map(|v| v.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        // cpuacct.stat counts USER_HZ ticks; the metrics carry nanoseconds.
-        let tick_ns = 1_000_000_000 / clock_ticks_per_second();
-        let stat = read_keyed(&acct.join("cpuacct.stat"));
-        usage.user = stat.get("user").copied().unwrap_or(0) * tick_ns;
-        usage.kernel = stat.get("system").copied().unwrap_or(0) * tick_ns;
-        let mut throttle = Throttle::new();
-        if let Ok(cpu) = self.dir("cpu") {
-            let stat = read_keyed(&cpu.join("cpu.stat"));
-            throttle.periods = stat.get("nr_periods").copied().unwrap_or(0);
-            throttle.throttled_periods = stat.get("nr_throttled").copied().unwrap_or(0);
-            throttle.throttled_time = stat.get("throttled_time").copied().unwrap_or(0);
-        }
-        let mut cpu = CPUStat::new();
-        cpu.usage = Some(usage).into();
-        cpu.throttling = Some(throttle).into();
-        metrics.cpu = Some(cpu).into();
-    }
-
-    fn fill_v1_memory(&self, metrics: &mut Metrics) {
-        use containerd_shim_protos::cgroups::metrics::{MemoryEntry, MemoryStat};
-        let Ok(dir) = self.dir("memory") else {
-            return;
-        };
-        let entry = |prefix: &str| -> MemoryEntry {
-            let mut e = MemoryEntry::new();
-            let file = |name: &str| dir.join(format!("{prefix}{name}"));
-            e.usage = read_u64(&file("usage_in_bytes")).unwrap_or(0);
-            e.max = read_u64(&file("max_usage_in_bytes")).unwrap_or(0);
-            e.limit = read_u64(&file("limit_in_bytes")).unwrap_or(0);
-            e.failcnt = read_u64(&file("failcnt")).unwrap_or(0);
-            e
-        };
-        let stat = read_keyed(&dir.join("memory.stat"));
-        let v = |k: &str| stat.get(k).copied().unwrap_or(0);
-        let mut m = MemoryStat::new();
-        m.cache = v("cache");
-        m.rss = v("rss");
-        m.rss_huge = v("rss_huge");
-        m.mapped_file = v("mapped_file");
-        m.dirty = v("dirty");
-        m.writeback = v("writeback");
-        m.pg_pg_in = v("pgpgin");
-        m.pg_pg_out = v("pgpgout");
-        m.pg_fault = v("pgfault");
-        m.pg_maj_fault = v("pgmajfault");
-        m.inactive_anon = v("inactive_anon");
-        m.active_anon = v("active_anon");
-        m.inactive_file = v("inactive_file");
-        m.active_file = v("active_file");
-        m.unevictable = v("unevictable");
-        m.hierarchical_memory_limit = v("hierarchical_memory_limit");
-        m.hierarchical_swap_limit = v("hierarchical_memsw_limit");
-        m.total_cache = v("total_cache");
-        m.total_rss = v("total_rss");
-        m.total_rss_huge = v("total_rss_huge");
-        m.total_mapped_file = v("total_mapped_file");
-        m.total_dirty = v("total_dirty");
-        m.total_writeback = v("total_writeback");
-        m.total_pg_pg_in = v("total_pgpgin");
-        m.total_pg_pg_out = v("total_pgpgout");
-        m.total_pg_fault = v("total_pgfault");
-        m.total_pg_maj_fault = v("total_pgmajfault");
-        m.total_inactive_anon = v("total_inactive_anon");
-        m.total_active_anon = v("total_active_anon");
-        m.total_inactive_file = v("total_inactive_file");
-        m.total_active_file = v("total_active_file");
-        m.total_unevictable = v("total_unevictable");
-        m.usage = Some(entry("memory.")).into();
-        if dir.join("memory.memsw.usage_in_bytes").exists() {
-            m.swap = Some(entry("memory.memsw.")).into();
-        }
-        m.kernel = Some(entry("memory.kmem.")).into();
-        m.kernel_tcp = Some(entry("memory.kmem.tcp.")).into();
-        metrics.memory = Some(m).into();
-    }
-
+    /// Applies new resources (the Update RPC) with the same mapping the config renderer uses,
+    /// so a value means the same at create and at update.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
-        let cg = containerd_shim::cgroup::get_cgroup(self.pid)
-            .map_err(|e| ShimError::Internal(format!("load cgroup of pid {}: {e}", self.pid)))?;
-        containerd_shim::cgroup::update_resources(&cg, resources)
-            .map_err(|e| ShimError::InvalidArgument(format!("update resources: {e}")))
+        let mode = if self.unified_only {
+            lxc_config::CgroupMode::Unified
+        } else {
+            lxc_config::CgroupMode::Legacy
+        };
+        let settings = lxc_config::cgroup_settings(resources, mode)
+            .map_err(|e| ShimError::InvalidArgument(format!("update: {e}")))?;
+        for (file, value) in settings {
+            // v1 file names start with their controller ("memory.limit_in_bytes").
+            let controller = file.split('.').next().unwrap_or_default();
+            let dir = self.dir(controller)?;
+            let path = dir.join(&file);
+            std::fs::write(&path, &value)
+                .ctx(|| format!("update: write {value:?} to {}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// The memory cgroup directory on v1, for OOM notifications.
     pub fn memory_dir(&self) -> Option<&Path> {
         self.dir("memory").ok()
-    }
-}
-
-fn read_u64(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// A `key value` per line file (memory.stat, cpu.stat, cpuacct.stat).
-fn read_keyed(path: &Path) -> HashMap<String, u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no side effects.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as u64
-    } else {
-        100
     }
 }
 

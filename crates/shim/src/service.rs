@@ -68,6 +68,27 @@ pub fn runtime_info() -> Result<Vec<u8>, String> {
     info.write_to_bytes().map_err(|e| e.to_string())
 }
 
+/// Descriptors the shim inherited (containerd leaves some open) must not leak on into
+/// lxc-start, lxc-attach or hooks: mark every one above stderr close-on-exec.
+fn close_on_exec_inherited() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 /// The pod this container belongs to, from the bundle's config.json (cwd of `start`).
 fn grouping(bundle: &Path, id: &str) -> String {
     let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok();
@@ -229,6 +250,7 @@ impl Shim for Service {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        close_on_exec_inherited();
         match TaskService::new(&self.namespace, publisher, self.exit.clone()).await {
             Ok(t) => t,
             Err(e) => {

@@ -43,6 +43,7 @@ use crate::driver::{namespaced_lxcpath, CreateSpec, Driver};
 use crate::errors::{IoContext, Result, ShimError};
 use crate::exits::ChildExits;
 use crate::helper;
+use crate::hooks::{self, Where};
 use crate::lxcmon::{exit_status_from_wait, LxcMonitor};
 use crate::process::{ProcessState, Status};
 use crate::stdio::{ContainerStdio, ProcessIo, StdioPaths};
@@ -130,6 +131,8 @@ struct Container {
     cgroup: std::sync::Mutex<Option<ContainerCgroup>>,
     rootfs_mounted: bool,
     exec_seq: AtomicU32,
+    hooks: Option<oci_spec::runtime::Hooks>,
+    annotations: HashMap<String, String>,
     supervisor_pid: std::sync::Mutex<Option<u32>>,
 }
 
@@ -371,6 +374,10 @@ impl TaskService {
             )));
         }
         let config = config::from_create_options(req.options.as_ref())?;
+        if let Some(level) = config.log_level.as_deref().and_then(|l| l.parse().ok()) {
+            // The runtime options' level wins over the host file's, from this container on.
+            log::set_max_level(level);
+        }
         let driver = self.make_driver(&config)?;
         let bundle = PathBuf::from(&req.bundle);
         let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
@@ -408,9 +415,7 @@ impl TaskService {
             }
             let mut init_spec = plan.init.clone();
             init_spec.terminal = req.terminal || init_spec.terminal;
-            init_spec.stdio.stdin = !req.stdin.is_empty();
-            init_spec.stdio.stdout = !req.stdout.is_empty();
-            init_spec.stdio.stderr = !req.stderr.is_empty();
+            init_spec.stdio = stdio_flags(init_spec.terminal, &req.stdin, &req.stdout, &req.stderr);
             let spec_path = state_dir.join(ctinit_proto::INIT_SPEC_NAME);
             std::fs::write(&spec_path, init_spec.to_json())
                 .ctx(|| format!("write {}", spec_path.display()))?;
@@ -447,6 +452,28 @@ impl TaskService {
             let (conn, pid, pty) = helper::handshake(conn, container_stdio, HELPER_TIMEOUT)
                 .await
                 .map_err(|e| explain_start_failure(e, &state_dir))?;
+            let annotations = spec.annotations().clone().unwrap_or_default();
+            if let Some(h) = &plan.hooks {
+                let state = hooks::state_json(&id, "created", pid, &bundle, &annotations);
+                let mut create_runtime = h.prestart().clone().unwrap_or_default();
+                create_runtime.extend(h.create_runtime().clone().unwrap_or_default());
+                hooks::run_all(
+                    &self.inner.exits,
+                    "createRuntime",
+                    &create_runtime,
+                    &state,
+                    Where::Host,
+                )
+                .await?;
+                hooks::run_all(
+                    &self.inner.exits,
+                    "createContainer",
+                    &h.create_container().clone().unwrap_or_default(),
+                    &state,
+                    Where::Container { pid, root: false },
+                )
+                .await?;
+            }
             if let Some(master) = pty {
                 io.attach_pty(master).await?;
             }
@@ -469,6 +496,8 @@ impl TaskService {
                 cgroup: std::sync::Mutex::new(cgroup.clone()),
                 rootfs_mounted: !req.rootfs.is_empty(),
                 exec_seq: AtomicU32::new(0),
+                hooks: plan.hooks.clone(),
+                annotations,
                 supervisor_pid: std::sync::Mutex::new(supervisor),
             });
             let bundle_state = BundleState {
@@ -656,9 +685,54 @@ impl TaskService {
                 .map_err(|_| ShimError::Internal("lock".into()))?
                 .take()
                 .ok_or_else(|| ShimError::FailedPrecondition("init already started".into()))?;
+            let pid = proc.snapshot().pid;
+            let start_hooks = container
+                .hooks
+                .as_ref()
+                .and_then(|h| h.start_container().clone())
+                .unwrap_or_default();
+            if !start_hooks.is_empty() {
+                let state = hooks::state_json(
+                    &req.id,
+                    "created",
+                    pid,
+                    &container.bundle,
+                    &container.annotations,
+                );
+                if let Err(e) = hooks::run_all(
+                    &self.inner.exits,
+                    "startContainer",
+                    &start_hooks,
+                    &state,
+                    Where::Container { pid, root: true },
+                )
+                .await
+                {
+                    // The spec: stop the container, report the error.
+                    drop(conn);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return Err(e);
+                }
+            }
             helper::start(conn, HELPER_TIMEOUT).await?;
             proc.with_state(|s| s.start())?;
-            let pid = proc.snapshot().pid;
+            if let Some(post) = container.hooks.as_ref().and_then(|h| h.poststart().clone()) {
+                let state = hooks::state_json(
+                    &req.id,
+                    "running",
+                    pid,
+                    &container.bundle,
+                    &container.annotations,
+                );
+                if let Err(e) =
+                    hooks::run_all(&self.inner.exits, "poststart", &post, &state, Where::Host).await
+                {
+                    warn!("{}: {e}", req.id);
+                }
+            }
             self.publish(
                 topics::TASK_START_EVENT_TOPIC,
                 Box::new(TaskStart {
@@ -856,6 +930,20 @@ impl TaskService {
         if let Some(sup) = container.supervisor_pid.lock().ok().and_then(|g| *g) {
             debug!("{}: lxc-start was {sup}", container.id);
         }
+        if let Some(post) = container.hooks.as_ref().and_then(|h| h.poststop().clone()) {
+            let state = hooks::state_json(
+                &req.id,
+                "stopped",
+                0,
+                &container.bundle,
+                &container.annotations,
+            );
+            if let Err(e) =
+                hooks::run_all(&self.inner.exits, "poststop", &post, &state, Where::Host).await
+            {
+                warn!("{}: {e}", req.id);
+            }
+        }
         init.io.shutdown().await;
         for exec in container.execs.lock().await.values() {
             exec.io.shutdown().await;
@@ -908,9 +996,7 @@ impl TaskService {
         let mut init_spec = lxc_config::init_spec_for(&process)
             .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
         init_spec.terminal = req.terminal || init_spec.terminal;
-        init_spec.stdio.stdin = !req.stdin.is_empty();
-        init_spec.stdio.stdout = !req.stdout.is_empty();
-        init_spec.stdio.stderr = !req.stderr.is_empty();
+        init_spec.stdio = stdio_flags(init_spec.terminal, &req.stdin, &req.stdout, &req.stderr);
         let paths = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -984,7 +1070,29 @@ impl TaskService {
     }
 }
 
+/// Which stdio descriptors the helper receives: none with a terminal (the pty is its stdio).
+fn stdio_flags(
+    terminal: bool,
+    stdin: &str,
+    stdout: &str,
+    stderr: &str,
+) -> ctinit_proto::StdioFlags {
+    if terminal {
+        return ctinit_proto::StdioFlags::default();
+    }
+    ctinit_proto::StdioFlags {
+        stdin: !stdin.is_empty(),
+        stdout: !stdout.is_empty(),
+        stderr: !stderr.is_empty(),
+    }
+}
+
+/// Adds the end of LXC's log to a failure of the container itself; the helper's own errors
+/// (bad executable, cwd, user) already say everything.
 fn explain_start_failure(e: ShimError, state_dir: &Path) -> ShimError {
+    if matches!(e, ShimError::FailedPrecondition(_)) {
+        return e;
+    }
     let log = std::fs::read_to_string(log_path(state_dir)).unwrap_or_default();
     let tail: Vec<&str> = log.lines().rev().take(5).collect();
     if tail.is_empty() {
