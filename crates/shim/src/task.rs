@@ -413,6 +413,7 @@ impl TaskService {
             for ignored in &plan.ignored {
                 info!("{id}: {} ignored: {}", ignored.field, ignored.reason);
             }
+            crate::devices::create_nodes(&plan.devices)?;
             let mut init_spec = plan.init.clone();
             init_spec.terminal = req.terminal || init_spec.terminal;
             init_spec.stdio = stdio_flags(init_spec.terminal, &req.stdin, &req.stdout, &req.stderr);
