@@ -594,8 +594,11 @@ fn case_exec_streaming(env: &CriEnv) -> Result<()> {
 
 const HTTP_SERVER: &str = "mkdir -p /tmp/www && echo \"pong from $(hostname)\" > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www";
 
+/// (busybox 1.35 wget crashes on `-T`; `timeout` bounds each try instead.)
 fn wget_retry(url: &str) -> String {
-    format!("for i in $(seq 100); do wget -q -T 2 -O- {url} && exit 0; sleep 0.2; done; exit 1")
+    format!(
+        "for i in $(seq 100); do timeout 5 wget -q -O- {url} && exit 0; sleep 0.2; done; exit 1"
+    )
 }
 
 /// The pod's containers share its network namespace; two pods reach each other by pod IP; the
@@ -664,7 +667,11 @@ fn case_networking(env: &CriEnv) -> Result<()> {
 /// A hostNetwork pod's containers are in the node's network namespace.
 fn case_host_network(env: &CriEnv) -> Result<()> {
     let mut c = env.cri()?;
-    let mut pod = run_pod(env, "hostnet", |p| client::pod_ns(p).network = ns::NODE)?;
+    // The kubelet sends no hostname for a hostNetwork pod: it keeps the node's UTS namespace.
+    let mut pod = run_pod(env, "hostnet", |p| {
+        client::pod_ns(p).network = ns::NODE;
+        p.hostname.clear();
+    })?;
     let id = pod.run(&sleeper("main", &env.images.busybox))?;
     env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
     let inside = env.block_on(c.sh(&id, "readlink /proc/self/ns/net"))?;
