@@ -143,8 +143,9 @@ pub struct PveNative {
     pub unprivileged: bool,
 }
 
-/// The container, ready to render. Public fields may be adjusted by the caller before
-/// rendering (for instance the shim adds its own tags or description lines).
+/// The container, ready to render. A caller may add tags and description lines before
+/// rendering (both are re-encoded by the renderer); the other fields were checked by [`plan`]
+/// and are public for reading (cgroup path, mounts, devices), not for changing.
 #[derive(Clone, Debug)]
 pub struct ContainerPlan {
     /// What the helper applies to become the workload (stdio flags are the shim's to set).

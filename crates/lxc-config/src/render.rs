@@ -207,7 +207,9 @@ impl ContainerPlan {
             native.push(("swap", s.to_string()));
         }
         if !self.tags.is_empty() {
-            native.push(("tags", self.tags.join(";")));
+            // Callers may add tags; they are reduced to valid ones here, so none can break out.
+            let tags: Vec<String> = self.tags.iter().map(|t| text::pve_tag(t)).collect();
+            native.push(("tags", tags.join(";")));
         }
         if p.unprivileged {
             native.push(("unprivileged", "1".into()));

@@ -134,3 +134,22 @@ fn lxc6_include_has_no_v1_reset() {
         "linux.resources"
     );
 }
+
+/// Tags and description lines a caller adds are encoded by the renderer as well.
+#[test]
+fn caller_added_tags_and_description_stay_on_their_lines() {
+    let mut plan = common::plan_value(&common::fixture("minimal"), CgroupMode::Legacy).unwrap();
+    plan.tags.push("id-abc\nlxc.cap.keep: sys_admin".into());
+    plan.description
+        .push_str("\ncontainer id: abc\r\nlxc.cap.keep: sys_admin");
+    let ct = plan.render_pve(Path::new(common::INCLUDE)).ct_conf;
+    assert!(!ct.lines().any(|l| l.starts_with("lxc.cap.keep")), "{ct}");
+    assert!(
+        ct.contains("tags: id-abc_lxc.cap.keep__sys_admin\n"),
+        "{ct}"
+    );
+    assert!(
+        ct.contains("#container id%3a abc%0d\n#lxc.cap.keep%3a sys_admin\n"),
+        "{ct}"
+    );
+}
