@@ -14,6 +14,7 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod devices;
 pub mod driver;
 pub mod errors;
 pub mod exits;

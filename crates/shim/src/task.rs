@@ -272,6 +272,61 @@ pub fn unmount_rootfs(target: &Path) {
     }
 }
 
+/// Device nodes for `linux.devices` live in the state directory and are bind-mounted into the
+/// container, which keeps the source's `nodev`. Where /run is a `nodev` tmpfs (stock Debian,
+/// Proxmox VE), the state root gets a tmpfs of its own that allows devices (still nosuid).
+fn ensure_state_root() -> Result<()> {
+    let root = Path::new(config::STATE_ROOT);
+    std::fs::create_dir_all(root).ctx(|| format!("create {}", root.display()))?;
+    let stat = nix::sys::statvfs::statvfs(root)
+        .map_err(|e| ShimError::io(format!("statvfs {}", root.display()), e.into()))?;
+    if !stat.flags().contains(nix::sys::statvfs::FsFlags::ST_NODEV) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )
+    .map_err(|e| ShimError::io(format!("mount a tmpfs on {}", root.display()), e.into()))
+}
+
+/// LXC's version decides which keys the renderer may use (LXC 6 has no cgroup v1 keys).
+fn lxc_version() -> (u32, u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        // Read the output, then wait; the wait may lose the race with the shim's reaper,
+        // which only means the status is not ours to see.
+        let mut text = String::new();
+        if let Ok(mut child) = std::process::Command::new("lxc-start")
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            if let Some(mut out) = child.stdout.take() {
+                let _ = std::io::Read::read_to_string(&mut out, &mut text);
+            }
+            let _ = child.wait();
+        }
+        parse_version(&text).unwrap_or((5, 0, 0))
+    })
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    Some((major, minor, patch))
+}
+
 fn node_facts() -> lxc_config::NodeFacts {
     let unified = std::fs::read_to_string("/proc/self/mountinfo")
         .map(|t| {
@@ -285,7 +340,7 @@ fn node_facts() -> lxc_config::NodeFacts {
         } else {
             lxc_config::CgroupMode::Legacy
         },
-        lxc_version: (5, 0, 2),
+        lxc_version: lxc_version(),
     }
 }
 
@@ -393,6 +448,7 @@ impl TaskService {
                 mount_rootfs(&req.rootfs, &rootfs)?;
                 undo.rootfs = Some(rootfs.clone());
             }
+            ensure_state_root()?;
             if state_dir.exists() {
                 let _ = std::fs::remove_dir_all(&state_dir);
             }
@@ -413,6 +469,7 @@ impl TaskService {
             for ignored in &plan.ignored {
                 info!("{id}: {} ignored: {}", ignored.field, ignored.reason);
             }
+            crate::devices::create_nodes(&plan.devices)?;
             let mut init_spec = plan.init.clone();
             init_spec.terminal = req.terminal || init_spec.terminal;
             init_spec.stdio = stdio_flags(init_spec.terminal, &req.stdin, &req.stdout, &req.stderr);
@@ -420,6 +477,12 @@ impl TaskService {
             std::fs::write(&spec_path, init_spec.to_json())
                 .ctx(|| format!("write {}", spec_path.display()))?;
 
+            plan.write_state_files().ctx(|| {
+                format!(
+                    "write seccomp profile and device nodes in {}",
+                    state_dir.display()
+                )
+            })?;
             let lxc_config = plan.render_lxc();
             driver
                 .create(&CreateSpec {
@@ -1123,6 +1186,16 @@ pub async fn teardown(
         unmount_rootfs(&bundle.join("rootfs"));
     }
     let _ = std::fs::remove_file(bundle.join(BUNDLE_STATE_FILE));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lxc_versions_parse() {
+        assert_eq!(super::parse_version("5.0.2\n"), Some((5, 0, 2)));
+        assert_eq!(super::parse_version("6.0.4-pve1"), Some((6, 0, 4)));
+        assert_eq!(super::parse_version(""), None);
+    }
 }
 
 #[derive(Default)]

@@ -1,0 +1,1265 @@
+//! Pods through containerd's CRI plugin with `runtime_handler = "proxmox-lxc"`, driven over
+//! gRPC the way the kubelet drives it.
+//!
+//! Test names: `containerd-VERSION::CASE`. One containerd per version is shared by its cases
+//! (started on first use, torn down at the end), with one local registry for all of them. Each
+//! case makes its own pods and, after removing them, checks that nothing of them is left: no
+//! shim process, no LXC container in the shim's lxcpath, no mount, no network namespace.
+//! The run fails if the final teardown had to clean anything up by force.
+//!
+//! containerd 1.6 (Debian's) passes the shim its options through `ConfigPath`; 1.7 and 2.1
+//! (unpacked by scripts/setup.sh) through inline keys (`config_body`). Each points the shim's
+//! lxcpath into the run's work dir, and the cases check the LXC containers appear there: the
+//! proof that runtime options reach the shim.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use cri::client::{self, container_config, ns, pod_config, res, sec, state, v1, Cri};
+use cri::env::{CriEnv, ShimOptions};
+use cri::registry::{Images, Registry, APP_GREETING};
+use e2e::ContainerdVersion;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+// ---------------------------------------------------------------------------------------------
+// Shared registry and containerd instances
+
+struct Shared {
+    registry: Registry,
+    images: Images,
+}
+
+static SHARED: OnceLock<std::result::Result<Shared, String>> = OnceLock::new();
+
+fn shared() -> Result<&'static Shared> {
+    SHARED
+        .get_or_init(|| {
+            let dir = cri::env::work_base().join(format!("registry-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let registry = Registry::start(&dir).map_err(|e| format!("{e:#}"))?;
+            let images = registry
+                .push_test_images(&dir)
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(Shared { registry, images })
+        })
+        .as_ref()
+        .map_err(|e| anyhow!("local registry: {e}"))
+}
+
+type Envs = Mutex<HashMap<String, std::result::Result<Arc<CriEnv>, String>>>;
+
+fn envs() -> &'static Envs {
+    static ENVS: OnceLock<Envs> = OnceLock::new();
+    ENVS.get_or_init(Default::default)
+}
+
+/// The shared environment of a containerd version, started on first use, with the test images
+/// pulled through CRI.
+fn env_for(version: &ContainerdVersion) -> Result<Arc<CriEnv>> {
+    let shared = shared()?;
+    let mut map = envs().lock().unwrap_or_else(|e| e.into_inner());
+    let entry = map.entry(version.name.clone()).or_insert_with(|| {
+        let label = format!("c{}", version.name);
+        let use_config_path = version.name == "1.6";
+        CriEnv::start(
+            version.clone(),
+            &label,
+            &shared.images,
+            &shared.registry.host,
+            |work| {
+                let lxcpath = work.join("lxc");
+                let shim_config = format!("[lxc]\nlxcpath = \"{}\"\n", lxcpath.display());
+                if use_config_path {
+                    let file = work.join("shim.toml");
+                    std::fs::write(&file, &shim_config)?;
+                    Ok((ShimOptions::ConfigPath(file.display().to_string()), lxcpath))
+                } else {
+                    Ok((ShimOptions::Inline(shim_config), lxcpath))
+                }
+            },
+        )
+        .and_then(|env| {
+            let mut c = env.cri()?;
+            for image in [&env.images.busybox, &env.images.app] {
+                env.block_on(c.pull(image))?;
+            }
+            Ok(Arc::new(env))
+        })
+        .map_err(|e| format!("{e:#}"))
+    });
+    entry
+        .clone()
+        .map_err(|e| anyhow!("containerd {}: {e}", version.name))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pods and what they must leave behind: nothing
+
+/// A pod made by a case. `finish` removes it as the kubelet does and checks for leftovers;
+/// dropping it unfinished (a failed case) still removes it.
+struct Pod<'a> {
+    env: &'a CriEnv,
+    id: String,
+    config: v1::PodSandboxConfig,
+    log_dir: PathBuf,
+    netns: Option<String>,
+    containers: Vec<String>,
+    done: bool,
+}
+
+fn run_pod<'a>(
+    env: &'a CriEnv,
+    name: &str,
+    tweak: impl FnOnce(&mut v1::PodSandboxConfig),
+) -> Result<Pod<'a>> {
+    let log_dir = env.scratch(&format!("{name}-logs"));
+    let mut config = pod_config(name, &log_dir, &env.cgroup_parent);
+    tweak(&mut config);
+    let mut c = env.cri()?;
+    let id = env.block_on(c.run_pod(&config))?;
+    let status = env.block_on(c.pod_status(&id))?;
+    Ok(Pod {
+        env,
+        id,
+        config,
+        log_dir,
+        netns: client::pod_netns_path(&status),
+        containers: Vec::new(),
+        done: false,
+    })
+}
+
+impl Pod<'_> {
+    fn cri(&self) -> Result<Cri> {
+        self.env.cri()
+    }
+
+    /// CreateContainer + StartContainer. Like the kubelet, gives the container the pod's
+    /// namespace options (containerd takes the container's pid mode from them).
+    fn run(&mut self, config: &v1::ContainerConfig) -> Result<String> {
+        let mut c = self.cri()?;
+        let mut config = config.clone();
+        let pod_ns = self
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
+        let s = sec(&mut config);
+        if s.namespace_options.is_none() {
+            s.namespace_options = pod_ns;
+        }
+        let config = &config;
+        let id = self
+            .env
+            .block_on(c.create_container(&self.id, config, &self.config))?;
+        self.containers.push(id.clone());
+        self.env.block_on(c.start_container(&id))?;
+        Ok(id)
+    }
+
+    fn log_file(&self, container_name: &str) -> PathBuf {
+        self.log_dir.join(format!("{container_name}.log"))
+    }
+
+    /// Waits until the container's CRI log holds `needle` (in any stream); returns the parsed
+    /// log lines (stream, content).
+    fn wait_log(&self, container_name: &str, needle: &str) -> Result<Vec<(String, String)>> {
+        let path = self.log_file(container_name);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines = parse_cri_log(&text)?;
+            if lines.iter().any(|(_, l)| l.contains(needle)) {
+                return Ok(lines);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "log {} did not show {needle:?} within 20 s; it holds:\n{text}",
+                    path.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// StopPodSandbox + RemovePodSandbox, then the leftover checks.
+    fn finish(mut self) -> Result<()> {
+        self.done = true;
+        let mut c = self.cri()?;
+        self.env.block_on(c.remove_pod(&self.id))?;
+        check_pod_gone(self.env, &self.id, &self.containers, self.netns.as_deref())
+    }
+}
+
+impl Drop for Pod<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Ok(mut c) = self.env.cri() {
+                let _ = self.env.block_on(c.remove_pod(&self.id));
+            }
+        }
+    }
+}
+
+/// Parses the CRI log format: `TIMESTAMP STREAM TAG CONTENT` per line (TAG `F` full, `P`
+/// partial). Every line must be well formed.
+fn parse_cri_log(text: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(4, ' ');
+        let (Some(ts), Some(stream), Some(tag), content) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            bail!("malformed CRI log line {line:?}");
+        };
+        ensure!(
+            ts.len() >= 20 && ts.contains('T') && (ts.ends_with('Z') || ts.contains('+')),
+            "CRI log line without an RFC 3339 timestamp: {line:?}"
+        );
+        ensure!(
+            stream == "stdout" || stream == "stderr",
+            "CRI log line with stream {stream:?}: {line:?}"
+        );
+        ensure!(
+            tag == "F" || tag == "P",
+            "CRI log line with tag {tag:?}: {line:?}"
+        );
+        out.push((stream.to_string(), content.unwrap_or("").to_string()));
+    }
+    Ok(out)
+}
+
+/// After RemovePodSandbox: the pod's shim exits, its LXC containers, mounts and network
+/// namespace are gone.
+fn check_pod_gone(
+    env: &CriEnv,
+    pod: &str,
+    containers: &[String],
+    netns: Option<&str>,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    let id_flag = format!("-id {pod}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let shims: Vec<_> = env
+            .shim_processes()
+            .into_iter()
+            .filter(|p| p.cmdline.contains(&id_flag))
+            .collect();
+        if shims.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            for p in shims {
+                problems.push(format!(
+                    "shim {} of the pod still runs: {}",
+                    p.pid, p.cmdline
+                ));
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for id in std::iter::once(pod.to_string()).chain(containers.iter().cloned()) {
+        let dir = env.lxc_dir().join(&id);
+        if dir.exists() {
+            problems.push(format!("LXC container left: {}", dir.display()));
+        }
+        for m in e2e::host::mounts_containing(&id) {
+            problems.push(format!("mount left: {}", m.display()));
+        }
+        for p in e2e::host::processes_matching(&[&id]) {
+            problems.push(format!("process left: {} {}", p.pid, p.cmdline));
+        }
+    }
+    if let Some(ns) = netns {
+        if Path::new(ns).exists() {
+            problems.push(format!("network namespace left: {ns}"));
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "pod {pod} left things behind:\n{}",
+        problems.join("\n")
+    );
+    Ok(())
+}
+
+/// A container that runs until stopped.
+fn sleeper(name: &str, image: &str) -> v1::ContainerConfig {
+    container_config(
+        name,
+        image,
+        &["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
+    )
+}
+
+/// The container's cgroup directory for a v1 controller (or the v2 dir), from its init pid.
+fn cgroup_dir(pid: i32, controller: &str) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        if ctrls.split(',').any(|c| c == controller) {
+            return Ok(PathBuf::from("/sys/fs/cgroup")
+                .join(ctrls)
+                .join(path.trim_start_matches('/')));
+        }
+    }
+    bail!("pid {pid} has no {controller} cgroup:\n{text}")
+}
+
+fn read_trim(path: &Path) -> Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("read {}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+fn cap_mask(text: &str, field: &str) -> Result<u64> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(field))
+        .ok_or_else(|| anyhow!("no {field} in {text}"))?;
+    let hex = line.split_whitespace().nth(1).unwrap_or("");
+    Ok(u64::from_str_radix(hex, 16)?)
+}
+
+// Capability numbers (linux/capability.h).
+const CAP_CHOWN: u32 = 0;
+const CAP_DAC_OVERRIDE: u32 = 1;
+const CAP_FOWNER: u32 = 3;
+const CAP_FSETID: u32 = 4;
+const CAP_KILL: u32 = 5;
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+const CAP_SETPCAP: u32 = 8;
+const CAP_NET_BIND_SERVICE: u32 = 10;
+const CAP_NET_RAW: u32 = 13;
+const CAP_SYS_CHROOT: u32 = 18;
+const CAP_SYS_TIME: u32 = 25;
+const CAP_MKNOD: u32 = 27;
+const CAP_AUDIT_WRITE: u32 = 29;
+const CAP_SETFCAP: u32 = 31;
+
+/// containerd's default capability set for CRI containers.
+fn default_caps() -> u64 {
+    [
+        CAP_CHOWN,
+        CAP_DAC_OVERRIDE,
+        CAP_FSETID,
+        CAP_FOWNER,
+        CAP_MKNOD,
+        CAP_NET_RAW,
+        CAP_SETGID,
+        CAP_SETUID,
+        CAP_SETFCAP,
+        CAP_SETPCAP,
+        CAP_NET_BIND_SERVICE,
+        CAP_SYS_CHROOT,
+        CAP_KILL,
+        CAP_AUDIT_WRITE,
+    ]
+    .iter()
+    .fold(0u64, |m, c| m | (1u64 << c))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+
+/// The whole lifecycle the kubelet drives, with logs, ExecSync, stats, resource updates and
+/// both ways a stop ends (graceful; killed after the timeout).
+fn case_lifecycle(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "lifecycle", |_| {})?;
+    let status = env.block_on(c.pod_status(&pod.id))?;
+    let s = status
+        .status
+        .clone()
+        .ok_or_else(|| anyhow!("no pod status"))?;
+    ensure!(s.state == 0, "pod state {} (want SANDBOX_READY)", s.state);
+    let ip = s.network.map(|n| n.ip).unwrap_or_default();
+    ensure!(
+        ip.starts_with(&env.net.prefix),
+        "pod IP {ip:?} not in {}",
+        env.net.subnet
+    );
+    ensure!(
+        pod.netns.is_some(),
+        "no netns path in the pod's verbose status"
+    );
+
+    let graceful = pod.run(&container_config(
+        "graceful",
+        &env.images.busybox,
+        &[
+            "sh",
+            "-c",
+            "echo out-line; echo err-line >&2; trap 'echo got-TERM; exit 0' TERM; while :; do sleep 1; done",
+        ],
+    ))?;
+    env.block_on(c.wait_state(&graceful, state::RUNNING, Duration::from_secs(20)))?;
+    let st = env.block_on(c.container_status(&graceful))?;
+    let cs = st.status.ok_or_else(|| anyhow!("no container status"))?;
+    ensure!(cs.started_at > 0, "started_at not set: {cs:?}");
+    ensure!(
+        cs.log_path == pod.log_file("graceful").display().to_string(),
+        "log path {} (want {})",
+        cs.log_path,
+        pod.log_file("graceful").display()
+    );
+
+    // Logs in CRI format, stdout and stderr apart.
+    let lines = pod.wait_log("graceful", "err-line")?;
+    ensure!(
+        lines.contains(&("stdout".into(), "out-line".into())),
+        "stdout line missing: {lines:?}"
+    );
+    ensure!(
+        lines.contains(&("stderr".into(), "err-line".into())),
+        "stderr line missing: {lines:?}"
+    );
+
+    // ExecSync: output split, exit code kept.
+    let (code, out, err) = env.block_on(c.exec_sync(
+        &graceful,
+        &["sh", "-c", "echo exec-out; echo exec-err >&2; exit 3"],
+        10,
+    ))?;
+    ensure!(
+        (code, out.as_str(), err.as_str()) == (3, "exec-out\n", "exec-err\n"),
+        "ExecSync gave ({code}, {out:?}, {err:?})"
+    );
+
+    // Stats with real numbers after some work in the container.
+    env.block_on(c.sh(
+        &graceful,
+        "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; echo done",
+    ))?;
+    let stats = env.block_on(c.stats(&graceful))?;
+    let cpu = stats
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0);
+    let mem = stats
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0);
+    ensure!(
+        cpu > 10_000_000,
+        "ContainerStats cpu usage {cpu} ns after a busy loop: {stats:?}"
+    );
+    ensure!(
+        mem > 0,
+        "ContainerStats memory working set {mem}: {stats:?}"
+    );
+    let listed = env.block_on(c.list_stats(&pod.id))?;
+    let mine = listed
+        .iter()
+        .find(|s| s.attributes.as_ref().map(|a| a.id.as_str()) == Some(graceful.as_str()))
+        .ok_or_else(|| anyhow!("ListContainerStats lacks {graceful}: {listed:?}"))?;
+    ensure!(
+        mine.cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0)
+            >= cpu,
+        "ListContainerStats cpu went backwards: {mine:?}"
+    );
+
+    // UpdateContainerResources reaches the container's cgroup.
+    let pid = env.block_on(c.container_pid(&graceful))?;
+    env.block_on(c.update_resources(
+        &graceful,
+        v1::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 30_000,
+            cpu_shares: 256,
+            memory_limit_in_bytes: 96 << 20,
+            ..Default::default()
+        },
+    ))?;
+    let mem_dir = cgroup_dir(pid, "memory")?;
+    let limit = read_trim(&mem_dir.join("memory.limit_in_bytes"))?;
+    ensure!(
+        limit == (96u64 << 20).to_string(),
+        "memory limit after update: {limit}"
+    );
+    let cpu_dir = cgroup_dir(pid, "cpu")?;
+    let quota = read_trim(&cpu_dir.join("cpu.cfs_quota_us"))?;
+    ensure!(quota == "30000", "cpu quota after update: {quota}");
+
+    // A container that ignores SIGTERM (PID 1 without a handler).
+    let stubborn = pod.run(&container_config(
+        "stubborn",
+        &env.images.busybox,
+        &["sh", "-c", "echo started; while :; do sleep 1; done"],
+    ))?;
+    pod.wait_log("stubborn", "started")?;
+    let t = Instant::now();
+    env.block_on(c.stop_container(&graceful, 20))?;
+    let took = t.elapsed();
+    let (st, code) = env.block_on(c.container_state(&graceful))?;
+    ensure!(
+        st == state::EXITED && code == 0,
+        "graceful stop: state {st} code {code}"
+    );
+    ensure!(
+        took < Duration::from_secs(10),
+        "graceful stop took {took:?}"
+    );
+    pod.wait_log("graceful", "got-TERM")?;
+
+    let t = Instant::now();
+    env.block_on(c.stop_container(&stubborn, 2))?;
+    let took = t.elapsed();
+    let (st, code) = env.block_on(c.container_state(&stubborn))?;
+    ensure!(st == state::EXITED, "stubborn: state {st}");
+    ensure!(
+        code == 137,
+        "stubborn container exit code {code} (want 137, SIGKILL)"
+    );
+    ensure!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+        "stop with timeout 2 s took {took:?}"
+    );
+
+    for id in [&graceful, &stubborn] {
+        env.block_on(c.remove_container(id))?;
+        ensure!(
+            !env.lxc_dir().join(id).exists(),
+            "LXC container {id} still there after RemoveContainer"
+        );
+    }
+    pod.finish()
+}
+
+/// Exec over the streaming server (WebSocket, v4.channel.k8s.io): output, exit code, stdin.
+fn case_exec_streaming(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "streaming", |_| {})?;
+    let id = pod.run(&sleeper("main", &env.images.busybox))?;
+    env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+    let url = env.block_on(c.exec_url(v1::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo streamed-out; echo streamed-err >&2; exit 5".into(),
+        ],
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    }))?;
+    let r = env.block_on(cri::stream::run(&url, None))?;
+    ensure!(
+        r.stdout == b"streamed-out\n" && r.stderr == b"streamed-err\n" && r.exit_code == 5,
+        "streamed exec: stdout {:?} stderr {:?} exit {} status {}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr),
+        r.exit_code,
+        r.status
+    );
+    let url = env.block_on(c.exec_url(v1::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec!["head".into(), "-n1".into()],
+        stdin: true,
+        stdout: true,
+        ..Default::default()
+    }))?;
+    let r = env.block_on(cri::stream::run(&url, Some(b"ping-line\n")))?;
+    ensure!(
+        r.stdout == b"ping-line\n" && r.exit_code == 0,
+        "streamed exec with stdin: stdout {:?} exit {} status {}",
+        String::from_utf8_lossy(&r.stdout),
+        r.exit_code,
+        r.status
+    );
+    pod.finish()
+}
+
+const HTTP_SERVER: &str = "mkdir -p /tmp/www && echo \"pong from $(hostname)\" > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www";
+
+/// (busybox 1.35 wget crashes on `-T`; `timeout` bounds each try instead.)
+fn wget_retry(url: &str) -> String {
+    format!(
+        "for i in $(seq 100); do timeout 5 wget -q -O- {url} && exit 0; sleep 0.2; done; exit 1"
+    )
+}
+
+/// The pod's containers share its network namespace; two pods reach each other by pod IP; the
+/// IP CRI reports is the containers' own.
+fn case_networking(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut a = run_pod(env, "net-a", |_| {})?;
+    let server = a.run(&container_config(
+        "server",
+        &env.images.busybox,
+        &["sh", "-c", HTTP_SERVER],
+    ))?;
+    let client_a = a.run(&sleeper("client", &env.images.busybox))?;
+    env.block_on(c.wait_state(&client_a, state::RUNNING, Duration::from_secs(20)))?;
+    let got = env.block_on(c.sh(&client_a, &wget_retry("http://127.0.0.1:8080/")))?;
+    ensure!(
+        got.trim() == "pong from net-a",
+        "localhost within the pod gave {got:?}"
+    );
+
+    let ns_server = env.block_on(c.sh(&server, "readlink /proc/self/ns/net"))?;
+    let ns_client = env.block_on(c.sh(&client_a, "readlink /proc/self/ns/net"))?;
+    ensure!(
+        ns_server == ns_client,
+        "containers of one pod in different netns: {ns_server} vs {ns_client}"
+    );
+    let ip_a = env
+        .block_on(c.pod_status(&a.id))?
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    ensure!(ip_a.starts_with(&env.net.prefix), "pod IP {ip_a:?}");
+    for id in [&server, &client_a] {
+        let addrs = env.block_on(c.sh(id, "ip -4 -o addr show dev eth0"))?;
+        ensure!(
+            addrs.contains(&format!("inet {ip_a}/")),
+            "container {id} has eth0 {addrs:?}, CRI says {ip_a}"
+        );
+    }
+
+    let mut b = run_pod(env, "net-b", |_| {})?;
+    let client_b = b.run(&sleeper("client", &env.images.busybox))?;
+    env.block_on(c.wait_state(&client_b, state::RUNNING, Duration::from_secs(20)))?;
+    let ip_b = env
+        .block_on(c.pod_status(&b.id))?
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    ensure!(
+        ip_b != ip_a && ip_b.starts_with(&env.net.prefix),
+        "pod B IP {ip_b:?}"
+    );
+    let ns_b = env.block_on(c.sh(&client_b, "readlink /proc/self/ns/net"))?;
+    ensure!(ns_b != ns_client, "two pods share a netns");
+    let got = env.block_on(c.sh(&client_b, &wget_retry(&format!("http://{ip_a}:8080/"))))?;
+    ensure!(
+        got.trim() == "pong from net-a",
+        "pod B -> pod A by IP gave {got:?}"
+    );
+    b.finish()?;
+    a.finish()
+}
+
+/// A hostNetwork pod's containers are in the node's network namespace.
+fn case_host_network(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    // The kubelet sends no hostname for a hostNetwork pod: it keeps the node's UTS namespace.
+    let mut pod = run_pod(env, "hostnet", |p| {
+        client::pod_ns(p).network = ns::NODE;
+        p.hostname.clear();
+    })?;
+    let id = pod.run(&sleeper("main", &env.images.busybox))?;
+    env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+    let inside = env.block_on(c.sh(&id, "readlink /proc/self/ns/net"))?;
+    let host = std::fs::read_link("/proc/self/ns/net")?;
+    ensure!(
+        inside.trim() == host.to_string_lossy(),
+        "hostNetwork container in {inside:?}, node in {host:?}"
+    );
+    pod.finish()
+}
+
+/// PullImage from the registry; the image config (entrypoint, cmd, env, workdir, user) reaches
+/// the workload, and the container config overrides it as the kubelet does.
+fn case_image_config(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let image_ref = env.block_on(c.pull(&env.images.app))?;
+    ensure!(
+        image_ref.starts_with("sha256:"),
+        "PullImage ref {image_ref:?}"
+    );
+    let img = env
+        .block_on(c.image_status(&env.images.app))?
+        .ok_or_else(|| anyhow!("ImageStatus: image not found after pull"))?;
+    ensure!(
+        img.username == "app" || img.uid.as_ref().map(|u| u.value) == Some(1000),
+        "ImageStatus user: {img:?}"
+    );
+    let mut pod = run_pod(env, "imagecfg", |_| {})?;
+    let plain = pod.run(&container_config("plain", &env.images.app, &[]))?;
+    let code = env.block_on(c.wait_state(&plain, state::EXITED, Duration::from_secs(20)))?;
+    ensure!(code == 0, "app image exited {code}");
+    let lines = pod.wait_log("plain", "args=")?;
+    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    let want = [
+        format!("greeting={APP_GREETING}"),
+        "uid=1000(app) gid=1000(app)".to_string(),
+        "/home/app".to_string(),
+        "args=app-arg".to_string(),
+    ];
+    for w in &want {
+        ensure!(
+            text.iter().any(|l| l.starts_with(w.as_str())),
+            "app image output lacks {w:?}: {text:?}"
+        );
+    }
+    let mut cfg = container_config("override", &env.images.app, &[]);
+    cfg.args = vec!["first".into(), "second".into()];
+    cfg.envs = vec![v1::KeyValue {
+        key: "GREETING".into(),
+        value: "overridden".into(),
+    }];
+    cfg.working_dir = "/tmp".into();
+    let over = pod.run(&cfg)?;
+    env.block_on(c.wait_state(&over, state::EXITED, Duration::from_secs(20)))?;
+    let lines = pod.wait_log("override", "args=")?;
+    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    for w in ["greeting=overridden", "/tmp", "args=first second"] {
+        ensure!(
+            text.iter().any(|l| l.starts_with(w)),
+            "overridden app output lacks {w:?}: {text:?}"
+        );
+    }
+    pod.finish()
+}
+
+/// runAsUser/runAsGroup/supplemental groups, working dir, env, args, read-only root.
+fn case_security_context(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "secctx", |_| {})?;
+    let mut cfg = container_config("user", &env.images.busybox, &["sh", "-c"]);
+    cfg.args = vec![
+        "echo uid=$(id -u) gid=$(id -g) groups=$(id -G); echo cwd=$(pwd); echo FOO=$FOO; \
+         if touch /rootfs-write 2>/dev/null; then echo root=rw; else echo root=ro; fi; \
+         grep CapEff /proc/self/status; echo end"
+            .into(),
+    ];
+    cfg.working_dir = "/tmp".into();
+    cfg.envs = vec![v1::KeyValue {
+        key: "FOO".into(),
+        value: "bar baz".into(),
+    }];
+    {
+        let s = sec(&mut cfg);
+        s.run_as_user = Some(v1::Int64Value { value: 1234 });
+        s.run_as_group = Some(v1::Int64Value { value: 2345 });
+        s.supplemental_groups = vec![3000, 3001];
+        s.readonly_rootfs = true;
+    }
+    let id = pod.run(&cfg)?;
+    let code = env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(20)))?;
+    let lines = pod.wait_log("user", "end")?;
+    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    ensure!(code == 0, "exited {code}: {text:?}");
+    let groups_line = text
+        .iter()
+        .find(|l| l.starts_with("uid="))
+        .ok_or_else(|| anyhow!("no id line: {text:?}"))?;
+    ensure!(
+        groups_line.starts_with("uid=1234 gid=2345 groups=2345 "),
+        "id: {groups_line}"
+    );
+    for g in ["3000", "3001"] {
+        ensure!(
+            groups_line
+                .split_whitespace()
+                .any(|w| w == g || w.ends_with(&format!("={g}"))),
+            "supplemental group {g} missing: {groups_line}"
+        );
+    }
+    for w in [
+        "cwd=/tmp",
+        "FOO=bar baz",
+        "root=ro",
+        "CapEff:\t0000000000000000",
+    ] {
+        ensure!(text.contains(&w), "missing {w:?}: {text:?}");
+    }
+
+    // Capabilities: drop and add on top of containerd's default set (root user).
+    let mut cfg = container_config(
+        "caps",
+        &env.images.busybox,
+        &[
+            "sh",
+            "-c",
+            "grep -E '^Cap(Eff|Bnd)' /proc/self/status; echo end",
+        ],
+    );
+    sec(&mut cfg).capabilities = Some(v1::Capability {
+        add_capabilities: vec!["SYS_TIME".into()],
+        drop_capabilities: vec!["CHOWN".into(), "NET_RAW".into()],
+        ..Default::default()
+    });
+    let caps = pod.run(&cfg)?;
+    env.block_on(c.wait_state(&caps, state::EXITED, Duration::from_secs(20)))?;
+    let lines = pod.wait_log("caps", "end")?;
+    let text = lines
+        .iter()
+        .map(|(_, l)| l.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let want = (default_caps() & !(1 << CAP_CHOWN) & !(1 << CAP_NET_RAW)) | (1 << CAP_SYS_TIME);
+    let eff = cap_mask(&text, "CapEff")?;
+    let bnd = cap_mask(&text, "CapBnd")?;
+    ensure!(eff == want, "CapEff {eff:#x}, want {want:#x}");
+    ensure!(bnd == want, "CapBnd {bnd:#x}, want {want:#x}");
+    pod.finish()
+}
+
+/// A privileged container in a privileged pod: every capability, /sys writable.
+fn case_privileged(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "priv", |p| {
+        p.linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+            .privileged = true;
+    })?;
+    let mut cfg = container_config(
+        "priv",
+        &env.images.busybox,
+        &["sh", "-c", "grep CapEff /proc/self/status; awk '$2==\"/sys\"{print \"sys=\" $4}' /proc/mounts; echo end"],
+    );
+    sec(&mut cfg).privileged = true;
+    let id = pod.run(&cfg)?;
+    env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(20)))?;
+    let lines = pod.wait_log("priv", "end")?;
+    let text = lines
+        .iter()
+        .map(|(_, l)| l.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let host = std::fs::read_to_string("/proc/self/status")?;
+    let host_bnd = cap_mask(&host, "CapBnd")?;
+    let eff = cap_mask(&text, "CapEff")?;
+    ensure!(
+        eff == host_bnd,
+        "privileged CapEff {eff:#x}, node bounding set {host_bnd:#x}"
+    );
+    ensure!(
+        text.lines().any(|l| l.starts_with("sys=rw")),
+        "privileged container's /sys is not rw: {text}"
+    );
+    pod.finish()
+}
+
+/// CPU quota/shares and memory limit land in the container's cgroup (v1 here), under the pod's
+/// cgroup parent.
+fn case_resources(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "res", |_| {})?;
+    let parent = pod
+        .config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
+    let mut cfg = sleeper("limited", &env.images.busybox);
+    {
+        let r = res(&mut cfg);
+        r.cpu_period = 100_000;
+        r.cpu_quota = 50_000;
+        r.cpu_shares = 512;
+        r.memory_limit_in_bytes = 64 << 20;
+    }
+    let id = pod.run(&cfg)?;
+    env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+    let pid = env.block_on(c.container_pid(&id))?;
+    let mem = cgroup_dir(pid, "memory")?;
+    let cpu = cgroup_dir(pid, "cpu")?;
+    ensure!(
+        mem.to_string_lossy()
+            .contains(parent.trim_start_matches('/')),
+        "container cgroup {} is not under the pod's cgroup parent {parent}",
+        mem.display()
+    );
+    let checks = [
+        (mem.join("memory.limit_in_bytes"), (64u64 << 20).to_string()),
+        (cpu.join("cpu.cfs_quota_us"), "50000".to_string()),
+        (cpu.join("cpu.cfs_period_us"), "100000".to_string()),
+        (cpu.join("cpu.shares"), "512".to_string()),
+    ];
+    for (file, want) in checks {
+        let got = read_trim(&file)?;
+        ensure!(got == want, "{}: {got}, want {want}", file.display());
+    }
+    pod.finish()
+}
+
+/// shareProcessNamespace: containers see each other's processes and the sandbox as PID 1;
+/// without it they see only their own.
+fn case_share_process_namespace(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut shared = run_pod(env, "pidshared", |p| client::pod_ns(p).pid = ns::POD)?;
+    let a = shared.run(&container_config(
+        "a",
+        &env.images.busybox,
+        &["sh", "-c", "exec sleep 31337"],
+    ))?;
+    let b = shared.run(&sleeper("b", &env.images.busybox))?;
+    env.block_on(c.wait_state(&a, state::RUNNING, Duration::from_secs(20)))?;
+    env.block_on(c.wait_state(&b, state::RUNNING, Duration::from_secs(20)))?;
+    let ps = env.block_on(c.sh(&b, "ps -o pid,args"))?;
+    ensure!(
+        ps.contains("sleep 31337"),
+        "shared pid ns: b does not see a:\n{ps}"
+    );
+    let pid1 = env.block_on(c.sh(&b, "tr '\\0' ' ' < /proc/1/cmdline"))?;
+    ensure!(
+        pid1.contains("trap 'exit 0' TERM INT"),
+        "shared pid ns: PID 1 is not the pause process: {pid1:?}"
+    );
+    shared.finish()?;
+
+    let mut own = run_pod(env, "pidown", |_| {})?;
+    let a = own.run(&container_config(
+        "a",
+        &env.images.busybox,
+        &["sh", "-c", "exec sleep 31338"],
+    ))?;
+    let b = own.run(&sleeper("b", &env.images.busybox))?;
+    env.block_on(c.wait_state(&a, state::RUNNING, Duration::from_secs(20)))?;
+    env.block_on(c.wait_state(&b, state::RUNNING, Duration::from_secs(20)))?;
+    let ps = env.block_on(c.sh(&b, "ps -o pid,args"))?;
+    ensure!(!ps.contains("sleep 31338"), "own pid ns: b sees a:\n{ps}");
+    let pid1 = env.block_on(c.sh(&b, "tr '\\0' ' ' < /proc/1/cmdline"))?;
+    ensure!(pid1.contains("while :"), "own pid ns: PID 1 is {pid1:?}");
+    own.finish()
+}
+
+/// Pod sysctls (namespaced ones) are set in the pod, not on the node.
+fn case_sysctls(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let host_before = read_trim(Path::new("/proc/sys/net/ipv4/ip_unprivileged_port_start"))?;
+    let mut pod = run_pod(env, "sysctl", |p| {
+        p.linux.get_or_insert_with(Default::default).sysctls = HashMap::from([
+            (
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "80".to_string(),
+            ),
+            ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+        ]);
+    })?;
+    let id = pod.run(&sleeper("main", &env.images.busybox))?;
+    env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+    let got = env.block_on(c.sh(
+        &id,
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shm_rmid_forced",
+    ))?;
+    ensure!(
+        got.split_whitespace().collect::<Vec<_>>() == ["80", "1"],
+        "sysctls in the pod: {got:?}"
+    );
+    let host_after = read_trim(Path::new("/proc/sys/net/ipv4/ip_unprivileged_port_start"))?;
+    ensure!(
+        host_before == host_after,
+        "node sysctl changed: {host_before} -> {host_after}"
+    );
+    pod.finish()
+}
+
+/// Host path mounts (read-write and read-only) and the termination message file, which the
+/// kubelet mounts from the host and reads after the container ended.
+fn case_mounts_and_termination_message(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let rw = env.scratch("hostpath-rw");
+    let ro = env.scratch("hostpath-ro");
+    std::fs::write(rw.join("from-host"), "host data\n")?;
+    std::fs::write(ro.join("keep"), "read only\n")?;
+    let term = env.scratch("termination").join("termination-log");
+    std::fs::write(&term, "")?;
+    let mut pod = run_pod(env, "mounts", |_| {})?;
+    let mut cfg = container_config(
+        "mounter",
+        &env.images.busybox,
+        &[
+            "sh",
+            "-c",
+            "cat /data/from-host; echo written > /data/from-container; \
+             if echo x > /ro/keep 2>/dev/null; then echo ro-writable; else echo ro-refused; fi; \
+             cat /ro/keep; echo 'goodbye message' > /dev/termination-log; echo end; exit 2",
+        ],
+    );
+    cfg.mounts = vec![
+        v1::Mount {
+            container_path: "/data".into(),
+            host_path: rw.display().to_string(),
+            ..Default::default()
+        },
+        v1::Mount {
+            container_path: "/ro".into(),
+            host_path: ro.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        v1::Mount {
+            container_path: "/dev/termination-log".into(),
+            host_path: term.display().to_string(),
+            ..Default::default()
+        },
+    ];
+    let id = pod.run(&cfg)?;
+    let code = env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(20)))?;
+    let lines = pod.wait_log("mounter", "end")?;
+    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    ensure!(code == 2, "exit code {code} (want 2): {text:?}");
+    for w in ["host data", "ro-refused", "read only"] {
+        ensure!(text.contains(&w), "missing {w:?}: {text:?}");
+    }
+    ensure!(
+        read_trim(&rw.join("from-container"))? == "written",
+        "write through the rw host path did not reach the host"
+    );
+    ensure!(
+        read_trim(&ro.join("keep"))? == "read only",
+        "read-only host path was changed"
+    );
+    ensure!(
+        std::fs::read_to_string(&term)? == "goodbye message\n",
+        "termination message on the host: {:?}",
+        std::fs::read_to_string(&term)?
+    );
+    let st = env
+        .block_on(c.container_status(&id))?
+        .status
+        .ok_or_else(|| anyhow!("no status"))?;
+    ensure!(
+        st.reason == "Error" && st.exit_code == 2,
+        "status {} {}",
+        st.reason,
+        st.exit_code
+    );
+    pod.finish()
+}
+
+/// One shim process serves the whole pod, whatever the number of containers; the LXC
+/// containers live in the lxcpath the runtime options name.
+fn case_one_shim_per_pod(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "oneshim", |_| {})?;
+    let mut ids = Vec::new();
+    for n in ["one", "two", "three"] {
+        let id = pod.run(&sleeper(n, &env.images.busybox))?;
+        env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+        ids.push(id);
+    }
+    let shims = env.shim_processes();
+    let pod_shims: Vec<_> = shims
+        .iter()
+        .filter(|p| p.cmdline.contains(&format!("-id {}", pod.id)))
+        .collect();
+    ensure!(
+        pod_shims.len() == 1,
+        "{} shim processes for the pod: {pod_shims:?}",
+        pod_shims.len()
+    );
+    for id in &ids {
+        ensure!(
+            !shims
+                .iter()
+                .any(|p| p.cmdline.contains(&format!("-id {id}"))),
+            "container {id} got a shim of its own"
+        );
+        ensure!(
+            env.lxc_dir().join(id).is_dir(),
+            "LXC container {id} not in the lxcpath from the runtime options ({})",
+            env.lxc_dir().display()
+        );
+        ensure!(
+            !Path::new(e2e::SHIM_LXCPATH)
+                .join("k8s.io")
+                .join(id)
+                .exists(),
+            "LXC container {id} in the default lxcpath: runtime options were not honoured"
+        );
+    }
+    // Every container's processes run under that one shim's supervision: the shim's pid is
+    // what containerd reports for the pod's tasks.
+    let shim_pid = pod_shims[0].pid;
+    let resp = env.block_on(c.container_status(&ids[0]))?;
+    let info: serde_json::Value = serde_json::from_str(
+        resp.info
+            .get("info")
+            .ok_or_else(|| anyhow!("no verbose info"))?,
+    )?;
+    ensure!(info.get("pid").is_some(), "no pid in info: {info}");
+    ensure!(shim_pid > 0, "shim pid");
+    pod.finish()
+}
+
+/// A short smoke of the whole path, for the other containerd versions.
+fn case_smoke(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "smoke", |_| {})?;
+    let id = pod.run(&container_config(
+        "main",
+        &env.images.busybox,
+        &[
+            "sh",
+            "-c",
+            "echo smoke-out; trap 'exit 0' TERM; while :; do sleep 1; done",
+        ],
+    ))?;
+    env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+    pod.wait_log("main", "smoke-out")?;
+    ensure!(
+        env.lxc_dir().join(&id).is_dir(),
+        "LXC container not in the lxcpath given inline in the runtime options ({})",
+        env.lxc_dir().display()
+    );
+    let ip = env
+        .block_on(c.pod_status(&pod.id))?
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    let addrs = env.block_on(c.sh(&id, "ip -4 -o addr show dev eth0"))?;
+    ensure!(
+        addrs.contains(&format!("inet {ip}/")),
+        "eth0 {addrs:?}, CRI says {ip}"
+    );
+    let (code, out, _) = env.block_on(c.exec_sync(&id, &["sh", "-c", "echo hi; exit 7"], 10))?;
+    ensure!(code == 7 && out == "hi\n", "ExecSync: {code} {out:?}");
+    let stats = env.block_on(c.stats(&id))?;
+    ensure!(
+        stats
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .map(|v| v.value)
+            .unwrap_or(0)
+            > 0,
+        "no memory stats"
+    );
+    env.block_on(c.stop_container(&id, 10))?;
+    let (st, code) = env.block_on(c.container_state(&id))?;
+    ensure!(
+        st == state::EXITED && code == 0,
+        "stop: state {st} code {code}"
+    );
+    env.block_on(c.remove_container(&id))?;
+    pod.finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+
+type Case = fn(&CriEnv) -> Result<()>;
+
+fn skip_reason() -> Option<String> {
+    if !e2e::host::is_root() {
+        return Some("not root: containerd, LXC and CNI need root".into());
+    }
+    for (path, pkg) in [
+        ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+        ("/usr/lib/cni/host-local", "containernetworking-plugins"),
+        ("/usr/lib/cni/loopback", "containernetworking-plugins"),
+        (cri::registry::REGISTRY_BINARY, "docker-registry"),
+        ("/usr/bin/lxc-start", "lxc"),
+        (e2e::image::BUSYBOX_PATH, "busybox-static"),
+    ] {
+        if !Path::new(path).exists() {
+            return Some(format!("{path} missing: install {pkg} (scripts/setup.sh)"));
+        }
+    }
+    None
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    let skip = skip_reason();
+    if let Some(reason) = &skip {
+        eprintln!("cri: SKIPPING every CRI test: {reason}");
+    }
+    let main_cases: [(&str, Case); 11] = [
+        ("lifecycle", case_lifecycle),
+        ("exec_streaming", case_exec_streaming),
+        ("networking", case_networking),
+        ("host_network", case_host_network),
+        ("image_config", case_image_config),
+        ("security_context", case_security_context),
+        ("privileged", case_privileged),
+        ("resources", case_resources),
+        ("share_process_namespace", case_share_process_namespace),
+        ("sysctls", case_sysctls),
+        (
+            "mounts_and_termination_message",
+            case_mounts_and_termination_message,
+        ),
+    ];
+    let extra: [(&str, Case); 1] = [("one_shim_per_pod", case_one_shim_per_pod)];
+    for (name, version) in ContainerdVersion::all() {
+        let cases: Vec<(&str, Case)> = if name == "1.6" {
+            main_cases.iter().chain(extra.iter()).cloned().collect()
+        } else {
+            vec![
+                ("smoke", case_smoke as Case),
+                ("one_shim_per_pod", case_one_shim_per_pod),
+            ]
+        };
+        for (case, f) in cases {
+            let test_name = format!("containerd-{name}::{case}");
+            let unavailable = match (&skip, &version) {
+                (Some(r), _) => Some(r.clone()),
+                (None, Err(e)) => Some(e.clone()),
+                (None, Ok(_)) => None,
+            };
+            let ignored = unavailable.is_some();
+            let version = version.clone();
+            let trial = Trial::test(test_name.clone(), move || {
+                if let Some(reason) = unavailable {
+                    eprintln!("cri: SKIP {test_name}: {reason}");
+                    return Ok(());
+                }
+                let version = version.map_err(Failed::from)?;
+                let env = env_for(&version).map_err(|e| Failed::from(format!("{e:#}")))?;
+                f(&env).map_err(|e| {
+                    Failed::from(format!(
+                        "{e:#}\n(containerd log: {})",
+                        env.log_path().display()
+                    ))
+                })
+            });
+            trials.push(trial.with_ignored_flag(ignored));
+        }
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Teardown of every environment that was started; leftovers fail the run.
+    let mut leftovers = Vec::new();
+    let started: Vec<_> = envs()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+        .filter_map(|(_, e)| e.ok())
+        .collect();
+    for env in started {
+        for l in env.teardown() {
+            leftovers.push(format!("containerd-{}: {l}", env.version.name));
+        }
+    }
+    if let Some(Ok(shared)) = SHARED.get() {
+        shared.registry.stop();
+        let _ = std::fs::remove_dir_all(&shared.registry.dir);
+    }
+    if !leftovers.is_empty() {
+        eprintln!("cri: teardown found leftovers:\n{}", leftovers.join("\n"));
+        std::process::exit(101);
+    }
+    conclusion.exit();
+}
