@@ -1382,9 +1382,34 @@ fn run_on(
     }
 }
 
+/// Runs a case, and once more if it fails: under load, ctr itself sometimes loses a short
+/// workload's output (its client cancels the fifo copy when the exit arrives first), under
+/// runc as under any shim. A retry is printed with the first failure, so a flaky case shows;
+/// a case that fails twice fails.
+fn run_retrying(
+    role: &str,
+    version: &ContainerdVersion,
+    c: &Case,
+    runtime: &'static str,
+) -> Result<Transcript> {
+    match run_on(role, version, c, runtime) {
+        Ok(t) => Ok(t),
+        Err(first) => {
+            let first_line = format!("{first:#}");
+            let first_line = first_line.lines().next().unwrap_or("");
+            eprintln!(
+                "e2e: RETRY containerd-{}::{}::{} ({role}) after: {first_line}",
+                version.name, runtime, c.name
+            );
+            run_on(&format!("{role}2"), version, c, runtime)
+                .map_err(|e| anyhow!("{e:#}\n(failed twice; the first time: {first_line})"))
+        }
+    }
+}
+
 fn run_trial(version: &ContainerdVersion, c: &Case, runtime: &'static str) -> Result<()> {
     if runtime == RUNC_RUNTIME {
-        run_on("runc", version, c, RUNC_RUNTIME)?;
+        run_retrying("runc", version, c, RUNC_RUNTIME)?;
         return Ok(());
     }
     let dir = paths::shim_dir();
@@ -1395,8 +1420,8 @@ fn run_trial(version: &ContainerdVersion, c: &Case, runtime: &'static str) -> Re
         );
     }
     let reference =
-        run_on("ref", version, c, RUNC_RUNTIME).context("the runc reference run failed")?;
-    let shim = run_on("lxc", version, c, SHIM_RUNTIME).map_err(|e| {
+        run_retrying("ref", version, c, RUNC_RUNTIME).context("the runc reference run failed")?;
+    let shim = run_retrying("lxc", version, c, SHIM_RUNTIME).map_err(|e| {
         anyhow!(
             "{e:#}\n-- runc's transcript for comparison:\n{}",
             reference.render()

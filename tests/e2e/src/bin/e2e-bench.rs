@@ -56,6 +56,13 @@ fn parse() -> Result<Args> {
 /// Latencies of one runtime, or why it could not be measured.
 type Samples = Result<Vec<Duration>, String>;
 
+/// Runs that failed (e.g. timed out), per runtime, with the first error.
+#[derive(Default, Clone)]
+struct Failures {
+    count: usize,
+    first: Option<String>,
+}
+
 fn percentile(samples: &[Duration], p: f64) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort();
@@ -73,7 +80,7 @@ fn time_run(cd: &Containerd, runtime: &str, id: &str) -> Result<Duration> {
     cmd::run(
         &mut cd.ctr_cmd(&["run", "--rm", &flag, BUSYBOX_IMAGE, id, "true"]),
         None,
-        Duration::from_secs(60),
+        Duration::from_secs(20),
     )?
     .ok(&format!("ctr run under {runtime}"))?;
     Ok(start.elapsed())
@@ -94,9 +101,11 @@ fn start_sleeper(cd: &Containerd, runtime: &str, id: &str) -> Result<()> {
     cd.wait_task_status(id, "RUNNING", Duration::from_secs(30))
 }
 
-/// Alternating `ctr run --rm ... true` under each runtime.
-fn bench_run(cd: &Containerd, runtimes: &[&str], runs: usize) -> Vec<Samples> {
+/// Alternating `ctr run --rm ... true` under each runtime. A failed run is counted and left
+/// out of the latencies; a runtime whose runs fail 5 times is given up.
+fn bench_run(cd: &Containerd, runtimes: &[&str], runs: usize) -> (Vec<Samples>, Vec<Failures>) {
     let mut results: Vec<Samples> = runtimes.iter().map(|_| Ok(Vec::new())).collect();
+    let mut failures: Vec<Failures> = vec![Failures::default(); runtimes.len()];
     // Two warm-up runs each: page cache, snapshot, first shim start.
     for round in 0..runs + 2 {
         for (i, rt) in runtimes.iter().enumerate() {
@@ -112,12 +121,25 @@ fn bench_run(cd: &Containerd, runtimes: &[&str], runs: usize) -> Vec<Samples> {
                 Ok(_) => {}
                 Err(e) => {
                     cd.force_remove(&id);
-                    results[i] = Err(format!("{e:#}"));
+                    let f = &mut failures[i];
+                    f.count += 1;
+                    let msg = format!("{e:#}");
+                    eprintln!(
+                        "e2e-bench: {rt} run {round} failed: {}",
+                        msg.lines().next().unwrap_or("")
+                    );
+                    f.first.get_or_insert(msg);
+                    if f.count >= 5 {
+                        results[i] = Err(format!(
+                            "gave up after 5 failed runs: {}",
+                            f.first.clone().unwrap_or_default()
+                        ));
+                    }
                 }
             }
         }
     }
-    results
+    (results, failures)
 }
 
 /// `ctr task exec ... true` in one running container per runtime.
@@ -258,7 +280,7 @@ fn run() -> Result<bool> {
             "e2e-bench: {} x ctr run --rm ... true per runtime",
             args.runs
         );
-        let run = bench_run(&cd, &runtimes, args.runs);
+        let (run, run_failures) = bench_run(&cd, &runtimes, args.runs);
         eprintln!(
             "e2e-bench: {} x ctr task exec ... true per runtime",
             args.runs
@@ -295,6 +317,15 @@ fn run() -> Result<bool> {
                 ratio(&run[0], lxc_run, p)
             ));
         }
+        let failed_cell = |i: usize| match run_failures.get(i) {
+            Some(f) => f.count.to_string(),
+            None => "-".into(),
+        };
+        out.push_str(&format!(
+            "| `ctr run --rm` runs that failed (left out above) | {} | {} | |\n",
+            failed_cell(0),
+            failed_cell(1)
+        ));
         for (label, p) in [("median", 50.0), ("p90", 90.0)] {
             out.push_str(&format!(
                 "| `ctr task exec ID true`, {label} | {} | {} | {} |\n",
