@@ -693,6 +693,11 @@ impl TaskService {
     async fn finish_init(&self, container: &Arc<Container>, code: u32) {
         let at = SystemTime::now();
         let init = &container.init;
+        if crate::cgroup::shares_pid_namespace(&container.bundle) {
+            if let Ok(cg) = container.cgroup() {
+                cg.kill_all();
+            }
+        }
         init.io.wait_output(OUTPUT_DRAIN).await;
         // Execs die with the container's init (its pid namespace); their exits go first.
         let execs: Vec<Arc<Proc>> = container.execs.lock().await.values().cloned().collect();
@@ -990,6 +995,10 @@ impl TaskService {
             container.rootfs_mounted,
         )
         .await;
+        if let Ok(cg) = container.cgroup() {
+            let id = container.id.clone();
+            let _ = tokio::task::spawn_blocking(move || cg.remove(&id)).await;
+        }
         if let Some(sup) = container.supervisor_pid.lock().ok().and_then(|g| *g) {
             debug!("{}: lxc-start was {sup}", container.id);
         }
