@@ -192,7 +192,19 @@ impl Pod<'_> {
         self.done = true;
         let mut c = self.cri()?;
         self.env.block_on(c.remove_pod(&self.id))?;
-        check_pod_gone(self.env, &self.id, &self.containers, self.netns.as_deref())
+        let parent = self
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        check_pod_gone(
+            self.env,
+            &self.id,
+            &self.containers,
+            self.netns.as_deref(),
+            &parent,
+        )
     }
 }
 
@@ -241,6 +253,7 @@ fn check_pod_gone(
     pod: &str,
     containers: &[String],
     netns: Option<&str>,
+    cgroup_parent: &str,
 ) -> Result<()> {
     let mut problems = Vec::new();
     let id_flag = format!("-id {pod}");
@@ -276,6 +289,12 @@ fn check_pod_gone(
         for p in e2e::host::processes_matching(&[&id]) {
             problems.push(format!("process left: {} {}", p.pid, p.cmdline));
         }
+        for root in cgroup_roots() {
+            let dir = root.join(cgroup_parent.trim_start_matches('/')).join(&id);
+            if dir.exists() {
+                problems.push(format!("cgroup left: {}", dir.display()));
+            }
+        }
     }
     if let Some(ns) = netns {
         if Path::new(ns).exists() {
@@ -284,10 +303,24 @@ fn check_pod_gone(
     }
     ensure!(
         problems.is_empty(),
-        "pod {pod} left things behind:\n{}",
+        "pod {pod} (containers {containers:?}) left things behind:\n{}",
         problems.join("\n")
     );
     Ok(())
+}
+
+/// The v1 hierarchies (and the v2 root) under /sys/fs/cgroup.
+fn cgroup_roots() -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|e| e.path()),
+        );
+    }
+    roots
 }
 
 /// A container that runs until stopped.
@@ -924,6 +957,26 @@ fn case_share_process_namespace(env: &CriEnv) -> Result<()> {
     ensure!(
         pid1.contains("trap 'exit 0' TERM INT"),
         "shared pid ns: PID 1 is not the pause process: {pid1:?}"
+    );
+    // A container without a pid namespace of its own: when its init exits, the processes it
+    // left are killed (runc's shim does the same), so nothing of it outlives it in the pod.
+    let c2 = shared.run(&container_config(
+        "c",
+        &env.images.busybox,
+        &[
+            "sh",
+            "-c",
+            "sleep 31339 & trap 'exit 0' TERM; while :; do sleep 1; done",
+        ],
+    ))?;
+    env.block_on(c.wait_state(&c2, state::RUNNING, Duration::from_secs(20)))?;
+    let ps = env.block_on(c.sh(&a, "ps -o args"))?;
+    ensure!(ps.contains("sleep 31339"), "c's child not visible:\n{ps}");
+    env.block_on(c.stop_container(&c2, 10))?;
+    let ps = env.block_on(c.sh(&a, "sleep 0.3; ps -o args"))?;
+    ensure!(
+        !ps.contains("sleep 31339"),
+        "a child of stopped container c still runs in the pod:\n{ps}"
     );
     shared.finish()?;
 
