@@ -1103,6 +1103,59 @@ fn case_one_shim_per_pod(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
+/// examples/pod.yaml run the way the kubelet runs it (RuntimeClass handler -> runtime_handler,
+/// the container's command, args, security context and limits mapped to CRI), with the image
+/// taken from the local registry: the page it serves, its user and its cgroup limits.
+fn case_example_pod(env: &CriEnv) -> Result<()> {
+    let rc = cri::examples::load_runtime_class()?;
+    ensure!(
+        rc.handler == cri::env::HANDLER,
+        "RuntimeClass handler {}",
+        rc.handler
+    );
+    let example = cri::examples::load_pod()?;
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, &example.metadata.name, |_| {})?;
+    let mut ids = Vec::new();
+    for container in &example.spec.containers {
+        let cfg = cri::examples::kubelet_container_config(container, &env.images.busybox)?;
+        let id = pod.run(&cfg)?;
+        env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+        ids.push((id, container));
+    }
+    let (id, container) = &ids[0];
+    let port = container
+        .ports
+        .first()
+        .map(|p| p.container_port)
+        .unwrap_or(8080);
+    let page = env.block_on(c.sh(
+        id,
+        &wget_retry(&format!("http://127.0.0.1:{port}/index.html")),
+    ))?;
+    ensure!(
+        page.trim() == format!("hello from {}", example.metadata.name),
+        "example pod served {page:?}"
+    );
+    // ExecSync runs with the container's user and (dropped) capabilities, bounding set too.
+    let user = env.block_on(c.sh(id, "id -u; grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status"))?;
+    ensure!(
+        user.starts_with("1000\n")
+            && user.contains("CapEff:\t0000000000000000")
+            && user.contains("CapPrm:\t0000000000000000")
+            && user.contains("CapBnd:\t0000000000000000"),
+        "example pod exec user/caps: {user:?}"
+    );
+    let pid = env.block_on(c.container_pid(id))?;
+    let quota = read_trim(&cgroup_dir(pid, "cpu")?.join("cpu.cfs_quota_us"))?;
+    let mem = read_trim(&cgroup_dir(pid, "memory")?.join("memory.limit_in_bytes"))?;
+    ensure!(
+        quota == "50000" && mem == (64u64 << 20).to_string(),
+        "example pod limits: quota {quota}, memory {mem}"
+    );
+    pod.finish()
+}
+
 /// A short smoke of the whole path, for the other containerd versions.
 fn case_smoke(env: &CriEnv) -> Result<()> {
     let mut c = env.cri()?;
@@ -1203,7 +1256,10 @@ fn main() {
             case_mounts_and_termination_message,
         ),
     ];
-    let extra: [(&str, Case); 1] = [("one_shim_per_pod", case_one_shim_per_pod)];
+    let extra: [(&str, Case); 2] = [
+        ("one_shim_per_pod", case_one_shim_per_pod),
+        ("example_pod", case_example_pod),
+    ];
     for (name, version) in ContainerdVersion::all() {
         let cases: Vec<(&str, Case)> = if name == "1.6" {
             main_cases.iter().chain(extra.iter()).cloned().collect()
