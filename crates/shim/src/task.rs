@@ -1166,12 +1166,28 @@ fn explain_start_failure(e: ShimError, state_dir: &Path) -> ShimError {
         return e;
     }
     let log = std::fs::read_to_string(log_path(state_dir)).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(5).collect();
-    if tail.is_empty() {
+    // The first errors name the cause; later ones are consequences ("failed to spawn").
+    let mut lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" ERROR "))
+        .take(4)
+        .collect();
+    if lines.is_empty() {
+        lines = log.lines().rev().take(3).collect();
+        lines.reverse();
+    }
+    if lines.is_empty() {
         return e;
     }
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    ShimError::Internal(format!("{e}; LXC said: {}", tail.join(" | ")))
+    let lines: Vec<String> = lines
+        .iter()
+        .map(|l| match l.find(" - ") {
+            // Drop LXC's "name timestamp LEVEL file:func:line" prefix.
+            Some(i) => l[i + 3..].to_string(),
+            None => l.to_string(),
+        })
+        .collect();
+    ShimError::Internal(format!("{e}; LXC said: {}", lines.join(" | ")))
 }
 
 /// Stops and removes a container and everything made for it. Best effort, idempotent: used by
