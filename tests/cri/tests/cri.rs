@@ -1156,6 +1156,158 @@ fn case_one_shim_per_pod(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
+/// Exec with a terminal over the streaming server (`kubectl exec -it`).
+fn case_exec_tty(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "exectty", |_| {})?;
+    let id = pod.run(&sleeper("main", &env.images.busybox))?;
+    env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+    let url = env.block_on(c.exec_url(v1::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            "tty; test -t 0 && test -t 1 && echo both-tty; exit 4".into(),
+        ],
+        tty: true,
+        stdin: true,
+        stdout: true,
+        ..Default::default()
+    }))?;
+    let r = env.block_on(cri::stream::run(&url, None))?;
+    let out = String::from_utf8_lossy(&r.stdout);
+    ensure!(
+        out.contains("/dev/pts/") && out.contains("both-tty\r\n") && r.exit_code == 4,
+        "tty exec: {out:?} exit {} status {}",
+        r.exit_code,
+        r.status
+    );
+    pod.finish()
+}
+
+/// A container that exceeds its memory limit is OOM-killed: exit 137, reason OOMKilled (the
+/// kubelet's restart and event logic keys on it).
+fn case_oom_killed(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "oom", |_| {})?;
+    let mut cfg = container_config(
+        "hog",
+        &env.images.busybox,
+        &["sh", "-c", "echo start; tail /dev/zero"],
+    );
+    {
+        let r = res(&mut cfg);
+        r.memory_limit_in_bytes = 24 << 20;
+        r.memory_swap_limit_in_bytes = 24 << 20;
+    }
+    let id = pod.run(&cfg)?;
+    let code = env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(60)))?;
+    let st = env
+        .block_on(c.container_status(&id))?
+        .status
+        .ok_or_else(|| anyhow!("no status"))?;
+    ensure!(
+        code == 137 && st.reason == "OOMKilled",
+        "memory hog ended with {code}, reason {:?}",
+        st.reason
+    );
+    pod.finish()
+}
+
+/// The kubelet's restart of a crashed container: a new container of the same name with the
+/// next attempt number in the same pod (and shim), its own log.
+fn case_restart_attempt(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "restart", |_| {})?;
+    let mut first = container_config(
+        "crash",
+        &env.images.busybox,
+        &["sh", "-c", "echo attempt-0; exit 1"],
+    );
+    first.log_path = "crash/0.log".into();
+    std::fs::create_dir_all(pod.log_dir.join("crash"))?;
+    let id0 = pod.run(&first)?;
+    let code = env.block_on(c.wait_state(&id0, state::EXITED, Duration::from_secs(20)))?;
+    ensure!(code == 1, "attempt 0 exited {code}");
+    let mut second = container_config(
+        "crash",
+        &env.images.busybox,
+        &["sh", "-c", "echo attempt-1; exit 0"],
+    );
+    second.log_path = "crash/1.log".into();
+    if let Some(m) = second.metadata.as_mut() {
+        m.attempt = 1;
+    }
+    let id1 = pod.run(&second)?;
+    let code = env.block_on(c.wait_state(&id1, state::EXITED, Duration::from_secs(20)))?;
+    ensure!(code == 0, "attempt 1 exited {code}");
+    for (file, want) in [("crash/0.log", "attempt-0"), ("crash/1.log", "attempt-1")] {
+        let text = std::fs::read_to_string(pod.log_dir.join(file))?;
+        let lines = parse_cri_log(&text)?;
+        ensure!(
+            lines == vec![("stdout".to_string(), want.to_string())],
+            "{file}: {lines:?}"
+        );
+    }
+    let shims: Vec<_> = env
+        .shim_processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(&format!("-id {}", pod.id)))
+        .collect();
+    ensure!(
+        shims.len() == 1,
+        "shims for the pod after a restart: {shims:?}"
+    );
+    pod.finish()
+}
+
+/// Log rotation: the kubelet renames the log file and calls ReopenContainerLog; new output goes
+/// to a new file.
+fn case_log_reopen(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "logreopen", |_| {})?;
+    let id = pod.run(&container_config(
+        "ticker",
+        &env.images.busybox,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.1; done",
+        ],
+    ))?;
+    pod.wait_log("ticker", "tick-3")?;
+    let log = pod.log_file("ticker");
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated)?;
+    env.block_on(async {
+        c.rt.reopen_container_log(v1::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+    })
+    .map_err(|e| anyhow!("ReopenContainerLog: {}", e.message()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if parse_cri_log(&text)?.len() >= 3 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no output in the reopened log: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let old_len = std::fs::metadata(&rotated)?.len();
+    std::thread::sleep(Duration::from_millis(400));
+    ensure!(
+        std::fs::metadata(&rotated)?.len() == old_len,
+        "the rotated log still grows"
+    );
+    env.block_on(c.stop_container(&id, 10))?;
+    pod.finish()
+}
+
 /// examples/pod.yaml run the way the kubelet runs it (RuntimeClass handler -> runtime_handler,
 /// the container's command, args, security context and limits mapped to CRI), with the image
 /// taken from the local registry: the page it serves, its user and its cgroup limits.
@@ -1309,9 +1461,13 @@ fn main() {
             case_mounts_and_termination_message,
         ),
     ];
-    let extra: [(&str, Case); 2] = [
+    let extra: [(&str, Case); 6] = [
         ("one_shim_per_pod", case_one_shim_per_pod),
         ("example_pod", case_example_pod),
+        ("exec_tty", case_exec_tty),
+        ("oom_killed", case_oom_killed),
+        ("restart_attempt", case_restart_attempt),
+        ("log_reopen", case_log_reopen),
     ];
     for (name, version) in ContainerdVersion::all() {
         let cases: Vec<(&str, Case)> = if name == "1.6" {
