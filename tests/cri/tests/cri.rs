@@ -99,6 +99,28 @@ fn env_for(version: &ContainerdVersion) -> Result<Arc<CriEnv>> {
 // ---------------------------------------------------------------------------------------------
 // Pods and what they must leave behind: nothing
 
+/// The kubelet's defaults for `procMount: Default` (k8s.io/kubernetes securitycontext).
+const KUBELET_MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const KUBELET_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// A pod made by a case. `finish` removes it as the kubelet does and checks for leftovers;
 /// dropping it unfinished (a failed case) still removes it.
 struct Pod<'a> {
@@ -152,6 +174,15 @@ impl Pod<'_> {
         let s = sec(&mut config);
         if s.namespace_options.is_none() {
             s.namespace_options = pod_ns;
+        }
+        // The kubelet sends the default masked and read-only paths for every non-privileged
+        // container (procMount: Default); containerd's CRI plugin adds none of its own.
+        if !s.privileged && s.masked_paths.is_empty() && s.readonly_paths.is_empty() {
+            s.masked_paths = KUBELET_MASKED_PATHS.iter().map(|p| p.to_string()).collect();
+            s.readonly_paths = KUBELET_READONLY_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
         }
         let config = &config;
         let id = self
@@ -854,7 +885,10 @@ fn case_security_context(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
-/// A privileged container in a privileged pod: every capability, /sys writable.
+/// A privileged container in a privileged pod (CNI daemons, device plugins): every capability
+/// of the node, the node's devices, no masked /proc paths. (/sys is not checked: the pod's
+/// network namespace already has a read-only sysfs from the sandbox, and sysfs is one
+/// superblock per network namespace, under runc too.)
 fn case_privileged(env: &CriEnv) -> Result<()> {
     let mut c = env.cri()?;
     let mut pod = run_pod(env, "priv", |p| {
@@ -864,20 +898,17 @@ fn case_privileged(env: &CriEnv) -> Result<()> {
             .get_or_insert_with(Default::default)
             .privileged = true;
     })?;
-    let mut cfg = container_config(
-        "priv",
-        &env.images.busybox,
-        &["sh", "-c", "grep CapEff /proc/self/status; awk '$2==\"/sys\"{print \"sys=\" $4}' /proc/mounts; echo end"],
+    let masked = masked_proc_file()?;
+    let probe = format!(
+        "grep CapEff /proc/self/status; \
+         if [ -c /dev/loop-control ]; then echo dev=host; else echo dev=default; fi; \
+         if [ -c {masked} ]; then echo proc=masked; else echo proc=open; fi; echo end"
     );
+    let mut cfg = container_config("priv", &env.images.busybox, &["sh", "-c", &probe]);
     sec(&mut cfg).privileged = true;
     let id = pod.run(&cfg)?;
     env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(20)))?;
-    let lines = pod.wait_log("priv", "end")?;
-    let text = lines
-        .iter()
-        .map(|(_, l)| l.as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = log_text(&pod.wait_log("priv", "end")?);
     let host = std::fs::read_to_string("/proc/self/status")?;
     let host_bnd = cap_mask(&host, "CapBnd")?;
     let eff = cap_mask(&text, "CapEff")?;
@@ -885,9 +916,69 @@ fn case_privileged(env: &CriEnv) -> Result<()> {
         eff == host_bnd,
         "privileged CapEff {eff:#x}, node bounding set {host_bnd:#x}"
     );
+    if Path::new("/dev/loop-control").exists() {
+        ensure!(
+            text.contains("dev=host"),
+            "privileged: no host devices: {text}"
+        );
+    }
     ensure!(
-        text.lines().any(|l| l.starts_with("sys=rw")),
-        "privileged container's /sys is not rw: {text}"
+        text.contains("proc=open"),
+        "privileged: {masked} masked: {text}"
+    );
+    pod.finish()
+}
+
+/// A path containerd masks (a /dev/null bind) for non-privileged containers.
+fn masked_proc_file() -> Result<&'static str> {
+    ["/proc/keys", "/proc/timer_list", "/proc/sched_debug"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .ok_or_else(|| anyhow!("none of the usual masked /proc files exists on this node"))
+}
+
+fn log_text(lines: &[(String, String)]) -> String {
+    lines
+        .iter()
+        .map(|(_, l)| l.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A non-privileged pod container gets the masked and read-only paths the kubelet asks for (the
+/// spec's linux.maskedPaths / readonlyPaths): a masked /proc file reads as /dev/null,
+/// /proc/sys is read-only, and it sees none of the node's devices.
+fn case_masked_paths(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "masked", |_| {})?;
+    let masked = masked_proc_file()?;
+    let probe = format!(
+        "grep CapEff /proc/self/status; \
+         if [ -c /dev/loop-control ]; then echo dev=host; else echo dev=default; fi; \
+         if [ -c {masked} ]; then echo proc=masked; else echo proc=open; fi; \
+         if grep ' /proc/sys ' /proc/self/mountinfo | grep -q ' ro,'; then echo procsys=ro; else echo procsys=rw; fi; \
+         echo end"
+    );
+    let id = pod.run(&container_config(
+        "plain",
+        &env.images.busybox,
+        &["sh", "-c", &probe],
+    ))?;
+    env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(20)))?;
+    let text = log_text(&pod.wait_log("plain", "end")?);
+    let eff = cap_mask(&text, "CapEff")?;
+    ensure!(eff == default_caps(), "CapEff {eff:#x}");
+    ensure!(
+        text.contains("dev=default"),
+        "sees the node's devices: {text}"
+    );
+    ensure!(
+        text.contains("proc=masked"),
+        "{masked} is not masked: {text}"
+    );
+    ensure!(
+        text.contains("procsys=ro"),
+        "/proc/sys is not read-only: {text}"
     );
     pod.finish()
 }
@@ -1445,7 +1536,7 @@ fn main() {
     if let Some(reason) = &skip {
         eprintln!("cri: SKIPPING every CRI test: {reason}");
     }
-    let main_cases: [(&str, Case); 11] = [
+    let main_cases: [(&str, Case); 12] = [
         ("lifecycle", case_lifecycle),
         ("exec_streaming", case_exec_streaming),
         ("networking", case_networking),
@@ -1453,6 +1544,7 @@ fn main() {
         ("image_config", case_image_config),
         ("security_context", case_security_context),
         ("privileged", case_privileged),
+        ("masked_paths", case_masked_paths),
         ("resources", case_resources),
         ("share_process_namespace", case_share_process_namespace),
         ("sysctls", case_sysctls),
