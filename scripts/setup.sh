@@ -16,6 +16,7 @@ packages=(
     busybox-static            # rootfs for test containers and the demo image
     containernetworking-plugins # CNI plugins for the CRI tests
     protobuf-compiler         # protoc, for CRI client bindings
+    docker-registry           # local OCI registry the CRI tests push to and pull from
     iproute2 procps util-linux psmisc
     gpgv debian-archive-keyring # to verify the sid/trixie indexes fetched below
 )

@@ -113,6 +113,14 @@ fn main() {
     let embedded = out_dir.join(BIN_NAME);
     fs::write(&embedded, &bytes).unwrap_or_else(|e| panic!("write {}: {e}", embedded.display()));
     println!("cargo:rustc-env=CTINIT_HELPER_PATH={}", embedded.display());
+    // An identity of this helper build (FNV-1a 64), so users can share one copy per build
+    // without hashing the embedded bytes at run time (which would page them all in).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in &bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    println!("cargo:rustc-env=CTINIT_HELPER_ID={hash:016x}");
 }
 
 /// `<outer target dir>/ct-init-static`; the outer target dir is the ancestor of OUT_DIR that

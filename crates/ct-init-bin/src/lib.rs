@@ -27,6 +27,9 @@ pub use ctinit_proto;
 /// The static helper binary (x86_64 static-pie on the gnu target), built by build.rs.
 pub static HELPER: &[u8] = include_bytes!(env!("CTINIT_HELPER_PATH"));
 
+/// A hash of [`HELPER`] computed at build time: names one helper build.
+pub const HELPER_ID: &str = env!("CTINIT_HELPER_ID");
+
 /// Errors of the host side of the protocol.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

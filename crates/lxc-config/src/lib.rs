@@ -695,6 +695,12 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         if kind != 'p' {
             extra_allow.push(format!("{kind} {major}:{minor} rwm"));
         }
+        // LXC makes /dev/ptmx and /dev/pts itself (a new devpts instance) and must be able to
+        // replace /dev/ptmx, which a bind mount would pin: privileged specs list the host's
+        // (`ctr run --privileged`). Access stays allowed by the rule above.
+        if path == "/dev/ptmx" || path.starts_with("/dev/pts/") {
+            continue;
+        }
         let host_path = PathBuf::from(&state_dir)
             .join(DEVICES_DIR)
             .join(format!("dev{i}"));

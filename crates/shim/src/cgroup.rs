@@ -168,10 +168,78 @@ impl ContainerCgroup {
         Ok(())
     }
 
+    /// SIGKILLs every process left in the cgroup. For a container without a pid namespace of
+    /// its own (a pod's shared one), the init's exit does not end its other processes; runc's
+    /// shim kills them when the init exits, and so does this one.
+    pub fn kill_all(&self) {
+        for pid in self.procs().unwrap_or_default() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// Removes the container's (now empty) cgroup directories, nested ones first. LXC removes
+    /// them when the container stops, but gives up while a process is still inside (an orphan
+    /// in a shared pid namespace), and a left directory keeps the kubelet from removing the
+    /// pod's cgroup. Best effort: waits briefly for killed processes to leave. Only
+    /// directories named for the container (`id`, `lxc.payload.id`, `cri-containerd-id.scope`)
+    /// are touched, never a shared parent such as a hierarchy's root.
+    pub fn remove(&self, id: &str) {
+        for _ in 0..50 {
+            if self.procs().map(|p| p.is_empty()).unwrap_or(true) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        for dir in self.dirs.values() {
+            let named_for_container = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().contains(id))
+                .unwrap_or(false);
+            if named_for_container {
+                remove_tree(dir);
+            }
+        }
+    }
+
     /// The memory cgroup directory on v1, for OOM notifications.
     pub fn memory_dir(&self) -> Option<&Path> {
         self.dir("memory").ok()
     }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("remove cgroup {}: {e}", dir.display()),
+    }
+}
+
+/// Whether the bundle's spec gives the container no pid namespace of its own (it joins one by
+/// path, or stays in the host's): then its processes must be killed when its init exits, as
+/// runc's shim does (`ShouldKillAllOnExit`).
+pub fn shares_pid_namespace(bundle: &Path) -> bool {
+    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return false;
+    };
+    let own = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none());
+    !own
 }
 
 fn collect_procs(dir: &Path, out: &mut Vec<u32>) -> Result<()> {

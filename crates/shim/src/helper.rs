@@ -26,8 +26,27 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| ShimError::Internal(format!("blocking task: {e}")))
 }
 
-/// Writes the helper binary into the state directory.
+/// Puts the helper binary into the state directory: a hard link to one shared copy per
+/// helper build under the state root, written once. Writing the embedded bytes for every
+/// container would page all of them into each shim's resident memory.
 pub fn install(state_dir: &Path) -> Result<()> {
+    static SHARED: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let shared = SHARED.get_or_init(|| {
+        let root = state_dir.parent()?;
+        let dir = root.join(format!("helper-{}", ct_init_bin::HELPER_ID));
+        let path = dir.join(ctinit_proto::HELPER_NAME);
+        if !path.exists() {
+            std::fs::create_dir_all(&dir).ok()?;
+            ct_init_bin::install_helper(&dir).ok()?;
+        }
+        Some(path)
+    });
+    let target = state_dir.join(ctinit_proto::HELPER_NAME);
+    if let Some(shared) = shared {
+        if std::fs::hard_link(shared, &target).is_ok() {
+            return Ok(());
+        }
+    }
     ct_init_bin::install_helper(state_dir)
         .map(|_| ())
         .map_err(|e| ShimError::io(format!("install helper in {}", state_dir.display()), e))

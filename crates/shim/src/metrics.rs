@@ -76,6 +76,9 @@ pub fn collect_v1(dirs: &HashMap<String, std::path::PathBuf>) -> v1::Metrics {
         });
     }
     m.cpu = MessageField::some(cpu);
+    if let Some(dir) = dirs.get("blkio") {
+        m.blkio = MessageField::some(blkio_v1(dir));
+    }
     if let Some(dir) = dirs.get("memory") {
         let s = read_kv(&dir.join("memory.stat"));
         let g = |k: &str| s.get(k).copied().unwrap_or(0);
@@ -138,6 +141,51 @@ pub fn collect_v1(dirs: &HashMap<String, std::path::PathBuf>) -> v1::Metrics {
         });
     }
     m
+}
+
+/// Lines "MAJ:MIN Op Value" (and a "Total" line, skipped), as runc parses them.
+fn blkio_entries(path: &Path) -> Option<Vec<v1::BlkIOEntry>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let (dev, op, value) = match f.as_slice() {
+                    [dev, op, value] => (*dev, *op, *value),
+                    [dev, value] => (*dev, "", *value),
+                    _ => return None,
+                };
+                let (major, minor) = dev.split_once(':')?;
+                Some(v1::BlkIOEntry {
+                    op: op.to_string(),
+                    major: major.parse().ok()?,
+                    minor: minor.parse().ok()?,
+                    value: value.parse().ok()?,
+                    ..Default::default()
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The CFQ/BFQ files where the kernel has them, else the throttle layer's, like runc.
+fn blkio_v1(dir: &Path) -> v1::BlkIOStat {
+    let pick = |name: &str| {
+        blkio_entries(&dir.join(format!("blkio.{name}")))
+            .or_else(|| blkio_entries(&dir.join(format!("blkio.throttle.{name}"))))
+            .unwrap_or_default()
+    };
+    let only = |name: &str| blkio_entries(&dir.join(format!("blkio.{name}"))).unwrap_or_default();
+    v1::BlkIOStat {
+        io_service_bytes_recursive: pick("io_service_bytes_recursive"),
+        io_serviced_recursive: pick("io_serviced_recursive"),
+        io_queued_recursive: only("io_queued_recursive"),
+        io_service_time_recursive: only("io_service_time_recursive"),
+        io_wait_time_recursive: only("io_wait_time_recursive"),
+        io_merged_recursive: only("io_merged_recursive"),
+        io_time_recursive: only("io_time_recursive"),
+        ..Default::default()
+    }
 }
 
 /// v2: the container's single cgroup directory.
@@ -230,7 +278,22 @@ mod tests {
         ]
         .into_iter()
         .collect();
+        let blkio = dir.path().join("blkio");
+        std::fs::create_dir_all(&blkio).unwrap();
+        std::fs::write(
+            blkio.join("blkio.throttle.io_service_bytes_recursive"),
+            "8:0 Read 4096\n8:0 Write 0\nTotal 4096\n",
+        )
+        .unwrap();
+        let mut dirs = dirs;
+        dirs.insert("blkio".to_string(), blkio);
         let m = collect_v1(&dirs);
+        let io = &m.blkio.io_service_bytes_recursive;
+        assert_eq!(io.len(), 2);
+        assert_eq!(
+            (io[0].major, io[0].minor, io[0].op.as_str(), io[0].value),
+            (8, 0, "Read", 4096)
+        );
         let usage = m.cpu.usage.as_ref().unwrap();
         assert_eq!(usage.total, 123456789);
         assert_eq!(usage.per_cpu, vec![100, 200]);

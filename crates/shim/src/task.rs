@@ -693,6 +693,11 @@ impl TaskService {
     async fn finish_init(&self, container: &Arc<Container>, code: u32) {
         let at = SystemTime::now();
         let init = &container.init;
+        if crate::cgroup::shares_pid_namespace(&container.bundle) {
+            if let Ok(cg) = container.cgroup() {
+                cg.kill_all();
+            }
+        }
         init.io.wait_output(OUTPUT_DRAIN).await;
         // Execs die with the container's init (its pid namespace); their exits go first.
         let execs: Vec<Arc<Proc>> = container.execs.lock().await.values().cloned().collect();
@@ -990,6 +995,10 @@ impl TaskService {
             container.rootfs_mounted,
         )
         .await;
+        if let Ok(cg) = container.cgroup() {
+            let id = container.id.clone();
+            let _ = tokio::task::spawn_blocking(move || cg.remove(&id)).await;
+        }
         if let Some(sup) = container.supervisor_pid.lock().ok().and_then(|g| *g) {
             debug!("{}: lxc-start was {sup}", container.id);
         }
@@ -1157,12 +1166,28 @@ fn explain_start_failure(e: ShimError, state_dir: &Path) -> ShimError {
         return e;
     }
     let log = std::fs::read_to_string(log_path(state_dir)).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(5).collect();
-    if tail.is_empty() {
+    // The first errors name the cause; later ones are consequences ("failed to spawn").
+    let mut lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" ERROR "))
+        .take(4)
+        .collect();
+    if lines.is_empty() {
+        lines = log.lines().rev().take(3).collect();
+        lines.reverse();
+    }
+    if lines.is_empty() {
         return e;
     }
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    ShimError::Internal(format!("{e}; LXC said: {}", tail.join(" | ")))
+    let lines: Vec<String> = lines
+        .iter()
+        .map(|l| match l.find(" - ") {
+            // Drop LXC's "name timestamp LEVEL file:func:line" prefix.
+            Some(i) => l[i + 3..].to_string(),
+            None => l.to_string(),
+        })
+        .collect();
+    ShimError::Internal(format!("{e}; LXC said: {}", lines.join(" | ")))
 }
 
 /// Stops and removes a container and everything made for it. Best effort, idempotent: used by

@@ -7,8 +7,10 @@
 //!   runtime entry and its options).
 //! - [`client`]: the CRI calls and config builders.
 //! - [`stream`]: the streaming Exec protocol (WebSocket).
+//! - [`examples`]: the Kubernetes objects of examples/, parsed and turned into CRI configs.
 
 pub mod client;
 pub mod env;
+pub mod examples;
 pub mod registry;
 pub mod stream;

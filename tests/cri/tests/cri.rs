@@ -99,6 +99,28 @@ fn env_for(version: &ContainerdVersion) -> Result<Arc<CriEnv>> {
 // ---------------------------------------------------------------------------------------------
 // Pods and what they must leave behind: nothing
 
+/// The kubelet's defaults for `procMount: Default` (k8s.io/kubernetes securitycontext).
+const KUBELET_MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const KUBELET_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// A pod made by a case. `finish` removes it as the kubelet does and checks for leftovers;
 /// dropping it unfinished (a failed case) still removes it.
 struct Pod<'a> {
@@ -153,6 +175,15 @@ impl Pod<'_> {
         if s.namespace_options.is_none() {
             s.namespace_options = pod_ns;
         }
+        // The kubelet sends the default masked and read-only paths for every non-privileged
+        // container (procMount: Default); containerd's CRI plugin adds none of its own.
+        if !s.privileged && s.masked_paths.is_empty() && s.readonly_paths.is_empty() {
+            s.masked_paths = KUBELET_MASKED_PATHS.iter().map(|p| p.to_string()).collect();
+            s.readonly_paths = KUBELET_READONLY_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
+        }
         let config = &config;
         let id = self
             .env
@@ -192,7 +223,19 @@ impl Pod<'_> {
         self.done = true;
         let mut c = self.cri()?;
         self.env.block_on(c.remove_pod(&self.id))?;
-        check_pod_gone(self.env, &self.id, &self.containers, self.netns.as_deref())
+        let parent = self
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        check_pod_gone(
+            self.env,
+            &self.id,
+            &self.containers,
+            self.netns.as_deref(),
+            &parent,
+        )
     }
 }
 
@@ -241,6 +284,7 @@ fn check_pod_gone(
     pod: &str,
     containers: &[String],
     netns: Option<&str>,
+    cgroup_parent: &str,
 ) -> Result<()> {
     let mut problems = Vec::new();
     let id_flag = format!("-id {pod}");
@@ -276,6 +320,12 @@ fn check_pod_gone(
         for p in e2e::host::processes_matching(&[&id]) {
             problems.push(format!("process left: {} {}", p.pid, p.cmdline));
         }
+        for root in cgroup_roots() {
+            let dir = root.join(cgroup_parent.trim_start_matches('/')).join(&id);
+            if dir.exists() {
+                problems.push(format!("cgroup left: {}", dir.display()));
+            }
+        }
     }
     if let Some(ns) = netns {
         if Path::new(ns).exists() {
@@ -284,10 +334,24 @@ fn check_pod_gone(
     }
     ensure!(
         problems.is_empty(),
-        "pod {pod} left things behind:\n{}",
+        "pod {pod} (containers {containers:?}) left things behind:\n{}",
         problems.join("\n")
     );
     Ok(())
+}
+
+/// The v1 hierarchies (and the v2 root) under /sys/fs/cgroup.
+fn cgroup_roots() -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|e| e.path()),
+        );
+    }
+    roots
 }
 
 /// A container that runs until stopped.
@@ -821,7 +885,10 @@ fn case_security_context(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
-/// A privileged container in a privileged pod: every capability, /sys writable.
+/// A privileged container in a privileged pod (CNI daemons, device plugins): every capability
+/// of the node, the node's devices, no masked /proc paths. (/sys is not checked: the pod's
+/// network namespace already has a read-only sysfs from the sandbox, and sysfs is one
+/// superblock per network namespace, under runc too.)
 fn case_privileged(env: &CriEnv) -> Result<()> {
     let mut c = env.cri()?;
     let mut pod = run_pod(env, "priv", |p| {
@@ -831,20 +898,17 @@ fn case_privileged(env: &CriEnv) -> Result<()> {
             .get_or_insert_with(Default::default)
             .privileged = true;
     })?;
-    let mut cfg = container_config(
-        "priv",
-        &env.images.busybox,
-        &["sh", "-c", "grep CapEff /proc/self/status; awk '$2==\"/sys\"{print \"sys=\" $4}' /proc/mounts; echo end"],
+    let masked = masked_proc_file()?;
+    let probe = format!(
+        "grep CapEff /proc/self/status; \
+         if [ -c /dev/loop-control ]; then echo dev=host; else echo dev=default; fi; \
+         if [ -c {masked} ]; then echo proc=masked; else echo proc=open; fi; echo end"
     );
+    let mut cfg = container_config("priv", &env.images.busybox, &["sh", "-c", &probe]);
     sec(&mut cfg).privileged = true;
     let id = pod.run(&cfg)?;
     env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(20)))?;
-    let lines = pod.wait_log("priv", "end")?;
-    let text = lines
-        .iter()
-        .map(|(_, l)| l.as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = log_text(&pod.wait_log("priv", "end")?);
     let host = std::fs::read_to_string("/proc/self/status")?;
     let host_bnd = cap_mask(&host, "CapBnd")?;
     let eff = cap_mask(&text, "CapEff")?;
@@ -852,9 +916,69 @@ fn case_privileged(env: &CriEnv) -> Result<()> {
         eff == host_bnd,
         "privileged CapEff {eff:#x}, node bounding set {host_bnd:#x}"
     );
+    if Path::new("/dev/loop-control").exists() {
+        ensure!(
+            text.contains("dev=host"),
+            "privileged: no host devices: {text}"
+        );
+    }
     ensure!(
-        text.lines().any(|l| l.starts_with("sys=rw")),
-        "privileged container's /sys is not rw: {text}"
+        text.contains("proc=open"),
+        "privileged: {masked} masked: {text}"
+    );
+    pod.finish()
+}
+
+/// A path containerd masks (a /dev/null bind) for non-privileged containers.
+fn masked_proc_file() -> Result<&'static str> {
+    ["/proc/keys", "/proc/timer_list", "/proc/sched_debug"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .ok_or_else(|| anyhow!("none of the usual masked /proc files exists on this node"))
+}
+
+fn log_text(lines: &[(String, String)]) -> String {
+    lines
+        .iter()
+        .map(|(_, l)| l.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A non-privileged pod container gets the masked and read-only paths the kubelet asks for (the
+/// spec's linux.maskedPaths / readonlyPaths): a masked /proc file reads as /dev/null,
+/// /proc/sys is read-only, and it sees none of the node's devices.
+fn case_masked_paths(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "masked", |_| {})?;
+    let masked = masked_proc_file()?;
+    let probe = format!(
+        "grep CapEff /proc/self/status; \
+         if [ -c /dev/loop-control ]; then echo dev=host; else echo dev=default; fi; \
+         if [ -c {masked} ]; then echo proc=masked; else echo proc=open; fi; \
+         if grep ' /proc/sys ' /proc/self/mountinfo | grep -q ' ro,'; then echo procsys=ro; else echo procsys=rw; fi; \
+         echo end"
+    );
+    let id = pod.run(&container_config(
+        "plain",
+        &env.images.busybox,
+        &["sh", "-c", &probe],
+    ))?;
+    env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(20)))?;
+    let text = log_text(&pod.wait_log("plain", "end")?);
+    let eff = cap_mask(&text, "CapEff")?;
+    ensure!(eff == default_caps(), "CapEff {eff:#x}");
+    ensure!(
+        text.contains("dev=default"),
+        "sees the node's devices: {text}"
+    );
+    ensure!(
+        text.contains("proc=masked"),
+        "{masked} is not masked: {text}"
+    );
+    ensure!(
+        text.contains("procsys=ro"),
+        "/proc/sys is not read-only: {text}"
     );
     pod.finish()
 }
@@ -924,6 +1048,26 @@ fn case_share_process_namespace(env: &CriEnv) -> Result<()> {
     ensure!(
         pid1.contains("trap 'exit 0' TERM INT"),
         "shared pid ns: PID 1 is not the pause process: {pid1:?}"
+    );
+    // A container without a pid namespace of its own: when its init exits, the processes it
+    // left are killed (runc's shim does the same), so nothing of it outlives it in the pod.
+    let c2 = shared.run(&container_config(
+        "c",
+        &env.images.busybox,
+        &[
+            "sh",
+            "-c",
+            "sleep 31339 & trap 'exit 0' TERM; while :; do sleep 1; done",
+        ],
+    ))?;
+    env.block_on(c.wait_state(&c2, state::RUNNING, Duration::from_secs(20)))?;
+    let ps = env.block_on(c.sh(&a, "ps -o args"))?;
+    ensure!(ps.contains("sleep 31339"), "c's child not visible:\n{ps}");
+    env.block_on(c.stop_container(&c2, 10))?;
+    let ps = env.block_on(c.sh(&a, "sleep 0.3; ps -o args"))?;
+    ensure!(
+        !ps.contains("sleep 31339"),
+        "a child of stopped container c still runs in the pod:\n{ps}"
     );
     shared.finish()?;
 
@@ -1103,6 +1247,211 @@ fn case_one_shim_per_pod(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
+/// Exec with a terminal over the streaming server (`kubectl exec -it`).
+fn case_exec_tty(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "exectty", |_| {})?;
+    let id = pod.run(&sleeper("main", &env.images.busybox))?;
+    env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+    let url = env.block_on(c.exec_url(v1::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            "tty; test -t 0 && test -t 1 && echo both-tty; exit 4".into(),
+        ],
+        tty: true,
+        stdin: true,
+        stdout: true,
+        ..Default::default()
+    }))?;
+    let r = env.block_on(cri::stream::run(&url, None))?;
+    let out = String::from_utf8_lossy(&r.stdout);
+    ensure!(
+        out.contains("/dev/pts/") && out.contains("both-tty\r\n") && r.exit_code == 4,
+        "tty exec: {out:?} exit {} status {}",
+        r.exit_code,
+        r.status
+    );
+    pod.finish()
+}
+
+/// A container that exceeds its memory limit is OOM-killed: exit 137, reason OOMKilled (the
+/// kubelet's restart and event logic keys on it).
+fn case_oom_killed(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "oom", |_| {})?;
+    let mut cfg = container_config(
+        "hog",
+        &env.images.busybox,
+        &["sh", "-c", "echo start; tail /dev/zero"],
+    );
+    {
+        let r = res(&mut cfg);
+        r.memory_limit_in_bytes = 24 << 20;
+        r.memory_swap_limit_in_bytes = 24 << 20;
+    }
+    let id = pod.run(&cfg)?;
+    let code = env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(60)))?;
+    let st = env
+        .block_on(c.container_status(&id))?
+        .status
+        .ok_or_else(|| anyhow!("no status"))?;
+    ensure!(
+        code == 137 && st.reason == "OOMKilled",
+        "memory hog ended with {code}, reason {:?}",
+        st.reason
+    );
+    pod.finish()
+}
+
+/// The kubelet's restart of a crashed container: a new container of the same name with the
+/// next attempt number in the same pod (and shim), its own log.
+fn case_restart_attempt(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "restart", |_| {})?;
+    let mut first = container_config(
+        "crash",
+        &env.images.busybox,
+        &["sh", "-c", "echo attempt-0; exit 1"],
+    );
+    first.log_path = "crash/0.log".into();
+    std::fs::create_dir_all(pod.log_dir.join("crash"))?;
+    let id0 = pod.run(&first)?;
+    let code = env.block_on(c.wait_state(&id0, state::EXITED, Duration::from_secs(20)))?;
+    ensure!(code == 1, "attempt 0 exited {code}");
+    let mut second = container_config(
+        "crash",
+        &env.images.busybox,
+        &["sh", "-c", "echo attempt-1; exit 0"],
+    );
+    second.log_path = "crash/1.log".into();
+    if let Some(m) = second.metadata.as_mut() {
+        m.attempt = 1;
+    }
+    let id1 = pod.run(&second)?;
+    let code = env.block_on(c.wait_state(&id1, state::EXITED, Duration::from_secs(20)))?;
+    ensure!(code == 0, "attempt 1 exited {code}");
+    for (file, want) in [("crash/0.log", "attempt-0"), ("crash/1.log", "attempt-1")] {
+        let text = std::fs::read_to_string(pod.log_dir.join(file))?;
+        let lines = parse_cri_log(&text)?;
+        ensure!(
+            lines == vec![("stdout".to_string(), want.to_string())],
+            "{file}: {lines:?}"
+        );
+    }
+    let shims: Vec<_> = env
+        .shim_processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(&format!("-id {}", pod.id)))
+        .collect();
+    ensure!(
+        shims.len() == 1,
+        "shims for the pod after a restart: {shims:?}"
+    );
+    pod.finish()
+}
+
+/// Log rotation: the kubelet renames the log file and calls ReopenContainerLog; new output goes
+/// to a new file.
+fn case_log_reopen(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "logreopen", |_| {})?;
+    let id = pod.run(&container_config(
+        "ticker",
+        &env.images.busybox,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.1; done",
+        ],
+    ))?;
+    pod.wait_log("ticker", "tick-3")?;
+    let log = pod.log_file("ticker");
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated)?;
+    env.block_on(async {
+        c.rt.reopen_container_log(v1::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+    })
+    .map_err(|e| anyhow!("ReopenContainerLog: {}", e.message()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if parse_cri_log(&text)?.len() >= 3 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no output in the reopened log: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let old_len = std::fs::metadata(&rotated)?.len();
+    std::thread::sleep(Duration::from_millis(400));
+    ensure!(
+        std::fs::metadata(&rotated)?.len() == old_len,
+        "the rotated log still grows"
+    );
+    env.block_on(c.stop_container(&id, 10))?;
+    pod.finish()
+}
+
+/// examples/pod.yaml run the way the kubelet runs it (RuntimeClass handler -> runtime_handler,
+/// the container's command, args, security context and limits mapped to CRI), with the image
+/// taken from the local registry: the page it serves, its user and its cgroup limits.
+fn case_example_pod(env: &CriEnv) -> Result<()> {
+    let rc = cri::examples::load_runtime_class()?;
+    ensure!(
+        rc.handler == cri::env::HANDLER,
+        "RuntimeClass handler {}",
+        rc.handler
+    );
+    let example = cri::examples::load_pod()?;
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, &example.metadata.name, |_| {})?;
+    let mut ids = Vec::new();
+    for container in &example.spec.containers {
+        let cfg = cri::examples::kubelet_container_config(container, &env.images.busybox)?;
+        let id = pod.run(&cfg)?;
+        env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+        ids.push((id, container));
+    }
+    let (id, container) = &ids[0];
+    let port = container
+        .ports
+        .first()
+        .map(|p| p.container_port)
+        .unwrap_or(8080);
+    let page = env.block_on(c.sh(
+        id,
+        &wget_retry(&format!("http://127.0.0.1:{port}/index.html")),
+    ))?;
+    ensure!(
+        page.trim() == format!("hello from {}", example.metadata.name),
+        "example pod served {page:?}"
+    );
+    // ExecSync runs with the container's user and (dropped) capabilities, bounding set too.
+    let user = env.block_on(c.sh(id, "id -u; grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status"))?;
+    ensure!(
+        user.starts_with("1000\n")
+            && user.contains("CapEff:\t0000000000000000")
+            && user.contains("CapPrm:\t0000000000000000")
+            && user.contains("CapBnd:\t0000000000000000"),
+        "example pod exec user/caps: {user:?}"
+    );
+    let pid = env.block_on(c.container_pid(id))?;
+    let quota = read_trim(&cgroup_dir(pid, "cpu")?.join("cpu.cfs_quota_us"))?;
+    let mem = read_trim(&cgroup_dir(pid, "memory")?.join("memory.limit_in_bytes"))?;
+    ensure!(
+        quota == "50000" && mem == (64u64 << 20).to_string(),
+        "example pod limits: quota {quota}, memory {mem}"
+    );
+    pod.finish()
+}
+
 /// A short smoke of the whole path, for the other containerd versions.
 fn case_smoke(env: &CriEnv) -> Result<()> {
     let mut c = env.cri()?;
@@ -1187,7 +1536,7 @@ fn main() {
     if let Some(reason) = &skip {
         eprintln!("cri: SKIPPING every CRI test: {reason}");
     }
-    let main_cases: [(&str, Case); 11] = [
+    let main_cases: [(&str, Case); 12] = [
         ("lifecycle", case_lifecycle),
         ("exec_streaming", case_exec_streaming),
         ("networking", case_networking),
@@ -1195,6 +1544,7 @@ fn main() {
         ("image_config", case_image_config),
         ("security_context", case_security_context),
         ("privileged", case_privileged),
+        ("masked_paths", case_masked_paths),
         ("resources", case_resources),
         ("share_process_namespace", case_share_process_namespace),
         ("sysctls", case_sysctls),
@@ -1203,7 +1553,14 @@ fn main() {
             case_mounts_and_termination_message,
         ),
     ];
-    let extra: [(&str, Case); 1] = [("one_shim_per_pod", case_one_shim_per_pod)];
+    let extra: [(&str, Case); 6] = [
+        ("one_shim_per_pod", case_one_shim_per_pod),
+        ("example_pod", case_example_pod),
+        ("exec_tty", case_exec_tty),
+        ("oom_killed", case_oom_killed),
+        ("restart_attempt", case_restart_attempt),
+        ("log_reopen", case_log_reopen),
+    ];
     for (name, version) in ContainerdVersion::all() {
         let cases: Vec<(&str, Case)> = if name == "1.6" {
             main_cases.iter().chain(extra.iter()).cloned().collect()

@@ -83,6 +83,12 @@ impl Driver for LxcDriver {
             .arg(name)
             .arg("-P")
             .arg(&self.lxcpath)
+            // lxc-attach would drop the capabilities the container's config does not keep from
+            // the bounding set, so the helper it execs as root would start without them and
+            // could not set up the exec's user (setgroups needs CAP_SETGID) when the pod drops
+            // ALL. The helper applies the exec's own capability sets (bounding set included),
+            // as runc does; cgroup and LSM confinement stay.
+            .arg("--elevated-privileges=CAP")
             .arg("--clear-env")
             .arg("--")
             .args(helper_args);
