@@ -1225,6 +1225,16 @@ fn case_one_shim_per_pod(env: &CriEnv) -> Result<()> {
             "LXC container {id} not in the lxcpath from the runtime options ({})",
             env.lxc_dir().display()
         );
+        // The container's own mounts (proc, sys, dev, ...) stay in its mount namespace: the
+        // node sees only the rootfs mount the shim made.
+        let leaked: Vec<_> = e2e::host::mounts_containing(id)
+            .into_iter()
+            .filter(|m| !m.ends_with("rootfs"))
+            .collect();
+        ensure!(
+            leaked.is_empty(),
+            "mounts of container {id} visible on the node: {leaked:?}"
+        );
         ensure!(
             !Path::new(e2e::SHIM_LXCPATH)
                 .join("k8s.io")
