@@ -106,7 +106,7 @@ pub struct Containerd {
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-const CTR_TIMEOUT: Duration = Duration::from_secs(60);
+const CTR_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Containerd {
     pub fn config_path(&self) -> PathBuf {
