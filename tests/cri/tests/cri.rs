@@ -1541,6 +1541,9 @@ fn skip_reason() -> Option<String> {
 
 fn main() {
     let args = Arguments::from_args();
+    if e2e::host::is_root() {
+        cri::env::reap_stale();
+    }
     let mut trials = Vec::new();
     let skip = skip_reason();
     if let Some(reason) = &skip {
