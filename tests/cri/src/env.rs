@@ -384,6 +384,55 @@ impl CriEnv {
     }
 }
 
+/// Cleans up after earlier runs that died (killed, timed out): their work dirs (containerd,
+/// shims, registry, mounts), bridges and cgroup parents, found by the pid in their names.
+pub fn reap_stale() {
+    e2e::containerd::reap_stale_work_dirs(&work_base());
+    let dead = |pid: &str| {
+        pid.parse::<i32>()
+            .map(|p| !e2e::host::pid_alive(p))
+            .unwrap_or(false)
+    };
+    // Bridges are named crie<pid % 100000>x<seq>: only remove those whose pid is gone.
+    if let Ok(out) = Command::new("ip")
+        .args(["-o", "link", "show", "type", "bridge"])
+        .output()
+    {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(name) = line.split(": ").nth(1).map(|n| n.trim()) else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix("crie") else {
+                continue;
+            };
+            if let Some((pid, _)) = rest.split_once('x') {
+                if dead(pid) {
+                    let _ = Command::new("ip").args(["link", "del", name]).status();
+                }
+            }
+        }
+    }
+    // cgroup parents /cri-e2e-<pid>-<seq> in any hierarchy.
+    if let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") {
+        let mut names = std::collections::BTreeSet::new();
+        for root in roots.flatten() {
+            if let Ok(entries) = std::fs::read_dir(root.path()) {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if let Some(rest) = name.strip_prefix("cri-e2e-") {
+                        if rest.split('-').next().map(dead).unwrap_or(false) {
+                            names.insert(name);
+                        }
+                    }
+                }
+            }
+        }
+        for name in names {
+            remove_cgroup_tree(&name);
+        }
+    }
+}
+
 /// Removes a cgroup directory (and empty children) in every v1 hierarchy and the v2 tree.
 pub fn remove_cgroup_tree(rel: &str) {
     let rel = rel.trim_start_matches('/');

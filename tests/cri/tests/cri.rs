@@ -7,10 +7,10 @@
 //! shim process, no LXC container in the shim's lxcpath, no mount, no network namespace.
 //! The run fails if the final teardown had to clean anything up by force.
 //!
-//! containerd 1.6 (Debian's) passes the shim its options through `ConfigPath`; 1.7 and 2.1
-//! (unpacked by scripts/setup.sh) through inline keys (`config_body`). Each points the shim's
-//! lxcpath into the run's work dir, and the cases check the LXC containers appear there: the
-//! proof that runtime options reach the shim.
+//! Every case runs on every containerd available. containerd 1.6 (Debian's) passes the shim its
+//! options through `ConfigPath`; 1.7 and 2.1 (unpacked by scripts/setup.sh) through inline keys
+//! (`config_body`). Each points the shim's lxcpath into the run's work dir, and the cases check
+//! the LXC containers appear there: the proof that runtime options reach the shim.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -1225,6 +1225,16 @@ fn case_one_shim_per_pod(env: &CriEnv) -> Result<()> {
             "LXC container {id} not in the lxcpath from the runtime options ({})",
             env.lxc_dir().display()
         );
+        // The container's own mounts (proc, sys, dev, ...) stay in its mount namespace: the
+        // node sees only the rootfs mount the shim made.
+        let leaked: Vec<_> = e2e::host::mounts_containing(id)
+            .into_iter()
+            .filter(|m| !m.ends_with("rootfs"))
+            .collect();
+        ensure!(
+            leaked.is_empty(),
+            "mounts of container {id} visible on the node: {leaked:?}"
+        );
         ensure!(
             !Path::new(e2e::SHIM_LXCPATH)
                 .join("k8s.io")
@@ -1531,6 +1541,9 @@ fn skip_reason() -> Option<String> {
 
 fn main() {
     let args = Arguments::from_args();
+    if e2e::host::is_root() {
+        cri::env::reap_stale();
+    }
     let mut trials = Vec::new();
     let skip = skip_reason();
     if let Some(reason) = &skip {
@@ -1562,14 +1575,13 @@ fn main() {
         ("log_reopen", case_log_reopen),
     ];
     for (name, version) in ContainerdVersion::all() {
-        let cases: Vec<(&str, Case)> = if name == "1.6" {
-            main_cases.iter().chain(extra.iter()).cloned().collect()
-        } else {
-            vec![
-                ("smoke", case_smoke as Case),
-                ("one_shim_per_pod", case_one_shim_per_pod),
-            ]
-        };
+        // Every case on every containerd: 1.6 passes options by ConfigPath, 1.7 and 2.1 inline.
+        let cases: Vec<(&str, Case)> = main_cases
+            .iter()
+            .chain(extra.iter())
+            .cloned()
+            .chain(std::iter::once(("smoke", case_smoke as Case)))
+            .collect();
         for (case, f) in cases {
             let test_name = format!("containerd-{name}::{case}");
             let unavailable = match (&skip, &version) {
