@@ -41,21 +41,34 @@ $E2E_CTR version | sed 's/^/  /'
 $E2E_CTR images ls
 
 id="demo-$$"
-say "ctr run --rm --runtime io.containerd.proxmox-lxc.v2 $E2E_IMAGE $id sh -c ..."
+say "ctr run --rm --runtime io.containerd.proxmox-lxc.v2 $E2E_IMAGE $id sh -c '...'"
 set +e
-$E2E_CTR run --rm --runtime io.containerd.proxmox-lxc.v2 "$E2E_IMAGE" "$id" sh -c '
-echo "hello from an LXC container run by containerd-shim-proxmox-lxc-v2"
-echo "hostname:        $(hostname)"
-echo "my pid:          $$"
-echo "/proc/1/cmdline: $(tr "\0" " " </proc/1/cmdline)"
-echo "uid/gid:         $(id)"
-echo "kernel:          $(uname -r)"
-echo "cgroup:          $(head -n 3 /proc/self/cgroup | tr "\n" " ")"
-exit 0'
+# (A deadline, so a hanging run cannot hang the demo; SIGKILL because ctr forwards SIGTERM.)
+timeout -s KILL 60 $E2E_CTR run --rm --runtime io.containerd.proxmox-lxc.v2 "$E2E_IMAGE" "$id" sh -c \
+    'echo "hello from $(hostname), pid $$, $(id)"; printf "/proc/1/cmdline: "; tr "\0" " " </proc/1/cmdline | cut -c1-40; echo; exit 0'
 status=$?
 set -e
 say "the container exited with status $status"
-if [ -d /var/lib/containerd-shim-proxmox-lxc ]; then
-    echo "shim lxcpath: /var/lib/containerd-shim-proxmox-lxc"
-fi
+
+say "a detached one, to look at it from the host while it runs"
+$E2E_CTR run -d --null-io --runtime io.containerd.proxmox-lxc.v2 "$E2E_IMAGE" "$id-bg" sleep 300
+$E2E_CTR task ls
+for lxcpath in /var/lib/containerd-shim-proxmox-lxc/e2e /var/lib/containerd-shim-proxmox-lxc; do
+    if [ -d "$lxcpath/$id-bg" ]; then
+        echo "LXC sees it (lxc-ls -P $lxcpath --fancy):"
+        lxc-ls -P "$lxcpath" --fancy --filter "^$id-bg\$" || true
+        break
+    fi
+done
+echo "host processes that exist because of it:"
+ps -eo pid,ppid,rss,args | awk -v id="$id-bg" 'NR == 1 || index($0, id) && !/awk/' | cut -c1-160
+echo "ctr task exec:"
+$E2E_CTR task exec --exec-id demo "$id-bg" sh -c 'echo "exec in $(hostname): PID 1 is $(cat /proc/1/comm)"'
+$E2E_CTR task kill --signal SIGKILL "$id-bg"
+for _ in $(seq 50); do
+    $E2E_CTR task ls | grep -q "^$id-bg .*STOPPED" && break
+    sleep 0.1
+done
+$E2E_CTR task rm "$id-bg" >/dev/null
+$E2E_CTR container rm "$id-bg"
 exit $status
