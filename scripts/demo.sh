@@ -45,7 +45,7 @@ say "ctr run --rm --runtime io.containerd.proxmox-lxc.v2 $E2E_IMAGE $id sh -c '.
 set +e
 # (A deadline, so a hanging run cannot hang the demo; SIGKILL because ctr forwards SIGTERM.)
 timeout -s KILL 60 $E2E_CTR run --rm --runtime io.containerd.proxmox-lxc.v2 "$E2E_IMAGE" "$id" sh -c \
-    'echo "hello from $(hostname), pid $$, $(id)"; printf "/proc/1/cmdline: "; tr "\0" " " </proc/1/cmdline | cut -c1-40; echo; exit 0'
+    'echo "hello from $(hostname), pid $$, $(id)"; printf "/proc/1/cmdline: "; tr "\0" " " </proc/1/cmdline | cut -c1-40; exit 0'
 status=$?
 set -e
 say "the container exited with status $status"
