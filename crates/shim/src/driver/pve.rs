@@ -37,8 +37,6 @@ pub const PVE_LXCPATH: &str = "/var/lib/lxc";
 /// Name of the include file (in the container's state directory) with the keys Proxmox does
 /// not accept in a CT config.
 pub const INCLUDE_NAME: &str = "pve-include.conf";
-/// How long a task may run before the RPC fails (the task goes on in Proxmox).
-const TASK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the driver waits for Proxmox's config lock of one VMID.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -116,9 +114,10 @@ pub fn pve_error(e: pve_client::Error) -> ShimError {
     }
 }
 
-fn wait_options() -> WaitOptions {
+fn wait_options(settings: &PveSection) -> WaitOptions {
     WaitOptions {
-        timeout: TASK_TIMEOUT,
+        // After this the RPC fails (the task goes on in Proxmox).
+        timeout: Duration::from_secs(settings.task_timeout.max(1)),
         // The first poll goes out at once; a short second interval keeps a fast task fast.
         initial_interval: Duration::from_millis(20),
         max_interval: Duration::from_millis(500),
@@ -294,7 +293,9 @@ impl Driver for PveDriver {
         let node = self.settings.node.clone();
         let outcome = self
             .client
-            .run_task(&wait_options(), || self.client.start_ct(&node, vmid))
+            .run_task(&wait_options(&self.settings), || {
+                self.client.start_ct(&node, vmid)
+            })
             .await
             .map_err(|e| {
                 let e = pve_error(e);
@@ -326,7 +327,7 @@ impl Driver for PveDriver {
         };
         let result = self
             .client
-            .run_task(&wait_options(), || {
+            .run_task(&wait_options(&self.settings), || {
                 self.client.destroy_ct(&node, vmid, &options)
             })
             .await;
