@@ -357,7 +357,7 @@ impl ProcessIo {
 
     /// CloseIO: what containerd wrote so far is delivered, then the process sees EOF.
     pub fn close_stdin(&self) {
-        let _ = self.close_stdin.send(true);
+        self.close_stdin.send_replace(true);
     }
 
     /// Waits until the output copies have delivered everything (they end at EOF, when every

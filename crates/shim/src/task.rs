@@ -95,6 +95,9 @@ struct Proc {
     exec_id: String,
     state: std::sync::Mutex<ProcessState>,
     io: Arc<ProcessIo>,
+    /// The exit, once known. Set with `send_replace`: `send` stores nothing while no Wait is
+    /// subscribed, and a process that exits before containerd's Wait arrives would then never
+    /// be reported to it.
     exited: watch::Sender<Option<(u32, SystemTime)>>,
     /// Held while start is published and while the exit is, so exit never precedes start.
     lifecycle: Mutex<()>,
@@ -746,7 +749,7 @@ impl TaskService {
         let _guard = init.lifecycle.lock().await;
         let pid = init.snapshot().pid;
         if init.with_state(|s| s.exit(code, at)) {
-            let _ = init.exited.send(Some((code, at)));
+            init.exited.send_replace(Some((code, at)));
             info!("{}: init {pid} exited with {code}", container.id);
             self.publish(
                 topics::TASK_EXIT_EVENT_TOPIC,
@@ -928,7 +931,7 @@ impl TaskService {
                     .map(|m| msg = m);
                 }
                 proc.with_state(|s| s.exit(255, SystemTime::now()));
-                let _ = proc.exited.send(Some((255, SystemTime::now())));
+                proc.exited.send_replace(Some((255, SystemTime::now())));
                 return Err(match msg.trim() {
                     "" => e,
                     m => ShimError::Internal(format!("{e} (lxc-attach: {m})")),
@@ -969,7 +972,7 @@ impl TaskService {
             proc2.io.wait_output(OUTPUT_DRAIN).await;
             let _guard = proc2.lifecycle.lock().await;
             if proc2.with_state(|s| s.exit(code, at)) {
-                let _ = proc2.exited.send(Some((code, at)));
+                proc2.exited.send_replace(Some((code, at)));
                 svc.publish(
                     topics::TASK_EXIT_EVENT_TOPIC,
                     Box::new(TaskExit {

@@ -1462,6 +1462,27 @@ fn case_example_pod(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
+/// Containers that exit at once, one after another in one pod: each exit must reach containerd
+/// (its Wait may arrive after the exit), as the kubelet's init containers and crash loops need.
+fn case_fast_exits(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "fastexit", |_| {})?;
+    for i in 0..15u32 {
+        let mut cfg =
+            container_config("fast", &env.images.busybox, &["sh", "-c", "echo x; exit 3"]);
+        cfg.log_path = format!("fast-{i}.log");
+        if let Some(m) = cfg.metadata.as_mut() {
+            m.attempt = i;
+        }
+        let id = pod.run(&cfg)?;
+        let code = env
+            .block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(10)))
+            .map_err(|e| anyhow!("container {i}: {e}"))?;
+        ensure!(code == 3, "container {i} exited {code}");
+    }
+    pod.finish()
+}
+
 /// A short smoke of the whole path, for the other containerd versions.
 fn case_smoke(env: &CriEnv) -> Result<()> {
     let mut c = env.cri()?;
@@ -1566,13 +1587,14 @@ fn main() {
             case_mounts_and_termination_message,
         ),
     ];
-    let extra: [(&str, Case); 6] = [
+    let extra: [(&str, Case); 7] = [
         ("one_shim_per_pod", case_one_shim_per_pod),
         ("example_pod", case_example_pod),
         ("exec_tty", case_exec_tty),
         ("oom_killed", case_oom_killed),
         ("restart_attempt", case_restart_attempt),
         ("log_reopen", case_log_reopen),
+        ("fast_exits", case_fast_exits),
     ];
     for (name, version) in ContainerdVersion::all() {
         // Every case on every containerd: 1.6 passes options by ConfigPath, 1.7 and 2.1 inline.

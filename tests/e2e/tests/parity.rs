@@ -842,8 +842,9 @@ fn umask_rlimits(ctx: &Ctx) -> Result<Transcript> {
 }
 
 fn filesystem_view(ctx: &Ctx) -> Result<Transcript> {
-    // What the workload sees of mounts and /dev must be what runc gives it.
-    let script = "awk '{print $2, $3}' /proc/mounts; echo ---; ls -a /dev";
+    // What the workload sees of mounts (sorted: the order is not meaningful) and /dev must be
+    // what runc gives it.
+    let script = "awk '{print $2, $3}' /proc/mounts | sort; echo ---; ls -a /dev";
     let (t, out) = simple(ctx, &[], script, None)?;
     expect_status(&out, 0)?;
     ensure!(
