@@ -21,7 +21,10 @@ use pve_test_server::{Fault, FaultRule, LxcNodeBackend, TestServer};
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const TOKEN_ID: &str = "root@pam!e2e";
 const TOKEN_SECRET: &str = "5f3d7a2e-0c1b-4e8f-9a6d-2b7c1e0f4a93";
-const VMID_RANGE: [u32; 2] = [990100, 990199];
+/// Each test its own range: both share /var/lib/lxc (as CTs of one node do) but not the
+/// server's copy of /etc/pve/lxc, which is what keeps VMIDs apart on a real node.
+const PARITY_RANGE: [u32; 2] = [990100, 990149];
+const FAULTS_RANGE: [u32; 2] = [990150, 990199];
 const LXCPATH: &str = "/var/lib/lxc";
 
 struct Env {
@@ -30,10 +33,11 @@ struct Env {
     cd: Containerd,
     config: PathBuf,
     work: PathBuf,
+    range: [u32; 2],
 }
 
 impl Env {
-    fn start(label: &str, task_timeout_secs: u64) -> Result<Env> {
+    fn start(label: &str, task_timeout_secs: u64, range: [u32; 2]) -> Result<Env> {
         let work = std::env::temp_dir().join(format!("pxlxc-pve-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
@@ -72,8 +76,8 @@ impl Env {
                 server.node(),
                 token.display(),
                 ca.display(),
-                VMID_RANGE[0],
-                VMID_RANGE[1],
+                range[0],
+                range[1],
                 config_dir.display(),
                 lock_dir.display(),
             ),
@@ -87,6 +91,7 @@ impl Env {
             cd,
             config,
             work,
+            range,
         })
     }
 
@@ -142,7 +147,7 @@ impl Env {
     fn no_leftovers(&self, what: &str) -> Result<()> {
         let cts = self.cts();
         ensure!(cts.is_empty(), "{what}: CT configs left: {cts:?}");
-        for vmid in VMID_RANGE[0]..=VMID_RANGE[1] {
+        for vmid in self.range[0]..=self.range[1] {
             let dir = Path::new(LXCPATH).join(vmid.to_string());
             ensure!(!dir.exists(), "{what}: {} left", dir.display());
         }
@@ -203,7 +208,7 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
     if !root_or_skip() {
         return Ok(());
     }
-    let env = Env::start("parity", 20)?;
+    let env = Env::start("parity", 20, PARITY_RANGE)?;
     let result = (|| -> Result<()> {
         env.server.reset_counts();
         let started = Instant::now();
@@ -313,7 +318,7 @@ fn pve_driver_faults_give_clear_errors_and_leave_nothing() -> Result<()> {
     if !root_or_skip() {
         return Ok(());
     }
-    let env = Env::start("faults", 3)?;
+    let env = Env::start("faults", 3, FAULTS_RANGE)?;
     let result = (|| -> Result<()> {
         let start = "/nodes/{node}/lxc/{vmid}/status/start";
         let cases: Vec<(&str, FaultRule, &str)> = vec![
