@@ -85,6 +85,14 @@ SOURCES
             "tests that need containerd 1.7/2.x will skip" >&2
     fi
 fi
+# The sid/trixie indexes (~300 MB) are only needed to fetch; drop them once everything is here.
+all_here=1
+for v in "${versions[@]}"; do
+    [ -x "$cache/${v%%:*}/usr/bin/containerd" ] || all_here=0
+done
+if [ "$all_here" = 1 ] && [ -d "$apt_dir" ]; then
+    rm -rf "$apt_dir/lists" "$apt_dir/cache" "$apt_dir/debs"
+fi
 for v in "${versions[@]}"; do
     name="${v%%:*}"
     if [ -x "$cache/$name/usr/bin/containerd" ]; then
