@@ -25,6 +25,7 @@ const TOKEN_SECRET: &str = "5f3d7a2e-0c1b-4e8f-9a6d-2b7c1e0f4a93";
 /// server's copy of /etc/pve/lxc, which is what keeps VMIDs apart on a real node.
 const PARITY_RANGE: [u32; 2] = [990100, 990149];
 const FAULTS_RANGE: [u32; 2] = [990150, 990199];
+const BENCH_RANGE: [u32; 2] = [990200, 990249];
 const LXCPATH: &str = "/var/lib/lxc";
 
 struct Env {
@@ -377,6 +378,63 @@ fn pve_driver_faults_give_clear_errors_and_leave_nothing() -> Result<()> {
             env.no_leftovers(name)?;
         }
         Ok(())
+    })();
+    let finish = env.finish();
+    result?;
+    finish
+}
+
+/// Lifecycle time (`ctr run --rm IMAGE true`: create, start, exit, delete) with the pve driver
+/// against the test server playing the node, and with the plain lxc driver, and the API
+/// requests per lifecycle. Numbers go to docs/pve-driver.md.
+#[test]
+fn pve_driver_lifecycle_benchmark() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    const RUNS: usize = 10;
+    let env = Env::start("bench", 20, BENCH_RANGE)?;
+    let lxc_config = env.work.join("lxc.toml");
+    std::fs::write(&lxc_config, "driver = \"lxc\"\n")?;
+    let result = (|| -> Result<()> {
+        let mut report = Vec::new();
+        for driver in ["lxc", "pve"] {
+            let mut times = Vec::new();
+            let mut requests = Vec::new();
+            for i in 0..RUNS {
+                let id = format!("bench-{driver}-{i}");
+                env.server.reset_counts();
+                let mut args = env.run_args(&id, &["--rm"], &["true"]);
+                if driver == "lxc" {
+                    args[2] = format!("--runtime-config-path={}", lxc_config.display());
+                }
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                let started = Instant::now();
+                let out = cmd::run(&mut env.cd.ctr_cmd(&refs), None, RUN_TIMEOUT)?;
+                times.push(started.elapsed());
+                expect(&out, 0, "", &format!("{driver} run {i}"))?;
+                requests.push(env.server.total_requests());
+            }
+            times.sort();
+            let median = times[RUNS / 2];
+            let mean = times.iter().sum::<Duration>() / RUNS as u32;
+            report.push(format!(
+                "{driver}: ctr run --rm true x{RUNS}: median {median:?}, mean {mean:?}, min {:?}, max {:?}; API requests per lifecycle {:?}",
+                times[0],
+                times[RUNS - 1],
+                requests
+            ));
+            if driver == "pve" {
+                ensure!(
+                    requests.iter().all(|r| *r <= 8),
+                    "more than 8 API requests in a lifecycle: {requests:?}"
+                );
+            }
+        }
+        for line in report {
+            println!("BENCH {line}");
+        }
+        env.no_leftovers("after the benchmark")
     })();
     let finish = env.finish();
     result?;

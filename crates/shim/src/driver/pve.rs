@@ -325,9 +325,15 @@ impl Driver for PveDriver {
             // Stops it first if it still runs: one task instead of two.
             force: true,
         };
+        // A forced stop ends the task with "WARNINGS: 1" ("forced to stop CT ... before
+        // destroying!"): the CT is gone all the same.
+        let options_wait = WaitOptions {
+            accept_warnings: true,
+            ..wait_options(&self.settings)
+        };
         let result = self
             .client
-            .run_task(&wait_options(&self.settings), || {
+            .run_task(&options_wait, || {
                 self.client.destroy_ct(&node, vmid, &options)
             })
             .await;
