@@ -307,6 +307,41 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
             cts[0]
         );
         env.no_leftovers("after the detached case")?;
+
+        // A shim that dies: `ctr task rm --force` runs `shim delete` from the bundle, which
+        // finds the CT through the bundle's record and destroys it through the API.
+        let args = env.run_args("pve-crash", &["-d", "--null-io"], &["sleep", "600"]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.cd.ctr_ok(&refs)?;
+        env.cd
+            .wait_task_status("pve-crash", "RUNNING", RUN_TIMEOUT)?;
+        let task_pid = env.cd.task_pid("pve-crash")?.context("task pid")?;
+        let shims = env.cd.shim_processes();
+        let shim = shims
+            .iter()
+            .find(|p| p.cmdline.contains("pve-crash"))
+            .context("no shim process for pve-crash")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while e2e::host::pid_alive(shim.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ensure!(env.cts().len() == 1, "the CT should outlive its shim");
+        let _ = env.cd.ctr(&["task", "delete", "--force", "pve-crash"])?;
+        env.cd.ctr_ok(&["container", "delete", "pve-crash"])?;
+        // containerd runs `shim delete` in the background once it sees the shim gone.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !env.cts().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        env.no_leftovers("after a crashed shim")?;
+        ensure!(
+            !e2e::host::pid_alive(task_pid),
+            "the workload (pid {task_pid}) outlived its deleted CT"
+        );
         Ok(())
     })();
     let finish = env.finish();
