@@ -294,6 +294,20 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
             "echo in-ct; exit 4",
         ])?;
         expect(&out, 4, "in-ct\n", "exec")?;
+        // pids, stats and the freezer read the CT's cgroup (Proxmox's lxc/VMID layout).
+        let ps = env.cd.ctr_ok(&["task", "ps", "pve-detached"])?.stdout_str();
+        ensure!(ps.lines().count() >= 2, "ctr task ps: {ps}");
+        let metrics = env
+            .cd
+            .ctr_ok(&["task", "metrics", "pve-detached"])?
+            .stdout_str();
+        ensure!(metrics.contains("memory"), "ctr task metrics: {metrics}");
+        env.cd.ctr_ok(&["task", "pause", "pve-detached"])?;
+        env.cd
+            .wait_task_status("pve-detached", "PAUSED", RUN_TIMEOUT)?;
+        env.cd.ctr_ok(&["task", "resume", "pve-detached"])?;
+        env.cd
+            .wait_task_status("pve-detached", "RUNNING", RUN_TIMEOUT)?;
         env.cd
             .ctr_ok(&["task", "kill", "-s", "KILL", "pve-detached"])?;
         env.cd
