@@ -23,6 +23,7 @@ pub mod ctconf;
 mod fault;
 pub mod formats;
 mod handlers;
+pub mod lxc_node;
 pub mod schema;
 mod server;
 mod tls;
@@ -33,5 +34,6 @@ pub use backend::{BackendResult, InMemoryBackend, NodeBackend, NodeContext, Task
 pub use ctconf::CtConfig;
 pub use fault::{Fault, FaultRule};
 pub use handlers::parse_upid;
+pub use lxc_node::LxcNodeBackend;
 pub use server::{ServerError, TestServer, TestServerBuilder};
 pub use tls::TlsError;

@@ -65,6 +65,13 @@ pub struct PveSection {
     pub config_dir: PathBuf,
     #[serde(default = "default_lock_dir")]
     pub lock_dir: PathBuf,
+    /// Seconds a Proxmox task (start, destroy) may take before the RPC fails.
+    #[serde(default = "default_task_timeout")]
+    pub task_timeout: u64,
+}
+
+fn default_task_timeout() -> u64 {
+    120
 }
 
 fn default_vmid_range() -> [u32; 2] {

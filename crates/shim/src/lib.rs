@@ -13,6 +13,7 @@
 //! - [`driver`]: the node drivers (`lxc` now).
 
 pub mod cgroup;
+pub mod check;
 pub mod config;
 pub mod devices;
 pub mod driver;

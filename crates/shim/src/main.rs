@@ -31,6 +31,9 @@ fn main() {
         }
         return;
     }
+    if args.get(1).map(String::as_str) == Some("check") {
+        std::process::exit(run_check(&args[2..]));
+    }
     // A containerd that goes away must not kill the shim through a write to a closed pipe.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
@@ -50,4 +53,50 @@ fn main() {
         RUNTIME_NAME,
         Some(shim::service::shim_config()),
     ));
+}
+
+/// `check [--config FILE]`: verifies the configuration and the Proxmox VE side, prints what is
+/// wrong; exit status 1 on problems, 2 on bad usage.
+fn run_check(args: &[String]) -> i32 {
+    let mut path = std::path::PathBuf::from(shim::config::HOST_CONFIG_PATH);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" | "-config" | "-c" => match it.next() {
+                Some(p) => path = p.into(),
+                None => {
+                    eprintln!("check: --config needs a file");
+                    return 2;
+                }
+            },
+            other => {
+                eprintln!(
+                    "usage: {} check [--config FILE] (unknown argument {other:?})",
+                    env!("CARGO_BIN_NAME")
+                );
+                return 2;
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("check: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let report = runtime.block_on(shim::check::check(&path));
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.problems == 0 {
+        println!("all checks passed");
+        0
+    } else {
+        println!("{} problem(s) found", report.problems);
+        1
+    }
 }

@@ -222,10 +222,24 @@ impl Shim for Service {
         };
         info!("delete {} from bundle {}", self.id, bundle.display());
         match ChildExits::start().await {
-            Ok(exits) => {
-                let driver = LxcDriver::new(lxcpath, exits);
-                teardown(&driver, &name, &state_dir, &bundle, rootfs_mounted).await;
-            }
+            Ok(exits) => match crate::driver::pve::driver_for_delete(
+                state.as_ref(),
+                &self.namespace,
+                &self.id,
+                exits.clone(),
+            )
+            .await
+            {
+                Some((driver, names)) => {
+                    for name in names {
+                        teardown(&driver, &name, &state_dir, &bundle, rootfs_mounted).await;
+                    }
+                }
+                None => {
+                    let driver = LxcDriver::new(lxcpath, exits);
+                    teardown(&driver, &name, &state_dir, &bundle, rootfs_mounted).await;
+                }
+            },
             Err(e) => warn!("delete: cannot watch children: {e}"),
         }
         let now = SystemTime::now()

@@ -66,6 +66,21 @@ pub struct BundleState {
     pub state_dir: PathBuf,
     pub rootfs_mounted: bool,
     pub init_pid: u32,
+    /// The pve driver's CT and the `[pve]` settings it was made with (no secrets: the token
+    /// secret stays in its file), so `shim delete` can remove it from the bundle alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pve: Option<config::PveSection>,
+}
+
+impl BundleState {
+    fn write(&self, bundle: &Path) -> Result<()> {
+        let json = serde_json::to_vec(self)
+            .map_err(|e| ShimError::Internal(format!("encode bundle state: {e}")))?;
+        std::fs::write(bundle.join(BUNDLE_STATE_FILE), json)
+            .ctx(|| format!("write {}/{BUNDLE_STATE_FILE}", bundle.display()))
+    }
 }
 
 pub const BUNDLE_STATE_FILE: &str = "proxmox-lxc-state.json";
@@ -413,9 +428,15 @@ impl TaskService {
                 namespaced_lxcpath(&config.lxc.lxcpath, &self.inner.namespace),
                 self.inner.exits.clone(),
             ))),
-            DriverKind::Pve => Err(ShimError::Unimplemented(
-                "driver \"pve\" is not available in this build; use driver = \"lxc\"".into(),
-            )),
+            DriverKind::Pve => {
+                let section = config.pve.as_ref().ok_or_else(|| {
+                    ShimError::InvalidArgument("driver \"pve\" needs a [pve] section".into())
+                })?;
+                Ok(Arc::new(crate::driver::pve::PveDriver::new(
+                    section,
+                    self.inner.exits.clone(),
+                )?))
+            }
         }
     }
 
@@ -486,15 +507,34 @@ impl TaskService {
                     state_dir.display()
                 )
             })?;
-            let lxc_config = plan.render_lxc();
-            driver
+            let name = driver
                 .create(&CreateSpec {
-                    name: &id,
-                    lxc_config: &lxc_config,
+                    namespace: &self.inner.namespace,
+                    id: &id,
+                    plan: &plan,
                     state_dir: &state_dir,
                 })
                 .await?;
-            undo.driver = Some((driver.clone(), id.clone()));
+            undo.driver = Some((driver.clone(), name.clone()));
+            let mut bundle_state = BundleState {
+                namespace: self.inner.namespace.clone(),
+                id: id.clone(),
+                name: name.clone(),
+                driver: config.driver(),
+                lxcpath: driver.lxcpath().to_path_buf(),
+                state_dir: state_dir.clone(),
+                rootfs_mounted: !req.rootfs.is_empty(),
+                init_pid: 0,
+                vmid: (config.driver() == DriverKind::Pve)
+                    .then(|| name.parse().ok())
+                    .flatten(),
+                pve: (config.driver() == DriverKind::Pve)
+                    .then(|| config.pve.clone())
+                    .flatten(),
+            };
+            // Written before the start too, so that a shim that dies from here on leaves
+            // enough for `shim delete` to find what it made (a Proxmox CT outlives the shim).
+            bundle_state.write(&bundle)?;
 
             let paths = StdioPaths {
                 stdin: req.stdin.clone(),
@@ -507,9 +547,9 @@ impl TaskService {
             let listener = helper::Listener::bind(&state_dir.join(ctinit_proto::INIT_SOCKET_NAME))?;
 
             let monitor = self.monitor(driver.lxcpath()).await?;
-            monitor.forget(&id);
-            let init_exit = monitor.wait_exit(&id);
-            let supervisor = driver.start(&id, &state_dir).await?;
+            monitor.forget(&name);
+            let init_exit = monitor.wait_exit(&name);
+            let supervisor = driver.start(&name, &state_dir).await?;
             let supervisor_exit = supervisor.map(|pid| self.inner.exits.wait(pid as i32));
 
             let conn = helper::accept(listener, HELPER_TIMEOUT, supervisor)
@@ -554,7 +594,7 @@ impl TaskService {
             let container = Arc::new(Container {
                 id: id.clone(),
                 bundle: bundle.clone(),
-                name: id.clone(),
+                name: name.clone(),
                 state_dir: state_dir.clone(),
                 driver: driver.clone(),
                 init: init.clone(),
@@ -566,20 +606,8 @@ impl TaskService {
                 annotations,
                 supervisor_pid: std::sync::Mutex::new(supervisor),
             });
-            let bundle_state = BundleState {
-                namespace: self.inner.namespace.clone(),
-                id: id.clone(),
-                name: id.clone(),
-                driver: config.driver(),
-                lxcpath: driver.lxcpath().to_path_buf(),
-                state_dir: state_dir.clone(),
-                rootfs_mounted: container.rootfs_mounted,
-                init_pid: pid,
-            };
-            let state_json = serde_json::to_vec(&bundle_state)
-                .map_err(|e| ShimError::Internal(format!("encode bundle state: {e}")))?;
-            std::fs::write(bundle.join(BUNDLE_STATE_FILE), state_json)
-                .ctx(|| format!("write {}/{BUNDLE_STATE_FILE}", bundle.display()))?;
+            bundle_state.init_pid = pid;
+            bundle_state.write(&bundle)?;
 
             if let Some(cg) = &cgroup {
                 self.watch_oom(&id, cg);

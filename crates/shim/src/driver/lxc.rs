@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use log::{debug, warn};
 
-use super::{run_command, CreateSpec, Driver};
+use super::{lxc_attach_command, run_command, CreateSpec, Driver};
 use crate::errors::{IoContext, Result, ShimError};
 use crate::exits::ChildExits;
 
@@ -43,19 +43,20 @@ impl Driver for LxcDriver {
         &self.lxcpath
     }
 
-    async fn create(&self, spec: &CreateSpec<'_>) -> Result<()> {
-        let dir = self.container_dir(spec.name);
+    async fn create(&self, spec: &CreateSpec<'_>) -> Result<String> {
+        let name = spec.id;
+        let dir = self.container_dir(name);
         if dir.join("config").exists() {
             return Err(ShimError::AlreadyExists(format!(
                 "LXC container {} already exists in {}",
-                spec.name,
+                name,
                 self.lxcpath.display()
             )));
         }
         std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        std::fs::write(dir.join("config"), spec.lxc_config)
+        std::fs::write(dir.join("config"), spec.plan.render_lxc())
             .ctx(|| format!("write {}/config", dir.display()))?;
-        Ok(())
+        Ok(name.to_string())
     }
 
     async fn start(&self, name: &str, state_dir: &Path) -> Result<Option<u32>> {
@@ -78,21 +79,7 @@ impl Driver for LxcDriver {
     }
 
     fn exec_command(&self, name: &str, helper_args: &[String]) -> std::process::Command {
-        let mut cmd = std::process::Command::new("lxc-attach");
-        cmd.arg("-n")
-            .arg(name)
-            .arg("-P")
-            .arg(&self.lxcpath)
-            // lxc-attach would drop the capabilities the container's config does not keep from
-            // the bounding set, so the helper it execs as root would start without them and
-            // could not set up the exec's user (setgroups needs CAP_SETGID) when the pod drops
-            // ALL. The helper applies the exec's own capability sets (bounding set included),
-            // as runc does; cgroup and LSM confinement stay.
-            .arg("--elevated-privileges=CAP")
-            .arg("--clear-env")
-            .arg("--")
-            .args(helper_args);
-        cmd
+        lxc_attach_command(&self.lxcpath, name, helper_args)
     }
 
     async fn destroy(&self, name: &str, _state_dir: &Path) -> Result<()> {

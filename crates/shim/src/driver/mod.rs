@@ -1,6 +1,6 @@
 //! Node drivers: how a planned container becomes a running LXC container on this node. The
 //! Task service, events and stdio are written once over this trait; `lxc` runs plain LXC on
-//! this host, `pve` (a later driver) makes each container a Proxmox CT.
+//! this host, `pve` makes each container a Proxmox CT.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,13 +12,16 @@ use crate::errors::{IoContext, Result, ShimError};
 use crate::exits::ChildExits;
 
 pub mod lxc;
+pub mod pve;
 
 /// What the driver needs to make a container.
 pub struct CreateSpec<'a> {
-    /// LXC container name.
-    pub name: &'a str,
-    /// `lxc.container.conf` rendered by lxc-config.
-    pub lxc_config: &'a str,
+    /// The containerd namespace and container id.
+    pub namespace: &'a str,
+    pub id: &'a str,
+    /// The planned container; each driver renders it its own way (plain LXC config, or a
+    /// Proxmox CT config plus include). Tags and description may still be added by the driver.
+    pub plan: &'a lxc_config::ContainerPlan,
     /// The container's state directory (helper, specs, sockets, logs).
     pub state_dir: &'a Path,
 }
@@ -30,8 +33,10 @@ pub trait Driver: Send + Sync {
     /// The lxcpath the container lives in (for the LXC monitor and lxc-attach).
     fn lxcpath(&self) -> &Path;
 
-    /// Writes everything the container needs; nothing runs yet.
-    async fn create(&self, spec: &CreateSpec<'_>) -> Result<()>;
+    /// Writes everything the container needs; nothing runs yet. Returns the LXC name the
+    /// container got (the container id for `lxc`, the VMID for `pve`): the name for the LXC
+    /// monitor, `lxc-attach` and every later call.
+    async fn create(&self, spec: &CreateSpec<'_>) -> Result<String>;
 
     /// Starts the container's init (the helper). Returns the pid of a child of the shim that
     /// lives as long as the container (`lxc-start -F`), if the driver has one.
@@ -46,6 +51,29 @@ pub trait Driver: Send + Sync {
 
     /// Whether the container is still running (for cleanup after a crashed shim).
     async fn is_running(&self, name: &str) -> bool;
+}
+
+/// `lxc-attach` running `helper_args` in container `name` of `lxcpath` as an exec.
+pub fn lxc_attach_command(
+    lxcpath: &Path,
+    name: &str,
+    helper_args: &[String],
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new("lxc-attach");
+    cmd.arg("-n")
+        .arg(name)
+        .arg("-P")
+        .arg(lxcpath)
+        // lxc-attach would drop the capabilities the container's config does not keep from
+        // the bounding set, so the helper it execs as root would start without them and
+        // could not set up the exec's user (setgroups needs CAP_SETGID) when the pod drops
+        // ALL. The helper applies the exec's own capability sets (bounding set included),
+        // as runc does; cgroup and LSM confinement stay.
+        .arg("--elevated-privileges=CAP")
+        .arg("--clear-env")
+        .arg("--")
+        .args(helper_args);
+    cmd
 }
 
 /// Output of a helper command the shim ran to completion.

@@ -1,0 +1,230 @@
+//! `containerd-shim-proxmox-lxc-v2 check [--config FILE]`: what an operator runs once on a node
+//! to see whether the shim's configuration works, in plain words. Nothing is created or
+//! changed: the privilege checks send start and destroy requests for a VMID that does not
+//! exist, which Proxmox answers with "permission denied" (403) before it looks at the CT.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use pve_client::ResourceType;
+
+use crate::config::{DriverKind, ShimConfig};
+use crate::driver::pve::{client_for, read_token_secret};
+
+/// What the check found: lines for the operator, and whether anything is wrong.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+    pub problems: usize,
+}
+
+impl Report {
+    fn ok(&mut self, text: impl Into<String>) {
+        self.lines.push(format!("ok       {}", text.into()));
+    }
+    fn problem(&mut self, text: impl Into<String>) {
+        self.problems += 1;
+        self.lines.push(format!("PROBLEM  {}", text.into()));
+    }
+    fn note(&mut self, text: impl Into<String>) {
+        self.lines.push(format!("note     {}", text.into()));
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Runs every check of the configuration at `path`.
+pub async fn check(path: &Path) -> Report {
+    let mut r = Report::default();
+    let config = if path.exists() {
+        match ShimConfig::load_file(path) {
+            Ok(c) => {
+                r.ok(format!("configuration {} parses", path.display()));
+                c
+            }
+            Err(e) => {
+                r.problem(format!("configuration: {e}"));
+                return r;
+            }
+        }
+    } else {
+        r.note(format!(
+            "{} does not exist: the defaults apply (driver \"lxc\")",
+            path.display()
+        ));
+        ShimConfig::default()
+    };
+    for tool in ["lxc-start", "lxc-attach", "lxc-info"] {
+        if on_path(tool) {
+            r.ok(format!("{tool} found"));
+        } else {
+            r.problem(format!("{tool} is not on PATH: install the lxc package"));
+        }
+    }
+    if config.driver() == DriverKind::Lxc {
+        r.ok("driver \"lxc\": no Proxmox VE checks needed");
+        return r;
+    }
+    let Some(pve) = config.pve.clone() else {
+        r.problem("driver \"pve\" needs a [pve] section");
+        return r;
+    };
+    match read_token_secret(&pve.token_secret_file) {
+        Ok(_) => r.ok(format!(
+            "token secret file {} is private",
+            pve.token_secret_file.display()
+        )),
+        Err(e) => {
+            r.problem(e.to_string());
+            return r;
+        }
+    }
+    if let Some(ca) = &pve.ca_file {
+        if !ca.is_file() {
+            r.problem(format!("CA file {} does not exist", ca.display()));
+            return r;
+        }
+    }
+    let client = match client_for(&pve) {
+        Ok(c) => c,
+        Err(e) => {
+            r.problem(format!("API client: {e}"));
+            return r;
+        }
+    };
+    match client.version().await {
+        Ok(v) => r.ok(format!(
+            "{} answers (Proxmox VE {}); TLS and token {} accepted",
+            pve.url, v.version, pve.token_id
+        )),
+        Err(e) if e.is_tls_failure() => {
+            r.problem(format!(
+                "TLS: the certificate of {} is not trusted ({e}); set pve.ca_file to the cluster's pve-root-ca.pem or pve.fingerprint to the node's certificate fingerprint",
+                pve.url
+            ));
+            return r;
+        }
+        Err(e) if e.is_unauthorized() => {
+            r.problem(format!(
+                "the token {} was refused ({e}): check token_id and the secret file",
+                pve.token_id
+            ));
+            return r;
+        }
+        Err(e) if e.is_connection_failure() => {
+            r.problem(format!("cannot reach {}: {e}", pve.url));
+            return r;
+        }
+        Err(e) => {
+            r.problem(format!("GET /version: {e}"));
+            return r;
+        }
+    }
+    match client.nodes().await {
+        Ok(nodes) => match nodes.iter().find(|n| n.node == pve.node) {
+            Some(n) if n.status == "online" => r.ok(format!("node {} is online", pve.node)),
+            Some(n) => r.problem(format!("node {} is {}", pve.node, n.status)),
+            None => r.problem(format!(
+                "node {} is not in the cluster (nodes: {})",
+                pve.node,
+                nodes
+                    .iter()
+                    .map(|n| n.node.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        },
+        Err(e) => r.problem(format!("listing nodes (needs Sys.Audit): {e}")),
+    }
+    if let Ok(host) = nix::unistd::gethostname() {
+        let host = host.to_string_lossy().to_string();
+        let short = host.split('.').next().unwrap_or("").to_string();
+        if short != pve.node {
+            r.note(format!(
+                "this host is {host:?} but pve.node is {:?}: the shim must run on the node whose CTs it makes",
+                pve.node
+            ));
+        }
+    }
+    match client.quorate().await {
+        Ok(true) => r.ok("the cluster is quorate"),
+        Ok(false) => r.problem("the cluster has no quorum: CTs can be neither created nor started"),
+        Err(e) => r.problem(format!("cluster status: {e}")),
+    }
+    let used: BTreeSet<u32> = match client.used_vmids().await {
+        Ok(u) => u,
+        Err(e) => {
+            r.problem(format!("listing guests (needs VM.Audit): {e}"));
+            BTreeSet::new()
+        }
+    };
+    let [low, high] = pve.vmid_range;
+    let taken = used.range(low..=high).count() as u64;
+    let size = u64::from(high - low) + 1;
+    if taken >= size {
+        r.problem(format!("VMID range {low}..={high} is full ({taken} used)"));
+    } else {
+        r.ok(format!(
+            "VMID range {low}..={high}: {} free, {taken} in use",
+            size - taken
+        ));
+    }
+    match client.cluster_resources(Some(ResourceType::Storage)).await {
+        Ok(res) => {
+            let found = res.iter().any(|s| {
+                s.storage.as_deref() == Some(pve.storage.as_str())
+                    && s.node.as_deref() == Some(pve.node.as_str())
+            });
+            if found {
+                r.ok(format!("storage {} exists on {}", pve.storage, pve.node));
+            } else {
+                r.problem(format!(
+                    "storage {} is not available on node {}",
+                    pve.storage, pve.node
+                ));
+            }
+        }
+        Err(e) => r.problem(format!("listing storages (needs Datastore.Audit): {e}")),
+    }
+    // Privileges: a request for a VMID that does not exist is refused with 403 before Proxmox
+    // looks for the CT when the token lacks the privilege, else it fails with "does not exist".
+    if let Some(probe) = (low..=high).find(|v| !used.contains(v)) {
+        let start = client.start_ct(&pve.node, probe).await;
+        match start {
+            Err(e) if e.status() == Some(403) => r.problem(format!(
+                "the token may not start CTs in the VMID range (VM.PowerMgmt on /vms): {e}"
+            )),
+            Ok(_) => r.problem(format!("VMID {probe} exists although it was not listed")),
+            Err(_) => r.ok("the token may start and stop CTs (VM.PowerMgmt)"),
+        }
+        let destroy = client
+            .destroy_ct(&pve.node, probe, &pve_client::DestroyOptions::default())
+            .await;
+        match destroy {
+            Err(e) if e.status() == Some(403) => r.problem(format!(
+                "the token may not destroy CTs (VM.Allocate on /vms): {e}"
+            )),
+            Ok(_) => r.problem(format!("VMID {probe} exists although it was not listed")),
+            Err(_) => r.ok("the token may destroy CTs (VM.Allocate)"),
+        }
+    }
+    for (what, dir) in [("config_dir", &pve.config_dir), ("lock_dir", &pve.lock_dir)] {
+        if dir.is_dir() {
+            r.ok(format!("{what} {} exists", dir.display()));
+        } else if what == "lock_dir" {
+            r.note(format!(
+                "{what} {} does not exist yet; the shim creates it",
+                dir.display()
+            ));
+        } else {
+            r.problem(format!(
+                "{what} {} does not exist: on a Proxmox VE node it is /etc/pve/lxc (run the shim on the node)",
+                dir.display()
+            ));
+        }
+    }
+    r
+}

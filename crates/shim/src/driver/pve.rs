@@ -1,0 +1,469 @@
+//! The Proxmox VE driver: every container is a Proxmox CT on this node.
+//!
+//! - Create: a VMID from the configured range is claimed by creating `<config_dir>/VMID.conf`
+//!   exclusively under Proxmox's own config lock (`<lock_dir>/pve-config-VMID.lock`, flock),
+//!   the next candidate on "exists". The file holds the Proxmox-native keys, the raw `lxc.*`
+//!   lines Proxmox accepts and an `lxc.include` of the rest (written into the container's state
+//!   directory). Writing the file ourselves (we run as root on the node) is the only way: an
+//!   API token never counts as `root@pam`, so raw keys and bind mounts cannot go through the
+//!   API. No API request is needed for Create.
+//! - Start and destroy go through the API and wait for their task (`POST .../status/start`,
+//!   `DELETE .../lxc/VMID?purge=1&force=1`: two requests each with a task that is already done
+//!   at the first status poll).
+//! - The CT lives in Proxmox's lxcpath (`/var/lib/lxc`, name = VMID), where the shim's LXC
+//!   monitor and `lxc-attach` find it; Proxmox (systemd) is the parent of `lxc-start`, so the
+//!   driver has no supervisor child.
+//! - Tags carry a hash of the containerd namespace and id (and the Kubernetes names from the
+//!   plan), the description the id in words, so a CT left by a crashed shim is found again.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use log::{debug, info, warn};
+use pve_client::{
+    claim_config_file, Client, ClientConfig, Credentials, DestroyOptions, ResourceType, Secret,
+    TlsTrust, VmidAllocator, VmidRange, WaitOptions,
+};
+
+use super::{lxc_attach_command, run_command, CreateSpec, Driver};
+use crate::config::PveSection;
+use crate::errors::{IoContext, Result, ShimError};
+use crate::exits::ChildExits;
+
+/// Where Proxmox VE keeps its CTs for LXC (`lxc-start -n VMID -P /var/lib/lxc`).
+pub const PVE_LXCPATH: &str = "/var/lib/lxc";
+/// Name of the include file (in the container's state directory) with the keys Proxmox does
+/// not accept in a CT config.
+pub const INCLUDE_NAME: &str = "pve-include.conf";
+/// How long the driver waits for Proxmox's config lock of one VMID.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct PveDriver {
+    settings: PveSection,
+    client: Client,
+    allocator: VmidAllocator,
+    exits: ChildExits,
+    lxcpath: PathBuf,
+}
+
+/// The tag that names one containerd container (namespace and id hashed: ids are longer and
+/// freer than a Proxmox tag may be).
+pub fn container_tag(prefix: &str, namespace: &str, id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{namespace}/{id}").as_bytes());
+    format!("{prefix}-cid-{}", &hex::encode(digest)[..16])
+}
+
+/// Reads the token secret, refusing a file that group or others may read (or write).
+pub fn read_token_secret(path: &Path) -> Result<Secret> {
+    let meta = std::fs::metadata(path).ctx(|| format!("token secret file {}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(ShimError::InvalidArgument(format!(
+            "token secret file {} is accessible by group or others (mode {:04o}); chmod 600 it",
+            path.display(),
+            mode & 0o7777
+        )));
+    }
+    let secret = Secret::from_file(path).ctx(|| format!("read {}", path.display()))?;
+    if secret.expose().is_empty() {
+        return Err(ShimError::InvalidArgument(format!(
+            "token secret file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(secret)
+}
+
+/// The API client the settings describe (nothing is sent yet).
+pub fn client_for(settings: &PveSection) -> Result<Client> {
+    let trust = match (&settings.ca_file, &settings.fingerprint) {
+        (Some(ca), _) => TlsTrust::CaFile(ca.clone()),
+        (None, Some(fp)) => TlsTrust::fingerprint(fp).map_err(pve_error)?,
+        (None, None) => TlsTrust::SystemRoots,
+    };
+    let secret = read_token_secret(&settings.token_secret_file)?;
+    let config = ClientConfig::new(
+        &settings.url,
+        trust,
+        Credentials::Token {
+            token_id: settings.token_id.clone(),
+            secret,
+        },
+    );
+    Client::new(config).map_err(pve_error)
+}
+
+/// A Proxmox error as the shim's, with Proxmox's message (and the end of a task's log).
+pub fn pve_error(e: pve_client::Error) -> ShimError {
+    let mut text = format!("Proxmox VE: {e}");
+    if let Some(log) = e.task_log() {
+        let tail: Vec<&str> = log.iter().rev().take(5).rev().map(String::as_str).collect();
+        if !tail.is_empty() {
+            text.push_str(&format!(" (task log: {})", tail.join(" | ")));
+        }
+    }
+    if e.is_not_found() {
+        ShimError::NotFound(text)
+    } else if e.is_already_exists() {
+        ShimError::AlreadyExists(text)
+    } else {
+        ShimError::Internal(text)
+    }
+}
+
+fn wait_options(settings: &PveSection) -> WaitOptions {
+    WaitOptions {
+        // After this the RPC fails (the task goes on in Proxmox).
+        timeout: Duration::from_secs(settings.task_timeout.max(1)),
+        // The first poll goes out at once; a short second interval keeps a fast task fast.
+        initial_interval: Duration::from_millis(20),
+        max_interval: Duration::from_millis(500),
+        ..WaitOptions::default()
+    }
+}
+
+/// Holds Proxmox's config lock of one CT (`flock` on `pve-config-VMID.lock`); released on drop,
+/// so nothing stays locked whatever happens in between.
+struct ConfigLock {
+    _file: std::fs::File,
+}
+
+impl ConfigLock {
+    async fn acquire(lock_dir: &Path, vmid: u32) -> Result<ConfigLock> {
+        std::fs::create_dir_all(lock_dir).ctx(|| format!("create {}", lock_dir.display()))?;
+        let path = lock_dir.join(format!("pve-config-{vmid}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("open {}", path.display()))?;
+        let deadline = tokio::time::Instant::now() + LOCK_TIMEOUT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let rc = unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&file),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            };
+            if rc == 0 {
+                return Ok(ConfigLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(ShimError::io(format!("flock {}", path.display()), err));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ShimError::Internal(format!(
+                    "can't lock file '{}' - got timeout",
+                    path.display()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+impl PveDriver {
+    pub fn new(settings: &PveSection, exits: ChildExits) -> Result<PveDriver> {
+        let range =
+            VmidRange::new(settings.vmid_range[0], settings.vmid_range[1]).map_err(pve_error)?;
+        Ok(PveDriver {
+            client: client_for(settings)?,
+            allocator: VmidAllocator::new(range),
+            settings: settings.clone(),
+            exits,
+            lxcpath: PathBuf::from(PVE_LXCPATH),
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn vmid(name: &str) -> Result<u32> {
+        name.parse()
+            .map_err(|_| ShimError::InvalidArgument(format!("{name:?} is not a Proxmox VMID")))
+    }
+
+    fn config_path(&self, vmid: u32) -> PathBuf {
+        self.settings.config_dir.join(format!("{vmid}.conf"))
+    }
+
+    /// The CTs on this node whose tags name containerd container `namespace/id` (a CT left by
+    /// a shim that died before it recorded the VMID).
+    pub async fn find_by_container(&self, namespace: &str, id: &str) -> Result<Vec<u32>> {
+        let tag = container_tag(&self.settings.tag_prefix, namespace, id);
+        let resources = self
+            .client
+            .cluster_resources(Some(ResourceType::Vm))
+            .await
+            .map_err(pve_error)?;
+        Ok(resources
+            .into_iter()
+            .filter(|r| r.node.as_deref() == Some(self.settings.node.as_str()))
+            .filter(|r| {
+                r.tags
+                    .as_deref()
+                    .is_some_and(|t| t.split([';', ',', ' ']).any(|x| x == tag))
+            })
+            .filter_map(|r| r.vmid)
+            .collect())
+    }
+
+    /// Tags with the configured prefix (the plan uses lxc-config's default one) and the
+    /// container's own tag.
+    fn tags(&self, spec: &CreateSpec<'_>) -> Vec<String> {
+        let prefix = &self.settings.tag_prefix;
+        let default = lxc_config::DEFAULT_TAG_PREFIX;
+        let mut tags: Vec<String> = spec
+            .plan
+            .tags
+            .iter()
+            .map(|t| match t.strip_prefix(default) {
+                Some(rest) if prefix != default => format!("{prefix}{rest}"),
+                _ => t.clone(),
+            })
+            .collect();
+        tags.push(container_tag(prefix, spec.namespace, spec.id));
+        tags
+    }
+}
+
+#[async_trait]
+impl Driver for PveDriver {
+    fn kind(&self) -> &'static str {
+        "pve"
+    }
+
+    fn lxcpath(&self) -> &Path {
+        &self.lxcpath
+    }
+
+    async fn create(&self, spec: &CreateSpec<'_>) -> Result<String> {
+        let include_path = spec.state_dir.join(INCLUDE_NAME);
+        let mut plan = spec.plan.clone();
+        plan.tags = self.tags(spec);
+        plan.description = format!(
+            "{}\ncontainerd: {}/{}",
+            plan.description, spec.namespace, spec.id
+        );
+        let render = plan.render_pve(&include_path);
+        std::fs::write(&include_path, &render.include)
+            .ctx(|| format!("write {}", include_path.display()))?;
+        let config_dir = self.settings.config_dir.clone();
+        let lock_dir = self.settings.lock_dir.clone();
+        let ct_conf = render.ct_conf;
+        let (vmid, path) = self
+            .allocator
+            .allocate(&Default::default(), |vmid| {
+                let config_dir = config_dir.clone();
+                let lock_dir = lock_dir.clone();
+                let ct_conf = ct_conf.clone();
+                async move {
+                    let _lock = ConfigLock::acquire(&lock_dir, vmid).await.map_err(|e| {
+                        pve_client::Error::Claim {
+                            vmid,
+                            message: e.to_string(),
+                        }
+                    })?;
+                    // The lock file of a CT being destroyed may outlive its config; the config
+                    // file is what decides.
+                    claim_config_file(&config_dir, vmid, &ct_conf).await
+                }
+            })
+            .await
+            .map_err(pve_error)?;
+        info!(
+            "{}/{}: Proxmox CT {vmid} ({})",
+            spec.namespace,
+            spec.id,
+            path.display()
+        );
+        Ok(vmid.to_string())
+    }
+
+    async fn start(&self, name: &str, _state_dir: &Path) -> Result<Option<u32>> {
+        let vmid = Self::vmid(name)?;
+        let node = self.settings.node.clone();
+        let outcome = self
+            .client
+            .run_task(&wait_options(&self.settings), || {
+                self.client.start_ct(&node, vmid)
+            })
+            .await
+            .map_err(|e| {
+                let e = pve_error(e);
+                ShimError::Internal(format!("start CT {vmid}: {e}"))
+            })?;
+        debug!("CT {vmid} started ({} status polls)", outcome.polls);
+        Ok(None)
+    }
+
+    fn exec_command(&self, name: &str, helper_args: &[String]) -> std::process::Command {
+        lxc_attach_command(&self.lxcpath, name, helper_args)
+    }
+
+    async fn destroy(&self, name: &str, _state_dir: &Path) -> Result<()> {
+        if name.is_empty() {
+            // `shim delete` found no CT for the container: nothing to destroy.
+            return Ok(());
+        }
+        let vmid = Self::vmid(name)?;
+        if !self.config_path(vmid).exists() {
+            return Ok(());
+        }
+        let node = self.settings.node.clone();
+        let options = DestroyOptions {
+            purge: true,
+            destroy_unreferenced_disks: false,
+            // Stops it first if it still runs: one task instead of two.
+            force: true,
+        };
+        // A forced stop ends the task with "WARNINGS: 1" ("forced to stop CT ... before
+        // destroying!"): the CT is gone all the same.
+        let options_wait = WaitOptions {
+            accept_warnings: true,
+            ..wait_options(&self.settings)
+        };
+        let result = self
+            .client
+            .run_task(&options_wait, || {
+                self.client.destroy_ct(&node, vmid, &options)
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(ShimError::Internal(format!(
+                "destroy CT {vmid}: {}",
+                pve_error(e)
+            ))),
+        }
+    }
+
+    async fn is_running(&self, name: &str) -> bool {
+        let mut cmd = std::process::Command::new("lxc-info");
+        cmd.arg("-s")
+            .arg("-H")
+            .arg("-n")
+            .arg(name)
+            .arg("-P")
+            .arg(&self.lxcpath);
+        match run_command(&self.exits, cmd, Duration::from_secs(10)).await {
+            Ok(out) => {
+                let state = out.stdout.trim();
+                !state.is_empty() && state != "STOPPED"
+            }
+            Err(e) => {
+                warn!("lxc-info {name}: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// For `shim delete` (the shim that made the container may be gone): the pve driver and the
+/// CTs to remove, when the bundle's record says `pve` (or, without a record, the host config
+/// does). The VMID comes from the record or else from the container's tag; the list holds an
+/// empty name when no CT is left, so the rest of the cleanup still runs. `None`: not pve.
+pub async fn driver_for_delete(
+    state: Option<&crate::task::BundleState>,
+    namespace: &str,
+    id: &str,
+    exits: ChildExits,
+) -> Option<(PveDriver, Vec<String>)> {
+    use crate::config::{DriverKind, ShimConfig};
+    let (settings, vmid) = match state {
+        Some(s) if s.driver != DriverKind::Pve => return None,
+        Some(s) => {
+            let settings = s
+                .pve
+                .clone()
+                .or_else(|| ShimConfig::load_host().ok().and_then(|c| c.pve))?;
+            (settings, s.vmid)
+        }
+        None => {
+            let host = ShimConfig::load_host().ok()?;
+            if host.driver() != DriverKind::Pve {
+                return None;
+            }
+            (host.pve?, None)
+        }
+    };
+    let driver = match PveDriver::new(&settings, exits) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!("delete {namespace}/{id}: cannot reach Proxmox VE: {e}");
+            return None;
+        }
+    };
+    let names = match vmid {
+        Some(v) => vec![v.to_string()],
+        None => match driver.find_by_container(namespace, id).await {
+            Ok(found) => {
+                if !found.is_empty() {
+                    info!("delete {namespace}/{id}: CT(s) {found:?} found by their tag");
+                }
+                found.iter().map(u32::to_string).collect()
+            }
+            Err(e) => {
+                warn!("delete {namespace}/{id}: looking for its CT: {e}");
+                Vec::new()
+            }
+        },
+    };
+    let names = if names.is_empty() {
+        vec![String::new()]
+    } else {
+        names
+    };
+    Some((driver, names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "secret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_token_secret(&path).unwrap_err().to_string();
+        assert!(err.contains("group or others"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_token_secret(&path).unwrap().expose(), "secret");
+    }
+
+    #[test]
+    fn container_tags_are_valid_and_distinct() {
+        let a = container_tag("k8s", "default", "web");
+        let b = container_tag("k8s", "other", "web");
+        assert_ne!(a, b);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+    }
+
+    #[tokio::test]
+    async fn config_lock_is_exclusive_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = ConfigLock::acquire(dir.path(), 901).await.unwrap();
+        let start = std::time::Instant::now();
+        let second = tokio::spawn({
+            let d = dir.path().to_path_buf();
+            async move { ConfigLock::acquire(&d, 901).await.map(|_| ()) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+        second.await.unwrap().unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,99 @@
+//! `check` against the Proxmox API test server: a good configuration passes, and each kind of
+//! mistake is named in plain words.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use pve_test_server::TestServer;
+
+const TOKEN: &str = "root@pam!check";
+const SECRET: &str = "0d6f1c2a-8b3e-4f5a-9c7d-1e2f3a4b5c6d";
+
+fn write_config(dir: &Path, server: &TestServer, extra: &str) -> std::path::PathBuf {
+    let ca = dir.join("ca.pem");
+    server.write_ca_file(&ca).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, SECRET).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[pve]\nurl = \"{}\"\nnode = \"{}\"\ntoken_id = \"{TOKEN}\"\ntoken_secret_file = \"{}\"\n\
+             ca_file = \"{}\"\nconfig_dir = \"{}\"\nlock_dir = \"{}\"\n{extra}",
+            server.url(),
+            server.node(),
+            token.display(),
+            ca.display(),
+            server.context().config_dir.display(),
+            server.context().lock_dir.display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn check_passes_on_a_good_setup_and_names_problems() {
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &server, "");
+    let report = shim::check::check(&path).await;
+    println!("{}", report.lines.join("\n"));
+    assert_eq!(report.problems, 0, "{:?}", report.lines);
+    assert!(report.lines.iter().any(|l| l.contains("quorate")));
+
+    server.set_quorate(false);
+    let report = shim::check::check(&path).await;
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.starts_with("PROBLEM") && l.contains("no quorum")),
+        "{:?}",
+        report.lines
+    );
+    server.set_quorate(true);
+
+    let path = write_config(dir.path(), &server, "storage = \"nosuch\"\n");
+    let report = shim::check::check(&path).await;
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.starts_with("PROBLEM") && l.contains("storage nosuch")),
+        "{:?}",
+        report.lines
+    );
+
+    std::fs::set_permissions(
+        dir.path().join("token"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let report = shim::check::check(&path).await;
+    assert!(
+        report.lines.iter().any(|l| l.contains("group or others")),
+        "{:?}",
+        report.lines
+    );
+
+    std::fs::write(dir.path().join("token"), "wrong").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let path = write_config(dir.path(), &server, "");
+    std::fs::write(dir.path().join("token"), "wrong").unwrap();
+    let report = shim::check::check(&path).await;
+    assert!(
+        report.lines.iter().any(|l| l.contains("was refused")),
+        "{:?}",
+        report.lines
+    );
+}

@@ -1,0 +1,220 @@
+//! The pve driver against the Proxmox API test server with its default in-memory node (tasks
+//! finish before the first status poll): what a lifecycle costs in API requests, the CT config
+//! it writes, the VMID claim under Proxmox's lock, and that failures leave nothing behind.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use pve_test_server::{
+    async_trait, BackendResult, CtConfig, Fault, FaultRule, NodeBackend, NodeContext, TaskLog,
+    TestServer,
+};
+use shim::config::PveSection;
+use shim::driver::pve::PveDriver;
+use shim::driver::{CreateSpec, Driver};
+
+const TOKEN: &str = "root@pam!drv";
+const SECRET: &str = "7a1e5c3b-2d4f-4e6a-8b9c-0d1e2f3a4b5c";
+
+fn settings(dir: &Path, server: &TestServer, range: [u32; 2]) -> PveSection {
+    let ca = dir.join("ca.pem");
+    server.write_ca_file(&ca).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, SECRET).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    PveSection {
+        url: server.url(),
+        node: server.node().to_string(),
+        token_id: TOKEN.into(),
+        token_secret_file: token,
+        ca_file: Some(ca),
+        fingerprint: None,
+        vmid_range: range,
+        storage: "local".into(),
+        tag_prefix: "k8s".into(),
+        config_dir: server.context().config_dir.clone(),
+        lock_dir: server.context().lock_dir.clone(),
+        task_timeout: 5,
+    }
+}
+
+fn plan(dir: &Path, state_dir: &Path) -> lxc_config::ContainerPlan {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let mut spec = oci_spec::runtime::Spec::default();
+    spec.set_root(Some(
+        oci_spec::runtime::RootBuilder::default()
+            .path(&rootfs)
+            .build()
+            .unwrap(),
+    ));
+    let mut ann = std::collections::HashMap::new();
+    ann.insert(
+        "io.kubernetes.cri.sandbox-namespace".to_string(),
+        "default".to_string(),
+    );
+    ann.insert(
+        "io.kubernetes.cri.sandbox-name".to_string(),
+        "web".to_string(),
+    );
+    ann.insert(
+        "io.kubernetes.cri.container-name".to_string(),
+        "nginx".to_string(),
+    );
+    spec.set_annotations(Some(ann));
+    lxc_config::plan(&lxc_config::PlanRequest {
+        name: "c1",
+        spec: &spec,
+        bundle: dir,
+        state_dir,
+        facts: &lxc_config::NodeFacts {
+            cgroup: lxc_config::CgroupMode::Legacy,
+            lxc_version: (5, 0, 2),
+        },
+    })
+    .unwrap()
+}
+
+/// A node whose CTs run a workload that ends at once (`ctr run --rm IMAGE true`): started,
+/// then stopped by itself before containerd deletes it.
+struct ExitsAtOnce;
+
+#[async_trait]
+impl NodeBackend for ExitsAtOnce {
+    async fn start(&self, _: &NodeContext, _: u32, _: &CtConfig, _: &TaskLog) -> BackendResult {
+        Ok(())
+    }
+    async fn stop(&self, _: &NodeContext, _: u32, _: &CtConfig, _: &TaskLog) -> BackendResult {
+        Ok(())
+    }
+    async fn shutdown(
+        &self,
+        _: &NodeContext,
+        _: u32,
+        _: &CtConfig,
+        _: Duration,
+        _: &TaskLog,
+    ) -> BackendResult {
+        Ok(())
+    }
+    async fn is_running(&self, _: &NodeContext, _: u32) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .task_duration(Duration::ZERO)
+        .backend(Arc::new(ExitsAtOnce))
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let exits = shim::exits::ChildExits::start().await.unwrap();
+    // The first candidate exists already: the claim must move on to the next one.
+    std::fs::write(server.context().config_path(980000), "arch: amd64\n").unwrap();
+    let driver = PveDriver::new(&settings(dir.path(), &server, [980000, 980009]), exits).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    server.reset_counts();
+    let name = driver
+        .create(&CreateSpec {
+            namespace: "k8s.io",
+            id: "c1",
+            plan: &plan,
+            state_dir: &state_dir,
+        })
+        .await
+        .unwrap();
+    assert_eq!(name, "980001");
+    let conf = std::fs::read_to_string(server.context().config_path(980001)).unwrap();
+    for want in [
+        "ostype: unmanaged",
+        "onboot: 0",
+        "k8s-ns-default",
+        "k8s-pod-web",
+        "k8s-ctr-nginx",
+        "k8s-cid-",
+        &format!("rootfs: {}", dir.path().join("rootfs").display()),
+        &format!(
+            "lxc.include: {}",
+            state_dir.join("pve-include.conf").display()
+        ),
+        "lxc.init.cmd: ",
+    ] {
+        assert!(conf.contains(want), "{want:?} missing in:\n{conf}");
+    }
+    assert_eq!(server.total_requests(), 0, "create needs no API request");
+    driver.start(&name, &state_dir).await.unwrap();
+    driver.destroy(&name, &state_dir).await.unwrap();
+    let counts: BTreeMap<String, u64> = server.request_counts();
+    println!(
+        "requests per lifecycle: {} {counts:?}",
+        server.total_requests()
+    );
+    // One POST start and one DELETE, each followed by status polls until its task is done
+    // (one when the task finished before the first poll; the server runs it concurrently, so
+    // sometimes two); no config, status or log requests.
+    assert_eq!(
+        server.requests("POST", "/nodes/{node}/lxc/{vmid}/status/start"),
+        1
+    );
+    assert_eq!(server.requests("DELETE", "/nodes/{node}/lxc/{vmid}"), 1);
+    assert_eq!(
+        server.total_requests(),
+        2 + server.requests("GET", "/nodes/{node}/tasks/{upid}/status"),
+        "{counts:?}"
+    );
+    assert!(server.total_requests() <= 8, "{counts:?}");
+    assert!(!server.context().config_path(980001).exists());
+    // Destroying again is not an error.
+    driver.destroy(&name, &state_dir).await.unwrap();
+}
+
+#[tokio::test]
+async fn failures_carry_proxmox_message() {
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .task_duration(Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let exits = shim::exits::ChildExits::start().await.unwrap();
+    let driver = PveDriver::new(&settings(dir.path(), &server, [980100, 980109]), exits).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    let spec = CreateSpec {
+        namespace: "default",
+        id: "c2",
+        plan: &plan,
+        state_dir: &state_dir,
+    };
+    let name = driver.create(&spec).await.unwrap();
+    server.inject(
+        FaultRule::new(Fault::FailTask("no space left (injected)".into()))
+            .on("POST", "/nodes/{node}/lxc/{vmid}/status/start"),
+    );
+    let err = driver
+        .start(&name, &state_dir)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no space left (injected)"), "{err}");
+    let found = driver.find_by_container("default", "c2").await.unwrap();
+    assert_eq!(found, vec![name.parse::<u32>().unwrap()]);
+    driver.destroy(&name, &state_dir).await.unwrap();
+    assert!(driver
+        .find_by_container("default", "c2")
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -1,0 +1,491 @@
+//! The `pve` driver end to end: a private containerd, `ctr run --runtime
+//! io.containerd.proxmox-lxc.v2 --runtime-config-path CONFIG` with `driver = "pve"`, against the
+//! in-process Proxmox API test server, which plays the node with real LXC
+//! ([`pve_test_server::LxcNodeBackend`]: CT config -> LXC config as pve-container does,
+//! `lxc-start -F` in `/var/lib/lxc` as `pve-container@VMID`).
+//!
+//! The test server is a test double of a Proxmox VE node (none can be installed here): it checks
+//! every request against the Proxmox API schema and behaves as pve-container where the shim can
+//! tell, but it is not Proxmox.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use e2e::cmd::{self, Background, Output};
+use e2e::image::BUSYBOX_IMAGE;
+use e2e::{paths, Containerd, ContainerdVersion, SHIM_RUNTIME};
+use pve_test_server::{Fault, FaultRule, LxcNodeBackend, TestServer};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+const TOKEN_ID: &str = "root@pam!e2e";
+const TOKEN_SECRET: &str = "5f3d7a2e-0c1b-4e8f-9a6d-2b7c1e0f4a93";
+/// Each test its own range: both share /var/lib/lxc (as CTs of one node do) but not the
+/// server's copy of /etc/pve/lxc, which is what keeps VMIDs apart on a real node.
+const PARITY_RANGE: [u32; 2] = [990100, 990149];
+const FAULTS_RANGE: [u32; 2] = [990150, 990199];
+const BENCH_RANGE: [u32; 2] = [990200, 990249];
+const LXCPATH: &str = "/var/lib/lxc";
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    server: TestServer,
+    cd: Containerd,
+    config: PathBuf,
+    work: PathBuf,
+    range: [u32; 2],
+}
+
+impl Env {
+    fn start(label: &str, task_timeout_secs: u64, range: [u32; 2]) -> Result<Env> {
+        let work = std::env::temp_dir().join(format!("pxlxc-pve-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        let config_dir = work.join("etc-pve-lxc");
+        let lock_dir = work.join("lock-lxc");
+        std::fs::create_dir_all(&config_dir)?;
+        std::fs::create_dir_all(&lock_dir)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let backend = Arc::new(LxcNodeBackend::new(LXCPATH, work.join("stderr")));
+        let server = rt.block_on(
+            TestServer::builder()
+                .config_dir(&config_dir)
+                .lock_dir(&lock_dir)
+                .token(TOKEN_ID, TOKEN_SECRET)
+                .task_duration(Duration::ZERO)
+                .backend(backend)
+                .start(),
+        )?;
+        let ca = work.join("pve-root-ca.pem");
+        server.write_ca_file(&ca)?;
+        let token = work.join("token");
+        std::fs::write(&token, format!("{TOKEN_SECRET}\n"))?;
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let config = work.join("shim.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "driver = \"pve\"\nlog_level = \"debug\"\n[pve]\nurl = \"{}\"\nnode = \"{}\"\n\
+                 token_id = \"{TOKEN_ID}\"\ntoken_secret_file = \"{}\"\nca_file = \"{}\"\n\
+                 vmid_range = [{}, {}]\nconfig_dir = \"{}\"\nlock_dir = \"{}\"\n\
+                 task_timeout = {task_timeout_secs}\n",
+                server.url(),
+                server.node(),
+                token.display(),
+                ca.display(),
+                range[0],
+                range[1],
+                config_dir.display(),
+                lock_dir.display(),
+            ),
+        )?;
+        let version = ContainerdVersion::system().map_err(anyhow::Error::msg)?;
+        let cd = Containerd::start(version, &work.join("containerd"), &paths::shim_dir())?;
+        cd.import_images()?;
+        Ok(Env {
+            rt,
+            server,
+            cd,
+            config,
+            work,
+            range,
+        })
+    }
+
+    fn run_args(&self, id: &str, flags: &[&str], args: &[&str]) -> Vec<String> {
+        let mut all: Vec<String> = vec![
+            "run".into(),
+            format!("--runtime={SHIM_RUNTIME}"),
+            format!("--runtime-config-path={}", self.config.display()),
+        ];
+        all.extend(flags.iter().map(|s| s.to_string()));
+        all.push(BUSYBOX_IMAGE.into());
+        all.push(id.into());
+        all.extend(args.iter().map(|s| s.to_string()));
+        all
+    }
+
+    fn ctr_run(&self, id: &str, flags: &[&str], args: &[&str]) -> Result<Output> {
+        let mut f = vec!["--rm"];
+        f.extend_from_slice(flags);
+        let args = self.run_args(id, &f, args);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cmd::run(&mut self.cd.ctr_cmd(&refs), None, RUN_TIMEOUT)
+    }
+
+    /// VMIDs of CT configs in the server's copy of /etc/pve/lxc.
+    fn cts(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = std::fs::read_dir(self.server.context().config_dir.clone())
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".conf")?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// `/cluster/resources?type=vm` through the API, as an operator's tool would see it.
+    fn resources(&self) -> Result<Vec<pve_client::ClusterResource>> {
+        let client = pve_client::Client::new(pve_client::ClientConfig::new(
+            &self.server.url(),
+            pve_client::TlsTrust::CaFile(self.work.join("pve-root-ca.pem")),
+            pve_client::Credentials::Token {
+                token_id: TOKEN_ID.into(),
+                secret: pve_client::Secret::new(TOKEN_SECRET),
+            },
+        ))?;
+        Ok(self
+            .rt
+            .block_on(client.cluster_resources(Some(pve_client::ResourceType::Vm)))?)
+    }
+
+    fn no_leftovers(&self, what: &str) -> Result<()> {
+        let cts = self.cts();
+        ensure!(cts.is_empty(), "{what}: CT configs left: {cts:?}");
+        for vmid in self.range[0]..=self.range[1] {
+            let dir = Path::new(LXCPATH).join(vmid.to_string());
+            ensure!(!dir.exists(), "{what}: {} left", dir.display());
+        }
+        let locks = std::fs::read_dir(self.server.context().lock_dir.clone())?;
+        for l in locks.flatten() {
+            let f = std::fs::File::open(l.path())?;
+            let rc = unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            };
+            ensure!(rc == 0, "{what}: {} is still locked", l.path().display());
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        let leftovers = self.cd.teardown("pve");
+        let work = self.work.clone();
+        drop(self.server);
+        drop(self.rt);
+        let _ = std::fs::remove_dir_all(&work);
+        ensure!(leftovers.is_empty(), "leftovers: {leftovers:?}");
+        Ok(())
+    }
+}
+
+fn expect(out: &Output, code: i32, stdout: &str, what: &str) -> Result<()> {
+    ensure!(
+        out.status.0 == code && out.stdout_str() == stdout,
+        "{what}: expected exit {code} and stdout {stdout:?}; got exit {} stdout {:?} stderr {:?}",
+        out.status.0,
+        out.stdout_str(),
+        out.stderr_str()
+    );
+    Ok(())
+}
+
+fn root_or_skip() -> bool {
+    if !e2e::host::is_root() {
+        println!("SKIP: the pve end-to-end test needs root (LXC containers, containerd)");
+        return false;
+    }
+    if paths::shim_binary(&paths::shim_dir()).is_none() {
+        println!(
+            "SKIP: {} not built in {} (cargo build -p containerd-shim-proxmox-lxc)",
+            e2e::SHIM_BINARY,
+            paths::shim_dir().display()
+        );
+        return false;
+    }
+    true
+}
+
+#[test]
+fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    let env = Env::start("parity", 20, PARITY_RANGE)?;
+    let result = (|| -> Result<()> {
+        env.server.reset_counts();
+        let started = Instant::now();
+        let out = env.ctr_run(
+            "pve-out",
+            &[],
+            &["sh", "-c", "echo hello; echo err >&2; exit 3"],
+        )?;
+        let lifecycle = started.elapsed();
+        expect(&out, 3, "hello\n", "output and exit code")?;
+        ensure!(
+            out.stderr_str().contains("err"),
+            "stderr: {:?}",
+            out.stderr_str()
+        );
+        let counts = env.server.request_counts();
+        let total = env.server.total_requests();
+        println!(
+            "API requests for one lifecycle: {total} {counts:?}; ctr run --rm took {lifecycle:?}"
+        );
+        ensure!(total <= 8, "{total} API requests per lifecycle: {counts:?}");
+        env.no_leftovers("after output case")?;
+
+        let out = env.ctr_run(
+            "pve-env",
+            &["--env", "FOO=bar baz"],
+            &["sh", "-c", "echo \"$FOO\""],
+        )?;
+        expect(&out, 0, "bar baz\n", "env")?;
+        let out = env.ctr_run("pve-cwd", &["--cwd", "/tmp"], &["pwd"])?;
+        expect(&out, 0, "/tmp\n", "cwd")?;
+
+        let args = env.run_args("pve-stdin", &["--rm"], &["sh", "-c", "cat; echo eof"]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut bg = Background::spawn_with_open_stdin(&mut env.cd.ctr_cmd(&refs))?;
+        env.cd
+            .wait_task_status("pve-stdin", "RUNNING", RUN_TIMEOUT)?;
+        bg.send_stdin_and_close(b"line1\nline2\n")?;
+        let out = bg.wait(RUN_TIMEOUT)?;
+        expect(&out, 0, "line1\nline2\neof\n", "stdin")?;
+
+        // A detached container: visible in Proxmox with its tags, exec, kill.
+        let args = env.run_args("pve-detached", &["-d"], &["sleep", "60"]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.cd.ctr_ok(&refs)?;
+        env.cd
+            .wait_task_status("pve-detached", "RUNNING", RUN_TIMEOUT)?;
+        let cts = env.cts();
+        ensure!(cts.len() == 1, "one CT expected, found {cts:?}");
+        let res = env.resources()?;
+        let ct = res
+            .iter()
+            .find(|r| r.vmid == Some(cts[0]))
+            .context("the CT is not in /cluster/resources")?;
+        ensure!(
+            ct.status.as_deref() == Some("running"),
+            "CT status {:?}",
+            ct.status
+        );
+        let tags = ct.tags.clone().unwrap_or_default();
+        ensure!(tags.contains("k8s-cid-"), "CT tags {tags:?}");
+        println!("CT {} running with tags {tags:?}", cts[0]);
+        let conf = std::fs::read_to_string(
+            env.server
+                .context()
+                .config_dir
+                .join(format!("{}.conf", cts[0])),
+        )?;
+        ensure!(
+            conf.contains("ostype: unmanaged") && conf.contains("onboot: 0"),
+            "CT config:\n{conf}"
+        );
+        ensure!(conf.contains("e2e/pve-detached"), "CT config:\n{conf}");
+        let out = env.cd.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "x1",
+            "pve-detached",
+            "sh",
+            "-c",
+            "echo in-ct; exit 4",
+        ])?;
+        expect(&out, 4, "in-ct\n", "exec")?;
+        // pids, stats and the freezer read the CT's cgroup (Proxmox's lxc/VMID layout).
+        let ps = env.cd.ctr_ok(&["task", "ps", "pve-detached"])?.stdout_str();
+        ensure!(ps.lines().count() >= 2, "ctr task ps: {ps}");
+        let metrics = env
+            .cd
+            .ctr_ok(&["task", "metrics", "pve-detached"])?
+            .stdout_str();
+        ensure!(metrics.contains("memory"), "ctr task metrics: {metrics}");
+        env.cd.ctr_ok(&["task", "pause", "pve-detached"])?;
+        env.cd
+            .wait_task_status("pve-detached", "PAUSED", RUN_TIMEOUT)?;
+        env.cd.ctr_ok(&["task", "resume", "pve-detached"])?;
+        env.cd
+            .wait_task_status("pve-detached", "RUNNING", RUN_TIMEOUT)?;
+        env.cd
+            .ctr_ok(&["task", "kill", "-s", "KILL", "pve-detached"])?;
+        env.cd
+            .wait_task_status("pve-detached", "STOPPED", RUN_TIMEOUT)?;
+        env.cd.ctr_ok(&["task", "rm", "pve-detached"])?;
+        env.cd.ctr_ok(&["container", "rm", "pve-detached"])?;
+        let res = env.resources()?;
+        ensure!(
+            !res.iter().any(|r| r.vmid == Some(cts[0])),
+            "CT {} still in /cluster/resources after delete",
+            cts[0]
+        );
+        env.no_leftovers("after the detached case")?;
+
+        // A shim that dies: `ctr task rm --force` runs `shim delete` from the bundle, which
+        // finds the CT through the bundle's record and destroys it through the API.
+        let args = env.run_args("pve-crash", &["-d", "--null-io"], &["sleep", "600"]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.cd.ctr_ok(&refs)?;
+        env.cd
+            .wait_task_status("pve-crash", "RUNNING", RUN_TIMEOUT)?;
+        let task_pid = env.cd.task_pid("pve-crash")?.context("task pid")?;
+        let shims = env.cd.shim_processes();
+        let shim = shims
+            .iter()
+            .find(|p| p.cmdline.contains("pve-crash"))
+            .context("no shim process for pve-crash")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while e2e::host::pid_alive(shim.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ensure!(env.cts().len() == 1, "the CT should outlive its shim");
+        let _ = env.cd.ctr(&["task", "delete", "--force", "pve-crash"])?;
+        env.cd.ctr_ok(&["container", "delete", "pve-crash"])?;
+        // containerd runs `shim delete` in the background once it sees the shim gone.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !env.cts().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        env.no_leftovers("after a crashed shim")?;
+        ensure!(
+            !e2e::host::pid_alive(task_pid),
+            "the workload (pid {task_pid}) outlived its deleted CT"
+        );
+        Ok(())
+    })();
+    let finish = env.finish();
+    result?;
+    finish
+}
+
+#[test]
+fn pve_driver_faults_give_clear_errors_and_leave_nothing() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    let env = Env::start("faults", 3, FAULTS_RANGE)?;
+    let result = (|| -> Result<()> {
+        let start = "/nodes/{node}/lxc/{vmid}/status/start";
+        let cases: Vec<(&str, FaultRule, &str)> = vec![
+            (
+                "failing start task",
+                FaultRule::new(Fault::FailTask(
+                    "startup for container failed (injected)".into(),
+                ))
+                .on("POST", start),
+                "injected",
+            ),
+            (
+                "lock timeout",
+                FaultRule::new(Fault::LockTimeout)
+                    .on("POST", start)
+                    .times(50),
+                "got timeout",
+            ),
+            (
+                "596",
+                FaultRule::new(Fault::Status {
+                    status: 596,
+                    message: "Broken pipe".into(),
+                })
+                .on("POST", start)
+                .times(50),
+                "596",
+            ),
+            (
+                "slow task",
+                FaultRule::new(Fault::SlowTask(Duration::from_secs(8))).on("POST", start),
+                "still",
+            ),
+        ];
+        for (i, (name, rule, needle)) in cases.into_iter().enumerate() {
+            env.server.clear_faults();
+            env.server.inject(rule);
+            let out = env.ctr_run(&format!("pve-fault-{i}"), &[], &["true"])?;
+            env.server.clear_faults();
+            let err = out.stderr_str();
+            println!("{name}: ctr said: {}", err.trim());
+            ensure!(out.status.0 != 0, "{name}: ctr run succeeded");
+            ensure!(
+                err.contains(needle),
+                "{name}: error lacks {needle:?}: {err}"
+            );
+            // The slow task goes on in the server; wait for it before checking.
+            let _ = env
+                .rt
+                .block_on(env.server.wait_idle(Duration::from_secs(15)));
+            let _ = env.cd.ctr(&["container", "rm", &format!("pve-fault-{i}")]);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !env.cts().is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            env.no_leftovers(name)?;
+        }
+        Ok(())
+    })();
+    let finish = env.finish();
+    result?;
+    finish
+}
+
+/// Lifecycle time (`ctr run --rm IMAGE true`: create, start, exit, delete) with the pve driver
+/// against the test server playing the node, and with the plain lxc driver, and the API
+/// requests per lifecycle. Numbers go to docs/pve-driver.md.
+#[test]
+fn pve_driver_lifecycle_benchmark() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    const RUNS: usize = 10;
+    let env = Env::start("bench", 20, BENCH_RANGE)?;
+    let lxc_config = env.work.join("lxc.toml");
+    std::fs::write(&lxc_config, "driver = \"lxc\"\n")?;
+    let result = (|| -> Result<()> {
+        let mut report = Vec::new();
+        for driver in ["lxc", "pve"] {
+            let mut times = Vec::new();
+            let mut requests = Vec::new();
+            for i in 0..RUNS {
+                let id = format!("bench-{driver}-{i}");
+                env.server.reset_counts();
+                let mut args = env.run_args(&id, &["--rm"], &["true"]);
+                if driver == "lxc" {
+                    args[2] = format!("--runtime-config-path={}", lxc_config.display());
+                }
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                let started = Instant::now();
+                let out = cmd::run(&mut env.cd.ctr_cmd(&refs), None, RUN_TIMEOUT)?;
+                times.push(started.elapsed());
+                expect(&out, 0, "", &format!("{driver} run {i}"))?;
+                requests.push(env.server.total_requests());
+            }
+            times.sort();
+            let median = times[RUNS / 2];
+            let mean = times.iter().sum::<Duration>() / RUNS as u32;
+            report.push(format!(
+                "{driver}: ctr run --rm true x{RUNS}: median {median:?}, mean {mean:?}, min {:?}, max {:?}; API requests per lifecycle {:?}",
+                times[0],
+                times[RUNS - 1],
+                requests
+            ));
+            if driver == "pve" {
+                ensure!(
+                    requests.iter().all(|r| *r <= 8),
+                    "more than 8 API requests in a lifecycle: {requests:?}"
+                );
+            }
+        }
+        for line in report {
+            println!("BENCH {line}");
+        }
+        env.no_leftovers("after the benchmark")
+    })();
+    let finish = env.finish();
+    result?;
+    finish
+}
