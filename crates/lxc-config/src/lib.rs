@@ -667,6 +667,9 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     if !converted.auto.is_empty() {
         push("lxc.mount.auto", converted.auto.join(" "));
     }
+    if let Some(bytes) = converted.dev_tmpfs_size {
+        push("lxc.autodev.tmpfs.size", bytes.to_string());
+    }
 
     // Device nodes.
     let mut devices = Vec::new();

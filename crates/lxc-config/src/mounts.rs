@@ -117,6 +117,26 @@ pub(crate) struct Mounts {
     pub entries: Vec<MountEntry>,
     /// `lxc.mount.auto` words (cgroup mounts).
     pub auto: Vec<String>,
+    /// `lxc.autodev.tmpfs.size` in bytes, from the spec's own `/dev` tmpfs.
+    pub dev_tmpfs_size: Option<u64>,
+}
+
+/// A tmpfs `size=` value (bytes, or with a k/m/g suffix as tmpfs takes it) in bytes; `None`
+/// for what LXC cannot express (percentages).
+fn tmpfs_size_bytes(value: &str) -> Option<u64> {
+    let (digits, unit) = match value.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&value[..i], Some(c.to_ascii_lowercase())),
+        _ => (value, None),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit {
+        None => 1,
+        Some('k') => 1 << 10,
+        Some('m') => 1 << 20,
+        Some('g') => 1 << 30,
+        Some(_) => return None,
+    };
+    n.checked_mul(factor)
 }
 
 fn options(
@@ -365,6 +385,31 @@ pub(crate) fn convert(
                         &format!("{f}.options"),
                         "LXC's cgroup automount chooses its own options besides ro/rw",
                     ));
+                }
+                continue;
+            }
+            "tmpfs" if dest == "/dev" => {
+                // lxc.autodev already mounts a tmpfs on /dev and fills it with the standard
+                // nodes; a second one from the spec would stack over it (runc has exactly one).
+                // Its size carries over; the mode is 0755 as in every runtime's /dev.
+                for o in &opts {
+                    match o.strip_prefix("size=") {
+                        Some(v) => match tmpfs_size_bytes(v) {
+                            Some(bytes) => out.dev_tmpfs_size = Some(bytes),
+                            None => ignored.push(Ignored::new(
+                                &format!("{f}.options"),
+                                &format!("/dev size {v:?}: LXC's autodev size is in bytes"),
+                            )),
+                        },
+                        None if matches!(
+                            o.as_str(),
+                            "nosuid" | "strictatime" | "mode=755" | "mode=0755" | "rw"
+                        ) => {}
+                        None => ignored.push(Ignored::new(
+                            &format!("{f}.options"),
+                            &format!("{o:?}: /dev is LXC's autodev tmpfs (mode 0755)"),
+                        )),
+                    }
                 }
                 continue;
             }

@@ -10,7 +10,8 @@
 //! - [`lxcmon`]: LXC's monitor socket, where the real exit status of a container's init appears.
 //! - [`exits`]: exits of the shim's own children, routed by pid.
 //! - [`cgroup`]: pids, stats, freeze/thaw, OOM for a container's cgroup.
-//! - [`driver`]: the node drivers (`lxc` now).
+//! - [`driver`]: the node drivers (`lxc`, `pve`).
+//! - [`tidy`]: removes LXC's traces from the workload's view of its mounts and `/dev`.
 
 pub mod cgroup;
 pub mod check;
@@ -27,6 +28,7 @@ pub mod process;
 pub mod service;
 pub mod stdio;
 pub mod task;
+pub mod tidy;
 
 /// The runtime name containerd resolves to this binary.
 pub const RUNTIME_NAME: &str = "io.containerd.proxmox-lxc.v2";

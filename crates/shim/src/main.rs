@@ -31,6 +31,15 @@ fn main() {
         }
         return;
     }
+    if args.get(1).map(String::as_str) == Some(shim::tidy::SUBCOMMAND) {
+        // Internal: run by the shim itself, single-threaded so that it may enter a container's
+        // mount namespace.
+        if let Err(e) = shim::tidy::run(&args[2..]) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("check") {
         std::process::exit(run_check(&args[2..]));
     }

@@ -6,6 +6,9 @@
 //! after its output is drained; a container's init exit is published after its execs' exits.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -558,6 +561,12 @@ impl TaskService {
             let (conn, pid, pty) = helper::handshake(conn, container_stdio, HELPER_TIMEOUT)
                 .await
                 .map_err(|e| explain_start_failure(e, &state_dir))?;
+            let masked_paths = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.masked_paths().clone())
+                .unwrap_or_default();
+            crate::tidy::tidy(&self.inner.exits, pid, &masked_paths).await?;
             let annotations = spec.annotations().clone().unwrap_or_default();
             if let Some(h) = &plan.hooks {
                 let state = hooks::state_json(&id, "created", pid, &bundle, &annotations);
@@ -885,17 +894,42 @@ impl TaskService {
             .map_err(|_| ShimError::Internal("lock".into()))?
             .take()
             .unwrap_or_default();
-        let in_container = |name: &str| format!("{}/{}", ctinit_proto::CONTAINER_DIR, name);
-        let args = vec![
-            in_container(ctinit_proto::HELPER_NAME),
-            in_container(&sock_name),
-            in_container(&spec_name),
+        // The helper's directory is gone from the container once its init runs (see `tidy`):
+        // the exec's helper, socket and spec reach it as descriptors that lxc-attach passes
+        // on, named through the container's /proc/self/fd.
+        let open_path = |name: &str, path_only: bool| {
+            let path = container.state_dir.join(name);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.read(true);
+            if path_only {
+                opts.custom_flags(libc::O_PATH);
+            }
+            opts.open(&path).ctx(|| format!("open {}", path.display()))
+        };
+        let passed = [
+            open_path(ctinit_proto::HELPER_NAME, false)?,
+            open_path(&sock_name, true)?,
+            open_path(&spec_name, false)?,
         ];
+        let fds: Vec<i32> = passed.iter().map(|f| f.as_raw_fd()).collect();
+        let args: Vec<String> = fds.iter().map(|fd| format!("/proc/self/fd/{fd}")).collect();
         let mut cmd = container.driver.exec_command(&container.name, &args);
+        // SAFETY: only fcntl, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &fds {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().ctx(|| "run lxc-attach".to_string())?;
+        drop(passed);
         let attach_pid = child.id();
         let attach_exit = self.inner.exits.wait(attach_pid as i32);
         let stderr = child.stderr.take();

@@ -1,0 +1,164 @@
+//! Gives the workload runc's view of its mounts and `/dev`.
+//!
+//! LXC leaves things in a container's mount namespace that a runc container does not have: the
+//! helper's directory (`/dev/.ctinit`, needed only until the helper runs), `/dev/ptmx` as a bind
+//! mount of the devpts `ptmx` (runc: a symlink to `pts/ptmx`), a tmpfs file over
+//! `/proc/sys/kernel/random/boot_id` with its source `/dev/.lxc-boot-id`, and masked files
+//! bound from the host's `/dev/null` (mount entries are made before `/dev` is filled), which
+//! show as `devtmpfs` instead of the container's own `/dev/null`.
+//!
+//! The helper cannot undo these itself (it runs under the spec's bounding set and seccomp
+//! profile), so the shim does it from the host once the init's helper reported `Ready`, before
+//! the workload starts: a short-lived child (`SELF tidy-container PID MASKED...`, one thread,
+//! so that it may `setns` into the container's mount namespace) makes the changes there.
+
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, CloneFlags};
+
+use crate::driver::run_command;
+use crate::errors::{IoContext, Result, ShimError};
+use crate::exits::ChildExits;
+
+/// The hidden subcommand of the shim binary that does the work in the container.
+pub const SUBCOMMAND: &str = "tidy-container";
+
+const HELPER_DIR: &str = ctinit_proto::CONTAINER_DIR;
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+const LXC_BOOT_ID: &str = "/dev/.lxc-boot-id";
+
+/// Host side: tidies the mount namespace of the container whose init has host pid `pid`.
+pub async fn tidy(exits: &ChildExits, pid: u32, masked_paths: &[String]) -> Result<()> {
+    let exe = std::env::current_exe().ctx(|| "locate the shim binary".to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(SUBCOMMAND).arg(pid.to_string()).args(masked_paths);
+    let out = run_command(exits, cmd, Duration::from_secs(10)).await?;
+    if out.code != 0 {
+        return Err(ShimError::Internal(format!(
+            "tidy the mounts of the container (pid {pid}): {}",
+            out.stderr.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Child side (`SELF tidy-container PID MASKED...`). Must run before any thread is started.
+pub fn run(args: &[String]) -> std::result::Result<(), String> {
+    let (pid, masked) = match args.split_first() {
+        Some((pid, masked)) => (pid, masked),
+        None => return Err(format!("usage: {SUBCOMMAND} PID [MASKED_PATH...]")),
+    };
+    let pid: u32 = pid
+        .parse()
+        .map_err(|_| format!("{pid:?} is not a process id"))?;
+    // Read from the host's /proc: the container's own does not show a process outside its pid
+    // namespace. Paths there are relative to the init's root, the container's.
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts"))
+        .map_err(|e| format!("read the container's mounts: {e}"))?;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+        .map_err(|e| format!("open the mount namespace of pid {pid}: {e}"))?;
+    // Also moves root and cwd to the namespace's root: the container's root after pivot_root.
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("enter the mount namespace of pid {pid}: {e}"))?;
+
+    let fstype_at = |target: &str| -> Option<String> {
+        // The last entry for a target is the one on top.
+        mounts.lines().rev().find_map(|l| {
+            let mut f = l.split(' ');
+            let (_src, dst, typ) = (f.next()?, f.next()?, f.next()?);
+            (unescape(dst) == target).then(|| typ.to_string())
+        })
+    };
+
+    // The helper is running (its binary stays mapped); nothing needs the directory any more.
+    if fstype_at(HELPER_DIR).is_some() {
+        detach(HELPER_DIR)?;
+    }
+    remove(HELPER_DIR, true)?;
+
+    if fstype_at(BOOT_ID).is_some() {
+        detach(BOOT_ID)?;
+    }
+    remove(LXC_BOOT_ID, false)?;
+
+    if fstype_at("/dev/ptmx").is_some() {
+        detach("/dev/ptmx")?;
+        remove("/dev/ptmx", false)?;
+        std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx")
+            .map_err(|e| format!("link /dev/ptmx to pts/ptmx: {e}"))?;
+    }
+
+    // A masked file must be the container's /dev/null, as runc binds it.
+    for path in masked {
+        if fstype_at(path).as_deref() == Some("devtmpfs") {
+            detach(path)?;
+            mount(
+                Some("/dev/null"),
+                path.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("mask {path} with /dev/null: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn detach(target: &str) -> std::result::Result<(), String> {
+    match umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(format!("unmount {target}: {e}")),
+    }
+}
+
+fn remove(path: &str, dir: bool) -> std::result::Result<(), String> {
+    let result = if dir {
+        std::fs::remove_dir(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        // A read-only /dev (a spec's own choice) keeps the name; it is harmless.
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => Ok(()),
+        Err(e) => Err(format!("remove {path}: {e}")),
+    }
+}
+
+/// `/proc/mounts` escapes space, tab, newline and backslash as octal.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let oct = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(oct, 8) {
+                out.push(b);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape;
+
+    #[test]
+    fn unescapes_proc_mounts_fields() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/x\\134y"), "/x\\y");
+        assert_eq!(unescape("/end\\04"), "/end\\04");
+    }
+}
