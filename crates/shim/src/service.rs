@@ -46,10 +46,20 @@ pub fn shim_config() -> Config {
 
 /// `-info`: a RuntimeInfo protobuf on stdout, as containerd 2.x asks for.
 pub fn runtime_info() -> Result<Vec<u8>, String> {
+    // containerd 2.x writes the runtime's options (an `Any`) to stdin; the driver they select
+    // is what this runtime would use. A terminal or an empty stdin means the host config.
+    let options = read_info_stdin()
+        .and_then(|bytes| Any::parse_from_bytes(&bytes).ok())
+        .filter(|any| !any.type_url.is_empty());
+    let config = crate::config::from_create_options(options.as_ref()).map_err(|e| e.to_string())?;
+    let driver = match config.driver() {
+        crate::config::DriverKind::Lxc => "lxc",
+        crate::config::DriverKind::Pve => "pve",
+    };
     let features = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
-        "annotations": { "io.containerd.proxmox-lxc.driver": "lxc" },
+        "annotations": { "io.containerd.proxmox-lxc.driver": driver },
     });
     let info = RuntimeInfo {
         name: RUNTIME_NAME.to_string(),
@@ -66,6 +76,27 @@ pub fn runtime_info() -> Result<Vec<u8>, String> {
         ..Default::default()
     };
     info.write_to_bytes().map_err(|e| e.to_string())
+}
+
+/// What containerd wrote to `-info`'s stdin, if anything arrives soon; never blocks on a
+/// terminal or on a writer that keeps the pipe open without writing.
+fn read_info_stdin() -> Option<Vec<u8>> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    if nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
+        return None;
+    }
+    let mut fds = [nix::poll::PollFd::new(
+        stdin.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(500u16)) {
+        Ok(n) if n > 0 => {}
+        _ => return None,
+    }
+    let mut bytes = Vec::new();
+    stdin.lock().take(1 << 20).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// Descriptors the shim inherited (containerd leaves some open) must not leak on into
