@@ -204,7 +204,7 @@ impl ContainerCgroup {
         }
     }
 
-    /// The memory cgroup directory on v1, for OOM notifications.
+    /// The memory cgroup directory (v1) or the container's cgroup (v2), for OOM notifications.
     pub fn memory_dir(&self) -> Option<&Path> {
         self.dir("memory").ok()
     }
@@ -289,4 +289,115 @@ pub fn watch_oom_v1(memory_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Re
         }
     });
     Ok(())
+}
+
+/// The `oom_kill` counter of a v2 `memory.events` file.
+fn oom_kills(events: &str) -> u64 {
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Watches a v2 cgroup's `memory.events` with inotify (the kernel signals every change of the
+/// file) and calls `on_oom` each time its `oom_kill` counter grows, as runc's shim reports
+/// them. Ends when the file goes away with its cgroup.
+pub fn watch_oom_v2(cgroup_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let events = cgroup_dir.join("memory.events");
+    let path = CString::new(events.as_os_str().as_encoded_bytes())
+        .map_err(|_| ShimError::Internal(format!("{}: NUL in path", events.display())))?;
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(ShimError::io(
+            "inotify_init1",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) } < 0 {
+        return Err(ShimError::io(
+            format!("watch {}", events.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let mut seen = oom_kills(&std::fs::read_to_string(&events).unwrap_or_default());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return;
+            }
+            let mut at = 0usize;
+            let mut gone = false;
+            let header = std::mem::size_of::<libc::inotify_event>();
+            while at + header <= n as usize {
+                // SAFETY: the kernel wrote whole events; read_unaligned copes with alignment.
+                let ev: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at).cast()) };
+                if ev.mask & libc::IN_IGNORED != 0 {
+                    gone = true;
+                }
+                at += header + ev.len as usize;
+            }
+            match std::fs::read_to_string(&events) {
+                Ok(text) => {
+                    let now = oom_kills(&text);
+                    if now > seen {
+                        seen = now;
+                        on_oom();
+                    }
+                }
+                Err(_) => return,
+            }
+            if gone {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod oom_tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn parses_the_oom_kill_counter() {
+        assert_eq!(oom_kills("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n"), 2);
+        assert_eq!(oom_kills("oom 1\n"), 0);
+        assert_eq!(oom_kills(""), 0);
+    }
+
+    #[test]
+    fn v2_watch_reports_each_new_oom_kill_and_ends_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("memory.events");
+        std::fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
+        let (tx, rx) = mpsc::channel();
+        watch_oom_v2(dir.path(), move || {
+            let _ = tx.send(());
+        })
+        .unwrap();
+        // A change that is not a kill reports nothing.
+        std::fs::write(&events, "oom 1\noom_kill 0\n").unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        std::fs::write(&events, "oom 1\noom_kill 1\n").unwrap();
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("an OOM kill is reported");
+        std::fs::write(&events, "oom 2\noom_kill 2\n").unwrap();
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("a second OOM kill is reported");
+        std::fs::remove_file(&events).unwrap();
+        // The watcher ends: its sender is dropped.
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        ));
+    }
 }

@@ -669,15 +669,16 @@ impl TaskService {
         let Some(dir) = cg.memory_dir().map(Path::to_path_buf) else {
             return;
         };
-        if cg.is_v2() {
-            // TODO(v2 hosts): memory.events inotify; this host family is cgroup v1.
-            return;
-        }
         let svc = self.clone();
         let id = id.to_string();
         let handle = tokio::runtime::Handle::current();
         let watch_dir = dir.clone();
-        if let Err(e) = crate::cgroup::watch_oom_v1(&dir, move || {
+        let watch = if cg.is_v2() {
+            crate::cgroup::watch_oom_v2
+        } else {
+            crate::cgroup::watch_oom_v1
+        };
+        if let Err(e) = watch(&dir, move || {
             if !watch_dir.exists() {
                 return;
             }
