@@ -38,6 +38,8 @@ pub struct LxcNodeBackend {
 
 /// How long a CT may take to reach RUNNING.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `lxc-start` may take to exit after `lxc-stop`.
+const STOP_WAIT: Duration = Duration::from_secs(30);
 
 impl LxcNodeBackend {
     /// A backend with its containers in `lxcpath` and `lxc-start`'s stderr files in
@@ -97,10 +99,22 @@ impl LxcNodeBackend {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        // The supervised lxc-start ends with the container.
-        for _ in 0..200 {
-            if !self.supervised(vmid) {
-                break;
+        self.wait_supervised_exit(vmid).await
+    }
+
+    /// Waits until the supervised `lxc-start` of a stopped CT has exited, after its own
+    /// cleanup (post-stop hooks, the payload cgroup). Proxmox's vm_stop waits for that too
+    /// (until the CT's command socket closes), and systemd starts `pve-container@VMID` again
+    /// only once its previous run has ended: a CT started before then (a reused VMID) would
+    /// collide with the old cgroup, and LXC would leave one behind.
+    async fn wait_supervised_exit(&self, vmid: u32) -> BackendResult {
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        while self.supervised(vmid) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "lxc-start of CT {vmid} did not exit within {}s after the CT stopped",
+                    STOP_WAIT.as_secs()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -225,6 +239,8 @@ impl NodeBackend for LxcNodeBackend {
             .map_err(|e| format!("write {}/config: {e}", dir.display()))?;
         std::fs::create_dir_all(&self.stderr_dir)
             .map_err(|e| format!("create {}: {e}", self.stderr_dir.display()))?;
+        // A destroyed CT's VMID may be reused while its lxc-start still cleans up.
+        self.wait_supervised_exit(vmid).await?;
         let stderr = std::fs::File::create(self.stderr_path(vmid))
             .map_err(|e| format!("create stderr file: {e}"))?;
         let mut child = tokio::process::Command::new("lxc-start")

@@ -184,9 +184,12 @@ impl ContainerCgroup {
     /// them when the container stops, but gives up while a process is still inside (an orphan
     /// in a shared pid namespace), and a left directory keeps the kubelet from removing the
     /// pod's cgroup. Best effort: waits briefly for killed processes to leave. Only
-    /// directories named for the container (`id`, `lxc.payload.id`, `cri-containerd-id.scope`)
-    /// are touched, never a shared parent such as a hierarchy's root.
-    pub fn remove(&self, id: &str) {
+    /// directories named for the container are touched, never a shared parent such as a
+    /// hierarchy's root: named for its `id` (`id`, `cri-containerd-id.scope`, the lxc driver's
+    /// `lxc.payload.id`), or for its LXC name `name` (a Proxmox CT's VMID) the way LXC names
+    /// them (`lxc.payload.VMID`, `lxc.payload.VMID-N`; Proxmox's `lxc/VMID/ns`, removed with
+    /// its `VMID` parent).
+    pub fn remove(&self, id: &str, name: &str) {
         for _ in 0..50 {
             if self.procs().map(|p| p.is_empty()).unwrap_or(true) {
                 break;
@@ -194,12 +197,8 @@ impl ContainerCgroup {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         for dir in self.dirs.values() {
-            let named_for_container = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().contains(id))
-                .unwrap_or(false);
-            if named_for_container {
-                remove_tree(dir);
+            if let Some(target) = owned_cgroup_dir(dir, id, name) {
+                remove_tree(&target);
             }
         }
     }
@@ -208,6 +207,33 @@ impl ContainerCgroup {
     pub fn memory_dir(&self) -> Option<&Path> {
         self.dir("memory").ok()
     }
+}
+
+/// The directory to remove for a container's cgroup `dir`, if `dir` is named for it (see
+/// [`ContainerCgroup::remove`]).
+fn owned_cgroup_dir(dir: &Path, id: &str, name: &str) -> Option<PathBuf> {
+    let file_name = dir.file_name()?.to_string_lossy();
+    if !id.is_empty() && file_name.contains(id) {
+        return Some(dir.to_path_buf());
+    }
+    if name.is_empty() {
+        return None;
+    }
+    let payload = format!("lxc.payload.{name}");
+    let numbered = file_name
+        .strip_prefix(&format!("{payload}-"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if file_name == payload || numbered {
+        return Some(dir.to_path_buf());
+    }
+    let parent = dir.parent()?;
+    let proxmox_layout = file_name == "ns"
+        && parent.file_name().is_some_and(|p| p == name)
+        && parent
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|g| g == "lxc");
+    proxmox_layout.then(|| parent.to_path_buf())
 }
 
 fn remove_tree(dir: &Path) {
@@ -362,10 +388,41 @@ pub fn watch_oom_v2(cgroup_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Re
 }
 
 #[cfg(test)]
-mod oom_tests {
+mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    #[test]
+    fn removes_only_directories_named_for_the_container() {
+        let owned = |d: &str, id: &str, name: &str| owned_cgroup_dir(Path::new(d), id, name);
+        let m = "/sys/fs/cgroup/memory";
+        let some = |d: &str| Some(PathBuf::from(format!("{m}/{d}")));
+        assert_eq!(
+            owned(&format!("{m}/pod1/abc123"), "abc123", "abc123"),
+            some("pod1/abc123")
+        );
+        let payload = owned(&format!("{m}/lxc.payload.990302"), "abc123", "990302");
+        assert_eq!(payload, some("lxc.payload.990302"));
+        let numbered = owned(&format!("{m}/lxc.payload.990302-3"), "abc123", "990302");
+        assert_eq!(numbered, some("lxc.payload.990302-3"));
+        let proxmox = owned(&format!("{m}/lxc/990302/ns"), "abc123", "990302");
+        assert_eq!(proxmox, some("lxc/990302"));
+        // Another CT's cgroup, a shared parent, a hierarchy root: never.
+        for other in [
+            "lxc.payload.9903021",
+            "lxc.payload.990302-x",
+            "other/ns",
+            "lxc/1/ns",
+        ] {
+            assert_eq!(
+                owned(&format!("{m}/{other}"), "abc123", "990302"),
+                None,
+                "{other}"
+            );
+        }
+        assert_eq!(owned(m, "abc123", "990302"), None);
+    }
 
     #[test]
     fn parses_the_oom_kill_counter() {

@@ -1063,7 +1063,8 @@ impl TaskService {
         .await;
         if let Ok(cg) = container.cgroup() {
             let id = container.id.clone();
-            let _ = tokio::task::spawn_blocking(move || cg.remove(&id)).await;
+            let name = container.name.clone();
+            let _ = tokio::task::spawn_blocking(move || cg.remove(&id, &name)).await;
         }
         if let Some(sup) = container.supervisor_pid.lock().ok().and_then(|g| *g) {
             debug!("{}: lxc-start was {sup}", container.id);

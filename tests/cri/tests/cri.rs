@@ -11,6 +11,13 @@
 //! options through `ConfigPath`; 1.7 and 2.1 (unpacked by scripts/setup.sh) through inline keys
 //! (`config_body`). Each points the shim's lxcpath into the run's work dir, and the cases check
 //! the LXC containers appear there: the proof that runtime options reach the shim.
+//!
+//! The same cases run once more with the `pve` driver (`containerd-1.6-pve::CASE`): the shim's
+//! `ConfigPath` file says `driver = "pve"` and points at the Proxmox API test server, which plays
+//! the node with real LXC (CT configs in its own copy of /etc/pve/lxc, `lxc-start -F` in
+//! /var/lib/lxc as `pve-container@VMID` does). There every container is a CT: the cases find
+//! it by its tag, check it is listed in `/cluster/resources` with the pod's tags, and check that
+//! no CT config, LXC container, lock or `lxc-start` is left.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,13 +64,34 @@ fn envs() -> &'static Envs {
     ENVS.get_or_init(Default::default)
 }
 
-/// The shared environment of a containerd version, started on first use, with the test images
-/// pulled through CRI.
-fn env_for(version: &ContainerdVersion) -> Result<Arc<CriEnv>> {
+/// The node driver a set of cases runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    Lxc,
+    Pve,
+}
+
+/// The label of the environment that runs the `pve` driver (containerd 1.6).
+const PVE_LABEL: &str = "c1.6pve";
+
+fn driver_of(env: &CriEnv) -> Driver {
+    if env.label == PVE_LABEL {
+        Driver::Pve
+    } else {
+        Driver::Lxc
+    }
+}
+
+/// The shared environment of a containerd version and driver, started on first use, with the
+/// test images pulled through CRI.
+fn env_for(version: &ContainerdVersion, driver: Driver) -> Result<Arc<CriEnv>> {
     let shared = shared()?;
     let mut map = envs().lock().unwrap_or_else(|e| e.into_inner());
-    let entry = map.entry(version.name.clone()).or_insert_with(|| {
-        let label = format!("c{}", version.name);
+    let label = match driver {
+        Driver::Lxc => format!("c{}", version.name),
+        Driver::Pve => PVE_LABEL.to_string(),
+    };
+    let entry = map.entry(label.clone()).or_insert_with(|| {
         let use_config_path = version.name == "1.6";
         CriEnv::start(
             version.clone(),
@@ -72,6 +100,10 @@ fn env_for(version: &ContainerdVersion) -> Result<Arc<CriEnv>> {
             &shared.registry.host,
             |work| {
                 let lxcpath = work.join("lxc");
+                if driver == Driver::Pve {
+                    let file = pve::start_node(work, &lxcpath)?;
+                    return Ok((ShimOptions::ConfigPath(file.display().to_string()), lxcpath));
+                }
                 let shim_config = format!("[lxc]\nlxcpath = \"{}\"\n", lxcpath.display());
                 if use_config_path {
                     let file = work.join("shim.toml");
@@ -93,7 +125,251 @@ fn env_for(version: &ContainerdVersion) -> Result<Arc<CriEnv>> {
     });
     entry
         .clone()
-        .map_err(|e| anyhow!("containerd {}: {e}", version.name))
+        .map_err(|e| anyhow!("containerd {label}: {e}"))
+}
+
+/// Whether container (or pod sandbox) `id` exists on the node: an LXC container in the
+/// lxcpath from the runtime options, or a CT carrying its tag.
+fn container_exists(env: &CriEnv, id: &str) -> bool {
+    match driver_of(env) {
+        Driver::Lxc => env.lxc_dir().join(id).is_dir(),
+        Driver::Pve => !pve::cts_of(id).is_empty(),
+    }
+}
+
+/// The `pve` driver's node: the Proxmox API test server with real LXC.
+mod pve {
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+
+    use anyhow::{anyhow, Context, Result};
+    use pve_test_server::{LxcNodeBackend, TestServer};
+
+    const TOKEN_ID: &str = "root@pam!cri";
+    const TOKEN_SECRET: &str = "8b1e4c2a-7d3f-4a9b-b6e0-1f2d3c4b5a69";
+    /// Clear of the ranges of `e2e --test pve` (990100-990249): both use /var/lib/lxc.
+    pub const RANGE: [u32; 2] = [990300, 990399];
+    pub const LXCPATH: &str = "/var/lib/lxc";
+    const TAG_PREFIX: &str = "k8s";
+    /// containerd's CRI plugin puts every pod in this namespace.
+    const NAMESPACE: &str = "k8s.io";
+
+    pub struct Node {
+        rt: tokio::runtime::Runtime,
+        server: TestServer,
+        pub config_dir: PathBuf,
+        pub lock_dir: PathBuf,
+        ca_file: PathBuf,
+    }
+
+    static NODE: Mutex<Option<Node>> = Mutex::new(None);
+
+    fn with_node<T>(f: impl FnOnce(&Node) -> T) -> Option<T> {
+        NODE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(f)
+    }
+
+    /// Starts the node; returns the shim config file (`driver = "pve"`) that points at it.
+    pub fn start_node(work: &Path, unused_lxcpath: &Path) -> Result<PathBuf> {
+        let config_dir = work.join("etc-pve-lxc");
+        let lock_dir = work.join("lock-lxc");
+        std::fs::create_dir_all(&config_dir)?;
+        std::fs::create_dir_all(&lock_dir)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let backend = Arc::new(LxcNodeBackend::new(LXCPATH, work.join("ct-stderr")));
+        let server = rt
+            .block_on(
+                TestServer::builder()
+                    .config_dir(&config_dir)
+                    .lock_dir(&lock_dir)
+                    .token(TOKEN_ID, TOKEN_SECRET)
+                    .task_duration(std::time::Duration::ZERO)
+                    .backend(backend)
+                    .start(),
+            )
+            .context("start the Proxmox API test server")?;
+        let ca_file = work.join("pve-root-ca.pem");
+        server.write_ca_file(&ca_file)?;
+        let token = work.join("pve-token");
+        std::fs::write(&token, format!("{TOKEN_SECRET}\n"))?;
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let file = work.join("shim.toml");
+        // The [lxc] lxcpath is the lxc driver's; the pve driver must not use it (checked).
+        std::fs::write(
+            &file,
+            format!(
+                "driver = \"pve\"\nlog_level = \"debug\"\n[lxc]\nlxcpath = \"{}\"\n[pve]\n\
+                 url = \"{}\"\nnode = \"{}\"\ntoken_id = \"{TOKEN_ID}\"\n\
+                 token_secret_file = \"{}\"\nca_file = \"{}\"\nvmid_range = [{}, {}]\n\
+                 tag_prefix = \"{TAG_PREFIX}\"\nconfig_dir = \"{}\"\nlock_dir = \"{}\"\n\
+                 task_timeout = 60\n",
+                unused_lxcpath.display(),
+                server.url(),
+                server.node(),
+                token.display(),
+                ca_file.display(),
+                RANGE[0],
+                RANGE[1],
+                config_dir.display(),
+                lock_dir.display(),
+            ),
+        )?;
+        *NODE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Node {
+            rt,
+            server,
+            config_dir,
+            lock_dir,
+            ca_file,
+        });
+        Ok(file)
+    }
+
+    /// The CT configs in the node's /etc/pve/lxc copy: (VMID, text).
+    fn ct_configs() -> Vec<(u32, String)> {
+        let Some(dir) = with_node(|n| n.config_dir.clone()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u32, String)> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        let vmid = e
+                            .file_name()
+                            .to_str()?
+                            .strip_suffix(".conf")?
+                            .parse()
+                            .ok()?;
+                        Some((vmid, std::fs::read_to_string(e.path()).unwrap_or_default()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// The tag the shim gives the CT of containerd container `id`.
+    pub fn tag_of(id: &str) -> String {
+        shim::driver::pve::container_tag(TAG_PREFIX, NAMESPACE, id)
+    }
+
+    /// VMIDs of the CTs whose config carries container `id`'s tag.
+    pub fn cts_of(id: &str) -> Vec<u32> {
+        let tag = tag_of(id);
+        ct_configs()
+            .into_iter()
+            .filter(|(_, text)| {
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("tags:"))
+                    .any(|t| t.trim().split([';', ',', ' ']).any(|x| x == tag))
+            })
+            .map(|(vmid, _)| vmid)
+            .collect()
+    }
+
+    /// `/cluster/resources?type=vm` through the API, as the Proxmox GUI lists guests.
+    pub fn resources() -> Result<Vec<pve_client::ClusterResource>> {
+        let (url, ca) = with_node(|n| (n.server.url(), n.ca_file.clone()))
+            .ok_or_else(|| anyhow!("the pve node is not running"))?;
+        let client = pve_client::Client::new(pve_client::ClientConfig::new(
+            &url,
+            pve_client::TlsTrust::CaFile(ca),
+            pve_client::Credentials::Token {
+                token_id: TOKEN_ID.into(),
+                secret: pve_client::Secret::new(TOKEN_SECRET),
+            },
+        ))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(rt.block_on(client.cluster_resources(Some(pve_client::ResourceType::Vm)))?)
+    }
+
+    /// What the CTs of containers `ids` left: configs with their tags.
+    pub fn leftovers_of(ids: &[String]) -> Vec<String> {
+        ids.iter()
+            .flat_map(|id| {
+                cts_of(id)
+                    .into_iter()
+                    .map(move |vmid| format!("CT {vmid} of {id} left in the node's config dir"))
+            })
+            .collect()
+    }
+
+    /// Everything of the range left on the node (CT configs, LXC containers in /var/lib/lxc,
+    /// `lxc-start` processes, held locks); then stops the server.
+    pub fn teardown() -> Vec<String> {
+        let mut out = Vec::new();
+        for (vmid, _) in ct_configs() {
+            out.push(format!("CT config {vmid}.conf left"));
+        }
+        // A destroyed CT's `lxc-start` finishes its own cleanup a moment after the CT is
+        // stopped (on a Proxmox node too); only one that stays is a leftover.
+        let in_range = |p: &e2e::host::Proc| {
+            p.cmdline.starts_with("lxc-start ")
+                && p.cmdline
+                    .split(' ')
+                    .skip_while(|a| *a != "-n")
+                    .nth(1)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .is_some_and(|v| (RANGE[0]..=RANGE[1]).contains(&v))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while e2e::host::processes().iter().any(in_range) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        for p in e2e::host::processes().iter().filter(|p| in_range(p)) {
+            out.push(format!("process left: {} {}", p.pid, p.cmdline));
+        }
+        for vmid in RANGE[0]..=RANGE[1] {
+            let dir = Path::new(LXCPATH).join(vmid.to_string());
+            if dir.exists() {
+                out.push(format!("LXC container left: {}", dir.display()));
+            }
+        }
+        // The CTs' cgroups (LXC's `lxc.payload.VMID[-N]`, `lxc.monitor.VMID`) in every
+        // hierarchy.
+        for root in super::cgroup_roots() {
+            for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let vmid = name
+                    .strip_prefix("lxc.payload.")
+                    .or_else(|| name.strip_prefix("lxc.monitor."))
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|v| v.parse::<u32>().ok());
+                if vmid.is_some_and(|v| (RANGE[0]..=RANGE[1]).contains(&v)) {
+                    out.push(format!("cgroup left: {}", e.path().display()));
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        if let Some(lock_dir) = with_node(|n| n.lock_dir.clone()) {
+            for l in std::fs::read_dir(&lock_dir).into_iter().flatten().flatten() {
+                let Ok(f) = std::fs::File::open(l.path()) else {
+                    continue;
+                };
+                let rc = unsafe {
+                    libc::flock(
+                        std::os::fd::AsRawFd::as_raw_fd(&f),
+                        libc::LOCK_EX | libc::LOCK_NB,
+                    )
+                };
+                if rc != 0 {
+                    out.push(format!("{} is still locked", l.path().display()));
+                }
+            }
+        }
+        if let Some(node) = NODE.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            drop(node.server);
+            drop(node.rt);
+        }
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -310,9 +586,8 @@ fn check_pod_gone(
         std::thread::sleep(Duration::from_millis(100));
     }
     for id in std::iter::once(pod.to_string()).chain(containers.iter().cloned()) {
-        let dir = env.lxc_dir().join(&id);
-        if dir.exists() {
-            problems.push(format!("LXC container left: {}", dir.display()));
+        if container_exists(env, &id) {
+            problems.push(format!("LXC container (or CT) of {id} left"));
         }
         for m in e2e::host::mounts_containing(&id) {
             problems.push(format!("mount left: {}", m.display()));
@@ -325,6 +600,19 @@ fn check_pod_gone(
             if dir.exists() {
                 problems.push(format!("cgroup left: {}", dir.display()));
             }
+        }
+    }
+    if driver_of(env) == Driver::Pve {
+        let ids: Vec<String> = std::iter::once(pod.to_string())
+            .chain(containers.iter().cloned())
+            .collect();
+        problems.extend(pve::leftovers_of(&ids));
+        // The pve driver must not have used the lxc driver's lxcpath.
+        if env.lxc_dir().exists() {
+            problems.push(format!(
+                "the pve driver made {} (the lxc driver's lxcpath)",
+                env.lxc_dir().display()
+            ));
         }
     }
     if let Some(ns) = netns {
@@ -605,8 +893,8 @@ fn case_lifecycle(env: &CriEnv) -> Result<()> {
     for id in [&graceful, &stubborn] {
         env.block_on(c.remove_container(id))?;
         ensure!(
-            !env.lxc_dir().join(id).exists(),
-            "LXC container {id} still there after RemoveContainer"
+            !container_exists(env, id),
+            "LXC container (or CT) {id} still there after RemoveContainer"
         );
     }
     pod.finish()
@@ -1007,12 +1295,27 @@ fn case_resources(env: &CriEnv) -> Result<()> {
     let pid = env.block_on(c.container_pid(&id))?;
     let mem = cgroup_dir(pid, "memory")?;
     let cpu = cgroup_dir(pid, "cpu")?;
-    ensure!(
-        mem.to_string_lossy()
-            .contains(parent.trim_start_matches('/')),
-        "container cgroup {} is not under the pod's cgroup parent {parent}",
-        mem.display()
-    );
+    match driver_of(env) {
+        Driver::Lxc => ensure!(
+            mem.to_string_lossy()
+                .contains(parent.trim_start_matches('/')),
+            "container cgroup {} is not under the pod's cgroup parent {parent}",
+            mem.display()
+        ),
+        // A CT lives in the cgroup Proxmox gives it (`lxc/VMID`, here LXC's default
+        // `lxc.payload.VMID`), not under the kubelet's pod cgroup (docs/pve-driver.md).
+        Driver::Pve => {
+            let vmids = pve::cts_of(&id);
+            ensure!(vmids.len() == 1, "CTs of {id}: {vmids:?}");
+            let path = mem.to_string_lossy().into_owned();
+            ensure!(
+                path.ends_with(&format!("lxc.payload.{}", vmids[0]))
+                    || path.contains(&format!("lxc/{}", vmids[0])),
+                "container cgroup {path} is not CT {}'s",
+                vmids[0]
+            );
+        }
+    }
     let checks = [
         (mem.join("memory.limit_in_bytes"), (64u64 << 20).to_string()),
         (cpu.join("cpu.cfs_quota_us"), "50000".to_string()),
@@ -1221,8 +1524,8 @@ fn case_one_shim_per_pod(env: &CriEnv) -> Result<()> {
             "container {id} got a shim of its own"
         );
         ensure!(
-            env.lxc_dir().join(id).is_dir(),
-            "LXC container {id} not in the lxcpath from the runtime options ({})",
+            container_exists(env, id),
+            "LXC container {id} not in the lxcpath from the runtime options ({}), or no CT with its tag",
             env.lxc_dir().display()
         );
         // The container's own mounts (proc, sys, dev, ...) stay in its mount namespace: the
@@ -1499,8 +1802,8 @@ fn case_smoke(env: &CriEnv) -> Result<()> {
     env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
     pod.wait_log("main", "smoke-out")?;
     ensure!(
-        env.lxc_dir().join(&id).is_dir(),
-        "LXC container not in the lxcpath given inline in the runtime options ({})",
+        container_exists(env, &id),
+        "LXC container not in the lxcpath given in the runtime options ({}), or no CT with its tag",
         env.lxc_dir().display()
     );
     let ip = env
@@ -1560,6 +1863,65 @@ fn skip_reason() -> Option<String> {
     None
 }
 
+/// pve driver: while a pod runs, each of its containers (the sandbox too) is a CT that
+/// `/cluster/resources` lists, running, with tags naming the Kubernetes namespace, pod and
+/// container, so an operator can tell in the Proxmox GUI what it is; after removal none is left
+/// (checked by `finish`).
+fn case_pve_cts_listed(env: &CriEnv) -> Result<()> {
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "pve-tags", |_| {})?;
+    let id = pod.run(&sleeper("web", &env.images.busybox))?;
+    env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+    let resources = pve::resources()?;
+    for (what, cid, want) in [
+        (
+            "container",
+            id.as_str(),
+            vec!["k8s-ns-cri-e2e", "k8s-pod-pve-tags", "k8s-ctr-web"],
+        ),
+        (
+            "sandbox",
+            pod.id.as_str(),
+            vec!["k8s-ns-cri-e2e", "k8s-pod-pve-tags", "k8s-sandbox"],
+        ),
+    ] {
+        let vmids = pve::cts_of(cid);
+        ensure!(
+            vmids.len() == 1,
+            "{what} {cid}: CTs with its tag: {vmids:?}"
+        );
+        let vmid = vmids[0];
+        ensure!(
+            (pve::RANGE[0]..=pve::RANGE[1]).contains(&vmid),
+            "{what}: VMID {vmid} outside the configured range {:?}",
+            pve::RANGE
+        );
+        let ct = resources
+            .iter()
+            .find(|r| r.vmid == Some(vmid))
+            .ok_or_else(|| anyhow!("{what}: CT {vmid} not in /cluster/resources"))?;
+        ensure!(
+            ct.status.as_deref() == Some("running"),
+            "{what}: CT {vmid} status {:?}",
+            ct.status
+        );
+        let tags = ct.tags.clone().unwrap_or_default();
+        let tag_list: Vec<&str> = tags.split([';', ',', ' ']).collect();
+        for t in want.iter().copied().chain([pve::tag_of(cid).as_str()]) {
+            ensure!(
+                tag_list.contains(&t),
+                "{what}: CT {vmid} tags {tags:?} lack {t:?}"
+            );
+        }
+        ensure!(
+            Path::new(pve::LXCPATH).join(vmid.to_string()).is_dir(),
+            "{what}: CT {vmid} has no LXC container in {}",
+            pve::LXCPATH
+        );
+    }
+    pod.finish()
+}
+
 fn main() {
     let args = Arguments::from_args();
     if e2e::host::is_root() {
@@ -1596,14 +1958,27 @@ fn main() {
         ("log_reopen", case_log_reopen),
         ("fast_exits", case_fast_exits),
     ];
-    for (name, version) in ContainerdVersion::all() {
-        // Every case on every containerd: 1.6 passes options by ConfigPath, 1.7 and 2.1 inline.
-        let cases: Vec<(&str, Case)> = main_cases
+    // Every case on every containerd with the lxc driver (1.6 passes options by ConfigPath, 1.7
+    // and 2.1 inline), and on containerd 1.6 with the pve driver.
+    let mut setups: Vec<(
+        String,
+        std::result::Result<ContainerdVersion, String>,
+        Driver,
+    )> = ContainerdVersion::all()
+        .into_iter()
+        .map(|(name, version)| (name, version, Driver::Lxc))
+        .collect();
+    setups.push(("1.6-pve".into(), ContainerdVersion::system(), Driver::Pve));
+    for (name, version, driver) in setups {
+        let mut cases: Vec<(&str, Case)> = main_cases
             .iter()
             .chain(extra.iter())
             .cloned()
             .chain(std::iter::once(("smoke", case_smoke as Case)))
             .collect();
+        if driver == Driver::Pve {
+            cases.push(("proxmox_cts_listed_with_pod_tags", case_pve_cts_listed));
+        }
         for (case, f) in cases {
             let test_name = format!("containerd-{name}::{case}");
             let unavailable = match (&skip, &version) {
@@ -1619,7 +1994,7 @@ fn main() {
                     return Ok(());
                 }
                 let version = version.map_err(Failed::from)?;
-                let env = env_for(&version).map_err(|e| Failed::from(format!("{e:#}")))?;
+                let env = env_for(&version, driver).map_err(|e| Failed::from(format!("{e:#}")))?;
                 f(&env).map_err(|e| {
                     Failed::from(format!(
                         "{e:#}\n(containerd log: {})",
@@ -1643,6 +2018,9 @@ fn main() {
         for l in env.teardown() {
             leftovers.push(format!("containerd-{}: {l}", env.version.name));
         }
+    }
+    for l in pve::teardown() {
+        leftovers.push(format!("containerd-1.6-pve: {l}"));
     }
     if let Some(Ok(shared)) = SHARED.get() {
         shared.registry.stop();
