@@ -137,120 +137,37 @@ fn container_exists(env: &CriEnv, id: &str) -> bool {
     }
 }
 
-/// The `pve` driver's node: the Proxmox API test server with real LXC.
+/// The `pve` driver's node: the Proxmox API test server with real LXC (`e2e::pve_node`).
 mod pve {
     use std::path::{Path, PathBuf};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
-    use anyhow::{anyhow, Context, Result};
-    use pve_test_server::{LxcNodeBackend, TestServer};
+    use anyhow::{anyhow, Result};
+    use e2e::pve_node::{PveNode, TAG_PREFIX};
 
-    const TOKEN_ID: &str = "root@pam!cri";
-    const TOKEN_SECRET: &str = "8b1e4c2a-7d3f-4a9b-b6e0-1f2d3c4b5a69";
+    pub use e2e::pve_node::LXCPATH;
     /// Clear of the ranges of `e2e --test pve` (990100-990249): both use /var/lib/lxc.
     pub const RANGE: [u32; 2] = [990300, 990399];
-    pub const LXCPATH: &str = "/var/lib/lxc";
-    const TAG_PREFIX: &str = "k8s";
     /// containerd's CRI plugin puts every pod in this namespace.
     const NAMESPACE: &str = "k8s.io";
 
-    pub struct Node {
-        rt: tokio::runtime::Runtime,
-        server: TestServer,
-        pub config_dir: PathBuf,
-        pub lock_dir: PathBuf,
-        ca_file: PathBuf,
-    }
+    static NODE: Mutex<Option<PveNode>> = Mutex::new(None);
 
-    static NODE: Mutex<Option<Node>> = Mutex::new(None);
-
-    fn with_node<T>(f: impl FnOnce(&Node) -> T) -> Option<T> {
+    fn with_node<T>(f: impl FnOnce(&PveNode) -> T) -> Option<T> {
         NODE.lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(f)
     }
 
-    /// Starts the node; returns the shim config file (`driver = "pve"`) that points at it.
+    /// Starts the node; returns the shim config file (`driver = "pve"`) that points at it. Its
+    /// `[lxc] lxcpath` is the lxc driver's, which the pve driver must not use (checked).
     pub fn start_node(work: &Path, unused_lxcpath: &Path) -> Result<PathBuf> {
-        let config_dir = work.join("etc-pve-lxc");
-        let lock_dir = work.join("lock-lxc");
-        std::fs::create_dir_all(&config_dir)?;
-        std::fs::create_dir_all(&lock_dir)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let backend = Arc::new(LxcNodeBackend::new(LXCPATH, work.join("ct-stderr")));
-        let server = rt
-            .block_on(
-                TestServer::builder()
-                    .config_dir(&config_dir)
-                    .lock_dir(&lock_dir)
-                    .token(TOKEN_ID, TOKEN_SECRET)
-                    .task_duration(std::time::Duration::ZERO)
-                    .backend(backend)
-                    .start(),
-            )
-            .context("start the Proxmox API test server")?;
-        let ca_file = work.join("pve-root-ca.pem");
-        server.write_ca_file(&ca_file)?;
-        let token = work.join("pve-token");
-        std::fs::write(&token, format!("{TOKEN_SECRET}\n"))?;
-        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        let file = work.join("shim.toml");
-        // The [lxc] lxcpath is the lxc driver's; the pve driver must not use it (checked).
-        std::fs::write(
-            &file,
-            format!(
-                "driver = \"pve\"\nlog_level = \"debug\"\n[lxc]\nlxcpath = \"{}\"\n[pve]\n\
-                 url = \"{}\"\nnode = \"{}\"\ntoken_id = \"{TOKEN_ID}\"\n\
-                 token_secret_file = \"{}\"\nca_file = \"{}\"\nvmid_range = [{}, {}]\n\
-                 tag_prefix = \"{TAG_PREFIX}\"\nconfig_dir = \"{}\"\nlock_dir = \"{}\"\n\
-                 task_timeout = 60\n",
-                unused_lxcpath.display(),
-                server.url(),
-                server.node(),
-                token.display(),
-                ca_file.display(),
-                RANGE[0],
-                RANGE[1],
-                config_dir.display(),
-                lock_dir.display(),
-            ),
-        )?;
-        *NODE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Node {
-            rt,
-            server,
-            config_dir,
-            lock_dir,
-            ca_file,
-        });
+        let extra = format!("[lxc]\nlxcpath = \"{}\"\n", unused_lxcpath.display());
+        let node = PveNode::start(work, RANGE, 60, &extra)?;
+        let file = node.shim_config.clone();
+        *NODE.lock().unwrap_or_else(|e| e.into_inner()) = Some(node);
         Ok(file)
-    }
-
-    /// The CT configs in the node's /etc/pve/lxc copy: (VMID, text).
-    fn ct_configs() -> Vec<(u32, String)> {
-        let Some(dir) = with_node(|n| n.config_dir.clone()) else {
-            return Vec::new();
-        };
-        let mut out: Vec<(u32, String)> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| {
-                        let vmid = e
-                            .file_name()
-                            .to_str()?
-                            .strip_suffix(".conf")?
-                            .parse()
-                            .ok()?;
-                        Some((vmid, std::fs::read_to_string(e.path()).unwrap_or_default()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort();
-        out
     }
 
     /// The tag the shim gives the CT of containerd container `id`.
@@ -261,7 +178,8 @@ mod pve {
     /// VMIDs of the CTs whose config carries container `id`'s tag.
     pub fn cts_of(id: &str) -> Vec<u32> {
         let tag = tag_of(id);
-        ct_configs()
+        with_node(PveNode::ct_configs)
+            .unwrap_or_default()
             .into_iter()
             .filter(|(_, text)| {
                 text.lines()
@@ -274,20 +192,7 @@ mod pve {
 
     /// `/cluster/resources?type=vm` through the API, as the Proxmox GUI lists guests.
     pub fn resources() -> Result<Vec<pve_client::ClusterResource>> {
-        let (url, ca) = with_node(|n| (n.server.url(), n.ca_file.clone()))
-            .ok_or_else(|| anyhow!("the pve node is not running"))?;
-        let client = pve_client::Client::new(pve_client::ClientConfig::new(
-            &url,
-            pve_client::TlsTrust::CaFile(ca),
-            pve_client::Credentials::Token {
-                token_id: TOKEN_ID.into(),
-                secret: pve_client::Secret::new(TOKEN_SECRET),
-            },
-        ))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        Ok(rt.block_on(client.cluster_resources(Some(pve_client::ResourceType::Vm)))?)
+        with_node(PveNode::resources).ok_or_else(|| anyhow!("the pve node is not running"))?
     }
 
     /// What the CTs of containers `ids` left: configs with their tags.
@@ -301,73 +206,10 @@ mod pve {
             .collect()
     }
 
-    /// Everything of the range left on the node (CT configs, LXC containers in /var/lib/lxc,
-    /// `lxc-start` processes, held locks); then stops the server.
+    /// Everything of the range left on the node; then stops the server.
     pub fn teardown() -> Vec<String> {
-        let mut out = Vec::new();
-        for (vmid, _) in ct_configs() {
-            out.push(format!("CT config {vmid}.conf left"));
-        }
-        // A destroyed CT's `lxc-start` finishes its own cleanup a moment after the CT is
-        // stopped (on a Proxmox node too); only one that stays is a leftover.
-        let in_range = |p: &e2e::host::Proc| {
-            p.cmdline.starts_with("lxc-start ")
-                && p.cmdline
-                    .split(' ')
-                    .skip_while(|a| *a != "-n")
-                    .nth(1)
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .is_some_and(|v| (RANGE[0]..=RANGE[1]).contains(&v))
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while e2e::host::processes().iter().any(in_range) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        for p in e2e::host::processes().iter().filter(|p| in_range(p)) {
-            out.push(format!("process left: {} {}", p.pid, p.cmdline));
-        }
-        for vmid in RANGE[0]..=RANGE[1] {
-            let dir = Path::new(LXCPATH).join(vmid.to_string());
-            if dir.exists() {
-                out.push(format!("LXC container left: {}", dir.display()));
-            }
-        }
-        // The CTs' cgroups (LXC's `lxc.payload.VMID[-N]`, `lxc.monitor.VMID`) in every
-        // hierarchy.
-        for root in super::cgroup_roots() {
-            for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let vmid = name
-                    .strip_prefix("lxc.payload.")
-                    .or_else(|| name.strip_prefix("lxc.monitor."))
-                    .and_then(|rest| rest.split('-').next())
-                    .and_then(|v| v.parse::<u32>().ok());
-                if vmid.is_some_and(|v| (RANGE[0]..=RANGE[1]).contains(&v)) {
-                    out.push(format!("cgroup left: {}", e.path().display()));
-                    let _ = std::fs::remove_dir(e.path());
-                }
-            }
-        }
-        if let Some(lock_dir) = with_node(|n| n.lock_dir.clone()) {
-            for l in std::fs::read_dir(&lock_dir).into_iter().flatten().flatten() {
-                let Ok(f) = std::fs::File::open(l.path()) else {
-                    continue;
-                };
-                let rc = unsafe {
-                    libc::flock(
-                        std::os::fd::AsRawFd::as_raw_fd(&f),
-                        libc::LOCK_EX | libc::LOCK_NB,
-                    )
-                };
-                if rc != 0 {
-                    out.push(format!("{} is still locked", l.path().display()));
-                }
-            }
-        }
-        if let Some(node) = NODE.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            drop(node.server);
-            drop(node.rt);
-        }
+        let out = with_node(PveNode::leftovers).unwrap_or_default();
+        drop(NODE.lock().unwrap_or_else(|e| e.into_inner()).take());
         out
     }
 }
@@ -595,7 +437,7 @@ fn check_pod_gone(
         for p in e2e::host::processes_matching(&[&id]) {
             problems.push(format!("process left: {} {}", p.pid, p.cmdline));
         }
-        for root in cgroup_roots() {
+        for root in e2e::host::cgroup_hierarchies() {
             let dir = root.join(cgroup_parent.trim_start_matches('/')).join(&id);
             if dir.exists() {
                 problems.push(format!("cgroup left: {}", dir.display()));
@@ -626,20 +468,6 @@ fn check_pod_gone(
         problems.join("\n")
     );
     Ok(())
-}
-
-/// The v1 hierarchies (and the v2 root) under /sys/fs/cgroup.
-fn cgroup_roots() -> Vec<PathBuf> {
-    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        roots.extend(
-            entries
-                .flatten()
-                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-                .map(|e| e.path()),
-        );
-    }
-    roots
 }
 
 /// A container that runs until stopped.

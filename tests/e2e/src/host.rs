@@ -118,24 +118,29 @@ pub fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
     mounts
 }
 
+/// The cgroup hierarchies: `/sys/fs/cgroup` (the v2 tree, or the v1 tmpfs) and every
+/// directory in it (the v1 controllers, the hybrid `unified`).
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let root = PathBuf::from("/sys/fs/cgroup");
+    let mut out = vec![root.clone()];
+    if let Ok(dir) = std::fs::read_dir(&root) {
+        out.extend(
+            dir.flatten()
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|e| e.path()),
+        );
+    }
+    out
+}
+
 /// cgroup directories named `NAMESPACE/ID` in any hierarchy (v1 controllers or the v2 tree),
 /// where ctr puts a container by default (`cgroupsPath = /NAMESPACE/ID`).
 pub fn cgroups_of(namespace: &str, id: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let root = Path::new("/sys/fs/cgroup");
-    let direct = root.join(namespace).join(id);
-    if direct.is_dir() {
-        found.push(direct);
-    }
-    if let Ok(dir) = std::fs::read_dir(root) {
-        for e in dir.flatten() {
-            let p = e.path().join(namespace).join(id);
-            if p.is_dir() {
-                found.push(p);
-            }
-        }
-    }
-    found
+    cgroup_hierarchies()
+        .into_iter()
+        .map(|h| h.join(namespace).join(id))
+        .filter(|p| p.is_dir())
+        .collect()
 }
 
 /// Resident and proportional memory of a process, in KiB (`/proc/PID/smaps_rollup`).

@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod host;
 pub mod image;
 pub mod paths;
+pub mod pve_node;
 
 pub use containerd::{Containerd, ContainerdVersion};
 

@@ -8,33 +8,28 @@
 //! every request against the Proxmox API schema and behaves as pve-container where the shim can
 //! tell, but it is not Proxmox.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use e2e::cmd::{self, Background, Output};
 use e2e::image::BUSYBOX_IMAGE;
+use e2e::pve_node::PveNode;
 use e2e::{paths, Containerd, ContainerdVersion, SHIM_RUNTIME};
-use pve_test_server::{Fault, FaultRule, LxcNodeBackend, TestServer};
+use pve_test_server::{Fault, FaultRule};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-const TOKEN_ID: &str = "root@pam!e2e";
-const TOKEN_SECRET: &str = "5f3d7a2e-0c1b-4e8f-9a6d-2b7c1e0f4a93";
 /// Each test its own range: both share /var/lib/lxc (as CTs of one node do) but not the
-/// server's copy of /etc/pve/lxc, which is what keeps VMIDs apart on a real node.
+/// server's copy of /etc/pve/lxc, which is what keeps VMIDs apart on a real node. The CRI
+/// tests use 990300-990399.
 const PARITY_RANGE: [u32; 2] = [990100, 990149];
 const FAULTS_RANGE: [u32; 2] = [990150, 990199];
 const BENCH_RANGE: [u32; 2] = [990200, 990249];
-const LXCPATH: &str = "/var/lib/lxc";
 
 struct Env {
-    rt: tokio::runtime::Runtime,
-    server: TestServer,
+    node: PveNode,
     cd: Containerd,
-    config: PathBuf,
     work: PathBuf,
-    range: [u32; 2],
 }
 
 impl Env {
@@ -42,65 +37,18 @@ impl Env {
         let work = std::env::temp_dir().join(format!("pxlxc-pve-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
-        let config_dir = work.join("etc-pve-lxc");
-        let lock_dir = work.join("lock-lxc");
-        std::fs::create_dir_all(&config_dir)?;
-        std::fs::create_dir_all(&lock_dir)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let backend = Arc::new(LxcNodeBackend::new(LXCPATH, work.join("stderr")));
-        let server = rt.block_on(
-            TestServer::builder()
-                .config_dir(&config_dir)
-                .lock_dir(&lock_dir)
-                .token(TOKEN_ID, TOKEN_SECRET)
-                .task_duration(Duration::ZERO)
-                .backend(backend)
-                .start(),
-        )?;
-        let ca = work.join("pve-root-ca.pem");
-        server.write_ca_file(&ca)?;
-        let token = work.join("token");
-        std::fs::write(&token, format!("{TOKEN_SECRET}\n"))?;
-        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        let config = work.join("shim.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "driver = \"pve\"\nlog_level = \"debug\"\n[pve]\nurl = \"{}\"\nnode = \"{}\"\n\
-                 token_id = \"{TOKEN_ID}\"\ntoken_secret_file = \"{}\"\nca_file = \"{}\"\n\
-                 vmid_range = [{}, {}]\nconfig_dir = \"{}\"\nlock_dir = \"{}\"\n\
-                 task_timeout = {task_timeout_secs}\n",
-                server.url(),
-                server.node(),
-                token.display(),
-                ca.display(),
-                range[0],
-                range[1],
-                config_dir.display(),
-                lock_dir.display(),
-            ),
-        )?;
+        let node = PveNode::start(&work, range, task_timeout_secs, "")?;
         let version = ContainerdVersion::system().map_err(anyhow::Error::msg)?;
         let cd = Containerd::start(version, &work.join("containerd"), &paths::shim_dir())?;
         cd.import_images()?;
-        Ok(Env {
-            rt,
-            server,
-            cd,
-            config,
-            work,
-            range,
-        })
+        Ok(Env { node, cd, work })
     }
 
     fn run_args(&self, id: &str, flags: &[&str], args: &[&str]) -> Vec<String> {
         let mut all: Vec<String> = vec![
             "run".into(),
             format!("--runtime={SHIM_RUNTIME}"),
-            format!("--runtime-config-path={}", self.config.display()),
+            format!("--runtime-config-path={}", self.node.shim_config.display()),
         ];
         all.extend(flags.iter().map(|s| s.to_string()));
         all.push(BUSYBOX_IMAGE.into());
@@ -119,81 +67,28 @@ impl Env {
 
     /// VMIDs of CT configs in the server's copy of /etc/pve/lxc.
     fn cts(&self) -> Vec<u32> {
-        let mut out: Vec<u32> = std::fs::read_dir(self.server.context().config_dir.clone())
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".conf")?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort();
-        out
+        self.node
+            .ct_configs()
+            .into_iter()
+            .map(|(vmid, _)| vmid)
+            .collect()
     }
 
     /// `/cluster/resources?type=vm` through the API, as an operator's tool would see it.
     fn resources(&self) -> Result<Vec<pve_client::ClusterResource>> {
-        let client = pve_client::Client::new(pve_client::ClientConfig::new(
-            &self.server.url(),
-            pve_client::TlsTrust::CaFile(self.work.join("pve-root-ca.pem")),
-            pve_client::Credentials::Token {
-                token_id: TOKEN_ID.into(),
-                secret: pve_client::Secret::new(TOKEN_SECRET),
-            },
-        ))?;
-        Ok(self
-            .rt
-            .block_on(client.cluster_resources(Some(pve_client::ResourceType::Vm)))?)
+        self.node.resources()
     }
 
     fn no_leftovers(&self, what: &str) -> Result<()> {
-        let cts = self.cts();
-        ensure!(cts.is_empty(), "{what}: CT configs left: {cts:?}");
-        for vmid in self.range[0]..=self.range[1] {
-            let dir = Path::new(LXCPATH).join(vmid.to_string());
-            ensure!(!dir.exists(), "{what}: {} left", dir.display());
-        }
-        let locks = std::fs::read_dir(self.server.context().lock_dir.clone())?;
-        for l in locks.flatten() {
-            let f = std::fs::File::open(l.path())?;
-            let rc = unsafe {
-                libc::flock(
-                    std::os::fd::AsRawFd::as_raw_fd(&f),
-                    libc::LOCK_EX | libc::LOCK_NB,
-                )
-            };
-            ensure!(rc == 0, "{what}: {} is still locked", l.path().display());
-        }
-        Ok(())
-    }
-
-    /// Waits until no `lxc-start` of this test's VMID range runs.
-    fn wait_ct_processes_gone(&self, limit: Duration) -> Result<()> {
-        let deadline = Instant::now() + limit;
-        let ours = |p: &e2e::host::Proc| {
-            p.cmdline.starts_with("lxc-start ")
-                && p.cmdline
-                    .split(' ')
-                    .skip_while(|a| *a != "-n")
-                    .nth(1)
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .is_some_and(|v| (self.range[0]..=self.range[1]).contains(&v))
-        };
-        while e2e::host::processes().iter().any(ours) {
-            ensure!(
-                Instant::now() < deadline,
-                "lxc-start of a CT in {:?} still runs after {limit:?}",
-                self.range
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let left = self.node.leftovers();
+        ensure!(left.is_empty(), "{what}: {left:?}");
         Ok(())
     }
 
     fn finish(self) -> Result<()> {
         let leftovers = self.cd.teardown("pve");
         let work = self.work.clone();
-        drop(self.server);
-        drop(self.rt);
+        drop(self.node);
         let _ = std::fs::remove_dir_all(&work);
         ensure!(leftovers.is_empty(), "leftovers: {leftovers:?}");
         Ok(())
@@ -234,7 +129,7 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
     }
     let env = Env::start("parity", 20, PARITY_RANGE)?;
     let result = (|| -> Result<()> {
-        env.server.reset_counts();
+        env.node.server.reset_counts();
         let started = Instant::now();
         let out = env.ctr_run(
             "pve-out",
@@ -248,8 +143,8 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
             "stderr: {:?}",
             out.stderr_str()
         );
-        let counts = env.server.request_counts();
-        let total = env.server.total_requests();
+        let counts = env.node.server.request_counts();
+        let total = env.node.server.total_requests();
         println!(
             "API requests for one lifecycle: {total} {counts:?}; ctr run --rm took {lifecycle:?}"
         );
@@ -258,13 +153,19 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
         // pve_driver_lifecycle_benchmark and the in-memory test in crates/shim, not asserted
         // here against real LXC's timing).
         let polls = env
+            .node
             .server
             .requests("GET", "/nodes/{node}/tasks/{upid}/status");
         ensure!(
-            env.server
+            env.node
+                .server
                 .requests("POST", "/nodes/{node}/lxc/{vmid}/status/start")
                 == 1
-                && env.server.requests("DELETE", "/nodes/{node}/lxc/{vmid}") == 1
+                && env
+                    .node
+                    .server
+                    .requests("DELETE", "/nodes/{node}/lxc/{vmid}")
+                    == 1
                 && total == 2 + polls
                 && polls >= 2,
             "API requests per lifecycle: {counts:?}"
@@ -311,7 +212,8 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
         ensure!(tags.contains("k8s-cid-"), "CT tags {tags:?}");
         println!("CT {} running with tags {tags:?}", cts[0]);
         let conf = std::fs::read_to_string(
-            env.server
+            env.node
+                .server
                 .context()
                 .config_dir
                 .join(format!("{}.conf", cts[0])),
@@ -442,10 +344,10 @@ fn pve_driver_faults_give_clear_errors_and_leave_nothing() -> Result<()> {
             ),
         ];
         for (i, (name, rule, needle)) in cases.into_iter().enumerate() {
-            env.server.clear_faults();
-            env.server.inject(rule);
+            env.node.server.clear_faults();
+            env.node.server.inject(rule);
             let out = env.ctr_run(&format!("pve-fault-{i}"), &[], &["true"])?;
-            env.server.clear_faults();
+            env.node.server.clear_faults();
             let err = out.stderr_str();
             println!("{name}: ctr said: {}", err.trim());
             ensure!(out.status.0 != 0, "{name}: ctr run succeeded");
@@ -455,8 +357,9 @@ fn pve_driver_faults_give_clear_errors_and_leave_nothing() -> Result<()> {
             );
             // The slow task goes on in the server; wait for it before checking.
             let _ = env
+                .node
                 .rt
-                .block_on(env.server.wait_idle(Duration::from_secs(15)));
+                .block_on(env.node.server.wait_idle(Duration::from_secs(15)));
             let _ = env.cd.ctr(&["container", "rm", &format!("pve-fault-{i}")]);
             let deadline = Instant::now() + Duration::from_secs(15);
             while !env.cts().is_empty() && Instant::now() < deadline {
@@ -490,7 +393,7 @@ fn pve_driver_lifecycle_benchmark() -> Result<()> {
             let mut requests = Vec::new();
             for i in 0..RUNS {
                 let id = format!("bench-{driver}-{i}");
-                env.server.reset_counts();
+                env.node.server.reset_counts();
                 let mut args = env.run_args(&id, &["--rm"], &["true"]);
                 if driver == "lxc" {
                     args[2] = format!("--runtime-config-path={}", lxc_config.display());
@@ -499,12 +402,12 @@ fn pve_driver_lifecycle_benchmark() -> Result<()> {
                 // Each lifecycle on an idle node: the previous CT's lxc-start finishes its
                 // cleanup (post-stop hooks) after the CT is destroyed, and the node starts the
                 // reused VMID only after that (as systemd does with pve-container@VMID).
-                env.wait_ct_processes_gone(Duration::from_secs(10))?;
+                env.node.wait_lxc_starts_gone(Duration::from_secs(10))?;
                 let started = Instant::now();
                 let out = cmd::run(&mut env.cd.ctr_cmd(&refs), None, RUN_TIMEOUT)?;
                 times.push(started.elapsed());
                 expect(&out, 0, "", &format!("{driver} run {i}"))?;
-                requests.push(env.server.total_requests());
+                requests.push(env.node.server.total_requests());
             }
             times.sort();
             let median = times[RUNS / 2];
