@@ -146,8 +146,14 @@ mod pve {
     use e2e::pve_node::{PveNode, TAG_PREFIX};
 
     pub use e2e::pve_node::LXCPATH;
-    /// Clear of the ranges of `e2e --test pve` (990100-990249): both use /var/lib/lxc.
-    pub const RANGE: [u32; 2] = [990300, 990399];
+    /// The VMIDs of this run: 100 of 991000-999999 chosen by the pid, clear of the ranges of
+    /// `e2e --test pve` (990100-990249). Every node's CTs share /var/lib/lxc (and LXC's cgroup
+    /// names), so two runs at once (CI and a developer's, say) must not share VMIDs: each test
+    /// server only knows its own CT configs.
+    pub fn range() -> [u32; 2] {
+        let start = 991_000 + (std::process::id() % 90) * 100;
+        [start, start + 99]
+    }
     /// containerd's CRI plugin puts every pod in this namespace.
     const NAMESPACE: &str = "k8s.io";
 
@@ -164,7 +170,7 @@ mod pve {
     /// `[lxc] lxcpath` is the lxc driver's, which the pve driver must not use (checked).
     pub fn start_node(work: &Path, unused_lxcpath: &Path) -> Result<PathBuf> {
         let extra = format!("[lxc]\nlxcpath = \"{}\"\n", unused_lxcpath.display());
-        let node = PveNode::start(work, RANGE, 60, &extra)?;
+        let node = PveNode::start(work, range(), 60, &extra)?;
         let file = node.shim_config.clone();
         *NODE.lock().unwrap_or_else(|e| e.into_inner()) = Some(node);
         Ok(file)
@@ -188,6 +194,49 @@ mod pve {
             })
             .map(|(vmid, _)| vmid)
             .collect()
+    }
+
+    /// The name of the node the test server plays.
+    pub fn node_name() -> Option<String> {
+        with_node(|n| n.server.node().to_string())
+    }
+
+    /// A CT's config text.
+    pub fn ct_config(vmid: u32) -> Option<String> {
+        with_node(PveNode::ct_configs)?
+            .into_iter()
+            .find(|(v, _)| *v == vmid)
+            .map(|(_, text)| text)
+    }
+
+    /// A CT's description (its notes in the GUI): the config's leading comment lines, which
+    /// Proxmox stores percent-escaped (`:` as `%3a`), decoded.
+    pub fn description(config: &str) -> String {
+        let mut lines = Vec::new();
+        for line in config.lines().map_while(|l| l.strip_prefix('#')) {
+            let bytes = line.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                let escaped = (bytes[i] == b'%')
+                    .then(|| bytes.get(i + 1..i + 3))
+                    .flatten()
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match escaped {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(bytes[i]);
+                        i += 1;
+                    }
+                }
+            }
+            lines.push(String::from_utf8_lossy(&out).into_owned());
+        }
+        lines.join("\n")
     }
 
     /// `/cluster/resources?type=vm` through the API, as the Proxmox GUI lists guests.
@@ -1142,6 +1191,13 @@ fn case_resources(env: &CriEnv) -> Result<()> {
                 "container cgroup {path} is not CT {}'s",
                 vmids[0]
             );
+            // Said on every run rather than passed over: the pod-level cgroup (the kubelet's
+            // accounting and limits of the pod as a whole) does not hold pve CTs.
+            println!(
+                "NOTE containerd-1.6-pve::resources: the container's cgroup is its CT's ({path}), \
+                 not under the pod's cgroup parent {parent}: the pve driver keeps Proxmox's \
+                 layout and does not apply linux.cgroupsPath (docs/pve-driver.md)"
+            );
         }
     }
     let checks = [
@@ -1692,25 +1748,40 @@ fn skip_reason() -> Option<String> {
 }
 
 /// pve driver: while a pod runs, each of its containers (the sandbox too) is a CT that
-/// `/cluster/resources` lists, running, with tags naming the Kubernetes namespace, pod and
-/// container, so an operator can tell in the Proxmox GUI what it is; after removal none is left
-/// (checked by `finish`).
+/// `/cluster/resources` lists on this node, running, with tags naming the Kubernetes namespace,
+/// pod and container and notes saying the same, so an operator can tell in the Proxmox GUI what
+/// it is; the workload is that CT's init; after removal no CT of the pod is listed (and
+/// `finish` checks nothing else is left).
 fn case_pve_cts_listed(env: &CriEnv) -> Result<()> {
     let mut c = env.cri()?;
     let mut pod = run_pod(env, "pve-tags", |_| {})?;
     let id = pod.run(&sleeper("web", &env.images.busybox))?;
-    env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+    let sidecar = pod.run(&sleeper("sidecar", &env.images.busybox))?;
+    for cid in [&id, &sidecar] {
+        env.block_on(c.wait_state(cid, state::RUNNING, Duration::from_secs(20)))?;
+    }
     let resources = pve::resources()?;
-    for (what, cid, want) in [
+    let node = pve::node_name().ok_or_else(|| anyhow!("the pve node is not running"))?;
+    let range = pve::range();
+    let mut listed = Vec::new();
+    for (what, cid, kind_tag, note) in [
         (
             "container",
             id.as_str(),
-            vec!["k8s-ns-cri-e2e", "k8s-pod-pve-tags", "k8s-ctr-web"],
+            "k8s-ctr-web",
+            "Kubernetes container: web",
+        ),
+        (
+            "sidecar",
+            sidecar.as_str(),
+            "k8s-ctr-sidecar",
+            "Kubernetes container: sidecar",
         ),
         (
             "sandbox",
             pod.id.as_str(),
-            vec!["k8s-ns-cri-e2e", "k8s-pod-pve-tags", "k8s-sandbox"],
+            "k8s-sandbox",
+            "Kubernetes pod sandbox",
         ),
     ] {
         let vmids = pve::cts_of(cid);
@@ -1720,25 +1791,47 @@ fn case_pve_cts_listed(env: &CriEnv) -> Result<()> {
         );
         let vmid = vmids[0];
         ensure!(
-            (pve::RANGE[0]..=pve::RANGE[1]).contains(&vmid),
-            "{what}: VMID {vmid} outside the configured range {:?}",
-            pve::RANGE
+            (range[0]..=range[1]).contains(&vmid),
+            "{what}: VMID {vmid} outside the configured range {range:?}"
         );
         let ct = resources
             .iter()
             .find(|r| r.vmid == Some(vmid))
             .ok_or_else(|| anyhow!("{what}: CT {vmid} not in /cluster/resources"))?;
         ensure!(
-            ct.status.as_deref() == Some("running"),
-            "{what}: CT {vmid} status {:?}",
+            ct.kind == "lxc" && ct.status.as_deref() == Some("running"),
+            "{what}: CT {vmid} type {} status {:?}",
+            ct.kind,
             ct.status
+        );
+        ensure!(
+            ct.node.as_deref() == Some(node.as_str()),
+            "{what}: CT {vmid} on node {:?}, the shim's node is {node}",
+            ct.node
         );
         let tags = ct.tags.clone().unwrap_or_default();
         let tag_list: Vec<&str> = tags.split([';', ',', ' ']).collect();
-        for t in want.iter().copied().chain([pve::tag_of(cid).as_str()]) {
+        for t in ["k8s-ns-cri-e2e", "k8s-pod-pve-tags", kind_tag]
+            .into_iter()
+            .chain([pve::tag_of(cid).as_str()])
+        {
             ensure!(
                 tag_list.contains(&t),
                 "{what}: CT {vmid} tags {tags:?} lack {t:?}"
+            );
+        }
+        // The CT's notes in the GUI.
+        let config = pve::ct_config(vmid).ok_or_else(|| anyhow!("CT {vmid}: no config"))?;
+        let notes = pve::description(&config);
+        for want in [
+            format!("OCI container {cid}"),
+            "Kubernetes pod: cri-e2e/pve-tags".to_string(),
+            note.to_string(),
+            format!("containerd: k8s.io/{cid}"),
+        ] {
+            ensure!(
+                notes.lines().any(|l| l == want),
+                "{what}: CT {vmid} notes lack {want:?}:\n{notes}"
             );
         }
         ensure!(
@@ -1746,8 +1839,42 @@ fn case_pve_cts_listed(env: &CriEnv) -> Result<()> {
             "{what}: CT {vmid} has no LXC container in {}",
             pve::LXCPATH
         );
+        println!(
+            "containerd-1.6-pve: {what} is CT {vmid} named {:?}, tags {tags}",
+            ct.name.as_deref().unwrap_or("")
+        );
+        listed.push((cid.to_string(), vmid));
     }
-    pod.finish()
+    // The workload CRI reports is the CT's init, as LXC sees it.
+    let pid = env.block_on(c.container_pid(&id))?;
+    let out = std::process::Command::new("lxc-info")
+        .args([
+            "-p",
+            "-H",
+            "-n",
+            &listed[0].1.to_string(),
+            "-P",
+            pve::LXCPATH,
+        ])
+        .output()?;
+    let ct_pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(
+        ct_pid == pid.to_string(),
+        "CT {} init pid {ct_pid:?}, CRI says the container's is {pid}",
+        listed[0].1
+    );
+    pod.finish()?;
+    let resources = pve::resources()?;
+    for (cid, vmid) in &listed {
+        let tag = pve::tag_of(cid);
+        ensure!(
+            !resources
+                .iter()
+                .any(|r| r.tags.as_deref().is_some_and(|t| t.contains(&tag))),
+            "CT {vmid} of {cid} still in /cluster/resources after the pod was removed"
+        );
+    }
+    Ok(())
 }
 
 fn main() {
