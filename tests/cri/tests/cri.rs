@@ -201,42 +201,9 @@ mod pve {
         with_node(|n| n.server.node().to_string())
     }
 
-    /// A CT's config text.
-    pub fn ct_config(vmid: u32) -> Option<String> {
-        with_node(PveNode::ct_configs)?
-            .into_iter()
-            .find(|(v, _)| *v == vmid)
-            .map(|(_, text)| text)
-    }
-
-    /// A CT's description (its notes in the GUI): the config's leading comment lines, which
-    /// Proxmox stores percent-escaped (`:` as `%3a`), decoded.
-    pub fn description(config: &str) -> String {
-        let mut lines = Vec::new();
-        for line in config.lines().map_while(|l| l.strip_prefix('#')) {
-            let bytes = line.as_bytes();
-            let mut out = Vec::with_capacity(bytes.len());
-            let mut i = 0;
-            while i < bytes.len() {
-                let escaped = (bytes[i] == b'%')
-                    .then(|| bytes.get(i + 1..i + 3))
-                    .flatten()
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match escaped {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(bytes[i]);
-                        i += 1;
-                    }
-                }
-            }
-            lines.push(String::from_utf8_lossy(&out).into_owned());
-        }
-        lines.join("\n")
+    /// A CT's description (its notes in the GUI).
+    pub fn description(vmid: u32) -> Option<String> {
+        with_node(|n| n.ct_description(vmid)).flatten()
     }
 
     /// `/cluster/resources?type=vm` through the API, as the Proxmox GUI lists guests.
@@ -1821,8 +1788,8 @@ fn case_pve_cts_listed(env: &CriEnv) -> Result<()> {
             );
         }
         // The CT's notes in the GUI.
-        let config = pve::ct_config(vmid).ok_or_else(|| anyhow!("CT {vmid}: no config"))?;
-        let notes = pve::description(&config);
+        let notes =
+            pve::description(vmid).ok_or_else(|| anyhow!("CT {vmid}: no config or notes"))?;
         for want in [
             format!("OCI container {cid}"),
             "Kubernetes pod: cri-e2e/pve-tags".to_string(),

@@ -141,6 +141,14 @@ impl PveNode {
         out
     }
 
+    /// A CT's description (its notes in the GUI), decoded from its config as Proxmox does.
+    pub fn ct_description(&self, vmid: u32) -> Option<String> {
+        let text = std::fs::read_to_string(self.config_dir.join(format!("{vmid}.conf"))).ok()?;
+        pve_test_server::CtConfig::parse(vmid, &text)
+            .ok()?
+            .description
+    }
+
     /// `lxc-start` processes of CTs in this node's VMID range.
     pub fn lxc_starts(&self) -> Vec<Proc> {
         host::processes()
