@@ -98,19 +98,18 @@ pub(crate) fn personality(linux: &Linux, lines: &mut Lines) -> Result<(), PlanEr
 
 /// `linux` fields LXC has no key for.
 pub(crate) fn reject_unsupported(linux: &Linux) -> Result<(), PlanError> {
-    if linux.intel_rdt().is_some() {
-        return Err(PlanError::unsupported(
+    process::first_unsupported(&[
+        (
+            linux.intel_rdt().is_some(),
             "linux.intelRdt",
             "LXC has no resctrl support",
-        ));
-    }
-    if linux.memory_policy().is_some() {
-        return Err(PlanError::unsupported(
+        ),
+        (
+            linux.memory_policy().is_some(),
             "linux.memoryPolicy",
             "LXC has no key for a NUMA memory policy",
-        ));
-    }
-    Ok(())
+        ),
+    ])
 }
 
 #[cfg(test)]
@@ -124,8 +123,10 @@ mod tests {
 
     #[test]
     fn lsm_defaults_to_unconfined_and_ignores_mount_label() {
-        let p: Process = serde_json::from_value(json!({"args": ["x"], "cwd": "/", "user": {"uid": 0, "gid": 0},
-            "selinuxLabel": "system_u:system_r:container_t:s0"}))
+        let p: Process = serde_json::from_value(
+            json!({"args": ["x"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "selinuxLabel": "system_u:system_r:container_t:s0"}),
+        )
         .unwrap();
         let l: Linux = serde_json::from_value(json!({"mountLabel": "x"})).unwrap();
         let (mut lines, mut ignored) = (Lines::default(), Vec::new());
@@ -142,9 +143,11 @@ mod tests {
 
     #[test]
     fn cap_keep_adds_what_the_helper_needs() {
-        let p: Process = serde_json::from_value(json!({"args": ["x"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+        let p: Process = serde_json::from_value(
+            json!({"args": ["x"], "cwd": "/", "user": {"uid": 0, "gid": 0},
             "capabilities": {"bounding": ["CAP_NET_BIND_SERVICE", "CAP_SETUID"]},
-            "oomScoreAdj": 5}))
+            "oomScoreAdj": 5}),
+        )
         .unwrap();
         let init = process::init_spec(&p, &mut Vec::new()).unwrap();
         let mut lines = Lines::default();
