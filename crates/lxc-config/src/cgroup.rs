@@ -686,6 +686,106 @@ mod tests {
         assert!(cgroups_path("/".as_ref()).is_err());
     }
 
+    fn resources(v: serde_json::Value) -> LinuxResources {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn files(r: &LinuxResources, mode: CgroupMode) -> Vec<String> {
+        cgroup_settings(r, mode)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect()
+    }
+
+    #[test]
+    fn memory_lines_per_hierarchy() {
+        let r = resources(serde_json::json!({"memory": {
+            "limit": 1048576, "reservation": -1, "swap": 3145728, "swappiness": 10,
+            "disableOOMKiller": false, "useHierarchy": true}}));
+        assert_eq!(
+            files(&r, CgroupMode::Legacy),
+            [
+                "memory.limit_in_bytes = 1048576",
+                "memory.soft_limit_in_bytes = -1",
+                "memory.memsw.limit_in_bytes = 3145728",
+                "memory.swappiness = 10",
+                "memory.oom_control = 0",
+                "memory.use_hierarchy = 1",
+            ]
+        );
+        let e = cgroup_settings(&r, CgroupMode::Unified).unwrap_err();
+        assert_eq!(e.field(), "linux.resources.memory.swappiness");
+        let r = resources(serde_json::json!({"memory": {"limit": 1048576, "swap": 3145728}}));
+        assert_eq!(
+            files(&r, CgroupMode::Unified),
+            ["memory.max = 1048576", "memory.swap.max = 2097152"]
+        );
+        let r = resources(serde_json::json!({"memory": {"limit": 2, "swap": 1}}));
+        assert!(cgroup_settings(&r, CgroupMode::Unified).is_err());
+    }
+
+    #[test]
+    fn cpu_pids_and_io_lines_per_hierarchy() {
+        let r = resources(serde_json::json!({
+            "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0-1"},
+            "pids": {"limit": -1},
+            "blockIO": {"weight": 500,
+                        "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1000}]}}));
+        assert_eq!(
+            files(&r, CgroupMode::Legacy),
+            [
+                "cpu.shares = 1024",
+                "cpu.cfs_period_us = 100000",
+                "cpu.cfs_quota_us = 50000",
+                "cpuset.cpus = 0-1",
+                "pids.max = max",
+                "blkio.weight = 500",
+                "blkio.throttle.read_bps_device = 8:0 1000",
+            ]
+        );
+        assert_eq!(
+            files(&r, CgroupMode::Unified),
+            [
+                "cpu.weight = 39",
+                "cpu.max = 50000 100000",
+                "cpuset.cpus = 0-1",
+                "pids.max = max",
+                "io.weight = default 4950",
+                "io.max = 8:0 rbps=1000",
+            ]
+        );
+        let rt = resources(serde_json::json!({"cpu": {"realtimePeriod": 1000}}));
+        assert_eq!(files(&rt, CgroupMode::Legacy), ["cpu.rt_period_us = 1000"]);
+        assert!(cgroup_settings(&rt, CgroupMode::Unified).is_err());
+    }
+
+    #[test]
+    fn section_refuses_v1_limits_under_lxc6_and_lists_ignored_memory_fields() {
+        let linux: Linux = serde_json::from_value(serde_json::json!({
+            "cgroupsPath": "/k/pod/c",
+            "resources": {"memory": {"limit": 1048576, "kernel": 1, "useHierarchy": true}}}))
+        .unwrap();
+        let facts = |cgroup, major| NodeFacts {
+            cgroup,
+            lxc_version: (major, 0, 0),
+        };
+        let mut ignored = Vec::new();
+        let plan = section(&linux, &facts(CgroupMode::Unified, 6), &[], &mut ignored).unwrap();
+        assert_eq!(plan.dir.as_deref(), Some("k/pod/c"));
+        assert!(plan.device_rules.is_empty());
+        let fields: Vec<&str> = ignored.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "linux.resources.memory.kernel",
+                "linux.resources.memory.useHierarchy"
+            ]
+        );
+        let e = section(&linux, &facts(CgroupMode::Legacy, 6), &[], &mut Vec::new());
+        assert_eq!(e.err().map(|e| e.field().to_string()).as_deref(), Some(F));
+    }
+
     #[test]
     fn weight_conversion_matches_runc() {
         assert_eq!(shares_to_weight(2), 1);

@@ -677,6 +677,108 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    fn mounts(v: serde_json::Value) -> Vec<Mount> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn lxc_takes_over_dev_devpts_and_cgroup_mounts() {
+        let m = mounts(serde_json::json!([
+            {"destination": "/dev", "type": "tmpfs", "options": ["nosuid", "size=64k", "mode=700"]},
+            {"destination": "/dev/pts", "type": "devpts", "options": ["newinstance", "gid=6"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup2", "options": ["ro", "nsdelegate"]},
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid"]},
+            {"destination": "/data", "type": "bind", "source": "/", "options": ["rbind", "ro", "size=1"]}
+        ]));
+        let mut ignored = Vec::new();
+        let out = convert(
+            &m,
+            "/b".as_ref(),
+            "/nonexistent-rootfs".as_ref(),
+            &mut ignored,
+        )
+        .unwrap();
+        assert_eq!(out.dev_tmpfs_size, Some(64 << 10));
+        assert_eq!(out.auto, ["cgroup:ro:force"]);
+        let values: Vec<String> = out.entries.iter().map(MountEntry::lxc_value).collect();
+        assert_eq!(
+            values,
+            [
+                "proc proc proc nosuid,create=dir 0 0",
+                "/ data none rbind,ro,create=dir 0 0"
+            ]
+        );
+        let fields: Vec<&str> = ignored.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "mounts[0].options",
+                "mounts[1].options",
+                "mounts[2].options",
+                "mounts[4].options"
+            ]
+        );
+    }
+
+    #[test]
+    fn runtime_only_options_and_reserved_targets_are_refused() {
+        let convert_one = |v: serde_json::Value| {
+            convert(
+                &mounts(serde_json::json!([v])),
+                "/b".as_ref(),
+                "/nonexistent-rootfs".as_ref(),
+                &mut Vec::new(),
+            )
+            .unwrap_err()
+            .field()
+            .to_string()
+        };
+        assert_eq!(
+            convert_one(
+                serde_json::json!({"destination": "/x", "type": "tmpfs", "options": ["create=dir"]})
+            ),
+            "mounts[0].options[0]"
+        );
+        assert_eq!(
+            convert_one(
+                serde_json::json!({"destination": ctinit_proto::CONTAINER_DIR, "type": "tmpfs"})
+            ),
+            "mounts[0].destination"
+        );
+        assert_eq!(
+            convert_one(serde_json::json!({"destination": "/x", "type": "cgroup"})),
+            "mounts[0].destination"
+        );
+    }
+
+    #[test]
+    fn layout_orders_helper_masked_sysctl_and_readonly_entries() {
+        let linux: Linux = serde_json::from_value(serde_json::json!({
+            "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}))
+        .unwrap();
+        let at = Places {
+            bundle: "/b".as_ref(),
+            rootfs: "/nonexistent-rootfs".as_ref(),
+            state_dir: "/s",
+        };
+        let files = ["/proc/sys/net/ipv4/ip_forward".to_string()];
+        let mut lines = Lines::default();
+        let layout = layout(&[], &linux, &at, &files, &mut lines, &mut Vec::new()).unwrap();
+        let values: Vec<String> = layout.entries.iter().map(MountEntry::lxc_value).collect();
+        assert_eq!(
+            values,
+            [
+                "/s dev/.ctinit none bind,ro,nosuid,nodev,create=dir 0 0",
+                "/dev/null proc/kcore none bind,ro,optional 0 0",
+                "tmpfs proc/kcore tmpfs ro,nosuid,nodev,noexec,optional 0 0",
+                "proc/sys/net/ipv4/ip_forward proc/sys/net/ipv4/ip_forward none bind,relative 0 0",
+                "proc/sys proc/sys none rbind,ro,nosuid,nodev,noexec,relative,optional 0 0",
+            ]
+        );
+        assert_eq!(layout.fresh, ["/dev"]);
+        assert!(lines.0.is_empty());
+    }
+
     #[test]
     fn resolves_links_inside_the_rootfs() {
         let dir = tempfile::tempdir().unwrap();
