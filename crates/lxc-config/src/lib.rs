@@ -1,16 +1,23 @@
 #![doc = include_str!("../../../docs/lxc-config.md")]
 
+// One module per spec section; `plan` calls them in render order.
 mod cgroup;
+mod devices;
 mod mounts;
+mod namespaces;
 mod process;
+mod pve;
 mod render;
+mod rootfs;
 mod seccomp;
+mod security;
 mod text;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{Hooks, LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{Hooks, Process, Spec};
+
+use namespaces::Namespaces;
 
 pub use cgroup::{cgroup_settings, shares_to_weight, DeviceRule};
 pub use ctinit_proto::InitSpec;
@@ -203,52 +210,121 @@ pub fn init_spec_for(process: &Process) -> Result<InitSpec, PlanError> {
     process::init_spec(process, &mut Vec::new())
 }
 
-fn ns_name(t: LinuxNamespaceType) -> &'static str {
-    match t {
-        LinuxNamespaceType::Mount => "mnt",
-        LinuxNamespaceType::Cgroup => "cgroup",
-        LinuxNamespaceType::Uts => "uts",
-        LinuxNamespaceType::Ipc => "ipc",
-        LinuxNamespaceType::User => "user",
-        LinuxNamespaceType::Pid => "pid",
-        LinuxNamespaceType::Network => "net",
-        LinuxNamespaceType::Time => "time",
+/// The raw LXC lines other than rootfs, mounts and cgroups, collected in render order by the
+/// section functions.
+#[derive(Default)]
+pub(crate) struct Lines(Vec<(String, String)>);
+
+impl Lines {
+    pub(crate) fn push(&mut self, key: &str, value: String) {
+        self.0.push((key.to_string(), value));
     }
 }
 
-fn spec_field_name(t: LinuxNamespaceType) -> &'static str {
-    match t {
-        LinuxNamespaceType::Mount => "mount",
-        LinuxNamespaceType::Network => "network",
-        other => ns_name(other),
-    }
-}
-
-/// How one namespace is set up.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Ns {
-    New,
-    Join(String),
-    Host,
+/// Host paths the sections resolve spec paths against, already checked.
+pub(crate) struct Places<'a> {
+    /// The bundle directory (base of relative bind sources).
+    pub bundle: &'a Path,
+    /// The root filesystem, absolute and normalised.
+    pub rootfs: &'a Path,
+    /// The state directory, absolute and normalised.
+    pub state_dir: &'a str,
 }
 
 /// Turns a spec into a container plan. Reads, never writes: the metadata of bind-mount sources
 /// (to tell LXC whether to create a directory or a file at a missing target) and the symlinks
 /// on the way to each mount target in the root filesystem (resolved inside it, as runc does).
+///
+/// Each spec section has its own function (and module); the order of the calls is the order of
+/// the rendered lines and of the checks, so the first error a spec meets does not change.
 pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     let spec = req.spec;
+    let (name, state_dir) = request_names(req)?;
+    reject_other_platforms(spec)?;
     let mut ignored = Vec::new();
-    let mut entries: Vec<(String, String)> = Vec::new();
-    let mut push = |k: &str, v: String| entries.push((k.to_string(), v));
+    let mut lines = Lines::default();
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| PlanError::invalid("process", "is required to start a container"))?;
+    let init = process::init_spec(process, &mut ignored)?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let root = rootfs::root(spec, req.bundle)?;
+    let ns = Namespaces::parse(&linux)?;
 
+    console_and_init_lines(root.readonly, &mut lines);
+    ns.clone_and_share(&mut lines);
+    namespaces::hostname(spec, &ns, &mut lines, &mut ignored)?;
+    namespaces::network(&linux, &ns, &mut lines)?;
+    namespaces::id_mappings(&linux, &ns, &mut lines)?;
+    namespaces::time_offsets(&linux, &ns, &mut lines)?;
+    security::lsm(process, &linux, &mut lines, &mut ignored)?;
+    security::capabilities(process, &init, &mut lines);
+    let seccomp_path = PathBuf::from(&state_dir).join(SECCOMP_NAME);
+    let seccomp_profile = security::seccomp(&linux, &seccomp_path, &mut lines, &mut ignored)?;
+    let sysctl_files = namespaces::sysctls(&linux, &ns, &mut lines)?;
+    security::personality(&linux, &mut lines)?;
+    security::reject_unsupported(&linux)?;
+
+    let places = Places {
+        bundle: req.bundle,
+        rootfs: &root.path,
+        state_dir: &state_dir,
+    };
+    let spec_mounts = spec.mounts().clone().unwrap_or_default();
+    let layout = mounts::layout(
+        &spec_mounts,
+        &linux,
+        &places,
+        &sysctl_files,
+        &mut lines,
+        &mut ignored,
+    )?;
+    let devices = devices::nodes(&linux, &places, &layout.fresh)?;
+    let mut all_mounts = layout.entries;
+    all_mounts.extend(devices.mounts);
+    let cgroups = cgroup::section(&linux, req.facts, &devices.allow, &mut ignored)?;
+    let rootfs_propagation = rootfs::propagation(&linux)?;
+    let pve = pve::native(spec, &ns, linux.resources().as_ref());
+    let (tags, description) = pve::kube_metadata(spec.annotations().as_ref(), &name);
+
+    Ok(ContainerPlan {
+        init,
+        hooks: spec.hooks().clone(),
+        ignored,
+        name,
+        rootfs: root.path,
+        rootfs_readonly: root.readonly,
+        rootfs_propagation,
+        cgroup_mode: req.facts.cgroup,
+        lxc_version: req.facts.lxc_version,
+        cgroup_dir: cgroups.dir,
+        cgroup: cgroups.settings,
+        device_rules: cgroups.device_rules,
+        devices: devices.nodes,
+        seccomp_profile,
+        seccomp_path,
+        mounts: all_mounts,
+        tags,
+        description,
+        pve,
+        entries: lines.0,
+    })
+}
+
+/// The caller's container name and state directory, checked (they reach config lines too).
+fn request_names(req: &PlanRequest<'_>) -> Result<(String, String), PlanError> {
     let name = text::key_part("name", req.name)
         .map_err(|_| PlanError::request("name", format!("{:?} is not a plain name", req.name)))?;
     let state_dir = text::abs_path("state_dir", req.state_dir)
         .map_err(|e| PlanError::request("state_dir", e.to_string()))?;
     text::fstab_field("state_dir", &state_dir)
         .map_err(|e| PlanError::request("state_dir", e.to_string()))?;
+    Ok((name, state_dir))
+}
 
-    // Fields outside process and linux.
+/// Fields outside `process` and `linux` that no LXC container can honour.
+fn reject_other_platforms(spec: &Spec) -> Result<(), PlanError> {
     if spec.solaris().is_some() {
         return Err(PlanError::unsupported("solaris", "this is a Linux runtime"));
     }
@@ -267,72 +343,18 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             "top-level mappings are not part of runtime-spec 1.2; use linux.uidMappings",
         ));
     }
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| PlanError::invalid("process", "is required to start a container"))?;
-    let init = process::init_spec(process, &mut ignored)?;
-    let linux = spec.linux().clone().unwrap_or_default();
+    Ok(())
+}
 
-    // Root filesystem.
-    let root = spec
-        .root()
-        .as_ref()
-        .ok_or_else(|| PlanError::invalid("root", "is required"))?;
-    let rootfs = if root.path().is_absolute() {
-        root.path().clone()
-    } else {
-        req.bundle.join(root.path())
-    };
-    let rootfs_s = text::abs_path("root.path", &rootfs)?;
-    if rootfs_s.contains([',', '=', '"', ';']) {
-        return Err(PlanError::invalid(
-            "root.path",
-            "must not contain ',', '=', ';' or '\"' (Proxmox property strings)",
-        ));
-    }
-    let rootfs_readonly = root.readonly().unwrap_or(false);
-
-    // Namespaces.
-    let mut ns: HashMap<&'static str, Ns> = HashMap::new();
-    for (i, n) in linux.namespaces().iter().flatten().enumerate() {
-        let key = ns_name(n.typ());
-        if ns.contains_key(key) {
-            return Err(PlanError::invalid(
-                &format!("linux.namespaces[{i}].type"),
-                format!("{} is listed twice", spec_field_name(n.typ())),
-            ));
-        }
-        let how = match n.path() {
-            Some(p) => Ns::Join(text::abs_path(&format!("linux.namespaces[{i}].path"), p)?),
-            None => Ns::New,
-        };
-        ns.insert(key, how);
-    }
-    let how = |k: &str| ns.get(k).cloned().unwrap_or(Ns::Host);
-    match how("mnt") {
-        Ns::New => {}
-        Ns::Join(_) => {
-            return Err(PlanError::unsupported(
-                "linux.namespaces",
-                "joining a mount namespace by path is not supported: LXC builds the container's mounts in a new one",
-            ))
-        }
-        Ns::Host => {
-            return Err(PlanError::unsupported(
-                "linux.namespaces",
-                "a container without its own mount namespace is not supported",
-            ))
-        }
-    }
-
-    // Console and devpts: the workload's stdio comes from the helper, not from LXC.
-    push("lxc.autodev", "1".into());
-    push("lxc.console.path", "none".into());
-    push("lxc.tty.max", "0".into());
-    push("lxc.pty.max", "1024".into());
+/// Console, devpts and the helper as init: the workload's stdio comes from the helper, not
+/// from LXC.
+fn console_and_init_lines(readonly_root: bool, lines: &mut Lines) {
+    lines.push("lxc.autodev", "1".into());
+    lines.push("lxc.console.path", "none".into());
+    lines.push("lxc.tty.max", "0".into());
+    lines.push("lxc.pty.max", "1024".into());
     let ctdir = ctinit_proto::CONTAINER_DIR;
-    push(
+    lines.push(
         "lxc.init.cmd",
         format!(
             "{ctdir}/{} {ctdir}/{} {ctdir}/{}",
@@ -341,563 +363,14 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
             ctinit_proto::INIT_SPEC_NAME
         ),
     );
-
-    if root.readonly().unwrap_or(false) {
+    if readonly_root {
         // runc makes the root read-only after every mount, so missing mount targets can still be
         // created on it. LXC has no key for that; a mount hook (run on the host in the
         // container's mount namespace after all mount entries, before pivot_root) remounts the
         // root's own mount read-only, leaving the mounts under it as they are. The trailing `#`
         // turns the arguments LXC appends into a comment.
-        push("lxc.hook.mount", READONLY_ROOT_HOOK.to_string());
+        lines.push("lxc.hook.mount", READONLY_ROOT_HOOK.to_string());
     }
-
-    // Namespaces: clone exactly the new ones; the rest are inherited (LXC refuses
-    // lxc.namespace.clone together with lxc.namespace.keep, and keep alone would clone a user
-    // and time namespace the spec did not ask for).
-    let order = ["mnt", "pid", "uts", "ipc", "net", "cgroup", "user", "time"];
-    let clone: Vec<&str> = order
-        .iter()
-        .copied()
-        .filter(|k| how(k) == Ns::New)
-        .collect();
-    push("lxc.namespace.clone", clone.join(" "));
-    for k in order {
-        if let Ns::Join(p) = how(k) {
-            push(&format!("lxc.namespace.share.{k}"), p);
-        }
-    }
-    if how("uts") == Ns::New {
-        if let Some(h) = spec.hostname() {
-            if !h.is_empty() {
-                push("lxc.uts.name", text::value("hostname", h)?);
-            }
-        }
-    } else if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) {
-        if let Ns::Join(_) = how("uts") {
-            // Kubernetes app containers join the sandbox's UTS namespace, which has the pod's
-            // hostname already; runc would set the same name again.
-            ignored.push(Ignored::new(
-                "hostname",
-                "the container joins an existing UTS namespace, whose hostname stays",
-            ));
-        } else {
-            return Err(PlanError::invalid(
-                "hostname",
-                "needs a new UTS namespace (linux.namespaces)",
-            ));
-        }
-    }
-    if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(PlanError::unsupported(
-            "domainname",
-            "LXC 5 has no key for the NIS domain name",
-        ));
-    }
-
-    // Network.
-    let net_devices = linux.net_devices().clone().unwrap_or_default();
-    if how("net") == Ns::New {
-        push("lxc.net.0.type", "empty".into());
-        let mut names: Vec<&String> = net_devices.keys().collect();
-        names.sort();
-        for (i, host_name) in names.into_iter().enumerate() {
-            let f = format!("linux.netDevices.{host_name}");
-            let link = text::key_part(&f, host_name)?;
-            let idx = i + 1;
-            push(&format!("lxc.net.{idx}.type"), "phys".into());
-            push(&format!("lxc.net.{idx}.link"), link.clone());
-            let inner = net_devices[host_name].name().clone().unwrap_or(link);
-            push(
-                &format!("lxc.net.{idx}.name"),
-                text::key_part(&format!("{f}.name"), &inner)?,
-            );
-            push(&format!("lxc.net.{idx}.flags"), "up".into());
-        }
-    } else if !net_devices.is_empty() {
-        return Err(PlanError::invalid(
-            "linux.netDevices",
-            "needs a new network namespace",
-        ));
-    }
-
-    // User namespace and id mappings.
-    let uid_maps = linux.uid_mappings().clone().unwrap_or_default();
-    let gid_maps = linux.gid_mappings().clone().unwrap_or_default();
-    match how("user") {
-        Ns::New => {
-            if uid_maps.is_empty() || gid_maps.is_empty() {
-                return Err(PlanError::invalid(
-                    "linux.uidMappings",
-                    "a new user namespace needs uid and gid mappings",
-                ));
-            }
-        }
-        _ => {
-            if !uid_maps.is_empty() || !gid_maps.is_empty() {
-                return Err(PlanError::invalid(
-                    "linux.uidMappings",
-                    "mappings need a new user namespace",
-                ));
-            }
-        }
-    }
-    for m in &uid_maps {
-        push(
-            "lxc.idmap",
-            format!("u {} {} {}", m.container_id(), m.host_id(), m.size()),
-        );
-    }
-    for m in &gid_maps {
-        push(
-            "lxc.idmap",
-            format!("g {} {} {}", m.container_id(), m.host_id(), m.size()),
-        );
-    }
-
-    // Time namespace.
-    if let Some(offsets) = linux.time_offsets() {
-        if !offsets.is_empty() {
-            if how("time") != Ns::New {
-                return Err(PlanError::invalid(
-                    "linux.timeOffsets",
-                    "needs a new time namespace",
-                ));
-            }
-            let mut clocks: Vec<&String> = offsets.keys().collect();
-            clocks.sort();
-            for clock in clocks {
-                let o = &offsets[clock];
-                let key = match clock.as_str() {
-                    "boottime" => "boot",
-                    "monotonic" => "monotonic",
-                    _ => {
-                        return Err(PlanError::invalid(
-                            "linux.timeOffsets",
-                            format!("{clock:?} is not boottime or monotonic"),
-                        ))
-                    }
-                };
-                // LXC keeps one number with one unit per clock and hands the kernel
-                // "secs nanosecs" with the nanoseconds below one second.
-                let value = match (o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)) {
-                    (s, 0) => format!("{s}s"),
-                    (0, n) if n < 1_000_000_000 => format!("{n}ns"),
-                    _ => {
-                        return Err(PlanError::unsupported(
-                            &format!("linux.timeOffsets.{clock}"),
-                            "LXC 5 takes either whole seconds or nanoseconds below one second",
-                        ))
-                    }
-                };
-                push(&format!("lxc.time.offset.{key}"), value);
-            }
-        }
-    }
-
-    // Security: LSMs, capabilities, seccomp.
-    match process.apparmor_profile() {
-        Some(p) if !p.is_empty() => push(
-            "lxc.apparmor.profile",
-            text::value("process.apparmorProfile", p)?,
-        ),
-        _ => push("lxc.apparmor.profile", "unconfined".into()),
-    }
-    if let Some(l) = process.selinux_label() {
-        if !l.is_empty() {
-            push(
-                "lxc.selinux.context",
-                text::value("process.selinuxLabel", l)?,
-            );
-        }
-    }
-    if let Some(l) = linux.mount_label() {
-        if !l.is_empty() {
-            ignored.push(Ignored::new(
-                "linux.mountLabel",
-                "LXC has no key for the SELinux label of mounts; Debian and Proxmox hosts run without SELinux",
-            ));
-        }
-    }
-    if let Some(caps) = process.capabilities() {
-        // The helper runs as root under this bounding set before it becomes the workload: it
-        // needs setuid/setgid to switch user and setpcap to narrow the bounding set to the
-        // spec's own (and sys_resource for rlimits/oom_score_adj).
-        let mut keep: Vec<String> = process::cap_names(caps.bounding())
-            .iter()
-            .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
-            .collect();
-        let mut helper_needs = vec!["setuid", "setgid", "setpcap"];
-        if !init.rlimits.is_empty() || init.oom_score_adj.is_some() {
-            helper_needs.push("sys_resource");
-        }
-        for n in helper_needs {
-            if !keep.iter().any(|k| k == n) {
-                keep.push(n.to_string());
-            }
-        }
-        keep.sort();
-        push("lxc.cap.keep", keep.join(" "));
-    }
-    let seccomp_path = PathBuf::from(&state_dir).join(SECCOMP_NAME);
-    let seccomp_profile = match linux.seccomp() {
-        Some(s) => {
-            let profile = seccomp::profile(s, &mut ignored)?;
-            push(
-                "lxc.seccomp.profile",
-                seccomp_path.to_string_lossy().into_owned(),
-            );
-            Some(profile)
-        }
-        None => None,
-    };
-
-    // sysctls, only those that belong to a namespace the container owns (as runc checks).
-    let mut sysctl_files: Vec<String> = Vec::new();
-    if let Some(sysctl) = linux.sysctl() {
-        let mut keys: Vec<&String> = sysctl.keys().collect();
-        keys.sort();
-        for k in keys {
-            let f = format!("linux.sysctl.{k}");
-            let key = text::key_part(&f, &k.replace('/', "."))?;
-            let owned = |n: &str| how(n) != Ns::Host;
-            let ok = if key.starts_with("net.") {
-                owned("net")
-            } else if key.starts_with("fs.mqueue.")
-                || [
-                    "kernel.msgmax",
-                    "kernel.msgmnb",
-                    "kernel.msgmni",
-                    "kernel.sem",
-                    "kernel.shmall",
-                    "kernel.shmmax",
-                    "kernel.shmmni",
-                    "kernel.shm_rmid_forced",
-                ]
-                .contains(&key.as_str())
-            {
-                owned("ipc")
-            } else if key == "kernel.hostname" || key == "kernel.domainname" {
-                owned("uts")
-            } else {
-                return Err(PlanError::unsupported(&f, "not a namespaced sysctl"));
-            };
-            if !ok {
-                return Err(PlanError::invalid(
-                    &f,
-                    "the container shares this sysctl's namespace with the host",
-                ));
-            }
-            push(&format!("lxc.sysctl.{key}"), text::value(&f, &sysctl[k])?);
-            sysctl_files.push(format!("/proc/sys/{}", key.replace('.', "/")));
-        }
-    }
-
-    // Personality.
-    if let Some(p) = linux.personality() {
-        if p.flags().as_ref().is_some_and(|f| !f.is_empty()) {
-            return Err(PlanError::unsupported(
-                "linux.personality.flags",
-                "LXC sets only the execution domain",
-            ));
-        }
-        if p.domain() == oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 {
-            push("lxc.arch", "linux32".into());
-        }
-    }
-    if linux.intel_rdt().is_some() {
-        return Err(PlanError::unsupported(
-            "linux.intelRdt",
-            "LXC has no resctrl support",
-        ));
-    }
-    if linux.memory_policy().is_some() {
-        return Err(PlanError::unsupported(
-            "linux.memoryPolicy",
-            "LXC has no key for a NUMA memory policy",
-        ));
-    }
-
-    // Mounts.
-    let spec_mounts = spec.mounts().clone().unwrap_or_default();
-    let rootfs_path = PathBuf::from(&rootfs_s);
-    let converted = mounts::convert(&spec_mounts, req.bundle, &rootfs_path, &mut ignored)?;
-    // Paths below these are not resolved against the image (see mounts::resolve_in_rootfs).
-    let mut fresh: Vec<String> = vec!["/dev".to_string()];
-    fresh.extend(converted.entries.iter().map(|m| m.destination.clone()));
-    if !converted.auto.is_empty() {
-        fresh.push("/sys/fs/cgroup".to_string());
-    }
-    let mut all_mounts = converted.entries;
-    all_mounts.push(MountEntry {
-        source: state_dir.clone(),
-        destination: ctdir.to_string(),
-        fstype: "none".into(),
-        options: vec!["bind".into(), "ro".into(), "nosuid".into(), "nodev".into()],
-        create_dir: Some(true),
-        optional: false,
-    });
-    all_mounts.extend(mounts::masked(
-        linux.masked_paths().as_deref().unwrap_or_default(),
-        &rootfs_path,
-        &fresh,
-    )?);
-    let readonly_paths = linux.readonly_paths().clone().unwrap_or_default();
-    // LXC writes sysctls after all mounts, so a read-only /proc/sys would refuse them. Each
-    // file the spec sets gets its own bind mount first; the recursive read-only bind of
-    // /proc/sys carries it along and the read-only remount leaves it writable.
-    for file in &sysctl_files {
-        let covered = readonly_paths
-            .iter()
-            .any(|p| file == p || file.starts_with(&format!("{}/", p.trim_end_matches('/'))));
-        if covered {
-            all_mounts.push(
-                MountEntry {
-                    source: file.trim_start_matches('/').to_string(),
-                    destination: file.clone(),
-                    fstype: "none".into(),
-                    options: vec!["bind".into(), "relative".into()],
-                    create_dir: None,
-                    optional: false,
-                }
-                .checked("linux.sysctl")?,
-            );
-        }
-    }
-    all_mounts.extend(mounts::readonly(&readonly_paths, &rootfs_path, &fresh)?);
-    if !converted.auto.is_empty() {
-        push("lxc.mount.auto", converted.auto.join(" "));
-    }
-    if let Some(bytes) = converted.dev_tmpfs_size {
-        push("lxc.autodev.tmpfs.size", bytes.to_string());
-    }
-
-    // Device nodes.
-    let mut devices = Vec::new();
-    let mut extra_allow = Vec::new();
-    for (i, d) in linux.devices().iter().flatten().enumerate() {
-        let f = format!("linux.devices[{i}]");
-        let path = text::abs_path(&format!("{f}.path"), d.path())?;
-        let path = mounts::resolve_in_rootfs(&format!("{f}.path"), &rootfs_path, &path, &fresh)?;
-        text::fstab_field(&format!("{f}.path"), &path)?;
-        let kind = match d.typ() {
-            oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => 'c',
-            oci_spec::runtime::LinuxDeviceType::B => 'b',
-            oci_spec::runtime::LinuxDeviceType::P => 'p',
-            oci_spec::runtime::LinuxDeviceType::A => {
-                return Err(PlanError::invalid(
-                    &format!("{f}.type"),
-                    "must be c, b, u or p",
-                ))
-            }
-        };
-        let num = |n: i64, w: &str| {
-            u32::try_from(n)
-                .map_err(|_| PlanError::invalid(&format!("{f}.{w}"), "is negative or out of range"))
-        };
-        let (major, minor) = (num(d.major(), "major")?, num(d.minor(), "minor")?);
-        if kind != 'p' {
-            extra_allow.push(format!("{kind} {major}:{minor} rwm"));
-        }
-        // LXC makes /dev/ptmx and /dev/pts itself (a new devpts instance) and must be able to
-        // replace /dev/ptmx, which a bind mount would pin: privileged specs list the host's
-        // (`ctr run --privileged`). Access stays allowed by the rule above.
-        if path == "/dev/ptmx" || path.starts_with("/dev/pts/") {
-            continue;
-        }
-        let host_path = PathBuf::from(&state_dir)
-            .join(DEVICES_DIR)
-            .join(format!("dev{i}"));
-        all_mounts.push(
-            MountEntry {
-                source: host_path.to_string_lossy().into_owned(),
-                destination: path.clone(),
-                fstype: "none".into(),
-                options: vec!["bind".into()],
-                create_dir: Some(false),
-                optional: false,
-            }
-            .checked(&f)?,
-        );
-        devices.push(DeviceNode {
-            path,
-            host_path,
-            kind,
-            major,
-            minor,
-            file_mode: d.file_mode().unwrap_or(0o666),
-            uid: d.uid().unwrap_or(0),
-            gid: d.gid().unwrap_or(0),
-        });
-    }
-
-    // Cgroups.
-    let cgroup_dir = match linux.cgroups_path() {
-        Some(p) => Some(cgroup::cgroups_path(p)?),
-        None => None,
-    };
-    let resources = linux.resources().clone();
-    let cgroup_lines = match &resources {
-        Some(r) => cgroup::cgroup_settings(r, req.facts.cgroup)?,
-        None => Vec::new(),
-    };
-    if let Some(m) = resources.as_ref().and_then(|r| r.memory().as_ref()) {
-        if m.kernel().is_some() {
-            ignored.push(Ignored::new(
-                "linux.resources.memory.kernel",
-                "deprecated in runtime-spec 1.2 and ignored by runc; kernels since 6.x reject kmem limits",
-            ));
-        }
-        if m.check_before_update().is_some() {
-            ignored.push(Ignored::new(
-                "linux.resources.memory.checkBeforeUpdate",
-                "applies to updates of a running container only",
-            ));
-        }
-        if req.facts.cgroup == CgroupMode::Unified && m.use_hierarchy().is_some() {
-            ignored.push(Ignored::new(
-                "linux.resources.memory.useHierarchy",
-                "cgroup v2 is always hierarchical",
-            ));
-        }
-    }
-    let device_rules = cgroup::device_rules(resources.as_ref(), &extra_allow)?;
-    if req.facts.cgroup == CgroupMode::Legacy
-        && req.facts.lxc_version.0 >= 6
-        && (!cgroup_lines.is_empty() || !device_rules.is_empty())
-    {
-        return Err(PlanError::unsupported(
-            "linux.resources",
-            "LXC 6 and later cannot apply cgroup v1 limits (this node runs cgroup v1)",
-        ));
-    }
-
-    // Rootfs propagation.
-    let rootfs_propagation = match linux.rootfs_propagation() {
-        Some(p) if !p.is_empty() => {
-            let allowed = [
-                "private",
-                "rprivate",
-                "shared",
-                "rshared",
-                "slave",
-                "rslave",
-                "unbindable",
-                "runbindable",
-            ];
-            if !allowed.contains(&p.as_str()) {
-                return Err(PlanError::invalid(
-                    "linux.rootfsPropagation",
-                    format!("{p:?} is not a propagation mode"),
-                ));
-            }
-            Some(p.clone())
-        }
-        _ => None,
-    };
-
-    // Proxmox-native values.
-    let mut pve = PveNative {
-        unprivileged: how("user") == Ns::New,
-        hostname: spec
-            .hostname()
-            .as_ref()
-            .filter(|h| how("uts") == Ns::New && text::is_dns_name(h))
-            .cloned(),
-        ..Default::default()
-    };
-    if let Some(r) = &resources {
-        const MIB: i64 = 1024 * 1024;
-        if let Some(m) = r.memory() {
-            if let Some(l) = m.limit().filter(|l| *l > 0) {
-                pve.memory_mib = Some(((l + MIB - 1) / MIB).max(16) as u64);
-                if let Some(s) = m.swap().filter(|s| *s >= l) {
-                    pve.swap_mib = Some(((s - l) / MIB) as u64);
-                }
-            }
-        }
-        if let Some(c) = r.cpu() {
-            if let (Some(q), Some(p)) = (c.quota(), c.period()) {
-                if q > 0 && p > 0 {
-                    pve.cpulimit = Some((q as f64 / p as f64).min(8192.0));
-                }
-            }
-            if let Some(s) = c.shares().filter(|s| *s > 0) {
-                pve.cpuunits = Some(shares_to_weight(s));
-            }
-        }
-    }
-
-    // Kubernetes names -> tags and description.
-    let (tags, description) = kube_metadata(spec.annotations().as_ref(), &name);
-
-    Ok(ContainerPlan {
-        init,
-        hooks: spec.hooks().clone(),
-        ignored,
-        name,
-        rootfs: PathBuf::from(rootfs_s),
-        rootfs_readonly,
-        rootfs_propagation,
-        cgroup_mode: req.facts.cgroup,
-        lxc_version: req.facts.lxc_version,
-        cgroup_dir,
-        cgroup: cgroup_lines,
-        device_rules,
-        devices,
-        seccomp_profile,
-        seccomp_path,
-        mounts: all_mounts,
-        tags,
-        description,
-        pve,
-        entries,
-    })
-}
-
-/// Kubernetes annotations (CRI and the older `io.kubernetes.pod.*` names) -> tags, description.
-fn kube_metadata(
-    annotations: Option<&HashMap<String, String>>,
-    name: &str,
-) -> (Vec<String>, String) {
-    let get = |keys: &[&str]| -> Option<String> {
-        let a = annotations?;
-        keys.iter()
-            .find_map(|k| a.get(*k))
-            .filter(|v| !v.is_empty())
-            .cloned()
-    };
-    let namespace = get(&[
-        "io.kubernetes.cri.sandbox-namespace",
-        "io.kubernetes.pod.namespace",
-    ]);
-    let pod = get(&["io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"]);
-    let container = get(&[
-        "io.kubernetes.cri.container-name",
-        "io.kubernetes.container.name",
-    ]);
-    let kind = get(&["io.kubernetes.cri.container-type"]);
-    let p = DEFAULT_TAG_PREFIX;
-    let mut tags = Vec::new();
-    let mut lines = vec![format!("OCI container {name}")];
-    if let Some(ns) = &namespace {
-        tags.push(text::pve_tag(&format!("{p}-ns-{ns}")));
-    }
-    if let Some(pod) = &pod {
-        tags.push(text::pve_tag(&format!("{p}-pod-{pod}")));
-        lines.push(format!(
-            "Kubernetes pod: {}/{}",
-            namespace.as_deref().unwrap_or("?"),
-            pod
-        ));
-    }
-    if let Some(c) = &container {
-        tags.push(text::pve_tag(&format!("{p}-ctr-{c}")));
-        lines.push(format!("Kubernetes container: {c}"));
-    } else if kind.as_deref() == Some("sandbox") {
-        tags.push(text::pve_tag(&format!("{p}-sandbox")));
-        lines.push("Kubernetes pod sandbox".to_string());
-    }
-    (tags, lines.join("\n"))
 }
 
 impl ContainerPlan {

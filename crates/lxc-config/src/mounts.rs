@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::Mount;
+use oci_spec::runtime::{Linux, Mount};
 
 use crate::text;
-use crate::{Ignored, PlanError};
+use crate::{Ignored, Lines, Places, PlanError};
 
 /// Mount flags LXC understands itself (its mount option and propagation tables). Anything else
 /// is passed to the filesystem as data (`size=`, `mode=`, ...).
@@ -41,7 +41,7 @@ const FLAGS: &[&str] = &[
     "silent",
     "loud",
 ];
-const PROPAGATION: &[&str] = &[
+pub(crate) const PROPAGATION: &[&str] = &[
     "private",
     "rprivate",
     "shared",
@@ -272,6 +272,88 @@ fn is_flag(o: &str) -> bool {
     FLAGS.contains(&o) || PROPAGATION.contains(&o)
 }
 
+/// Every mount entry in the order LXC mounts them (spec mounts, the helper's directory,
+/// masked paths, sysctl files under read-only paths, read-only paths; the caller appends device
+/// nodes), with the `lxc.mount.auto` and `lxc.autodev.tmpfs.size` lines.
+pub(crate) fn layout(
+    spec_mounts: &[Mount],
+    linux: &Linux,
+    at: &Places<'_>,
+    sysctl_files: &[String],
+    lines: &mut Lines,
+    ignored: &mut Vec<Ignored>,
+) -> Result<Layout, PlanError> {
+    let converted = convert(spec_mounts, at.bundle, at.rootfs, ignored)?;
+    // Paths below these are not resolved against the image (see resolve_in_rootfs).
+    let mut fresh: Vec<String> = vec!["/dev".to_string()];
+    fresh.extend(converted.entries.iter().map(|m| m.destination.clone()));
+    if !converted.auto.is_empty() {
+        fresh.push("/sys/fs/cgroup".to_string());
+    }
+    let mut entries = converted.entries;
+    entries.push(helper_dir_mount(at.state_dir));
+    let masked_paths = linux.masked_paths().clone().unwrap_or_default();
+    entries.extend(masked(&masked_paths, at.rootfs, &fresh)?);
+    let readonly_paths = linux.readonly_paths().clone().unwrap_or_default();
+    entries.extend(writable_sysctl_files(sysctl_files, &readonly_paths)?);
+    entries.extend(readonly(&readonly_paths, at.rootfs, &fresh)?);
+    if !converted.auto.is_empty() {
+        lines.push("lxc.mount.auto", converted.auto.join(" "));
+    }
+    if let Some(bytes) = converted.dev_tmpfs_size {
+        lines.push("lxc.autodev.tmpfs.size", bytes.to_string());
+    }
+    Ok(Layout { entries, fresh })
+}
+
+/// The mounts and the targets whose content is not the image's.
+pub(crate) struct Layout {
+    pub entries: Vec<MountEntry>,
+    pub fresh: Vec<String>,
+}
+
+/// The state directory, read-only at the helper's place.
+fn helper_dir_mount(state_dir: &str) -> MountEntry {
+    MountEntry {
+        source: state_dir.to_string(),
+        destination: ctinit_proto::CONTAINER_DIR.to_string(),
+        fstype: "none".into(),
+        options: vec!["bind".into(), "ro".into(), "nosuid".into(), "nodev".into()],
+        create_dir: Some(true),
+        optional: false,
+    }
+}
+
+/// LXC writes sysctls after all mounts, so a read-only /proc/sys would refuse them. Each
+/// file the spec sets gets its own bind mount first; the recursive read-only bind of
+/// /proc/sys carries it along and the read-only remount leaves it writable.
+fn writable_sysctl_files(
+    sysctl_files: &[String],
+    readonly_paths: &[String],
+) -> Result<Vec<MountEntry>, PlanError> {
+    let covered = |file: &str| {
+        readonly_paths
+            .iter()
+            .any(|p| file == p || file.starts_with(&format!("{}/", p.trim_end_matches('/'))))
+    };
+    sysctl_files
+        .iter()
+        .filter(|file| covered(file))
+        .map(|file| {
+            MountEntry {
+                source: file.trim_start_matches('/').to_string(),
+                destination: file.clone(),
+                fstype: "none".into(),
+                options: vec!["bind".into(), "relative".into()],
+                create_dir: None,
+                optional: false,
+            }
+            .checked("linux.sysctl")
+        })
+        .collect()
+}
+
+/// The spec's `mounts`, in order.
 pub(crate) fn convert(
     mounts: &[Mount],
     bundle: &Path,
@@ -283,175 +365,248 @@ pub(crate) fn convert(
     let mut fresh = vec!["/dev".to_string()];
     for (i, m) in mounts.iter().enumerate() {
         let f = format!("mounts[{i}]");
-        let dest = text::abs_path(&format!("{f}.destination"), m.destination())?;
-        let dest = resolve_in_rootfs(&format!("{f}.destination"), rootfs, &dest, &fresh)?;
+        let dest = destination(&f, m, rootfs, &fresh)?;
         fresh.push(dest.clone());
-        let ctdir = ctinit_proto::CONTAINER_DIR;
-        if dest == ctdir || dest.starts_with(&format!("{ctdir}/")) {
-            return Err(PlanError::invalid(
-                &format!("{f}.destination"),
-                format!("{ctdir} is reserved for the runtime's helper"),
-            ));
-        }
-        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-            return Err(PlanError::unsupported(
-                &format!("{f}.uidMappings"),
-                "idmapped mounts are not supported",
-            ));
-        }
         let typ = m.typ().clone().unwrap_or_default();
         let raw_opts = m.options().clone().unwrap_or_default();
         let (opts, bind, rec) = options(&f, &raw_opts, typ == "bind")?;
-        let source_raw = m
-            .source()
-            .as_ref()
-            .map(|s| s.to_string_lossy().into_owned());
-
         if bind {
-            let src = m.source().as_ref().ok_or_else(|| {
-                PlanError::invalid(&format!("{f}.source"), "a bind mount needs a source")
-            })?;
-            // A relative bind source is relative to the bundle, as with runc.
-            let src = if src.is_absolute() {
-                src.clone()
-            } else {
-                bundle.join(src)
-            };
-            let src_s = text::abs_path(&format!("{f}.source"), &src)?;
-            text::fstab_field(&format!("{f}.source"), &src_s)?;
-            // The only filesystem access of the planner: LXC must be told whether to create a
-            // directory or a file at a missing target.
-            let meta = std::fs::metadata(&src_s)
-                .map_err(|e| PlanError::invalid(&format!("{f}.source"), format!("{src_s}: {e}")))?;
-            let mut o = vec![if rec {
-                "rbind".to_string()
-            } else {
-                "bind".to_string()
-            }];
-            for x in opts {
-                if is_flag(&x) {
-                    o.push(x);
-                } else {
-                    ignored.push(Ignored::new(
-                        &format!("{f}.options"),
-                        &format!("{x:?} is filesystem data, meaningless for a bind mount"),
-                    ));
-                }
-            }
-            out.entries.push(
-                MountEntry {
-                    source: src_s,
-                    destination: dest,
-                    fstype: "none".into(),
-                    options: o,
-                    create_dir: Some(meta.is_dir()),
-                    optional: false,
-                }
-                .checked(&f)?,
-            );
+            out.entries
+                .push(bind_mount(&f, m, bundle, dest, opts, rec, ignored)?);
             continue;
         }
-
         let typ = text::key_part(&format!("{f}.type"), &typ).map_err(|_| {
             PlanError::invalid(
                 &format!("{f}.type"),
                 format!("{typ:?} is not a filesystem type"),
             )
         })?;
-        match typ.as_str() {
-            "cgroup" | "cgroup2" => {
-                if dest != "/sys/fs/cgroup" {
-                    return Err(PlanError::unsupported(
-                        &format!("{f}.destination"),
-                        "LXC mounts cgroup filesystems only at /sys/fs/cgroup",
-                    ));
-                }
-                let ro = opts.iter().any(|o| o == "ro");
-                out.auto.push(
-                    if ro {
-                        "cgroup:ro:force"
-                    } else {
-                        "cgroup:rw:force"
-                    }
-                    .into(),
-                );
-                if opts.iter().any(|o| {
-                    !matches!(
-                        o.as_str(),
-                        "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "relatime"
-                    )
-                }) {
-                    ignored.push(Ignored::new(
-                        &format!("{f}.options"),
-                        "LXC's cgroup automount chooses its own options besides ro/rw",
-                    ));
-                }
-                continue;
-            }
-            "tmpfs" if dest == "/dev" => {
-                // lxc.autodev already mounts a tmpfs on /dev and fills it with the standard
-                // nodes; a second one from the spec would stack over it (runc has exactly one).
-                // Its size carries over; the mode is 0755 as in every runtime's /dev.
-                for o in &opts {
-                    match o.strip_prefix("size=") {
-                        Some(v) => match tmpfs_size_bytes(v) {
-                            Some(bytes) => out.dev_tmpfs_size = Some(bytes),
-                            None => ignored.push(Ignored::new(
-                                &format!("{f}.options"),
-                                &format!("/dev size {v:?}: LXC's autodev size is in bytes"),
-                            )),
-                        },
-                        None if matches!(
-                            o.as_str(),
-                            "nosuid" | "strictatime" | "mode=755" | "mode=0755" | "rw"
-                        ) => {}
-                        None => ignored.push(Ignored::new(
-                            &format!("{f}.options"),
-                            &format!("{o:?}: /dev is LXC's autodev tmpfs (mode 0755)"),
-                        )),
-                    }
-                }
-                continue;
-            }
-            "devpts" if dest == "/dev/pts" => {
-                // lxc.pty.max makes LXC mount a new devpts instance here (newinstance,
-                // ptmxmode=0666,mode=0620,gid=5) and point /dev/ptmx at it; a second mount by
-                // us would be replaced by it.
-                let std_opts = [
-                    "nosuid",
-                    "noexec",
-                    "newinstance",
-                    "ptmxmode=0666",
-                    "mode=0620",
-                    "gid=5",
-                    "mode=620",
-                ];
-                if opts.iter().any(|o| !std_opts.contains(&o.as_str())) {
-                    ignored.push(Ignored::new(
-                        &format!("{f}.options"),
-                        "/dev/pts is LXC's own devpts instance (newinstance,ptmxmode=0666,mode=0620,gid=5)",
-                    ));
-                }
-                continue;
-            }
-            _ => {}
-        }
-        let source = match source_raw {
-            Some(s) if !s.is_empty() => s,
-            _ => typ.clone(),
+        let target = Target {
+            field: &f,
+            dest: &dest,
+            opts: &opts,
         };
-        text::fstab_field(&format!("{f}.source"), &source)?;
-        out.entries.push(
-            MountEntry {
-                source,
-                destination: dest,
-                fstype: typ,
-                options: opts,
-                create_dir: Some(true),
-                optional: false,
-            }
-            .checked(&f)?,
+        let taken_over = match typ.as_str() {
+            "cgroup" | "cgroup2" => cgroup_mount(&target, &mut out, ignored)?,
+            "tmpfs" if dest == "/dev" => dev_tmpfs(&target, &mut out, ignored),
+            "devpts" if dest == "/dev/pts" => devpts(&target, ignored),
+            _ => false,
+        };
+        if !taken_over {
+            out.entries.push(fs_mount(&f, m, typ, dest, opts)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A spec mount's target, resolved in the image; the helper's directory is reserved and
+/// idmapped mounts are refused.
+fn destination(f: &str, m: &Mount, rootfs: &Path, fresh: &[String]) -> Result<String, PlanError> {
+    let dest = text::abs_path(&format!("{f}.destination"), m.destination())?;
+    let dest = resolve_in_rootfs(&format!("{f}.destination"), rootfs, &dest, fresh)?;
+    let ctdir = ctinit_proto::CONTAINER_DIR;
+    if dest == ctdir || dest.starts_with(&format!("{ctdir}/")) {
+        return Err(PlanError::invalid(
+            &format!("{f}.destination"),
+            format!("{ctdir} is reserved for the runtime's helper"),
+        ));
+    }
+    if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+        return Err(PlanError::unsupported(
+            &format!("{f}.uidMappings"),
+            "idmapped mounts are not supported",
+        ));
+    }
+    Ok(dest)
+}
+
+/// A bind or rbind mount: the source relative to the bundle (as with runc), flags kept,
+/// filesystem data ignored.
+fn bind_mount(
+    f: &str,
+    m: &Mount,
+    bundle: &Path,
+    dest: String,
+    opts: Vec<String>,
+    rec: bool,
+    ignored: &mut Vec<Ignored>,
+) -> Result<MountEntry, PlanError> {
+    let src = m
+        .source()
+        .as_ref()
+        .ok_or_else(|| PlanError::invalid(&format!("{f}.source"), "a bind mount needs a source"))?;
+    let src = if src.is_absolute() {
+        src.clone()
+    } else {
+        bundle.join(src)
+    };
+    let src_s = text::abs_path(&format!("{f}.source"), &src)?;
+    text::fstab_field(&format!("{f}.source"), &src_s)?;
+    // The only filesystem access of the planner: LXC must be told whether to create a
+    // directory or a file at a missing target.
+    let meta = std::fs::metadata(&src_s)
+        .map_err(|e| PlanError::invalid(&format!("{f}.source"), format!("{src_s}: {e}")))?;
+    let mut o = vec![if rec { "rbind" } else { "bind" }.to_string()];
+    for x in opts {
+        if is_flag(&x) {
+            o.push(x);
+        } else {
+            ignored.push(Ignored::new(
+                &format!("{f}.options"),
+                &format!("{x:?} is filesystem data, meaningless for a bind mount"),
+            ));
+        }
+    }
+    MountEntry {
+        source: src_s,
+        destination: dest,
+        fstype: "none".into(),
+        options: o,
+        create_dir: Some(meta.is_dir()),
+        optional: false,
+    }
+    .checked(f)
+}
+
+/// Where a non-bind mount goes, for the mounts LXC makes itself.
+struct Target<'a> {
+    field: &'a str,
+    dest: &'a str,
+    opts: &'a [String],
+}
+
+impl Target<'_> {
+    fn ignore(&self, ignored: &mut Vec<Ignored>, reason: &str) {
+        ignored.push(Ignored::new(&format!("{}.options", self.field), reason));
+    }
+}
+
+/// A cgroup filesystem becomes LXC's cgroup automount, which exists only at /sys/fs/cgroup.
+fn cgroup_mount(
+    t: &Target<'_>,
+    out: &mut Mounts,
+    ignored: &mut Vec<Ignored>,
+) -> Result<bool, PlanError> {
+    if t.dest != "/sys/fs/cgroup" {
+        return Err(PlanError::unsupported(
+            &format!("{}.destination", t.field),
+            "LXC mounts cgroup filesystems only at /sys/fs/cgroup",
+        ));
+    }
+    let ro = t.opts.iter().any(|o| o == "ro");
+    out.auto.push(
+        if ro {
+            "cgroup:ro:force"
+        } else {
+            "cgroup:rw:force"
+        }
+        .into(),
+    );
+    let own_options = ["ro", "rw", "nosuid", "nodev", "noexec", "relatime"];
+    if t.opts.iter().any(|o| !own_options.contains(&o.as_str())) {
+        t.ignore(
+            ignored,
+            "LXC's cgroup automount chooses its own options besides ro/rw",
         );
+    }
+    Ok(true)
+}
+
+/// lxc.autodev already mounts a tmpfs on /dev and fills it with the standard nodes; a second
+/// one from the spec would stack over it (runc has exactly one). Its size carries over; the
+/// mode is 0755 as in every runtime's /dev.
+fn dev_tmpfs(t: &Target<'_>, out: &mut Mounts, ignored: &mut Vec<Ignored>) -> bool {
+    let standard = ["nosuid", "strictatime", "mode=755", "mode=0755", "rw"];
+    for o in t.opts {
+        match o.strip_prefix("size=") {
+            Some(v) => match tmpfs_size_bytes(v) {
+                Some(bytes) => out.dev_tmpfs_size = Some(bytes),
+                None => t.ignore(
+                    ignored,
+                    &format!("/dev size {v:?}: LXC's autodev size is in bytes"),
+                ),
+            },
+            None if standard.contains(&o.as_str()) => {}
+            None => t.ignore(
+                ignored,
+                &format!("{o:?}: /dev is LXC's autodev tmpfs (mode 0755)"),
+            ),
+        }
+    }
+    true
+}
+
+/// lxc.pty.max makes LXC mount a new devpts instance at /dev/pts (newinstance,
+/// ptmxmode=0666,mode=0620,gid=5) and point /dev/ptmx at it; a second mount by us would be
+/// replaced by it.
+fn devpts(t: &Target<'_>, ignored: &mut Vec<Ignored>) -> bool {
+    let standard = [
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+        "gid=5",
+        "mode=620",
+    ];
+    if t.opts.iter().any(|o| !standard.contains(&o.as_str())) {
+        t.ignore(
+            ignored,
+            "/dev/pts is LXC's own devpts instance (newinstance,ptmxmode=0666,mode=0620,gid=5)",
+        );
+    }
+    true
+}
+
+/// Any other filesystem (tmpfs, proc, sysfs, mqueue, ...); the source defaults to the type.
+fn fs_mount(
+    f: &str,
+    m: &Mount,
+    typ: String,
+    dest: String,
+    opts: Vec<String>,
+) -> Result<MountEntry, PlanError> {
+    let source = match m
+        .source()
+        .as_ref()
+        .map(|s| s.to_string_lossy().into_owned())
+    {
+        Some(s) if !s.is_empty() => s,
+        _ => typ.clone(),
+    };
+    text::fstab_field(&format!("{f}.source"), &source)?;
+    MountEntry {
+        source,
+        destination: dest,
+        fstype: typ,
+        options: opts,
+        create_dir: Some(true),
+        optional: false,
+    }
+    .checked(f)
+}
+
+/// `paths` (of `field`) resolved in the image and checked as fstab fields, with the field name
+/// of each.
+fn resolved_paths(
+    field: &str,
+    paths: &[String],
+    rootfs: &Path,
+    fresh: &[String],
+) -> Result<Vec<(String, String)>, PlanError> {
+    let mut out = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let dest = text::abs_path(&f, Path::new(p))?;
+        let dest = resolve_in_rootfs(&f, rootfs, &dest, fresh)?;
+        if field == "linux.readonlyPaths" && dest == "/" {
+            return Err(PlanError::invalid(
+                &f,
+                "use root.readonly for the root filesystem",
+            ));
+        }
+        text::fstab_field(&f, &dest)?;
+        out.push((f, dest));
     }
     Ok(out)
 }
@@ -465,38 +620,30 @@ pub(crate) fn masked(
     fresh: &[String],
 ) -> Result<Vec<MountEntry>, PlanError> {
     let mut out = Vec::new();
-    for (i, p) in paths.iter().enumerate() {
-        let f = format!("linux.maskedPaths[{i}]");
-        let dest = text::abs_path(&f, Path::new(p))?;
-        let dest = resolve_in_rootfs(&f, rootfs, &dest, fresh)?;
-        text::fstab_field(&format!("linux.maskedPaths[{i}]"), &dest)?;
-        out.push(
-            MountEntry {
-                source: "/dev/null".into(),
-                destination: dest.clone(),
-                fstype: "none".into(),
-                options: vec!["bind".into(), "ro".into()],
-                create_dir: None,
-                optional: true,
-            }
-            .checked(&format!("linux.maskedPaths[{i}]"))?,
-        );
-        out.push(
-            MountEntry {
-                source: "tmpfs".into(),
-                destination: dest,
-                fstype: "tmpfs".into(),
-                options: vec![
-                    "ro".into(),
-                    "nosuid".into(),
-                    "nodev".into(),
-                    "noexec".into(),
-                ],
-                create_dir: None,
-                optional: true,
-            }
-            .checked(&format!("linux.maskedPaths[{i}]"))?,
-        );
+    for (f, dest) in resolved_paths("linux.maskedPaths", paths, rootfs, fresh)? {
+        let null = MountEntry {
+            source: "/dev/null".into(),
+            destination: dest.clone(),
+            fstype: "none".into(),
+            options: vec!["bind".into(), "ro".into()],
+            create_dir: None,
+            optional: true,
+        };
+        out.push(null.checked(&f)?);
+        let empty_dir = MountEntry {
+            source: "tmpfs".into(),
+            destination: dest,
+            fstype: "tmpfs".into(),
+            options: vec![
+                "ro".into(),
+                "nosuid".into(),
+                "nodev".into(),
+                "noexec".into(),
+            ],
+            create_dir: None,
+            optional: true,
+        };
+        out.push(empty_dir.checked(&f)?);
     }
     Ok(out)
 }
@@ -508,44 +655,129 @@ pub(crate) fn readonly(
     rootfs: &Path,
     fresh: &[String],
 ) -> Result<Vec<MountEntry>, PlanError> {
-    let mut out = Vec::new();
-    for (i, p) in paths.iter().enumerate() {
-        let f = format!("linux.readonlyPaths[{i}]");
-        let dest = text::abs_path(&f, Path::new(p))?;
-        let dest = resolve_in_rootfs(&f, rootfs, &dest, fresh)?;
-        if dest == "/" {
-            return Err(PlanError::invalid(
-                &format!("linux.readonlyPaths[{i}]"),
-                "use root.readonly for the root filesystem",
-            ));
-        }
-        text::fstab_field(&format!("linux.readonlyPaths[{i}]"), &dest)?;
-        out.push(
+    let options = ["rbind", "ro", "nosuid", "nodev", "noexec", "relative"];
+    resolved_paths("linux.readonlyPaths", paths, rootfs, fresh)?
+        .into_iter()
+        .map(|(f, dest)| {
             MountEntry {
                 source: dest.trim_start_matches('/').to_string(),
                 destination: dest,
                 fstype: "none".into(),
-                options: vec![
-                    "rbind".into(),
-                    "ro".into(),
-                    "nosuid".into(),
-                    "nodev".into(),
-                    "noexec".into(),
-                    "relative".into(),
-                ],
+                options: options.iter().map(|o| o.to_string()).collect(),
                 create_dir: None,
                 optional: true,
             }
-            .checked(&format!("linux.readonlyPaths[{i}]"))?,
-        );
-    }
-    Ok(out)
+            .checked(&f)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    fn mounts(v: serde_json::Value) -> Vec<Mount> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn lxc_takes_over_dev_devpts_and_cgroup_mounts() {
+        let m = mounts(serde_json::json!([
+            {"destination": "/dev", "type": "tmpfs", "options": ["nosuid", "size=64k", "mode=700"]},
+            {"destination": "/dev/pts", "type": "devpts", "options": ["newinstance", "gid=6"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup2", "options": ["ro", "nsdelegate"]},
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid"]},
+            {"destination": "/data", "type": "bind", "source": "/", "options": ["rbind", "ro", "size=1"]}
+        ]));
+        let mut ignored = Vec::new();
+        let out = convert(
+            &m,
+            "/b".as_ref(),
+            "/nonexistent-rootfs".as_ref(),
+            &mut ignored,
+        )
+        .unwrap();
+        assert_eq!(out.dev_tmpfs_size, Some(64 << 10));
+        assert_eq!(out.auto, ["cgroup:ro:force"]);
+        let values: Vec<String> = out.entries.iter().map(MountEntry::lxc_value).collect();
+        assert_eq!(
+            values,
+            [
+                "proc proc proc nosuid,create=dir 0 0",
+                "/ data none rbind,ro,create=dir 0 0"
+            ]
+        );
+        let fields: Vec<&str> = ignored.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "mounts[0].options",
+                "mounts[1].options",
+                "mounts[2].options",
+                "mounts[4].options"
+            ]
+        );
+    }
+
+    #[test]
+    fn runtime_only_options_and_reserved_targets_are_refused() {
+        let convert_one = |v: serde_json::Value| {
+            convert(
+                &mounts(serde_json::json!([v])),
+                "/b".as_ref(),
+                "/nonexistent-rootfs".as_ref(),
+                &mut Vec::new(),
+            )
+            .unwrap_err()
+            .field()
+            .to_string()
+        };
+        assert_eq!(
+            convert_one(
+                serde_json::json!({"destination": "/x", "type": "tmpfs", "options": ["create=dir"]})
+            ),
+            "mounts[0].options[0]"
+        );
+        assert_eq!(
+            convert_one(
+                serde_json::json!({"destination": ctinit_proto::CONTAINER_DIR, "type": "tmpfs"})
+            ),
+            "mounts[0].destination"
+        );
+        assert_eq!(
+            convert_one(serde_json::json!({"destination": "/x", "type": "cgroup"})),
+            "mounts[0].destination"
+        );
+    }
+
+    #[test]
+    fn layout_orders_helper_masked_sysctl_and_readonly_entries() {
+        let linux: Linux = serde_json::from_value(serde_json::json!({
+            "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}))
+        .unwrap();
+        let at = Places {
+            bundle: "/b".as_ref(),
+            rootfs: "/nonexistent-rootfs".as_ref(),
+            state_dir: "/s",
+        };
+        let files = ["/proc/sys/net/ipv4/ip_forward".to_string()];
+        let mut lines = Lines::default();
+        let layout = layout(&[], &linux, &at, &files, &mut lines, &mut Vec::new()).unwrap();
+        let values: Vec<String> = layout.entries.iter().map(MountEntry::lxc_value).collect();
+        assert_eq!(
+            values,
+            [
+                "/s dev/.ctinit none bind,ro,nosuid,nodev,create=dir 0 0",
+                "/dev/null proc/kcore none bind,ro,optional 0 0",
+                "tmpfs proc/kcore tmpfs ro,nosuid,nodev,noexec,optional 0 0",
+                "proc/sys/net/ipv4/ip_forward proc/sys/net/ipv4/ip_forward none bind,relative 0 0",
+                "proc/sys proc/sys none rbind,ro,nosuid,nodev,noexec,relative,optional 0 0",
+            ]
+        );
+        assert_eq!(layout.fresh, ["/dev"]);
+        assert!(lines.0.is_empty());
+    }
 
     #[test]
     fn resolves_links_inside_the_rootfs() {

@@ -28,35 +28,8 @@ pub(crate) fn init_spec(
     process: &Process,
     ignored: &mut Vec<Ignored>,
 ) -> Result<InitSpec, PlanError> {
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() {
-        return Err(PlanError::invalid("process.args", "must not be empty"));
-    }
-    for (i, a) in args.iter().enumerate() {
-        if a.contains('\0') {
-            return Err(PlanError::invalid(
-                &format!("process.args[{i}]"),
-                "contains a NUL byte",
-            ));
-        }
-    }
-    if process.command_line().is_some() {
-        return Err(PlanError::unsupported(
-            "process.commandLine",
-            "is for Windows containers",
-        ));
-    }
-    let env = process.env().clone().unwrap_or_default();
-    for (i, e) in env.iter().enumerate() {
-        let field = format!("process.env[{i}]");
-        if e.contains('\0') {
-            return Err(PlanError::invalid(&field, "contains a NUL byte"));
-        }
-        match e.split_once('=') {
-            Some((k, _)) if !k.is_empty() => {}
-            _ => return Err(PlanError::invalid(&field, "is not KEY=VALUE")),
-        }
-    }
+    let args = args(process)?;
+    let env = env(process)?;
     let cwd = process
         .cwd()
         .to_str()
@@ -82,6 +55,66 @@ pub(crate) fn init_spec(
         permitted: cap_names(c.permitted()),
         ambient: cap_names(c.ambient()),
     });
+    let rlimits = rlimits(process)?;
+    let console_size = console_size(process)?;
+    reject_unsupported(process)?;
+    Ok(InitSpec {
+        args,
+        env,
+        cwd,
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        umask: user.umask(),
+        capabilities,
+        rlimits,
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        oom_score_adj: process.oom_score_adj(),
+        terminal: process.terminal().unwrap_or(false),
+        console_size,
+        stdio: Default::default(),
+    })
+}
+
+/// `process.args`: not empty, no NUL (they become C strings); `commandLine` is Windows only.
+fn args(process: &Process) -> Result<Vec<String>, PlanError> {
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(PlanError::invalid("process.args", "must not be empty"));
+    }
+    if let Some(i) = args.iter().position(|a| a.contains('\0')) {
+        return Err(PlanError::invalid(
+            &format!("process.args[{i}]"),
+            "contains a NUL byte",
+        ));
+    }
+    if process.command_line().is_some() {
+        return Err(PlanError::unsupported(
+            "process.commandLine",
+            "is for Windows containers",
+        ));
+    }
+    Ok(args)
+}
+
+/// `process.env`: each `KEY=VALUE` with a non-empty key and no NUL.
+fn env(process: &Process) -> Result<Vec<String>, PlanError> {
+    let env = process.env().clone().unwrap_or_default();
+    for (i, e) in env.iter().enumerate() {
+        let field = format!("process.env[{i}]");
+        if e.contains('\0') {
+            return Err(PlanError::invalid(&field, "contains a NUL byte"));
+        }
+        match e.split_once('=') {
+            Some((k, _)) if !k.is_empty() => {}
+            _ => return Err(PlanError::invalid(&field, "is not KEY=VALUE")),
+        }
+    }
+    Ok(env)
+}
+
+/// `process.rlimits`: soft at most hard, each type once.
+fn rlimits(process: &Process) -> Result<Vec<Rlimit>, PlanError> {
     let mut rlimits = Vec::new();
     for (i, r) in process.rlimits().iter().flatten().enumerate() {
         if r.soft() > r.hard() {
@@ -103,49 +136,47 @@ pub(crate) fn init_spec(
             hard: r.hard(),
         });
     }
-    let console_size = match process.console_size() {
-        Some(b) => Some(ConsoleSize {
-            height: u16::try_from(b.height()).map_err(|_| {
-                PlanError::invalid("process.consoleSize.height", "is larger than 65535")
-            })?,
-            width: u16::try_from(b.width()).map_err(|_| {
-                PlanError::invalid("process.consoleSize.width", "is larger than 65535")
-            })?,
-        }),
-        None => None,
+    Ok(rlimits)
+}
+
+fn console_size(process: &Process) -> Result<Option<ConsoleSize>, PlanError> {
+    let Some(b) = process.console_size() else {
+        return Ok(None);
     };
-    if process.io_priority().is_some() {
-        return Err(PlanError::unsupported(
+    let side = |v: u64, field: &str| {
+        u16::try_from(v).map_err(|_| PlanError::invalid(field, "is larger than 65535"))
+    };
+    Ok(Some(ConsoleSize {
+        height: side(b.height(), "process.consoleSize.height")?,
+        width: side(b.width(), "process.consoleSize.width")?,
+    }))
+}
+
+/// The first of `checks` (present, field, reason) that is present, as an Unsupported error.
+pub(crate) fn first_unsupported(checks: &[(bool, &str, &str)]) -> Result<(), PlanError> {
+    match checks.iter().find(|(present, _, _)| *present) {
+        Some((_, field, why)) => Err(PlanError::unsupported(field, *why)),
+        None => Ok(()),
+    }
+}
+
+/// Process fields the helper does not apply.
+fn reject_unsupported(process: &Process) -> Result<(), PlanError> {
+    first_unsupported(&[
+        (
+            process.io_priority().is_some(),
             "process.ioPriority",
             "the helper does not set I/O priorities",
-        ));
-    }
-    if process.scheduler().is_some() {
-        return Err(PlanError::unsupported(
+        ),
+        (
+            process.scheduler().is_some(),
             "process.scheduler",
             "the helper does not set scheduling policies",
-        ));
-    }
-    if process.exec_cpu_affinity().is_some() {
-        return Err(PlanError::unsupported(
+        ),
+        (
+            process.exec_cpu_affinity().is_some(),
             "process.execCPUAffinity",
             "the helper does not set CPU affinity",
-        ));
-    }
-    Ok(InitSpec {
-        args,
-        env,
-        cwd,
-        uid: user.uid(),
-        gid: user.gid(),
-        additional_gids: user.additional_gids().clone().unwrap_or_default(),
-        umask: user.umask(),
-        capabilities,
-        rlimits,
-        no_new_privileges: process.no_new_privileges().unwrap_or(false),
-        oom_score_adj: process.oom_score_adj(),
-        terminal: process.terminal().unwrap_or(false),
-        console_size,
-        stdio: Default::default(),
-    })
+        ),
+    ])
 }

@@ -159,15 +159,8 @@ impl ContainerPlan {
         out
     }
 
-    /// The Proxmox rendering: `ct_conf` for `/etc/pve/lxc/VMID.conf` (Proxmox-native keys, then
-    /// the raw `lxc.*` keys Proxmox accepts) and `include`, to be written at `include_path`, with
-    /// the keys Proxmox does not accept and the resets of what `common.conf` (pulled in by
-    /// `ostype: unmanaged`) sets but the spec must decide.
-    pub fn render_pve(&self, include_path: &Path) -> PveRender {
-        let mut ct = String::new();
-        for l in self.description.split('\n') {
-            let _ = writeln!(ct, "#{}", text::pve_encode_text(l));
-        }
+    /// The Proxmox-native keys of the CT config (unsorted).
+    fn pve_native_keys(&self) -> Vec<(&'static str, String)> {
         let arch = match std::env::consts::ARCH {
             "x86_64" => "amd64",
             "x86" => "i386",
@@ -176,7 +169,7 @@ impl ContainerPlan {
             "riscv64" => "riscv64",
             other => other,
         };
-        let mut native: Vec<(&str, String)> = vec![
+        let mut native: Vec<(&'static str, String)> = vec![
             ("arch", arch.to_string()),
             ("console", "0".into()),
             ("onboot", "0".into()),
@@ -214,11 +207,11 @@ impl ContainerPlan {
         if p.unprivileged {
             native.push(("unprivileged", "1".into()));
         }
-        native.sort_by(|a, b| a.0.cmp(b.0));
-        for (k, v) in &native {
-            let _ = writeln!(ct, "{k}: {v}");
-        }
+        native
+    }
 
+    /// The include file's header and the resets of what `common.conf` sets.
+    fn include_header(&self) -> String {
         let mut inc = String::new();
         let _ = writeln!(
             inc,
@@ -246,6 +239,25 @@ impl ContainerPlan {
             }
             let _ = writeln!(inc, "{k} =");
         }
+        inc
+    }
+
+    /// The Proxmox rendering: `ct_conf` for `/etc/pve/lxc/VMID.conf` (Proxmox-native keys, then
+    /// the raw `lxc.*` keys Proxmox accepts) and `include`, to be written at `include_path`, with
+    /// the keys Proxmox does not accept and the resets of what `common.conf` (pulled in by
+    /// `ostype: unmanaged`) sets but the spec must decide.
+    pub fn render_pve(&self, include_path: &Path) -> PveRender {
+        let mut ct = String::new();
+        for l in self.description.split('\n') {
+            let _ = writeln!(ct, "#{}", text::pve_encode_text(l));
+        }
+        let mut native = self.pve_native_keys();
+        native.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in &native {
+            let _ = writeln!(ct, "{k}: {v}");
+        }
+
+        let mut inc = self.include_header();
         if let Some(o) = self.rootfs_options() {
             line(&mut inc, "lxc.rootfs.options", &o);
         }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ct_init_bin::{install_helper, write_spec, InitListener, StdioFds};
+use ct_init_bin::{install_helper, write_spec, InitConnection, InitListener, StdioFds};
 use ctinit_proto::StdioFlags;
 use lxc_config::{CgroupMode, ContainerPlan, NodeFacts, PlanRequest};
 use serde_json::{json, Value};
@@ -35,6 +35,13 @@ fn lxc_available() -> bool {
         return false;
     }
     true
+}
+
+impl Ct {
+    /// A fresh container, or `None` (with the reason printed) where the real-LXC tests cannot run.
+    fn if_available() -> Option<Ct> {
+        lxc_available().then(Ct::new)
+    }
 }
 
 fn node_facts() -> NodeFacts {
@@ -158,16 +165,9 @@ impl Ct {
         plan
     }
 
-    /// Starts the container and plays the protocol: stdin, stdout and stderr are pipes.
-    /// Returns (stdin writer, stdout reader, stderr reader).
-    fn start(&mut self, plan: &ContainerPlan) -> (fs::File, fs::File, fs::File) {
-        let mut init = plan.init.clone();
-        init.stdio = StdioFlags {
-            stdin: true,
-            stdout: true,
-            stderr: true,
-        };
-        write_spec(&self.state().join(ctinit_proto::INIT_SPEC_NAME), &init).unwrap();
+    /// Writes the helper's spec, runs `lxc-start -F` and waits for the helper to connect.
+    fn launch(&mut self, init: &lxc_config::InitSpec) -> InitConnection {
+        write_spec(&self.state().join(ctinit_proto::INIT_SPEC_NAME), init).unwrap();
         let listener =
             InitListener::bind(&self.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
         let child = Command::new("lxc-start")
@@ -182,9 +182,21 @@ impl Ct {
             .spawn()
             .unwrap();
         self.lxc_start = Some(child);
-        let conn = listener
+        listener
             .accept(T)
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.log_text()));
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log_text()))
+    }
+
+    /// Starts the container and plays the protocol: stdin, stdout and stderr are pipes.
+    /// Returns (stdin writer, stdout reader, stderr reader).
+    fn start(&mut self, plan: &ContainerPlan) -> (fs::File, fs::File, fs::File) {
+        let mut init = plan.init.clone();
+        init.stdio = StdioFlags {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+        };
+        let conn = self.launch(&init);
         let (in_r, in_w) = nix::unistd::pipe().unwrap();
         let (out_r, out_w) = nix::unistd::pipe().unwrap();
         let (err_r, err_w) = nix::unistd::pipe().unwrap();
@@ -213,6 +225,12 @@ impl Ct {
         let (out, err) = (out.recv_timeout(T).unwrap(), err.recv_timeout(T).unwrap());
         self.wait_stopped();
         (out, err)
+    }
+
+    /// Runs `spec` to the end and checks its stdout, line by line.
+    fn run_expecting(&mut self, spec: &Value, expected: &[&str]) {
+        let (out, err) = self.run(spec);
+        assert_eq!(lines(&out), expected, "stderr: {err}\n{}", self.log_text());
     }
 
     fn wait_stopped(&mut self) {
@@ -295,10 +313,9 @@ fn lines(s: &str) -> Vec<&str> {
 
 #[test]
 fn identity_env_cwd_hostname_capabilities_network() {
-    if !lxc_available() {
+    let Some(mut ct) = Ct::if_available() else {
         return;
-    }
-    let mut ct = Ct::new();
+    };
     let mut spec = base_spec(
         "echo \"env=$FOO|$BAR\"; pwd; id -u; id -g; id -G; hostname; \
          grep CapBnd /proc/self/status; grep CapEff /proc/self/status; echo pid=$$; \
@@ -315,33 +332,33 @@ fn identity_env_cwd_hostname_capabilities_network() {
         "ambient": ["CAP_KILL"],
         "inheritable": ["CAP_KILL"]
     });
-    let (out, err) = ct.run(&spec);
-    let expected = [
-        "env=a b=c|x",
-        "y",
-        "/work",
-        "1000",
-        "1000",
-        "1000 10 20",
-        "lxcfg-host",
-        // CAP_CHOWN (0), CAP_KILL (5), CAP_NET_BIND_SERVICE (10): 0x421.
-        "CapBnd:\t0000000000000421",
-        // CAP_KILL kept as an ambient capability across the exec of sh.
-        "CapEff:\t0000000000000020",
-        "pid=1",
-        // A new network namespace with only loopback (header lines have no ':').
-        "1",
-        "done",
-    ];
-    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+    ct.run_expecting(
+        &spec,
+        &[
+            "env=a b=c|x",
+            "y",
+            "/work",
+            "1000",
+            "1000",
+            "1000 10 20",
+            "lxcfg-host",
+            // CAP_CHOWN (0), CAP_KILL (5), CAP_NET_BIND_SERVICE (10): 0x421.
+            "CapBnd:\t0000000000000421",
+            // CAP_KILL kept as an ambient capability across the exec of sh.
+            "CapEff:\t0000000000000020",
+            "pid=1",
+            // A new network namespace with only loopback (header lines have no ':').
+            "1",
+            "done",
+        ],
+    );
 }
 
 #[test]
 fn mounts_readonly_root_rlimit_masked_paths_seccomp_devices() {
-    if !lxc_available() {
+    let Some(mut ct) = Ct::if_available() else {
         return;
-    }
-    let mut ct = Ct::new();
+    };
     let host_data = ct.dir.path().join("hostdata");
     fs::create_dir_all(&host_data).unwrap();
     fs::write(host_data.join("hello"), "from the host\n").unwrap();
@@ -376,35 +393,35 @@ fn mounts_readonly_root_rlimit_masked_paths_seccomp_devices() {
     spec["linux"]["devices"] =
         json!([{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 438}]);
     spec["linux"]["resources"] = json!({"devices": [{"allow": false, "access": "rwm"}]});
-    let (out, err) = ct.run(&spec);
-    let expected = [
-        "root=ro",
-        "from the host",
-        "data=ro",
-        "tmp=rw",
-        "from the host",
-        "from the host",
-        "nofile=256/512",
-        "secret=0",
-        "secretdir=0",
-        "work=ro",
-        "mkdir: can't create directory '/tmp/d': Permission denied",
-        "mynull=ok",
-        "4",
-        "done",
-    ];
-    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+    ct.run_expecting(
+        &spec,
+        &[
+            "root=ro",
+            "from the host",
+            "data=ro",
+            "tmp=rw",
+            "from the host",
+            "from the host",
+            "nofile=256/512",
+            "secret=0",
+            "secretdir=0",
+            "work=ro",
+            "mkdir: can't create directory '/tmp/d': Permission denied",
+            "mynull=ok",
+            "4",
+            "done",
+        ],
+    );
 }
 
 /// The memory limit lands in the container's own cgroup (`linux.cgroupsPath`) and the kernel
 /// enforces it: allocating past it gets the allocating process OOM-killed.
 #[test]
 fn memory_limit_is_enforced_by_the_container_cgroup() {
-    if !lxc_available() {
-        return;
-    }
     let facts = node_facts();
-    let mut ct = Ct::new();
+    let Some(mut ct) = Ct::if_available() else {
+        return;
+    };
     let cgroup = format!("lxc-config-test-{}", ct.name);
     const LIMIT: i64 = 32 * 1024 * 1024;
     let mut spec = base_spec(
@@ -516,11 +533,10 @@ fn golden_configs_load_in_installed_lxc() {
 /// include's resets must leave exactly the spec's security and limits.
 #[test]
 fn pve_rendering_resets_common_conf() {
-    if !lxc_available() {
-        return;
-    }
     let facts = node_facts();
-    let mut ct = Ct::new();
+    let Some(mut ct) = Ct::if_available() else {
+        return;
+    };
     let mut spec = base_spec(
         "grep -E '^(CapBnd|Seccomp):' /proc/self/status; hostname; \
          head -c 3 /dev/zero | wc -c; echo done; read go",
@@ -605,11 +621,10 @@ fn pve_rendering_resets_common_conf() {
 /// sysctl, sysfs read-only with the cgroup filesystem on it showing the container's own limit.
 #[test]
 fn proc_sys_sysctl_and_cgroup_mount() {
-    if !lxc_available() {
-        return;
-    }
     let facts = node_facts();
-    let mut ct = Ct::new();
+    let Some(mut ct) = Ct::if_available() else {
+        return;
+    };
     let mut spec = base_spec(
         "echo timer_list=$(cat /proc/timer_list | wc -c); \
          echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo procsys=rw || echo procsys=ro; \
@@ -757,24 +772,24 @@ fn seccomp_allowlist_with_argument_filter() {
              "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}]}
         ]
     });
-    let (out, err) = ct.run(&spec);
-    let expected = [
-        "mkdir: can't create directory '/tmp/d': Operation not permitted",
-        "kill0=ok",
-        "sh: can't kill pid 1: Operation not permitted",
-        "done",
-    ];
-    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+    ct.run_expecting(
+        &spec,
+        &[
+            "mkdir: can't create directory '/tmp/d': Operation not permitted",
+            "kill0=ok",
+            "sh: can't kill pid 1: Operation not permitted",
+            "done",
+        ],
+    );
 }
 
 /// Kubernetes pods: a container joins another one's network namespace by path
 /// (`lxc.namespace.share.net`).
 #[test]
 fn join_network_namespace_by_path() {
-    if !lxc_available() {
+    let Some(mut sandbox) = Ct::if_available() else {
         return;
-    }
-    let mut sandbox = Ct::new();
+    };
     let spec = base_spec("readlink /proc/self/ns/net; read go");
     let plan = sandbox.prepare(&spec);
     let (mut stdin, stdout, _stderr) = sandbox.start(&plan);
@@ -801,10 +816,9 @@ fn join_network_namespace_by_path() {
 /// account under `/var/run/secrets/...`.
 #[test]
 fn mount_target_through_absolute_symlink() {
-    if !lxc_available() {
+    let Some(mut ct) = Ct::if_available() else {
         return;
-    }
-    let mut ct = Ct::new();
+    };
     let root = ct.bundle().join("rootfs");
     fs::create_dir_all(root.join("run")).unwrap();
     fs::create_dir_all(root.join("var")).unwrap();
@@ -833,10 +847,9 @@ fn mount_target_through_absolute_symlink() {
 /// `hostNetwork: true`); a new time namespace gets the spec's clock offsets.
 #[test]
 fn host_network_and_time_offsets() {
-    if !lxc_available() {
+    let Some(mut ct) = Ct::if_available() else {
         return;
-    }
-    let mut ct = Ct::new();
+    };
     let mut spec = base_spec("readlink /proc/self/ns/net; cut -d. -f1 /proc/uptime; echo done");
     let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
     ns.retain(|n| n["type"] != "network");
@@ -867,11 +880,10 @@ fn host_network_and_time_offsets() {
 /// and cpuset limits land in the container's cgroup.
 #[test]
 fn net_device_personality_and_cpu_limits() {
-    if !lxc_available() {
-        return;
-    }
     let facts = node_facts();
-    let mut ct = Ct::new();
+    let Some(mut ct) = Ct::if_available() else {
+        return;
+    };
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     // Interface names are at most 15 bytes.
     let host_if = format!("lxcfg{}x{n}", std::process::id() % 100_000);
@@ -952,10 +964,9 @@ fn net_device_personality_and_cpu_limits() {
 /// masked and read-only paths, default capabilities and device rules work together.
 #[test]
 fn containerd_default_spec() {
-    if !lxc_available() {
+    let Some(mut ct) = Ct::if_available() else {
         return;
-    }
-    let mut ct = Ct::new();
+    };
     let caps = json!([
         "CAP_CHOWN",
         "CAP_DAC_OVERRIDE",
@@ -1007,30 +1018,30 @@ fn containerd_default_spec() {
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
     });
-    let (out, err) = ct.run(&spec);
-    let expected = [
-        "CapEff:\t00000000a80425fb",
-        "CapBnd:\t00000000a80425fb",
-        "CapAmb:\t0000000000000000",
-        "nofile=1024",
-        "dirs=ok",
-        "0",
-        "1",
-        // mknod is allowed ("b *:* m"), opening a block device is not.
-        "blk=denied",
-        "done",
-    ];
-    assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+    ct.run_expecting(
+        &spec,
+        &[
+            "CapEff:\t00000000a80425fb",
+            "CapBnd:\t00000000a80425fb",
+            "CapAmb:\t0000000000000000",
+            "nofile=1024",
+            "dirs=ok",
+            "0",
+            "1",
+            // mknod is allowed ("b *:* m"), opening a block device is not.
+            "blk=denied",
+            "done",
+        ],
+    );
 }
 
 /// A Kubernetes app container: it joins the sandbox's network, IPC, UTS and PID namespaces by
 /// path (the spec still names the pod's hostname) and gets its own mount and cgroup namespaces.
 #[test]
 fn pod_app_container_joins_sandbox_namespaces() {
-    if !lxc_available() {
+    let Some(mut sandbox) = Ct::if_available() else {
         return;
-    }
-    let mut sandbox = Ct::new();
+    };
     let mut spec = base_spec("echo ready; read go # sandbox-marker");
     spec["hostname"] = json!("my-pod");
     let plan = sandbox.prepare(&spec);
@@ -1153,33 +1164,16 @@ fn user_namespace_mappings() {
 /// spec's console size.
 #[test]
 fn terminal_in_the_container_devpts() {
-    if !lxc_available() {
+    let Some(mut ct) = Ct::if_available() else {
         return;
-    }
-    let mut ct = Ct::new();
+    };
     let mut spec = base_spec("tty; stty size; echo done");
     spec["process"]["terminal"] = json!(true);
     spec["process"]["consoleSize"] = json!({"height": 33, "width": 101});
     let plan = ct.prepare(&spec);
     let mut init = plan.init.clone();
     init.stdio = StdioFlags::default();
-    write_spec(&ct.state().join(ctinit_proto::INIT_SPEC_NAME), &init).unwrap();
-    let listener = InitListener::bind(&ct.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
-    let child = Command::new("lxc-start")
-        .args(["-F", "-n", &ct.name, "-P"])
-        .arg(ct.lxcpath())
-        .arg("-o")
-        .arg(ct.log())
-        .args(["-l", "DEBUG"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    ct.lxc_start = Some(child);
-    let conn = listener
-        .accept(T)
-        .unwrap_or_else(|e| panic!("{e}\n{}", ct.log_text()));
+    let conn = ct.launch(&init);
     conn.send_stdio(StdioFds::default()).unwrap();
     let master = conn
         .wait_ready(T)
