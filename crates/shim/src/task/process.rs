@@ -142,45 +142,28 @@ impl ProcessState {
     }
 
     pub fn start(&mut self) -> Result<()> {
-        match self.status {
-            Status::Created => {
-                self.status = Status::Running;
-                Ok(())
-            }
-            other => Err(ShimError::FailedPrecondition(format!(
-                "cannot start {}: it is {}",
-                self.what(),
-                describe(other)
-            ))),
-        }
+        self.transition(Status::Created, Status::Running, "start")
     }
 
     pub fn pause(&mut self) -> Result<()> {
-        match self.status {
-            Status::Running => {
-                self.status = Status::Paused;
-                Ok(())
-            }
-            other => Err(ShimError::FailedPrecondition(format!(
-                "cannot pause {}: it is {}",
-                self.what(),
-                describe(other)
-            ))),
-        }
+        self.transition(Status::Running, Status::Paused, "pause")
     }
 
     pub fn resume(&mut self) -> Result<()> {
-        match self.status {
-            Status::Paused => {
-                self.status = Status::Running;
-                Ok(())
-            }
-            other => Err(ShimError::FailedPrecondition(format!(
-                "cannot resume {}: it is {}",
+        self.transition(Status::Paused, Status::Running, "resume")
+    }
+
+    /// Moves `from` -> `to`; from any other state fails, naming `doing` and the state.
+    fn transition(&mut self, from: Status, to: Status, doing: &str) -> Result<()> {
+        if self.status != from {
+            return Err(ShimError::FailedPrecondition(format!(
+                "cannot {doing} {}: it is {}",
                 self.what(),
-                describe(other)
-            ))),
+                describe(self.status)
+            )));
         }
+        self.status = to;
+        Ok(())
     }
 
     /// Records the exit; a second report of the same exit is ignored (first one wins).
