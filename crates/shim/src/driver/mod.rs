@@ -71,7 +71,7 @@ pub enum DriverRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vmid: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pve: Option<PveSection>,
+        pve: Option<Box<PveSection>>,
     },
 }
 
@@ -131,7 +131,11 @@ pub async fn recover(
             return lxc_at(lxcpath.clone(), name, exits);
         }
         Some((DriverRecord::Pve { vmid, pve }, name)) => {
-            match pve.clone().or_else(|| host().and_then(|c| c.pve)) {
+            match pve
+                .as_deref()
+                .cloned()
+                .or_else(|| host().and_then(|c| c.pve))
+            {
                 Some(settings) => (settings, *vmid),
                 // No settings to reach Proxmox with: stop what LXC runs under that name.
                 None => return lxc_at(PathBuf::from(pve::PVE_LXCPATH), name, exits),

@@ -361,7 +361,7 @@ impl Driver for PveDriver {
     fn record(&self, name: &str) -> DriverRecord {
         DriverRecord::Pve {
             vmid: name.parse().ok(),
-            pve: Some(self.settings.clone()),
+            pve: Some(Box::new(self.settings.clone())),
         }
     }
 
