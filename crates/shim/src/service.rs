@@ -16,11 +16,12 @@ use containerd_shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion}
 use containerd_shim::{api::DeleteResponse, Config, Flags, StartOpts};
 use log::{info, warn};
 
-use crate::config::{ShimConfig, DEFAULT_LXCPATH};
-use crate::driver::lxc::LxcDriver;
-use crate::driver::namespaced_lxcpath;
-use crate::exits::ChildExits;
-use crate::task::{state_dir_for, teardown, BundleState, TaskService, BUNDLE_STATE_FILE};
+use crate::config::ShimConfig;
+use crate::host::exits::ChildExits;
+use crate::task::container::teardown;
+use crate::task::events::timestamp;
+use crate::task::record::{state_dir_for, BundleRecord};
+use crate::task::TaskService;
 use crate::RUNTIME_NAME;
 
 /// CRI annotation naming the pod sandbox a container belongs to.
@@ -226,66 +227,28 @@ impl Shim for Service {
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-        let state: Option<BundleState> = std::fs::read(bundle.join(BUNDLE_STATE_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let (lxcpath, name, state_dir, rootfs_mounted, pid) = match &state {
-            Some(s) => (
-                s.lxcpath.clone(),
-                s.name.clone(),
-                s.state_dir.clone(),
-                s.rootfs_mounted,
-                s.init_pid,
-            ),
-            None => {
-                let base = ShimConfig::load_host()
-                    .map(|c| c.lxc.lxcpath)
-                    .unwrap_or_else(|_| PathBuf::from(DEFAULT_LXCPATH));
-                (
-                    namespaced_lxcpath(&base, &self.namespace),
-                    self.id.clone(),
-                    state_dir_for(&self.namespace, &self.id),
-                    // Without our record, the rootfs may still be mounted by us.
-                    true,
-                    0,
-                )
-            }
+        let record = BundleRecord::read(&bundle);
+        let (state_dir, rootfs_mounted, pid) = match &record {
+            Some(r) => (r.state_dir.clone(), r.rootfs_mounted, r.init_pid),
+            // Without our record, the rootfs may still be mounted by us.
+            None => (state_dir_for(&self.namespace, &self.id), true, 0),
         };
         info!("delete {} from bundle {}", self.id, bundle.display());
         match ChildExits::start().await {
-            Ok(exits) => match crate::driver::pve::driver_for_delete(
-                state.as_ref(),
-                &self.namespace,
-                &self.id,
-                exits.clone(),
-            )
-            .await
-            {
-                Some((driver, names)) => {
-                    for name in names {
-                        teardown(&driver, &name, &state_dir, &bundle, rootfs_mounted).await;
-                    }
+            Ok(exits) => {
+                let recorded = record.as_ref().map(|r| (&r.driver, r.name.as_str()));
+                let (driver, names) =
+                    crate::driver::recover(recorded, &self.namespace, &self.id, exits).await;
+                for name in names {
+                    teardown(driver.as_ref(), &name, &state_dir, &bundle, rootfs_mounted).await;
                 }
-                None => {
-                    let driver = LxcDriver::new(lxcpath, exits);
-                    teardown(&driver, &name, &state_dir, &bundle, rootfs_mounted).await;
-                }
-            },
+            }
             Err(e) => warn!("delete: cannot watch children: {e}"),
         }
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
         Ok(DeleteResponse {
             pid,
             exit_status: 128 + libc::SIGKILL as u32,
-            exited_at: MessageField::some(
-                containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp {
-                    seconds: now.as_secs() as i64,
-                    nanos: now.subsec_nanos() as i32,
-                    ..Default::default()
-                },
-            ),
+            exited_at: MessageField::some(timestamp(SystemTime::now())),
             ..Default::default()
         })
     }

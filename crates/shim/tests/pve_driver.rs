@@ -118,7 +118,7 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
     std::fs::create_dir_all(&state_dir).unwrap();
-    let exits = shim::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
     // The first candidate exists already: the claim must move on to the next one.
     std::fs::write(server.context().config_path(980000), "arch: amd64\n").unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980000, 980009]), exits).unwrap();
@@ -189,7 +189,7 @@ async fn failures_carry_proxmox_message() {
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
     std::fs::create_dir_all(&state_dir).unwrap();
-    let exits = shim::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980100, 980109]), exits).unwrap();
     let plan = plan(dir.path(), &state_dir);
     let spec = CreateSpec {

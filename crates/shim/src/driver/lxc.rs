@@ -9,40 +9,35 @@ use std::time::Duration;
 use async_trait::async_trait;
 use log::{debug, warn};
 
-use super::{lxc_attach_command, run_command, CreateSpec, Driver};
+use super::lxc_node::{init_exit, LxcNode};
+use super::{CreateSpec, Driver, DriverRecord, StartedInit};
 use crate::errors::{IoContext, Result, ShimError};
-use crate::exits::ChildExits;
+use crate::host::command::run_command;
+use crate::host::exits::ChildExits;
 
 pub struct LxcDriver {
-    lxcpath: PathBuf,
-    exits: ChildExits,
+    node: LxcNode,
 }
 
 impl LxcDriver {
     pub fn new(lxcpath: PathBuf, exits: ChildExits) -> Self {
-        LxcDriver { lxcpath, exits }
+        LxcDriver {
+            node: LxcNode::new(lxcpath, exits),
+        }
     }
 
     fn container_dir(&self, name: &str) -> PathBuf {
-        self.lxcpath.join(name)
+        self.node.lxcpath().join(name)
     }
 }
 
 /// Where lxc-start logs; read back to explain a failed start.
-pub fn log_path(state_dir: &Path) -> PathBuf {
+fn log_path(state_dir: &Path) -> PathBuf {
     state_dir.join("lxc.log")
 }
 
 #[async_trait]
 impl Driver for LxcDriver {
-    fn kind(&self) -> &'static str {
-        "lxc"
-    }
-
-    fn lxcpath(&self) -> &Path {
-        &self.lxcpath
-    }
-
     async fn create(&self, spec: &CreateSpec<'_>) -> Result<String> {
         let name = spec.id;
         let dir = self.container_dir(name);
@@ -50,7 +45,7 @@ impl Driver for LxcDriver {
             return Err(ShimError::AlreadyExists(format!(
                 "LXC container {} already exists in {}",
                 name,
-                self.lxcpath.display()
+                self.node.lxcpath().display()
             )));
         }
         std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
@@ -59,13 +54,14 @@ impl Driver for LxcDriver {
         Ok(name.to_string())
     }
 
-    async fn start(&self, name: &str, state_dir: &Path) -> Result<Option<u32>> {
+    async fn start(&self, name: &str, state_dir: &Path) -> Result<StartedInit> {
+        let from_monitor = self.node.watch_exit(name).await?;
         let mut cmd = std::process::Command::new("lxc-start");
         cmd.arg("-F")
             .arg("-n")
             .arg(name)
             .arg("-P")
-            .arg(&self.lxcpath)
+            .arg(self.node.lxcpath())
             .arg("-o")
             .arg(log_path(state_dir))
             .arg("-l")
@@ -74,28 +70,34 @@ impl Driver for LxcDriver {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn().ctx(|| "run lxc-start".to_string())?;
-        debug!("lxc-start for {name} is pid {}", child.id());
-        Ok(Some(child.id()))
+        let pid = child.id();
+        debug!("lxc-start for {name} is pid {pid}");
+        let supervisor_exit = self.node.exits().wait(pid as i32);
+        Ok(StartedInit {
+            supervisor: Some(pid),
+            exit: init_exit(name, from_monitor, Some(supervisor_exit)),
+        })
     }
 
     fn exec_command(&self, name: &str, helper_args: &[String]) -> std::process::Command {
-        lxc_attach_command(&self.lxcpath, name, helper_args)
+        self.node.attach_command(name, helper_args)
     }
 
     async fn destroy(&self, name: &str, _state_dir: &Path) -> Result<()> {
         let dir = self.container_dir(name);
-        if !dir.exists() {
+        // An empty name would be the lxcpath itself.
+        if name.is_empty() || !dir.exists() {
             return Ok(());
         }
-        if self.is_running(name).await {
+        if self.node.is_running(name).await {
             let mut cmd = std::process::Command::new("lxc-stop");
             cmd.arg("-k")
                 .arg("-n")
                 .arg(name)
                 .arg("-P")
-                .arg(&self.lxcpath);
-            let out = run_command(&self.exits, cmd, Duration::from_secs(30)).await?;
-            if out.code != 0 && self.is_running(name).await {
+                .arg(self.node.lxcpath());
+            let out = run_command(self.node.exits(), cmd, Duration::from_secs(30)).await?;
+            if out.code != 0 && self.node.is_running(name).await {
                 return Err(ShimError::Internal(format!(
                     "lxc-stop {name} failed ({}): {}",
                     out.code,
@@ -113,21 +115,36 @@ impl Driver for LxcDriver {
         Ok(())
     }
 
-    async fn is_running(&self, name: &str) -> bool {
-        // liblxc's command socket answers only while the container's monitor runs.
-        let mut cmd = std::process::Command::new("lxc-info");
-        cmd.arg("-s")
-            .arg("-H")
-            .arg("-n")
-            .arg(name)
-            .arg("-P")
-            .arg(&self.lxcpath);
-        match run_command(&self.exits, cmd, Duration::from_secs(10)).await {
-            Ok(out) => {
-                let state = out.stdout.trim();
-                !state.is_empty() && state != "STOPPED"
-            }
-            Err(_) => false,
+    fn record(&self, _name: &str) -> DriverRecord {
+        DriverRecord::Lxc {
+            lxcpath: self.node.lxcpath().to_path_buf(),
         }
+    }
+
+    /// The first errors of LXC's log name the cause; later ones are consequences ("failed to
+    /// spawn"). Without errors, its last lines.
+    fn failure_detail(&self, state_dir: &Path) -> Option<String> {
+        let log = std::fs::read_to_string(log_path(state_dir)).unwrap_or_default();
+        let mut lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" ERROR "))
+            .take(4)
+            .collect();
+        if lines.is_empty() {
+            lines = log.lines().rev().take(3).collect();
+            lines.reverse();
+        }
+        if lines.is_empty() {
+            return None;
+        }
+        let lines: Vec<&str> = lines
+            .iter()
+            .map(|l| match l.find(" - ") {
+                // Drop LXC's "name timestamp LEVEL file:func:line" prefix.
+                Some(i) => &l[i + 3..],
+                None => l,
+            })
+            .collect();
+        Some(format!("LXC said: {}", lines.join(" | ")))
     }
 }

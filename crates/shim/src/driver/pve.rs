@@ -27,10 +27,11 @@ use pve_client::{
     TlsTrust, VmidAllocator, VmidRange, WaitOptions,
 };
 
-use super::{lxc_attach_command, run_command, CreateSpec, Driver};
+use super::lxc_node::{init_exit, LxcNode};
+use super::{container_hash, CreateSpec, Driver, DriverRecord, StartedInit};
 use crate::config::PveSection;
 use crate::errors::{IoContext, Result, ShimError};
-use crate::exits::ChildExits;
+use crate::host::exits::ChildExits;
 
 /// Where Proxmox VE keeps its CTs for LXC (`lxc-start -n VMID -P /var/lib/lxc`).
 pub const PVE_LXCPATH: &str = "/var/lib/lxc";
@@ -44,16 +45,13 @@ pub struct PveDriver {
     settings: PveSection,
     client: Client,
     allocator: VmidAllocator,
-    exits: ChildExits,
-    lxcpath: PathBuf,
+    node: LxcNode,
 }
 
 /// The tag that names one containerd container (namespace and id hashed: ids are longer and
 /// freer than a Proxmox tag may be).
 pub fn container_tag(prefix: &str, namespace: &str, id: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{namespace}/{id}").as_bytes());
-    format!("{prefix}-cid-{}", &hex::encode(digest)[..16])
+    format!("{prefix}-cid-{}", container_hash(namespace, id))
 }
 
 /// Reads the token secret, refusing a file that group or others may read (or write).
@@ -177,8 +175,7 @@ impl PveDriver {
             client: client_for(settings)?,
             allocator: VmidAllocator::new(range),
             settings: settings.clone(),
-            exits,
-            lxcpath: PathBuf::from(PVE_LXCPATH),
+            node: LxcNode::new(PathBuf::from(PVE_LXCPATH), exits),
         })
     }
 
@@ -216,6 +213,23 @@ impl PveDriver {
             .collect())
     }
 
+    /// For `shim delete` without a recorded VMID: the CTs tagged for `namespace/id`, or one
+    /// empty name when there is none, so the rest of the cleanup still runs.
+    pub async fn names_by_tag(&self, namespace: &str, id: &str) -> Vec<String> {
+        let names: Vec<String> = match self.find_by_container(namespace, id).await {
+            Ok(found) => found.iter().map(u32::to_string).collect(),
+            Err(e) => {
+                warn!("delete {namespace}/{id}: looking for its CT: {e}");
+                Vec::new()
+            }
+        };
+        if names.is_empty() {
+            vec![String::new()]
+        } else {
+            names
+        }
+    }
+
     /// Tags with the configured prefix (the plan uses lxc-config's default one) and the
     /// container's own tag.
     fn tags(&self, spec: &CreateSpec<'_>) -> Vec<String> {
@@ -237,14 +251,6 @@ impl PveDriver {
 
 #[async_trait]
 impl Driver for PveDriver {
-    fn kind(&self) -> &'static str {
-        "pve"
-    }
-
-    fn lxcpath(&self) -> &Path {
-        &self.lxcpath
-    }
-
     async fn create(&self, spec: &CreateSpec<'_>) -> Result<String> {
         let include_path = spec.state_dir.join(INCLUDE_NAME);
         let mut plan = spec.plan.clone();
@@ -288,8 +294,10 @@ impl Driver for PveDriver {
         Ok(vmid.to_string())
     }
 
-    async fn start(&self, name: &str, _state_dir: &Path) -> Result<Option<u32>> {
+    async fn start(&self, name: &str, _state_dir: &Path) -> Result<StartedInit> {
         let vmid = Self::vmid(name)?;
+        // Proxmox (systemd) is the parent of lxc-start: no supervisor child, the monitor only.
+        let from_monitor = self.node.watch_exit(name).await?;
         let node = self.settings.node.clone();
         let outcome = self
             .client
@@ -302,11 +310,14 @@ impl Driver for PveDriver {
                 ShimError::Internal(format!("start CT {vmid}: {e}"))
             })?;
         debug!("CT {vmid} started ({} status polls)", outcome.polls);
-        Ok(None)
+        Ok(StartedInit {
+            supervisor: None,
+            exit: init_exit(name, from_monitor, None),
+        })
     }
 
     fn exec_command(&self, name: &str, helper_args: &[String]) -> std::process::Command {
-        lxc_attach_command(&self.lxcpath, name, helper_args)
+        self.node.attach_command(name, helper_args)
     }
 
     async fn destroy(&self, name: &str, _state_dir: &Path) -> Result<()> {
@@ -347,83 +358,17 @@ impl Driver for PveDriver {
         }
     }
 
-    async fn is_running(&self, name: &str) -> bool {
-        let mut cmd = std::process::Command::new("lxc-info");
-        cmd.arg("-s")
-            .arg("-H")
-            .arg("-n")
-            .arg(name)
-            .arg("-P")
-            .arg(&self.lxcpath);
-        match run_command(&self.exits, cmd, Duration::from_secs(10)).await {
-            Ok(out) => {
-                let state = out.stdout.trim();
-                !state.is_empty() && state != "STOPPED"
-            }
-            Err(e) => {
-                warn!("lxc-info {name}: {e}");
-                false
-            }
+    fn record(&self, name: &str) -> DriverRecord {
+        DriverRecord::Pve {
+            vmid: name.parse().ok(),
+            pve: Some(Box::new(self.settings.clone())),
         }
     }
-}
 
-/// For `shim delete` (the shim that made the container may be gone): the pve driver and the
-/// CTs to remove, when the bundle's record says `pve` (or, without a record, the host config
-/// does). The VMID comes from the record or else from the container's tag; the list holds an
-/// empty name when no CT is left, so the rest of the cleanup still runs. `None`: not pve.
-pub async fn driver_for_delete(
-    state: Option<&crate::task::BundleState>,
-    namespace: &str,
-    id: &str,
-    exits: ChildExits,
-) -> Option<(PveDriver, Vec<String>)> {
-    use crate::config::{DriverKind, ShimConfig};
-    let (settings, vmid) = match state {
-        Some(s) if s.driver != DriverKind::Pve => return None,
-        Some(s) => {
-            let settings = s
-                .pve
-                .clone()
-                .or_else(|| ShimConfig::load_host().ok().and_then(|c| c.pve))?;
-            (settings, s.vmid)
-        }
-        None => {
-            let host = ShimConfig::load_host().ok()?;
-            if host.driver() != DriverKind::Pve {
-                return None;
-            }
-            (host.pve?, None)
-        }
-    };
-    let driver = match PveDriver::new(&settings, exits) {
-        Ok(d) => d,
-        Err(e) => {
-            warn!("delete {namespace}/{id}: cannot reach Proxmox VE: {e}");
-            return None;
-        }
-    };
-    let names = match vmid {
-        Some(v) => vec![v.to_string()],
-        None => match driver.find_by_container(namespace, id).await {
-            Ok(found) => {
-                if !found.is_empty() {
-                    info!("delete {namespace}/{id}: CT(s) {found:?} found by their tag");
-                }
-                found.iter().map(u32::to_string).collect()
-            }
-            Err(e) => {
-                warn!("delete {namespace}/{id}: looking for its CT: {e}");
-                Vec::new()
-            }
-        },
-    };
-    let names = if names.is_empty() {
-        vec![String::new()]
-    } else {
-        names
-    };
-    Some((driver, names))
+    /// Proxmox starts the CT through systemd; the task log is already in the start's error.
+    fn failure_detail(&self, _state_dir: &Path) -> Option<String> {
+        None
+    }
 }
 
 #[cfg(test)]

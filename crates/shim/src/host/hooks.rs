@@ -13,24 +13,22 @@
 //! OCI's state JSON), so `createRuntime`/`createContainer` run after pivot_root, not before:
 //! documented in docs/shim.md.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use oci_spec::runtime::Hook;
 
-use crate::errors::{IoContext, Result, ShimError};
-use crate::exits::ChildExits;
+use crate::errors::{Result, ShimError};
+use crate::host::command::run_command_with_input;
+use crate::host::exits::ChildExits;
 
+/// Where a hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Where {
+pub enum RunIn {
+    /// The runtime's (host's) namespaces.
     Host,
     /// The container's namespaces; with `root`, also its root directory and cwd.
-    Container {
-        pid: u32,
-        root: bool,
-    },
+    Container { pid: u32, root: bool },
 }
 
 /// The OCI state of a container, as hooks read it on stdin.
@@ -60,7 +58,7 @@ pub async fn run_all(
     kind: &str,
     hooks: &[Hook],
     state: &[u8],
-    place: Where,
+    place: RunIn,
 ) -> Result<()> {
     for (i, hook) in hooks.iter().enumerate() {
         run_one(exits, hook, state, place).await.map_err(|e| {
@@ -73,10 +71,10 @@ pub async fn run_all(
     Ok(())
 }
 
-async fn run_one(exits: &ChildExits, hook: &Hook, state: &[u8], place: Where) -> Result<()> {
+async fn run_one(exits: &ChildExits, hook: &Hook, state: &[u8], place: RunIn) -> Result<()> {
     let args = hook.args().clone().unwrap_or_default();
     let mut cmd = match place {
-        Where::Host => {
+        RunIn::Host => {
             let mut cmd = std::process::Command::new(hook.path());
             if let Some(argv0) = args.first() {
                 std::os::unix::process::CommandExt::arg0(&mut cmd, argv0);
@@ -84,7 +82,7 @@ async fn run_one(exits: &ChildExits, hook: &Hook, state: &[u8], place: Where) ->
             cmd.args(args.iter().skip(1));
             cmd
         }
-        Where::Container { pid, root } => {
+        RunIn::Container { pid, root } => {
             let mut cmd = std::process::Command::new("nsenter");
             cmd.arg("--target")
                 .arg(pid.to_string())
@@ -102,48 +100,12 @@ async fn run_one(exits: &ChildExits, hook: &Hook, state: &[u8], place: Where) ->
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().ctx(|| "start hook".to_string())?;
-    let exit = exits.wait(child.id() as i32);
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin must not block us.
-        let state = state.to_vec();
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&state);
-        });
-    }
-    let stderr = child.stderr.take();
-    let read_err = tokio::task::spawn_blocking(move || {
-        let mut text = String::new();
-        if let Some(mut s) = stderr {
-            let _ = std::io::Read::read_to_string(&mut s, &mut text);
-        }
-        text
-    });
     let limit = hook
         .timeout()
         .filter(|t| *t > 0)
         .map(|t| Duration::from_secs(t as u64));
-    let code = match limit {
-        Some(limit) => match tokio::time::timeout(limit, exit).await {
-            Ok(code) => code.unwrap_or(-1),
-            Err(_) => {
-                let _ = child.kill();
-                return Err(ShimError::Internal(format!(
-                    "timed out after {}s",
-                    limit.as_secs()
-                )));
-            }
-        },
-        None => exit.await.unwrap_or(-1),
-    };
-    let stderr = tokio::time::timeout(Duration::from_secs(1), read_err)
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or_default();
+    let out = run_command_with_input(exits, cmd, Some(state.to_vec()), limit).await?;
+    let (code, stderr) = (out.code, out.stderr);
     if code != 0 {
         return Err(ShimError::Internal(format!(
             "exited with {code}{}",

@@ -17,7 +17,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::errors::{IoContext, Result, ShimError};
-use crate::exits::ChildExits;
+use crate::host::exits::ChildExits;
 
 /// What the container process gets, in the order stdin, stdout, stderr. `None` becomes
 /// /dev/null inside the container.
@@ -78,22 +78,12 @@ fn parse_sink(uri: &str) -> Result<Sink> {
     }
 }
 
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it is, and bytes that
+/// are not UTF-8 after decoding become U+FFFD (a path containerd gave us is UTF-8 already).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -496,5 +486,29 @@ mod tests {
             _ => panic!("expected binary"),
         }
         assert!(parse_sink("http://x").is_err());
+    }
+
+    #[test]
+    fn percent_decoding_handles_multibyte_and_truncated_escapes() {
+        // A multi-byte character right after `%` once made the decoder slice inside it.
+        assert_eq!(percent_decode("%é1"), "%é1");
+        assert_eq!(percent_decode("%aé"), "%aé");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("a%20"), "a ");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+        assert!(matches!(parse_sink("file:///tmp/%€x").unwrap(), Sink::File(p) if p == "/tmp/%€x"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_any_uri_never_panics(uri in "\\PC*", tail in "[%€é0-9a-fA-F]{0,6}") {
+            let _ = parse_sink(&uri);
+            let _ = parse_sink(&format!("binary:///{uri}%{tail}?{tail}=%{uri}"));
+            let decoded = percent_decode(&format!("{uri}%{tail}"));
+            // Nothing to decode, nothing changed.
+            if !uri.contains('%') {
+                proptest::prop_assert!(decoded.starts_with(&uri));
+            }
+        }
     }
 }

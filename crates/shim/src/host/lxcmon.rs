@@ -7,15 +7,15 @@
 //! `\0lxc/<fnv64a("lxc/<lxcpath>/monitor-sock")>/<lxcpath>`. There is no replay, so the shim
 //! connects before it starts a container, and starts `lxc-monitord` when none runs.
 
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use log::{debug, warn};
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
+
+use crate::host::exits::ExitTable;
 
 /// `struct lxc_msg { int type; char name[NAME_MAX + 1]; int value; }` (LXC 3-5).
 const MSG_SIZE: usize = 4 + 256 + 4;
@@ -102,16 +102,10 @@ fn spawn_monitord(lxcpath: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-#[derive(Default)]
-struct Waiters {
-    exits: HashMap<String, oneshot::Sender<i32>>,
-    unclaimed: HashMap<String, i32>,
-}
-
 /// One connection to the lxcpath's monitor, shared by every container of this shim.
 #[derive(Clone)]
 pub struct LxcMonitor {
-    waiters: Arc<Mutex<Waiters>>,
+    exits: ExitTable<String>,
 }
 
 impl LxcMonitor {
@@ -143,9 +137,9 @@ impl LxcMonitor {
             std::os::unix::net::UnixStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
         })?;
         let monitor = LxcMonitor {
-            waiters: Arc::default(),
+            exits: ExitTable::default(),
         };
-        let waiters = monitor.waiters.clone();
+        let exits = monitor.exits.clone();
         let lxcpath = lxcpath.to_path_buf();
         tokio::spawn(async move {
             let mut stream = stream;
@@ -160,18 +154,7 @@ impl LxcMonitor {
                 };
                 debug!("LXC monitor: {name}: {event:?}");
                 if let MonitorEvent::ExitStatus(status) = event {
-                    let Ok(mut w) = waiters.lock() else { return };
-                    match w.exits.remove(&name) {
-                        Some(tx) => {
-                            let _ = tx.send(status);
-                        }
-                        None => {
-                            if w.unclaimed.len() > 4096 {
-                                w.unclaimed.clear();
-                            }
-                            w.unclaimed.insert(name, status);
-                        }
-                    }
+                    exits.report(name, status);
                 }
             }
         });
@@ -181,26 +164,12 @@ impl LxcMonitor {
     /// Resolves with the raw wait status of container `name`'s init. Register before starting
     /// the container; a status that arrived earlier for that name is returned at once.
     pub fn wait_exit(&self, name: &str) -> oneshot::Receiver<i32> {
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut w) = self.waiters.lock() {
-            match w.unclaimed.remove(name) {
-                Some(status) => {
-                    let _ = tx.send(status);
-                }
-                None => {
-                    w.exits.insert(name.to_string(), tx);
-                }
-            }
-        }
-        rx
+        self.exits.wait(name.to_string())
     }
 
     /// Forgets a stale status (a previous container of the same name).
     pub fn forget(&self, name: &str) {
-        if let Ok(mut w) = self.waiters.lock() {
-            w.unclaimed.remove(name);
-            w.exits.remove(name);
-        }
+        self.exits.forget(&name.to_string());
     }
 }
 

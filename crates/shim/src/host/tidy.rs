@@ -19,9 +19,9 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, CloneFlags};
 
-use crate::driver::run_command;
 use crate::errors::{IoContext, Result, ShimError};
-use crate::exits::ChildExits;
+use crate::host::command::run_command;
+use crate::host::exits::ChildExits;
 
 /// The hidden subcommand of the shim binary that does the work in the container.
 pub const SUBCOMMAND: &str = "tidy-container";

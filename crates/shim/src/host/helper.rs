@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ct_init_bin::{HostError, InitConnection, InitListener, StdioFds};
 
 use crate::errors::{Result, ShimError};
-use crate::stdio::ContainerStdio;
+use crate::host::stdio::ContainerStdio;
 
 fn host_error(context: &str, e: HostError) -> ShimError {
     match e {
