@@ -11,6 +11,7 @@
 //! - [`exits`]: exits of the shim's own children, routed by pid.
 //! - [`cgroup`]: pids, stats, freeze/thaw, OOM for a container's cgroup.
 //! - [`driver`]: the node drivers (`lxc`, `pve`).
+//! - [`features`]: the OCI features document `-info` reports.
 //! - [`tidy`]: removes LXC's traces from the workload's view of its mounts and `/dev`.
 
 pub mod cgroup;
@@ -20,6 +21,7 @@ pub mod devices;
 pub mod driver;
 pub mod errors;
 pub mod exits;
+pub mod features;
 pub mod helper;
 pub mod hooks;
 pub mod lxcmon;
