@@ -129,6 +129,7 @@ pub async fn run_command(
 }
 
 /// The per-namespace lxcpath: containers of different containerd namespaces may share an id.
+/// Long namespaces are shortened so that LXC's monitor socket name fits.
 pub fn namespaced_lxcpath(base: &Path, namespace: &str) -> PathBuf {
-    base.join(namespace)
+    crate::lxcmon::lxcpath_for_namespace(base, namespace)
 }
