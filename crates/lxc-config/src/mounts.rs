@@ -54,6 +54,27 @@ pub(crate) const PROPAGATION: &[&str] = &[
 /// LXC's own options; a spec must not be able to smuggle them in.
 const LXC_ONLY: &[&str] = &["optional", "relative", "create=dir", "create=file"];
 
+/// The OCI mount options this translation honours: LXC's flags and propagation, plus `bind` and
+/// `rbind`. What the runtime's features document reports (`mountOptions`).
+pub fn supported_options() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = FLAGS
+        .iter()
+        .chain(PROPAGATION)
+        .chain(&["bind", "rbind"])
+        .copied()
+        .collect();
+    all.sort_unstable();
+    all
+}
+
+/// runc's recursive mount attributes (`rro`, `rnosuid`, ... applied with mount_setattr and
+/// AT_RECURSIVE): LXC 5 has no such option and would pass the word to the filesystem as data,
+/// where a bind mount ignores it, so a `rro` volume would stay writable.
+fn is_recursive_attr(o: &str) -> bool {
+    o.strip_prefix('r')
+        .is_some_and(|rest| FLAGS.contains(&rest) && !FLAGS.contains(&o))
+}
+
 /// One rendered mount, before LXC syntax.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
@@ -173,6 +194,12 @@ fn options(
                 ))
             }
             "tmpcopyup" => return Err(PlanError::unsupported(&of, "tmpcopyup is not supported")),
+            o if is_recursive_attr(o) => {
+                return Err(PlanError::unsupported(
+                    &of,
+                    format!("{o} (recursive mount attributes) is not supported"),
+                ))
+            }
             "remount" => return Err(PlanError::unsupported(&of, "remount is not supported")),
             _ => out.push(o),
         }
@@ -777,6 +804,29 @@ mod tests {
         );
         assert_eq!(layout.fresh, ["/dev"]);
         assert!(lines.0.is_empty());
+    }
+
+    #[test]
+    fn recursive_attributes_are_told_apart_from_plain_flags() {
+        for o in [
+            "rro",
+            "rrw",
+            "rnosuid",
+            "rnoexec",
+            "rnodev",
+            "ratime",
+            "rnosymfollow",
+        ] {
+            assert!(is_recursive_attr(o), "{o}");
+        }
+        for o in [
+            "ro", "rw", "relatime", "rprivate", "rshared", "rbind", "size=1m",
+        ] {
+            assert!(!is_recursive_attr(o), "{o}");
+        }
+        let supported = supported_options();
+        assert!(supported.contains(&"rbind") && supported.contains(&"rslave"));
+        assert!(!supported.iter().any(|o| is_recursive_attr(o)));
     }
 
     #[test]

@@ -374,6 +374,17 @@ fn rejections_name_their_field() {
             "idmapped",
         ),
         (
+            // runc applies `rro` recursively; LXC cannot, and must not pass it on silently.
+            with(
+                &min,
+                "/mounts",
+                json!([{"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind", "rro"]}]),
+            ),
+            l,
+            "mounts[0].options[1]",
+            "rro (recursive mount attributes) is not supported",
+        ),
+        (
             with(
                 &min,
                 "/mounts",

@@ -57,11 +57,7 @@ pub fn runtime_info() -> Result<Vec<u8>, String> {
         crate::config::DriverKind::Lxc => "lxc",
         crate::config::DriverKind::Pve => "pve",
     };
-    let features = serde_json::json!({
-        "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.2.0",
-        "annotations": { "io.containerd.proxmox-lxc.driver": driver },
-    });
+    let features = crate::host::features::document(driver);
     let info = RuntimeInfo {
         name: RUNTIME_NAME.to_string(),
         version: MessageField::some(RuntimeVersion {

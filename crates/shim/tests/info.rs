@@ -107,3 +107,115 @@ fn info_names_runtime_and_the_driver_the_options_select() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn strings(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// runc's recursive mount attributes: `r` + a plain flag (`rro`, `rnosuid`, ...).
+fn is_recursive_attr(o: &str, plain: &std::collections::BTreeSet<String>) -> bool {
+    o.strip_prefix('r').is_some_and(|rest| plain.contains(rest))
+}
+
+#[test]
+fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
+    let ours = features(&info(b""));
+    // The document's shape, whatever runc is installed.
+    for key in ["hooks", "mountOptions", "linux", "ociVersionMin"] {
+        assert!(ours.get(key).is_some(), "features lack {key}: {ours}");
+    }
+    let options = strings(&ours["mountOptions"]);
+    assert!(
+        !options.contains("rro"),
+        "rro is not supported: {options:?}"
+    );
+    let Ok(out) = Command::new("runc").arg("features").output() else {
+        eprintln!("info: SKIP the comparison with runc: runc is not installed");
+        return;
+    };
+    assert!(out.status.success(), "runc features failed");
+    let runc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // Same sections; every linux section runc has, the shim answers too.
+    for key in runc.as_object().unwrap().keys() {
+        assert!(
+            ours.get(key).is_some(),
+            "runc reports {key}, the shim does not"
+        );
+    }
+    for key in runc["linux"].as_object().unwrap().keys() {
+        assert!(
+            ours["linux"].get(key).is_some(),
+            "runc reports linux.{key}, the shim does not"
+        );
+    }
+    assert_eq!(strings(&ours["hooks"]), strings(&runc["hooks"]));
+
+    // Mount options: the same words; runc's extra ones are exactly the recursive attributes
+    // (mount_setattr), tmpcopyup, remount and acl/noacl (MS_POSIXACL, not in LXC's flag table),
+    // which LXC does not apply.
+    let runc_options = strings(&runc["mountOptions"]);
+    assert!(
+        options.is_subset(&runc_options),
+        "options runc does not know: {:?}",
+        options.difference(&runc_options).collect::<Vec<_>>()
+    );
+    for extra in runc_options.difference(&options) {
+        assert!(
+            is_recursive_attr(extra, &options)
+                || ["tmpcopyup", "remount", "acl", "noacl"].contains(&extra.as_str()),
+            "runc supports mount option {extra}, the shim neither does nor says why"
+        );
+    }
+
+    // Namespaces: all of runc's but user (not supported yet) and time (not exercised).
+    let ns = strings(&ours["linux"]["namespaces"]);
+    let runc_ns = strings(&runc["linux"]["namespaces"]);
+    assert!(ns.is_subset(&runc_ns));
+    for extra in runc_ns.difference(&ns) {
+        assert!(
+            ["user", "time"].contains(&extra.as_str()),
+            "namespace {extra}"
+        );
+    }
+
+    // Capabilities: every one the kernel has, by runc's names.
+    let caps = strings(&ours["linux"]["capabilities"]);
+    assert!(caps.contains("CAP_SYS_ADMIN") && caps.contains("CAP_CHOWN"));
+    assert!(caps.is_subset(&strings(&runc["linux"]["capabilities"])));
+
+    // Seccomp: the actions LXC applies exactly; runc's extra ones are approximated (KILL_PROCESS
+    // as KILL, LOG as ALLOW) or refused (TRACE, NOTIFY).
+    let seccomp = &ours["linux"]["seccomp"];
+    let runc_seccomp = &runc["linux"]["seccomp"];
+    assert_eq!(seccomp["enabled"], runc_seccomp["enabled"]);
+    let actions = strings(&seccomp["actions"]);
+    let runc_actions = strings(&runc_seccomp["actions"]);
+    assert!(actions.is_subset(&runc_actions));
+    for extra in runc_actions.difference(&actions) {
+        assert!(
+            [
+                "SCMP_ACT_KILL_PROCESS",
+                "SCMP_ACT_LOG",
+                "SCMP_ACT_TRACE",
+                "SCMP_ACT_NOTIFY"
+            ]
+            .contains(&extra.as_str()),
+            "seccomp action {extra}"
+        );
+    }
+    assert_eq!(
+        strings(&seccomp["operators"]),
+        strings(&runc_seccomp["operators"])
+    );
+    assert!(strings(&seccomp["archs"]).is_subset(&strings(&runc_seccomp["archs"])));
+    // cgroup v1 and v2 as runc (the systemd driver is not offered).
+    assert_eq!(ours["linux"]["cgroup"]["v1"], runc["linux"]["cgroup"]["v1"]);
+    assert_eq!(ours["linux"]["cgroup"]["v2"], runc["linux"]["cgroup"]["v2"]);
+}

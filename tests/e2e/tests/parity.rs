@@ -343,9 +343,14 @@ fn cases() -> Vec<Case> {
         case("writable_root", writable_root),
         case("bind_mount_rw", bind_mount_rw),
         case("bind_mount_ro", bind_mount_ro),
+        Case {
+            compare: false,
+            ..case("bind_mount_rro_applied_or_refused_by_name", bind_mount_rro)
+        },
         case("network_namespace_private", net_private),
         case("network_host", net_host),
         case("hostname", hostname),
+        case("long_namespace_and_id", long_namespace_and_id),
         case("capabilities_default", caps_default),
         case("capabilities_add_drop", caps_add_drop),
         case("capabilities_privileged", caps_privileged),
@@ -681,6 +686,186 @@ fn bind_mount_ro(ctx: &Ctx) -> Result<Transcript> {
         !dir.join("nope").exists(),
         "a read-only bind mount was written"
     );
+    Ok(t)
+}
+
+/// A host tmpfs under the bind source, unmounted when dropped.
+struct HostSubmount(PathBuf);
+
+impl Drop for HostSubmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn bind_mount_rro(ctx: &Ctx) -> Result<Transcript> {
+    // `rro` (recursive read-only, mount_setattr): runc makes the submount read-only too and
+    // lists `rro` in its features. The shim does not list it (LXC cannot apply it) and must
+    // refuse it by name rather than hand out a writable submount.
+    let dir = bind_dir(ctx)?;
+    let sub = dir.join("sub");
+    std::fs::create_dir_all(&sub)?;
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "e2e-rro", &sub.to_string_lossy()])
+        .status()?;
+    ensure!(status.success(), "mount a tmpfs at {}", sub.display());
+    let submount = HostSubmount(sub.clone());
+    let mount = format!(
+        "type=bind,src={},dst=/host,options=rbind:rro",
+        dir.display()
+    );
+    let (t, out) = simple(
+        ctx,
+        &["--mount", &mount],
+        "touch /host/sub/nope; echo \"status=$?\"",
+        None,
+    )?;
+    if ctx.is_shim() {
+        ensure!(
+            out.status.0 != 0,
+            "the shim ran a spec with an rro mount: {}",
+            shown(&out)
+        );
+        ensure!(
+            out.stderr_str().contains("rro"),
+            "the error does not name the option (rro): {}",
+            out.stderr_str()
+        );
+    } else {
+        expect_output(
+            &out,
+            0,
+            "status=1\n",
+            "touch: /host/sub/nope: Read-only file system\n",
+        )?;
+    }
+    let written = sub.join("nope").exists();
+    drop(submount);
+    ensure!(!written, "a recursively read-only submount was written");
+    ctx.cd.force_remove(&ctx.id);
+    assert_nothing_left(ctx.cd, &ctx.id)?;
+    Ok(t)
+}
+
+/// `ctr --namespace NS ARGS...` against the case's containerd.
+fn ctr_in(ctx: &Ctx, namespace: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(ctx.cd.version.ctr());
+    cmd.arg("--address")
+        .arg(&ctx.cd.address)
+        .arg("--namespace")
+        .arg(namespace)
+        .args(args);
+    cmd
+}
+
+/// Pads `base` with "-x..." to exactly `len` characters (containerd's limit for namespaces
+/// and ids is 76).
+fn padded(base: &str, len: usize) -> String {
+    let mut s = format!("{base}-");
+    while s.len() < len {
+        s.push('x');
+    }
+    s.truncate(len);
+    s
+}
+
+fn long_namespace_and_id(ctx: &Ctx) -> Result<Transcript> {
+    // Names at containerd's limit: the lxcpath, LXC's monitor and command sockets and every
+    // path derived from them must still work (LXC's monitor socket name does not hash a long
+    // lxcpath; it fails instead).
+    let namespace = padded(&format!("ns{}", ctx.id.replace('-', "")), 76);
+    let id = padded(&ctx.id, 76);
+    let tarball = ctx.cd.work.join("images.oci.tar");
+    let import = cmd::run(
+        &mut ctr_in(
+            ctx,
+            &namespace,
+            &["images", "import", &tarball.to_string_lossy()],
+        ),
+        None,
+        RUN_TIMEOUT,
+    )?;
+    expect_status(&import, 0)?;
+    let runtime = ctx.runtime_flag();
+    let out = cmd::run(
+        &mut ctr_in(
+            ctx,
+            &namespace,
+            &[
+                "run",
+                "--rm",
+                &runtime,
+                BUSYBOX_IMAGE,
+                &id,
+                "sh",
+                "-c",
+                "echo ran; exit 3",
+            ],
+        ),
+        None,
+        RUN_TIMEOUT,
+    );
+    // Leave the namespace empty whatever happened, so containerd can drop it.
+    let _ = cmd::run(
+        &mut ctr_in(ctx, &namespace, &["task", "rm", "-f", &id]),
+        None,
+        RUN_TIMEOUT,
+    );
+    let _ = cmd::run(
+        &mut ctr_in(ctx, &namespace, &["container", "rm", &id]),
+        None,
+        RUN_TIMEOUT,
+    );
+    let images = cmd::run(
+        &mut ctr_in(ctx, &namespace, &["images", "ls", "-q"]),
+        None,
+        RUN_TIMEOUT,
+    )?
+    .stdout_str();
+    for image in images.lines().filter(|l| !l.trim().is_empty()) {
+        let _ = cmd::run(
+            &mut ctr_in(ctx, &namespace, &["images", "rm", image.trim()]),
+            None,
+            RUN_TIMEOUT,
+        );
+    }
+    let out = out?;
+    let mut t = Transcript::default();
+    t.add_output("", &out);
+    expect_output(&out, 3, "ran\n", "")?;
+    // Nothing left: no LXC container directory (whatever the namespace's lxcpath), no cgroup,
+    // no process.
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let mut traces: Vec<String> = host::cgroups_of(&namespace, &id)
+            .into_iter()
+            .map(|c| format!("cgroup left: {}", c.display()))
+            .collect();
+        for entry in std::fs::read_dir(SHIM_LXCPATH)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.path().join(&id).exists() {
+                traces.push(format!(
+                    "LXC container dir left under {}",
+                    entry.path().display()
+                ));
+            }
+        }
+        for p in host::processes_matching(&[&id]) {
+            traces.push(format!("process {} still runs: {}", p.pid, p.cmdline));
+        }
+        if traces.is_empty() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{id} left traces:\n  {}",
+            traces.join("\n  ")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Ok(t)
 }
 
@@ -1100,9 +1285,71 @@ fn pause_resume(ctx: &Ctx) -> Result<Transcript> {
     Ok(t)
 }
 
+/// How a metrics value compares between runtimes: limits exactly (no limit is u64::MAX on v2,
+/// as runc's shim reads `max`), other numbers by zero / non-zero / u64::MAX, arrays by length
+/// class, so usage that legitimately differs still has to be present and of the same kind.
+/// (ctr's JSON leaves zero fields out, so "0" and "absent" are the same here.)
+fn metrics_shape(v: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(o) => {
+            if !path.is_empty() {
+                out.push((path.to_string(), "{}".to_string()));
+            }
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            for k in keys {
+                metrics_shape(&o[k], &format!("{path}/{k}"), out);
+            }
+        }
+        Value::Array(a) => {
+            let class = if a.is_empty() { "[]" } else { "[..]" };
+            out.push((path.to_string(), class.to_string()));
+        }
+        Value::Number(n) => {
+            let leaf = path.rsplit('/').next().unwrap_or("");
+            // Dirty and under-writeback pages come and go with the kernel's flusher; whether
+            // page cache sits on the active or the inactive list is the kernel's LRU choice
+            // (compared as a sum by the caller).
+            if leaf.contains("dirty") || leaf.contains("writeback") || leaf.ends_with("active_file")
+            {
+                return;
+            }
+            let class = match n.as_u64() {
+                Some(u64::MAX) => "max".to_string(),
+                Some(x) if leaf == "limit" || leaf.ends_with("_limit") => x.to_string(),
+                Some(0) => "0".to_string(),
+                _ => "non-zero".to_string(),
+            };
+            out.push((path.to_string(), class));
+        }
+        other => out.push((path.to_string(), other.to_string())),
+    }
+}
+
 fn metrics(ctx: &Ctx) -> Result<Transcript> {
-    ctx.run_detached(&["--null-io"], "exec sleep 1000")?;
+    // Some CPU time in user and kernel mode and some page cache, so that those counters are
+    // non-zero under both runtimes; then the workload sleeps and the metrics are read.
+    ctx.run_detached(
+        &["--null-io"],
+        "dd if=/dev/zero of=/tmp/cache bs=64k count=64 2>/dev/null; \
+         dd if=/dev/zero of=/dev/null bs=1M count=3000 2>/dev/null; \
+         i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; exec sleep 1000",
+    )?;
     let id = ctx.id.as_str();
+    let pid = ctx
+        .cd
+        .task_pid(id)?
+        .ok_or_else(|| anyhow!("no pid for task {id}"))?;
+    let comm = format!("/proc/{pid}/comm");
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+        ensure!(
+            Instant::now() < deadline,
+            "the workload of {id} did not reach its sleep"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let table = ctx.cd.ctr_ok(&["task", "metrics", id])?.stdout_str();
     let json_out = ctx
         .cd
@@ -1110,12 +1357,6 @@ fn metrics(ctx: &Ctx) -> Result<Transcript> {
         .stdout_str();
     let v: serde_json::Value = serde_json::from_str(&json_out).context("metrics JSON")?;
     let mut t = Transcript::default();
-    let mut keys: Vec<String> = v
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
-    keys.sort();
-    t.add("top-level keys", keys.join(","));
     let pids = v
         .pointer("/pids/current")
         .and_then(|x| x.as_u64())
@@ -1127,10 +1368,22 @@ fn metrics(ctx: &Ctx) -> Result<Transcript> {
         .unwrap_or(0);
     t.add("pids.current", pids.to_string());
     t.add("memory usage > 0", (mem > 0).to_string());
-    t.add(
-        "table has memory row",
-        table.contains("memory.").to_string(),
-    );
+    // Every field of the JSON, by shape; and the table's rows by name.
+    let mut shape = Vec::new();
+    metrics_shape(&v, "", &mut shape);
+    for (path, class) in shape {
+        t.add(&format!("json {path}"), class);
+    }
+    let rows: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    t.add("table rows", rows.join(","));
+    let file_lru: u64 = ["/memory/active_file", "/memory/inactive_file"]
+        .iter()
+        .filter_map(|p| v.pointer(p).and_then(|x| x.as_u64()))
+        .sum();
+    t.add("memory (in)active_file > 0", (file_lru > 0).to_string());
     ensure!(pids == 1, "pids.current = {pids}, expected 1:\n{json_out}");
     ensure!(mem > 0, "memory usage is 0:\n{json_out}");
     ctx.cd

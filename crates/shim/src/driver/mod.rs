@@ -181,8 +181,9 @@ fn lxc_at(lxcpath: PathBuf, name: &str, exits: ChildExits) -> (Arc<dyn Driver>, 
 }
 
 /// The per-namespace lxcpath: containers of different containerd namespaces may share an id.
+/// Long namespaces are shortened so that LXC's monitor socket name fits.
 pub fn namespaced_lxcpath(base: &Path, namespace: &str) -> PathBuf {
-    base.join(namespace)
+    crate::host::lxcmon::lxcpath_for_namespace(base, namespace)
 }
 
 /// The hash of `namespace/id`, hex: names a container where its id is too long or too free

@@ -64,6 +64,29 @@ pub fn socket_name(lxcpath: &Path) -> Vec<u8> {
     name
 }
 
+/// The longest lxcpath LXC 5 can monitor: `lxc_monitor_sock_name` (src/lxc/monitor.c) writes
+/// "@lxc/<16 hex>/<lxcpath>" into the 107 usable bytes of `sun_path` and fails with
+/// ENAMETOOLONG past that (lxc-monitord then never listens), although the command socket
+/// (commands_utils.c `lxc_make_abstract_socket_name`) hashes a long name instead.
+pub const MAX_LXCPATH_LEN: usize = 107 - "@lxc/".len() - 16 - "/".len() - 1;
+
+/// The lxcpath for a containerd namespace under `base`: `base/<namespace>` where LXC can
+/// monitor it, else `base/<start of namespace>+<fnv1a64 of namespace>`, which fits ('+' is not
+/// allowed in containerd namespace names, so it cannot collide with a plain one).
+pub fn lxcpath_for_namespace(base: &Path, namespace: &str) -> std::path::PathBuf {
+    let plain = base.join(namespace);
+    if plain.as_os_str().len() <= MAX_LXCPATH_LEN {
+        return plain;
+    }
+    let suffix = format!("+{:016x}", fnv1a64(namespace.as_bytes()));
+    let room = MAX_LXCPATH_LEN
+        .saturating_sub(base.as_os_str().len() + 1 + suffix.len())
+        .min(namespace.len());
+    // Namespace names are ASCII, so any byte offset is a char boundary; be safe anyway.
+    let keep: String = namespace.chars().take(room).collect();
+    base.join(format!("{keep}{suffix}"))
+}
+
 fn connect(lxcpath: &Path) -> std::io::Result<std::os::unix::net::UnixStream> {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(socket_name(lxcpath))?;
@@ -192,6 +215,25 @@ pub fn parse_message(buf: &[u8; MSG_SIZE]) -> Option<(String, MonitorEvent)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_namespaces_get_an_lxcpath_lxc_can_monitor() {
+        let base = Path::new("/var/lib/containerd-shim-proxmox-lxc");
+        assert_eq!(lxcpath_for_namespace(base, "k8s.io"), base.join("k8s.io"));
+        // containerd allows 76 characters.
+        let long = "n".repeat(76);
+        let short = lxcpath_for_namespace(base, &long);
+        let len = short.as_os_str().len();
+        assert_eq!(len, MAX_LXCPATH_LEN, "{}", short.display());
+        assert!(short.starts_with(base));
+        // LXC's "@lxc/<hash>/<lxcpath>" fits in sun_path with its NUL.
+        assert!("@lxc/".len() + 16 + 1 + len < 107);
+        assert!(socket_name(&short).ends_with(short.as_os_str().as_encoded_bytes()));
+        // Deterministic (delete finds it again) and distinct per namespace.
+        assert_eq!(short, lxcpath_for_namespace(base, &long));
+        let other = format!("{}m", "n".repeat(75));
+        assert_ne!(short, lxcpath_for_namespace(base, &other));
+    }
 
     #[test]
     fn socket_name_matches_liblxc() {

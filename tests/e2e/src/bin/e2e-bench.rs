@@ -170,6 +170,59 @@ fn bench_exec(cd: &Containerd, runtimes: &[&str], runs: usize) -> Vec<Samples> {
         .collect()
 }
 
+/// `seq -s ' ' 1000000` (6.9 MB) through a TTY exec (`ctr task exec -t`, on a pty), per
+/// runtime; a run whose screen lacks the last number counts as failed (bytes lost at exit).
+fn bench_tty(cd: &Containerd, runtimes: &[&str], runs: usize) -> Vec<Samples> {
+    runtimes
+        .iter()
+        .map(|rt| {
+            let id = format!(
+                "bench-tty-{}",
+                if *rt == SHIM_RUNTIME { "lxc" } else { "runc" }
+            );
+            let result = (|| -> Result<Vec<Duration>> {
+                start_sleeper(cd, rt, &id)?;
+                let mut samples = Vec::new();
+                for i in 0..runs + 1 {
+                    let exec_id = format!("t{i}");
+                    let start = Instant::now();
+                    let out = e2e::cmd::run_on_pty(
+                        &mut cd.ctr_cmd(&[
+                            "task",
+                            "exec",
+                            "-t",
+                            "--exec-id",
+                            &exec_id,
+                            &id,
+                            "seq",
+                            "-s",
+                            " ",
+                            "1000000",
+                        ]),
+                        40,
+                        120,
+                        b"",
+                        Duration::from_secs(120),
+                    )?;
+                    let elapsed = start.elapsed();
+                    let screen = String::from_utf8_lossy(&out.screen);
+                    anyhow::ensure!(
+                        screen.trim_end().ends_with("999999 1000000"),
+                        "TTY output lost its end: ...{:?}",
+                        screen.get(screen.len().saturating_sub(40)..).unwrap_or("")
+                    );
+                    if i >= 1 {
+                        samples.push(elapsed);
+                    }
+                }
+                Ok(samples)
+            })();
+            cd.force_remove(&id);
+            result.map_err(|e| format!("{e:#}"))
+        })
+        .collect()
+}
+
 /// Host-side memory per container and the processes counted.
 struct MemoryResult {
     per_container: host::Memory,
@@ -286,6 +339,9 @@ fn run() -> Result<bool> {
             args.runs
         );
         let exec = bench_exec(&cd, &runtimes, args.runs);
+        let tty_runs = args.runs.clamp(1, 5);
+        eprintln!("e2e-bench: {tty_runs} x ctr task exec -t ... seq -s ' ' 1000000 per runtime");
+        let tty = bench_tty(&cd, &runtimes, tty_runs);
         eprintln!(
             "e2e-bench: memory of {} running containers per runtime",
             args.containers
@@ -334,6 +390,12 @@ fn run() -> Result<bool> {
                 ratio(&exec[0], lxc_exec, p)
             ));
         }
+        out.push_str(&format!(
+            "| `ctr task exec -t ID seq -s ' ' 1000000` (6.9 MB through a TTY), median | {} | {} | {} |\n",
+            cell_latency(&tty[0], 50.0),
+            cell_latency(tty.get(1).unwrap_or(&not_built), 50.0),
+            ratio(&tty[0], tty.get(1).unwrap_or(&not_built), 50.0)
+        ));
         let mem_cell = |m: Option<&Result<MemoryResult, String>>, pss: bool| match m {
             Some(Ok(r)) => mib(if pss {
                 r.per_container.pss_kib

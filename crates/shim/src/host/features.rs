@@ -1,0 +1,191 @@
+//! The OCI runtime features document (runtime-spec `features.md`, what `runc features` prints)
+//! for `-info` and containerd's RuntimeInfo: containerd and the kubelet decide from it, e.g.
+//! whether a `recursiveReadOnly: Enabled` volume may be asked for (only with `rro` listed).
+//!
+//! Every entry is something this runtime honours end to end, not what LXC could do in
+//! principle; where runc lists more, the difference is deliberate and tested
+//! (tests/info.rs compares with `runc features`):
+//! - mount options: lxc-config's table (LXC's flags and propagation, `bind`, `rbind`); no
+//!   recursive attributes (`rro`, `rnosuid`, ...), `tmpcopyup`, `remount`, `acl`/`noacl` or
+//!   idmapped mounts.
+//! - namespaces: no `user` (user namespaces do not work yet, see README).
+//! - seccomp actions: those LXC 5 applies as asked; `SCMP_ACT_KILL_PROCESS` and `SCMP_ACT_LOG`
+//!   are accepted but approximated (KILL, ALLOW), `TRACE` and `NOTIFY` are refused.
+//! - seccomp architectures: LXC loads the native ABI and its compat ABIs itself.
+//! - cgroup: v1 and v2 through LXC's cgroupfs layout; no systemd cgroup driver.
+
+use serde_json::{json, Value};
+
+/// OCI's capability names by number (`linux/capability.h`); the running kernel's
+/// `cap_last_cap` says how many of them it has. (The same table as ct-init's; ct-init is a
+/// static binary and not a library the shim can link.)
+const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The namespaces a spec may ask for (new or joined by path).
+const NAMESPACES: &[&str] = &["cgroup", "ipc", "mount", "network", "pid", "uts"];
+
+const HOOKS: &[&str] = &[
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
+/// lxc-config's seccomp translation maps these one to one onto LXC's actions.
+const SECCOMP_ACTIONS: &[&str] = &[
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_TRAP",
+];
+
+const SECCOMP_OPERATORS: &[&str] = &[
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_MASKED_EQ",
+    "SCMP_CMP_NE",
+];
+
+/// The ABIs LXC's seccomp loads on this build's architecture.
+fn seccomp_archs() -> &'static [&'static str] {
+    if cfg!(target_arch = "x86_64") {
+        &["SCMP_ARCH_X32", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"]
+    } else if cfg!(target_arch = "aarch64") {
+        &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+    } else {
+        &[]
+    }
+}
+
+/// The capabilities the running kernel has (`/proc/sys/kernel/cap_last_cap`); all known ones
+/// when that cannot be read.
+fn capabilities(cap_last_cap: Option<usize>) -> Vec<&'static str> {
+    let count = cap_last_cap
+        .map(|last| (last + 1).min(CAPABILITIES.len()))
+        .unwrap_or(CAPABILITIES.len());
+    CAPABILITIES[..count].to_vec()
+}
+
+fn read_cap_last_cap() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// AppArmor confines a container only where the host kernel has it enabled.
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("y"))
+}
+
+fn selinux_enabled() -> bool {
+    std::path::Path::new("/sys/fs/selinux/enforce").exists()
+}
+
+/// The features document; `driver` ("lxc" or "pve") is reported as an annotation.
+pub fn document(driver: &str) -> Value {
+    json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "hooks": HOOKS,
+        "mountOptions": lxc_config::supported_mount_options(),
+        "linux": {
+            "namespaces": NAMESPACES,
+            "capabilities": capabilities(read_cap_last_cap()),
+            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false },
+            "seccomp": {
+                "enabled": true,
+                "actions": SECCOMP_ACTIONS,
+                "operators": SECCOMP_OPERATORS,
+                "archs": seccomp_archs(),
+            },
+            "apparmor": { "enabled": apparmor_enabled() },
+            "selinux": { "enabled": selinux_enabled() },
+            "intelRdt": { "enabled": false },
+            "mountExtensions": { "idmap": { "enabled": false } },
+        },
+        "annotations": { "io.containerd.proxmox-lxc.driver": driver },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_follow_the_kernel() {
+        assert_eq!(capabilities(Some(40)).len(), 41);
+        assert_eq!(capabilities(Some(37)).last(), Some(&"CAP_AUDIT_READ"));
+        assert_eq!(capabilities(Some(99)).len(), 41);
+        assert_eq!(capabilities(None).len(), 41);
+    }
+
+    #[test]
+    fn no_recursive_read_only_and_no_user_namespace_are_claimed() {
+        let doc = document("lxc");
+        let options: Vec<&str> = doc["mountOptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(options.contains(&"rbind") && options.contains(&"ro"));
+        assert!(!options.contains(&"rro"));
+        let ns = doc["linux"]["namespaces"].as_array().unwrap();
+        assert!(!ns.iter().any(|n| n == "user"));
+        assert_eq!(
+            doc["annotations"]["io.containerd.proxmox-lxc.driver"],
+            "lxc"
+        );
+    }
+}
