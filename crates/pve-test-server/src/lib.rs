@@ -35,5 +35,5 @@ pub use ctconf::CtConfig;
 pub use fault::{Fault, FaultRule};
 pub use handlers::parse_upid;
 pub use lxc_node::LxcNodeBackend;
-pub use server::{ServerError, TestServer, TestServerBuilder};
+pub use server::{ServerError, StartLimit, TestServer, TestServerBuilder, ALL_PRIVILEGES};
 pub use tls::TlsError;
