@@ -248,6 +248,10 @@ impl VmidAllocator {
     }
 }
 
+/// pve-cluster `src/pmxcfs/memdb.h`, `MEMDB_MAX_FILE_SIZE` (1 MiB; 128 KiB in old releases):
+/// `memdb_write` (memdb.c) refuses a larger file with EFBIG.
+pub const PMXCFS_MAX_FILE_SIZE: usize = 1024 * 1024;
+
 /// Claims `VMID.conf` in `config_dir` by creating it exclusively with `contents`
 /// (on Proxmox: `/etc/pve/lxc`, where pmxcfs refuses an ID used anywhere in the cluster).
 pub async fn claim_config_file(
@@ -257,6 +261,16 @@ pub async fn claim_config_file(
 ) -> Result<Claim<PathBuf>, Error> {
     use tokio::io::AsyncWriteExt;
     let path = config_dir.join(format!("{vmid}.conf"));
+    if contents.len() > PMXCFS_MAX_FILE_SIZE {
+        return Err(Error::Claim {
+            vmid,
+            message: format!(
+                "{} would be {} bytes, and pmxcfs (/etc/pve) refuses files over 1 MiB: make the container's configuration smaller (environment, mounts, annotations)",
+                path.display(),
+                contents.len()
+            ),
+        });
+    }
     match tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -279,6 +293,22 @@ pub async fn claim_config_file(
             Ok(Claim::Claimed(path))
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Claim::Taken),
+        // pmxcfs turns /etc/pve read-only without quorum (pve-cluster src/pmxcfs: writes
+        // fail with EACCES); say so, since the errno alone does not.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            Err(Error::Claim {
+                vmid,
+                message: format!(
+                    "creating {}: {e}: /etc/pve is read-only when the cluster has no quorum: check `pvecm status`",
+                    path.display()
+                ),
+            })
+        }
         Err(e) => Err(Error::Claim {
             vmid,
             message: format!("creating {}: {e}", path.display()),

@@ -187,3 +187,13 @@ async fn a_shared_cursor_does_not_reuse_a_vmid_across_processes() {
     let process = VmidAllocator::new(range).with_cursor_file(&cursor);
     assert_eq!(allocate_and_release(&process, dir.path()).await, 2000);
 }
+
+/// pmxcfs refuses files over 1 MiB: the claim says so, and leaves no file.
+#[tokio::test]
+async fn a_config_over_pmxcfs_limit_is_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = "a".repeat(pve_client::PMXCFS_MAX_FILE_SIZE + 1);
+    let err = claim_config_file(dir.path(), 3000, &big).await.unwrap_err();
+    assert!(err.to_string().contains("1 MiB"), "{err}");
+    assert!(!dir.path().join("3000.conf").exists());
+}

@@ -83,6 +83,27 @@ impl Inner {
         Ok((conf, digest(&raw)))
     }
 
+    /// `load_config` inside a task: the config without the raw keys Proxmox drops, each
+    /// dropped or deprecated key logged as a task warning (`warn` in a worker).
+    pub(crate) fn load_config_warnings(
+        &self,
+        vmid: u32,
+        log: &crate::backend::TaskLog,
+    ) -> Result<CtConfig, ApiError> {
+        let raw = std::fs::read_to_string(self.config_path(vmid)).map_err(|_| {
+            ApiError::die(format!(
+                "Configuration file '{}' does not exist\n",
+                self.cfs_path(vmid)
+            ))
+        })?;
+        let (conf, warnings) = CtConfig::parse_with_warnings(vmid, &raw)
+            .map_err(|e| ApiError::die(format!("{e}\n")))?;
+        for w in warnings {
+            log.warn(w);
+        }
+        Ok(conf)
+    }
+
     /// Writes the config atomically (temporary file and rename, as pmxcfs replaces files).
     pub(crate) fn write_config(&self, vmid: u32, conf: &CtConfig) -> Result<(), ApiError> {
         let path = self.config_path(vmid);
@@ -848,7 +869,11 @@ impl Inner {
             faults,
             move |log| async move {
                 let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
-                let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
+                // load_config warns (into the task log, counted) about each raw key Proxmox
+                // does not accept, and the CT starts without it.
+                let conf = inner
+                    .load_config_warnings(vmid, &log)
+                    .map_err(|e| e.message)?;
                 if conf.options.get("template").map(String::as_str) == Some("1") {
                     return Err("you can't start a CT if it's a template\n".into());
                 }

@@ -31,7 +31,7 @@ mod tls;
 /// Re-exported so that backends can implement [`NodeBackend`] without their own dependency.
 pub use async_trait::async_trait;
 pub use backend::{BackendResult, InMemoryBackend, NodeBackend, NodeContext, TaskLog};
-pub use ctconf::CtConfig;
+pub use ctconf::{lxc_conf_key_validity, CtConfig, LxcKeyValidity};
 pub use fault::{Fault, FaultRule};
 pub use handlers::parse_upid;
 pub use lxc_node::LxcNodeBackend;

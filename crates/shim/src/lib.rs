@@ -20,6 +20,7 @@ pub mod devices;
 pub mod driver;
 pub mod errors;
 pub mod exits;
+pub mod gc;
 pub mod helper;
 pub mod hooks;
 pub mod lxcmon;

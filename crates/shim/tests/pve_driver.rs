@@ -153,6 +153,12 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
     }
     assert_eq!(server.total_requests(), 0, "create needs no API request");
     driver.start(&name, &state_dir).await.unwrap();
+    // The node loads the config with Proxmox's raw-key rules and warns about (and drops)
+    // every key it does not accept: the driver writes none of those.
+    for upid in server.tasks().iter().filter(|u| u.contains(":vzstart:")) {
+        let log = server.task_log(upid).unwrap();
+        assert!(log.iter().all(|l| !l.starts_with("WARN")), "{log:?}");
+    }
     driver.destroy(&name, &state_dir).await.unwrap();
     let counts: BTreeMap<String, u64> = server.request_counts();
     println!(
@@ -343,6 +349,11 @@ async fn a_start_with_warnings_is_a_start() {
         ]))
         .on("POST", "/nodes/{node}/lxc/{vmid}/status/start"),
     );
+    // A raw key Proxmox does not accept: dropped with a task warning, the CT starts.
+    let path = server.context().config_path(name.parse().unwrap());
+    let mut conf = std::fs::read_to_string(&path).unwrap();
+    conf.push_str("lxc.no.such.key: 1\n");
+    std::fs::write(&path, conf).unwrap();
     driver.start(&name, &state_dir).await.unwrap();
     let status = server
         .tasks()
@@ -350,6 +361,13 @@ async fn a_start_with_warnings_is_a_start() {
         .find(|u| u.contains(":vzstart:"))
         .and_then(|u| server.task_log(&u))
         .unwrap();
-    assert!(status.iter().any(|l| l == "TASK WARNINGS: 1"), "{status:?}");
+    assert!(status.iter().any(|l| l == "TASK WARNINGS: 2"), "{status:?}");
+    assert!(
+        status
+            .iter()
+            .any(|l| l.starts_with("WARN: ")
+                && l.contains("unable to parse config: lxc.no.such.key")),
+        "{status:?}"
+    );
     driver.destroy(&name, &state_dir).await.unwrap();
 }
