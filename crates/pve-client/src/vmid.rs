@@ -73,19 +73,20 @@ pub struct VmidAllocator {
 /// goes on with its own cursor (the cursor is a hint; the claim decides).
 const CURSOR_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The cursor file, locked for one allocation (the lock ends when it is dropped).
+/// The cursor file, locked for one allocation (`flock`; the lock ends when it is dropped).
 struct SharedCursor {
-    file: std::fs::File,
+    file: nix::fcntl::Flock<std::fs::File>,
     path: PathBuf,
 }
 
 impl SharedCursor {
     async fn lock(path: &Path) -> std::io::Result<SharedCursor> {
+        use nix::fcntl::{Flock, FlockArg};
         use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -94,25 +95,26 @@ impl SharedCursor {
             .open(path)?;
         let deadline = tokio::time::Instant::now() + CURSOR_LOCK_TIMEOUT;
         loop {
-            match file.try_lock() {
-                Ok(()) => {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => {
                     return Ok(SharedCursor {
-                        file,
+                        file: locked,
                         path: path.to_path_buf(),
                     })
                 }
-                Err(std::fs::TryLockError::WouldBlock)
+                Err((back, nix::errno::Errno::EWOULDBLOCK))
                     if tokio::time::Instant::now() < deadline =>
                 {
+                    file = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err(std::fs::TryLockError::WouldBlock) => {
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "held by another process",
                     ))
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+                Err((_, errno)) => return Err(std::io::Error::from(errno)),
             }
         }
     }
@@ -120,7 +122,7 @@ impl SharedCursor {
     fn read(&self) -> Option<u32> {
         use std::io::{Read, Seek};
         let mut text = String::new();
-        let mut f = &self.file;
+        let mut f: &std::fs::File = &self.file;
         f.rewind().ok()?;
         f.read_to_string(&mut text).ok()?;
         text.trim().parse().ok()
@@ -128,10 +130,10 @@ impl SharedCursor {
 
     fn write(&self, next: u32) {
         use std::io::{Seek, Write};
-        let mut f = &self.file;
+        let mut f: &std::fs::File = &self.file;
         let written = f
             .rewind()
-            .and_then(|()| self.file.set_len(0))
+            .and_then(|()| f.set_len(0))
             .and_then(|()| f.write_all(format!("{next}\n").as_bytes()));
         if let Err(e) = written {
             tracing::warn!(path = %self.path.display(), error = %e, "VMID cursor not saved");
