@@ -11,10 +11,20 @@ root=target/debian/root
 rm -rf "$root"
 install -D -m 0755 target/release/containerd-shim-proxmox-lxc-v2 "$root/usr/bin/containerd-shim-proxmox-lxc-v2"
 install -D -m 0644 packaging/config.toml "$root/etc/containerd-shim-proxmox-lxc/config.toml"
+install -D -m 0644 packaging/containerd-shim-proxmox-lxc-gc.service "$root/lib/systemd/system/containerd-shim-proxmox-lxc-gc.service"
 install -D -m 0644 README.md "$root/usr/share/doc/containerd-shim-proxmox-lxc/README.md"
 for f in docs/*.md; do install -D -m 0644 "$f" "$root/usr/share/doc/containerd-shim-proxmox-lxc/$f"; done
 mkdir -p "$root/DEBIAN"
 echo "/etc/containerd-shim-proxmox-lxc/config.toml" > "$root/DEBIAN/conffiles"
+# The gc unit runs at every boot (it does nothing unless the pve driver is configured).
+cat > "$root/DEBIAN/postinst" <<'POSTINST'
+#!/bin/sh
+set -e
+if [ "$1" = configure ] && command -v deb-systemd-helper >/dev/null 2>&1; then
+    deb-systemd-helper enable containerd-shim-proxmox-lxc-gc.service >/dev/null || true
+fi
+POSTINST
+chmod 0755 "$root/DEBIAN/postinst"
 cat > "$root/DEBIAN/control" <<CONTROL
 Package: containerd-shim-proxmox-lxc
 Version: $version

@@ -1,6 +1,6 @@
 //! The client: transport, authentication, retries, and the typed endpoints.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -461,6 +461,26 @@ impl Client {
     /// `GET /version`.
     pub async fn version(&self) -> Result<Version, Error> {
         self.get("/version", &[]).await
+    }
+
+    /// `GET /access/permissions[?path=PATH]`: the privileges the caller itself holds, by ACL
+    /// path (with `path`: the effective ones on that path). Creates nothing, needs no
+    /// privilege: every user or token may read its own (pve-access-control
+    /// `PVE::API2::AccessControl`, `permissions`).
+    pub async fn permissions(
+        &self,
+        path: Option<&str>,
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, Error> {
+        let query: Vec<(String, String)> = path
+            .map(|p| vec![("path".to_string(), p.to_string())])
+            .unwrap_or_default();
+        // `{path: {privilege: propagate}}`; the propagate flag does not matter here.
+        let raw: BTreeMap<String, BTreeMap<String, Value>> =
+            self.get("/access/permissions", &query).await?;
+        Ok(raw
+            .into_iter()
+            .map(|(path, privs)| (path, privs.into_keys().collect()))
+            .collect())
     }
 
     /// `GET /cluster/status`.

@@ -194,6 +194,24 @@ impl Error {
         }
     }
 
+    /// Whether a CT start failed because systemd refused `pve-container@VMID`: started too
+    /// often (more than `StartLimitBurst` times in `StartLimitIntervalSec`, by default 5 in
+    /// 10 s). PVE::LXC `vm_start` runs `systemctl start`, whose message lands in the task
+    /// log; the task's own error is only "command 'systemctl start ...' failed".
+    pub fn is_start_limit_hit(&self) -> bool {
+        match self {
+            Error::TaskFailed {
+                exitstatus, log, ..
+            } => {
+                exitstatus.contains("systemctl start pve-container")
+                    && log
+                        .iter()
+                        .any(|l| l.contains("start of the service was attempted too often"))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the failure is transient and the same request may be sent again:
     /// 595/596/599 (pveproxy could not reach the node), a config lock timeout, "CT is
     /// locked", and connection-level failures (see [`Error::is_connection_failure`]).

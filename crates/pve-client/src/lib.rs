@@ -51,4 +51,4 @@ pub use types::{
     ClusterResource, ClusterStatusEntry, CtConfig, CtRunState, CtStatus, NodeInfo, NodeMemory,
     NodeStatus, ResourceType, TaskLogLine, TaskStatus, Version,
 };
-pub use vmid::{claim_config_file, Claim, VmidAllocator, VmidRange};
+pub use vmid::{claim_config_file, Claim, VmidAllocator, VmidRange, PMXCFS_MAX_FILE_SIZE};

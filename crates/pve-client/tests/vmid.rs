@@ -146,3 +146,54 @@ async fn exhausted_range_and_claim_errors() {
     assert!(VmidRange::new(99, 200).is_err());
     assert!(VmidRange::new(300, 200).is_err());
 }
+
+/// Allocates from `allocator` by creating `VMID.conf` in `dir`, then removes it again (a
+/// container that lived briefly, as `ctr run --rm` makes).
+async fn allocate_and_release(allocator: &VmidAllocator, dir: &std::path::Path) -> u32 {
+    let (vmid, path) = allocator
+        .allocate(&BTreeSet::new(), |vmid| {
+            claim_config_file(dir, vmid, "arch: amd64\n")
+        })
+        .await
+        .unwrap();
+    std::fs::remove_file(path).unwrap();
+    vmid
+}
+
+/// systemd refuses `pve-container@VMID` after 5 starts in 10 s: back-to-back short-lived
+/// containers, each from a new shim process (a new allocator), must not reuse one VMID.
+#[tokio::test]
+async fn a_shared_cursor_does_not_reuse_a_vmid_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cursor = dir.path().join("lock/vmid-cursor");
+    let range = VmidRange::new(2000, 2099).unwrap();
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        let process = VmidAllocator::new(range).with_cursor_file(&cursor);
+        let vmid = allocate_and_release(&process, dir.path()).await;
+        assert!((2000..=2099).contains(&vmid));
+        assert!(seen.insert(vmid), "VMID {vmid} reused: {seen:?}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cursor).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // It wraps: after the range's end the search starts over at its start.
+    std::fs::write(&cursor, "2099\n").unwrap();
+    let process = VmidAllocator::new(range).with_cursor_file(&cursor);
+    assert_eq!(allocate_and_release(&process, dir.path()).await, 2099);
+    assert_eq!(allocate_and_release(&process, dir.path()).await, 2000);
+    // A cursor outside the range (the range was changed) is ignored.
+    std::fs::write(&cursor, "5\n").unwrap();
+    let process = VmidAllocator::new(range).with_cursor_file(&cursor);
+    assert_eq!(allocate_and_release(&process, dir.path()).await, 2000);
+}
+
+/// pmxcfs refuses files over 1 MiB: the claim says so, and leaves no file.
+#[tokio::test]
+async fn a_config_over_pmxcfs_limit_is_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = "a".repeat(pve_client::PMXCFS_MAX_FILE_SIZE + 1);
+    let err = claim_config_file(dir.path(), 3000, &big).await.unwrap_err();
+    assert!(err.to_string().contains("1 MiB"), "{err}");
+    assert!(!dir.path().join("3000.conf").exists());
+}

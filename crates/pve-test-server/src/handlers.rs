@@ -83,6 +83,27 @@ impl Inner {
         Ok((conf, digest(&raw)))
     }
 
+    /// `load_config` inside a task: the config without the raw keys Proxmox drops, each
+    /// dropped or deprecated key logged as a task warning (`warn` in a worker).
+    pub(crate) fn load_config_warnings(
+        &self,
+        vmid: u32,
+        log: &crate::backend::TaskLog,
+    ) -> Result<CtConfig, ApiError> {
+        let raw = std::fs::read_to_string(self.config_path(vmid)).map_err(|_| {
+            ApiError::die(format!(
+                "Configuration file '{}' does not exist\n",
+                self.cfs_path(vmid)
+            ))
+        })?;
+        let (conf, warnings) = CtConfig::parse_with_warnings(vmid, &raw)
+            .map_err(|e| ApiError::die(format!("{e}\n")))?;
+        for w in warnings {
+            log.warn(w);
+        }
+        Ok(conf)
+    }
+
     /// Writes the config atomically (temporary file and rename, as pmxcfs replaces files).
     pub(crate) fn write_config(&self, vmid: u32, conf: &CtConfig) -> Result<(), ApiError> {
         let path = self.config_path(vmid);
@@ -175,6 +196,7 @@ impl Inner {
                 "repoid": "42cb4ef1c0d7e3b8",
                 "console": "xtermjs",
             }))),
+            ("GET", "/access/permissions") => Ok(Reply::data(self.permissions(params, auth))),
             ("GET", "/cluster/status") => Ok(Reply::data(self.cluster_status())),
             ("GET", "/cluster/resources") => self.cluster_resources(params).await,
             ("GET", "/cluster/nextid") => self.nextid(params),
@@ -224,6 +246,22 @@ impl Inner {
                 format!("Method '{method} {template}' not implemented"),
             )),
         }
+    }
+
+    /// pve-access-control `PVE::API2::AccessControl` `permissions`: the requester's own
+    /// effective privileges, `{path: {privilege: propagate}}`; with `path`, only that path.
+    /// This server's privileges hold on every path, so the whole tree is `/`.
+    fn permissions(&self, params: &Params, auth: &Auth) -> Value {
+        let path = text(params, "path").unwrap_or("/");
+        let privs: serde_json::Map<String, Value> = self
+            .privileges(auth)
+            .into_iter()
+            .map(|p| (p, json!(1)))
+            .collect();
+        if privs.is_empty() {
+            return json!({});
+        }
+        json!({ path: privs })
     }
 
     fn cluster_status(&self) -> Value {
@@ -590,6 +628,7 @@ impl Inner {
     }
 
     async fn destroy(self: Arc<Self>, vmid: u32, params: &Params, auth: &Auth) -> HandlerResult {
+        self.check_privilege(auth, &format!("/vms/{vmid}"), "VM.Allocate")?;
         let (conf, _) = self.load_config(vmid)?;
         let early_checks = move |conf: &CtConfig| -> Result<(), String> {
             if conf.options.get("protection").map(String::as_str) == Some("1") {
@@ -805,6 +844,7 @@ impl Inner {
     }
 
     async fn start(self: Arc<Self>, vmid: u32, params: &Params, auth: &Auth) -> HandlerResult {
+        self.check_privilege(auth, &format!("/vms/{vmid}"), "VM.PowerMgmt")?;
         let skiplock = flag(params, "skiplock");
         if skiplock && !auth.is_root() {
             return Err(ApiError::param1(
@@ -812,7 +852,8 @@ impl Inner {
                 "Only root may use this option.",
             ));
         }
-        self.load_config(vmid)?;
+        // PVE::API2::LXC::Status `vm_start`: no `load_config` before the fork, so a VMID
+        // without a config gets a UPID and its task fails with "does not exist".
         if self.backend.is_running(&self.ctx, vmid).await {
             return Err(ApiError::die(format!("CT {vmid} already running\n")));
         }
@@ -828,7 +869,11 @@ impl Inner {
             faults,
             move |log| async move {
                 let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
-                let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
+                // load_config warns (into the task log, counted) about each raw key Proxmox
+                // does not accept, and the CT starts without it.
+                let conf = inner
+                    .load_config_warnings(vmid, &log)
+                    .map_err(|e| e.message)?;
                 if conf.options.get("template").map(String::as_str) == Some("1") {
                     return Err("you can't start a CT if it's a template\n".into());
                 }
@@ -836,6 +881,23 @@ impl Inner {
                     if let Some(l) = conf.lock() {
                         return Err(format!("CT is locked ({l})\n"));
                     }
+                }
+                // PVE::LXC `vm_start` runs `systemctl start pve-container@VMID`; systemd
+                // refuses a unit started too often (pve-container@.service sets no
+                // StartLimit*, so 5 per 10 s) and systemctl says so on stderr.
+                if !inner.unit_start_allowed(vmid) {
+                    let unit = format!("pve-container@{vmid}.service");
+                    log.line(format!(
+                        "Job for {unit} failed because start of the service was attempted too often."
+                    ));
+                    log.line(format!(
+                        "See \"systemctl status {unit}\" and \"journalctl -xeu {unit}\" for details."
+                    ));
+                    log.line(format!("To force a start use \"systemctl reset-failed {unit}\""));
+                    log.line(format!("followed by \"systemctl start {unit}\" again."));
+                    return Err(format!(
+                        "command 'systemctl start pve-container@{vmid}' failed: exit code 1\n"
+                    ));
                 }
                 inner.backend.start(&inner.ctx, vmid, &conf, &log).await
             },
@@ -857,6 +919,7 @@ impl Inner {
                 "Only root may use this option.",
             ));
         }
+        self.check_privilege(auth, &format!("/vms/{vmid}"), "VM.PowerMgmt")?;
         self.load_config(vmid)?;
         if !self.backend.is_running(&self.ctx, vmid).await {
             return Err(ApiError::die(format!("CT {vmid} not running\n")));

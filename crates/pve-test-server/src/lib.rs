@@ -31,9 +31,9 @@ mod tls;
 /// Re-exported so that backends can implement [`NodeBackend`] without their own dependency.
 pub use async_trait::async_trait;
 pub use backend::{BackendResult, InMemoryBackend, NodeBackend, NodeContext, TaskLog};
-pub use ctconf::CtConfig;
+pub use ctconf::{lxc_conf_key_validity, CtConfig, LxcKeyValidity};
 pub use fault::{Fault, FaultRule};
 pub use handlers::parse_upid;
 pub use lxc_node::LxcNodeBackend;
-pub use server::{ServerError, TestServer, TestServerBuilder};
+pub use server::{ServerError, StartLimit, TestServer, TestServerBuilder, ALL_PRIVILEGES};
 pub use tls::TlsError;

@@ -215,6 +215,20 @@ pub fn render_lxc_config(vmid: u32, conf: &CtConfig, cgroup_v2: bool) -> (String
     (out, notes)
 }
 
+/// The first symlink on `path` (each component from `/`), which pve-container's
+/// `walk_tree_nofollow` (src/PVE/LXC.pm, called by `bindmount` for a directory rootfs in the
+/// prestart hook) refuses with "symlink encountered at: DIR".
+pub fn first_symlink(path: &Path) -> Option<PathBuf> {
+    let mut current = PathBuf::new();
+    for component in path.components() {
+        current.push(component);
+        if std::fs::symlink_metadata(&current).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Some(current);
+        }
+    }
+    None
+}
+
 fn cgroup_v2_host() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
@@ -228,6 +242,14 @@ impl NodeBackend for LxcNodeBackend {
         config: &CtConfig,
         log: &TaskLog,
     ) -> BackendResult {
+        let rootfs_dir = config
+            .options
+            .get("rootfs")
+            .and_then(|r| r.split(',').next())
+            .filter(|v| v.starts_with('/'));
+        if let Some(link) = rootfs_dir.and_then(|dir| first_symlink(Path::new(dir))) {
+            return Err(format!("symlink encountered at: {}", link.display()));
+        }
         let (text, notes) = render_lxc_config(vmid, config, cgroup_v2_host());
         for n in &notes {
             log.line(n.clone());
@@ -375,5 +397,18 @@ mod tests {
         assert!(text.contains("lxc.rootfs.path = dir:/b/rootfs\n"));
         assert!(text.ends_with("lxc.init.cmd = /.ct/init\nlxc.include = /run/x/pve-include.conf\n"));
         assert!(notes[0].contains("ignores"), "{notes:?}");
+    }
+
+    #[test]
+    fn finds_a_symlink_in_the_rootfs_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real/rootfs");
+        std::fs::create_dir_all(&real).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        assert_eq!(first_symlink(&real), None);
+        assert_eq!(
+            first_symlink(&dir.path().join("link/rootfs")),
+            Some(dir.path().join("link"))
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTPS server: transport, authentication, validation, request counting, faults.
 //! The endpoint handlers are in `handlers.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -50,9 +50,59 @@ pub struct TestServerBuilder {
     create_lock_timeout: Duration,
     storages: Vec<String>,
     backend: Arc<dyn NodeBackend>,
+    token_privileges: Vec<(String, Vec<String>)>,
+    start_limit: StartLimit,
 }
 
+/// systemd's start rate limit of one `pve-container@VMID` unit instance.
+/// `pve-container@.service` sets no `StartLimit*`, so systemd's defaults apply
+/// (`DefaultStartLimitIntervalSec=10s`, `DefaultStartLimitBurst=5`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartLimit {
+    /// Starts allowed per interval.
+    pub burst: u32,
+    /// The interval.
+    pub interval: Duration,
+}
+
+impl Default for StartLimit {
+    fn default() -> Self {
+        StartLimit {
+            burst: 5,
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The privileges a token has when the builder names none for it (the ones this server
+/// checks, and the ones `GET /access/permissions` reports).
+pub const ALL_PRIVILEGES: &[&str] = &[
+    "Datastore.Allocate",
+    "Datastore.AllocateSpace",
+    "Datastore.Audit",
+    "Sys.Audit",
+    "Sys.Modify",
+    "VM.Allocate",
+    "VM.Audit",
+    "VM.Config.Options",
+    "VM.PowerMgmt",
+];
+
 impl TestServerBuilder {
+    /// Gives API token `token_id` exactly these privileges (on every path) instead of all of
+    /// [`ALL_PRIVILEGES`].
+    pub fn token_privileges(mut self, token_id: &str, privileges: &[&str]) -> Self {
+        self.token_privileges.push((
+            token_id.to_string(),
+            privileges.iter().map(|p| p.to_string()).collect(),
+        ));
+        self
+    }
+    /// systemd's start limit per `pve-container@VMID` (default: systemd's 5 per 10 s).
+    pub fn start_limit(mut self, limit: StartLimit) -> Self {
+        self.start_limit = limit;
+        self
+    }
     /// Node name (default `pve`).
     pub fn node(mut self, node: &str) -> Self {
         self.node = node.to_string();
@@ -150,6 +200,13 @@ impl TestServerBuilder {
             create_lock_timeout: self.create_lock_timeout,
             storages: self.storages,
             backend: self.backend,
+            token_privileges: self
+                .token_privileges
+                .into_iter()
+                .map(|(t, p)| (t, p.into_iter().collect()))
+                .collect(),
+            start_limit: self.start_limit,
+            start_limit_state: Mutex::new(HashMap::new()),
             fingerprint: tls.fingerprint(),
             tickets: Mutex::new(HashMap::new()),
             tasks: Mutex::new(BTreeMap::new()),
@@ -235,6 +292,8 @@ impl TestServer {
             create_lock_timeout: Duration::from_secs(5),
             storages: vec!["local".into()],
             backend: Arc::new(InMemoryBackend::default()),
+            token_privileges: Vec::new(),
+            start_limit: StartLimit::default(),
         }
     }
 
@@ -342,6 +401,14 @@ impl TestServer {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
+    /// `systemctl reset-failed pve-container@VMID`: forgets the unit's start-limit state.
+    pub fn reset_failed(&self, vmid: u32) {
+        self.inner
+            .start_limit_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&vmid);
+    }
     /// Sets whether the cluster reports quorum.
     pub fn set_quorate(&self, quorate: bool) {
         self.inner.quorate.store(quorate, Ordering::SeqCst);
@@ -411,6 +478,56 @@ impl Auth {
     }
 }
 
+impl Inner {
+    /// The privileges of the requester: all for users (this server has no user ACLs), the
+    /// configured ones for a restricted token.
+    pub(crate) fn privileges(&self, auth: &Auth) -> BTreeSet<String> {
+        match &auth.token {
+            Some(_) => self
+                .token_privileges
+                .get(&auth.upid_user())
+                .cloned()
+                .unwrap_or_else(|| ALL_PRIVILEGES.iter().map(|p| p.to_string()).collect()),
+            None => ALL_PRIVILEGES.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// `$rpcenv->check(..., $path, [$privilege])`: 403 "Permission check failed" without it.
+    pub(crate) fn check_privilege(
+        &self,
+        auth: &Auth,
+        path: &str,
+        privilege: &str,
+    ) -> Result<(), ApiError> {
+        if self.privileges(auth).contains(privilege) {
+            Ok(())
+        } else {
+            Err(ApiError::status(
+                403,
+                format!("Permission check failed ({path}, {privilege})"),
+            ))
+        }
+    }
+
+    /// One `systemctl start pve-container@VMID` as systemd's `ratelimit_below` counts it:
+    /// a window opens at the first start; within it `burst` starts pass and every further
+    /// one fails, whether or not the earlier ones did, until the window has passed or
+    /// `reset-failed`.
+    pub(crate) fn unit_start_allowed(&self, vmid: u32) -> bool {
+        let mut state = self
+            .start_limit_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let entry = state.entry(vmid).or_insert((now, 0));
+        if now.duration_since(entry.0) > self.start_limit.interval {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.start_limit.burst
+    }
+}
+
 pub(crate) struct Task {
     pub seq: u64,
     pub upid: String,
@@ -436,6 +553,11 @@ pub(crate) struct Inner {
     pub create_lock_timeout: Duration,
     pub storages: Vec<String>,
     pub backend: Arc<dyn NodeBackend>,
+    /// Tokens with restricted privileges (the others have all).
+    token_privileges: HashMap<String, BTreeSet<String>>,
+    pub start_limit: StartLimit,
+    /// systemd's rate limit state per unit instance: window begin and starts in it.
+    start_limit_state: Mutex<HashMap<u32, (Instant, u32)>>,
     pub fingerprint: String,
     /// ticket -> (user, CSRF token, issued)
     tickets: Mutex<HashMap<String, (String, String, Instant)>>,

@@ -1,7 +1,6 @@
 //! `containerd-shim-proxmox-lxc-v2 check [--config FILE]`: what an operator runs once on a node
 //! to see whether the shim's configuration works, in plain words. Nothing is created or
-//! changed: the privilege checks send start and destroy requests for a VMID that does not
-//! exist, which Proxmox answers with "permission denied" (403) before it looks at the CT.
+//! changed, and no task is started: the privileges come from `GET /access/permissions`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -189,27 +188,32 @@ pub async fn check(path: &Path) -> Report {
         }
         Err(e) => r.problem(format!("listing storages (needs Datastore.Audit): {e}")),
     }
-    // Privileges: a request for a VMID that does not exist is refused with 403 before Proxmox
-    // looks for the CT when the token lacks the privilege, else it fails with "does not exist".
-    if let Some(probe) = (low..=high).find(|v| !used.contains(v)) {
-        let start = client.start_ct(&pve.node, probe).await;
-        match start {
-            Err(e) if e.status() == Some(403) => r.problem(format!(
-                "the token may not start CTs in the VMID range (VM.PowerMgmt on /vms): {e}"
-            )),
-            Ok(_) => r.problem(format!("VMID {probe} exists although it was not listed")),
-            Err(_) => r.ok("the token may start and stop CTs (VM.PowerMgmt)"),
+    // Privileges: what the API says about the token's own permissions. A start request as a
+    // probe would not do: Proxmox checks the privilege, forks the task and only then loads
+    // the config (PVE::API2::LXC::Status, `vm_start`), so a free VMID gets a UPID and a
+    // failed task in the node's task log.
+    let path = format!("/vms/{low}");
+    match client.permissions(Some(&path)).await {
+        Ok(perms) => {
+            let held = perms.get(&path).cloned().unwrap_or_default();
+            for (privilege, what) in [
+                ("VM.PowerMgmt", "start and stop CTs"),
+                ("VM.Allocate", "destroy CTs"),
+                ("VM.Audit", "list CTs"),
+            ] {
+                if held.contains(privilege) {
+                    r.ok(format!("the token may {what} ({privilege} on {path})"));
+                } else {
+                    r.problem(format!(
+                        "the token may not {what}: it lacks {privilege} on {path}; grant it on /vms (pveum acl modify /vms --tokens {} --roles PVEVMAdmin)",
+                        pve.token_id
+                    ));
+                }
+            }
         }
-        let destroy = client
-            .destroy_ct(&pve.node, probe, &pve_client::DestroyOptions::default())
-            .await;
-        match destroy {
-            Err(e) if e.status() == Some(403) => r.problem(format!(
-                "the token may not destroy CTs (VM.Allocate on /vms): {e}"
-            )),
-            Ok(_) => r.problem(format!("VMID {probe} exists although it was not listed")),
-            Err(_) => r.ok("the token may destroy CTs (VM.Allocate)"),
-        }
+        Err(e) => r.problem(format!(
+            "reading the token's permissions (GET /access/permissions): {e}"
+        )),
     }
     for (what, dir) in [("config_dir", &pve.config_dir), ("lock_dir", &pve.lock_dir)] {
         if dir.is_dir() {

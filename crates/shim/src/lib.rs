@@ -9,12 +9,13 @@
 //! - [`host`]: this host's mechanics (exits, commands, helper, stdio, hooks, cgroups, ...).
 //!
 //! Beside them: [`config`] (the host config file and containerd's runtime options), [`check`]
-//! (`check` subcommand), [`errors`] (one error type, mapped to ttrpc codes in one place).
+//! and [`gc`] (the `check` and `gc` subcommands of the pve driver), [`errors`] (one error type, mapped to ttrpc codes in one place).
 
 pub mod check;
 pub mod config;
 pub mod driver;
 pub mod errors;
+pub mod gc;
 pub mod host;
 pub mod service;
 pub mod task;

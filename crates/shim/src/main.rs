@@ -43,6 +43,9 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("check") {
         std::process::exit(run_check(&args[2..]));
     }
+    if args.get(1).map(String::as_str) == Some("gc") {
+        std::process::exit(run_gc(&args[2..]));
+    }
     // A containerd that goes away must not kill the shim through a write to a closed pipe.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
@@ -107,5 +110,54 @@ fn run_check(args: &[String]) -> i32 {
     } else {
         println!("{} problem(s) found", report.problems);
         1
+    }
+}
+
+/// `gc [--config FILE] [--dry-run]`: destroys the CTs of this shim whose container is gone
+/// (see `shim::gc`); exit status 1 when a destroy failed, 2 on bad usage.
+fn run_gc(args: &[String]) -> i32 {
+    let mut path = std::path::PathBuf::from(shim::config::HOST_CONFIG_PATH);
+    let mut dry_run = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--dry-run" => dry_run = true,
+            "--config" | "-c" => match it.next() {
+                Some(p) => path = p.into(),
+                None => {
+                    eprintln!("gc: --config needs a file");
+                    return 2;
+                }
+            },
+            other => {
+                eprintln!(
+                    "usage: {} gc [--config FILE] [--dry-run] (unknown argument {other:?})",
+                    env!("CARGO_BIN_NAME")
+                );
+                return 2;
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gc: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(shim::gc::run(&path, dry_run)) {
+        Ok((lines, ok)) => {
+            for line in lines {
+                println!("{line}");
+            }
+            i32::from(!ok)
+        }
+        Err(e) => {
+            eprintln!("gc: {e}");
+            1
+        }
     }
 }

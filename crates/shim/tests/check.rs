@@ -46,6 +46,10 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
     println!("{}", report.lines.join("\n"));
     assert_eq!(report.problems, 0, "{:?}", report.lines);
     assert!(report.lines.iter().any(|l| l.contains("quorate")));
+    // A real node answers a start request for a free VMID with a UPID and a task that fails
+    // later (the test server does too): check must not leave such tasks behind.
+    assert!(server.wait_idle(std::time::Duration::from_secs(10)).await);
+    assert_eq!(server.tasks(), Vec::<String>::new(), "check started tasks");
 
     server.set_quorate(false);
     let report = shim::check::check(&path).await;
@@ -96,4 +100,40 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
         "{:?}",
         report.lines
     );
+}
+
+#[tokio::test]
+async fn check_names_the_privileges_a_token_lacks_without_starting_tasks() {
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .token_privileges(
+            TOKEN,
+            &["Sys.Audit", "VM.Audit", "Datastore.Audit", "VM.PowerMgmt"],
+        )
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &server, "");
+    let report = shim::check::check(&path).await;
+    println!("{}", report.lines.join("\n"));
+    let problems: Vec<&String> = report
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("PROBLEM"))
+        .collect();
+    assert_eq!(problems.len(), 1, "{:?}", report.lines);
+    assert!(
+        problems[0].contains("VM.Allocate") && problems[0].contains("destroy"),
+        "{problems:?}"
+    );
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.starts_with("ok") && l.contains("VM.PowerMgmt")),
+        "{:?}",
+        report.lines
+    );
+    assert_eq!(server.tasks(), Vec::<String>::new(), "check started tasks");
 }

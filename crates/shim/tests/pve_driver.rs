@@ -153,6 +153,12 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
     }
     assert_eq!(server.total_requests(), 0, "create needs no API request");
     driver.start(&name, &state_dir).await.unwrap();
+    // The node loads the config with Proxmox's raw-key rules and warns about (and drops)
+    // every key it does not accept: the driver writes none of those.
+    for upid in server.tasks().iter().filter(|u| u.contains(":vzstart:")) {
+        let log = server.task_log(upid).unwrap();
+        assert!(log.iter().all(|l| !l.starts_with("WARN")), "{log:?}");
+    }
     driver.destroy(&name, &state_dir).await.unwrap();
     let counts: BTreeMap<String, u64> = server.request_counts();
     println!(
@@ -217,4 +223,151 @@ async fn failures_carry_proxmox_message() {
         .await
         .unwrap()
         .is_empty());
+}
+
+fn spec<'a>(
+    id: &'a str,
+    plan: &'a lxc_config::ContainerPlan,
+    state_dir: &'a Path,
+) -> CreateSpec<'a> {
+    CreateSpec {
+        namespace: "default",
+        id,
+        plan,
+        state_dir,
+    }
+}
+
+/// 20 back-to-back `ctr run --rm`: each a new shim process (a new driver), each CT created,
+/// started, ended and destroyed. The test node enforces systemd's start limit of
+/// `pve-container@VMID` (5 in 10 s), so reusing the lowest free VMID fails the sixth.
+#[tokio::test]
+async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .task_duration(Duration::ZERO)
+        .backend(Arc::new(ExitsAtOnce))
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    let mut used = Vec::new();
+    for _ in 0..20 {
+        let exits = shim::host::exits::ChildExits::start().await.unwrap();
+        let driver =
+            PveDriver::new(&settings(dir.path(), &server, [980200, 980299]), exits).unwrap();
+        let name = driver
+            .create(&spec("run-rm", &plan, &state_dir))
+            .await
+            .unwrap();
+        driver.start(&name, &state_dir).await.unwrap();
+        driver.destroy(&name, &state_dir).await.unwrap();
+        used.push(name);
+    }
+    let distinct: std::collections::BTreeSet<&String> = used.iter().collect();
+    assert_eq!(distinct.len(), 20, "VMIDs reused: {used:?}");
+    for upid in server.tasks() {
+        let log = server.task_log(&upid).unwrap();
+        assert!(
+            !log.iter().any(|l| l.contains("attempted too often")),
+            "{upid}: {log:?}"
+        );
+    }
+}
+
+/// When the limit is hit anyway (something else started the CT), the driver waits out
+/// systemd's interval and starts it then.
+#[tokio::test]
+async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .task_duration(Duration::ZERO)
+        .backend(Arc::new(ExitsAtOnce))
+        .start_limit(pve_test_server::StartLimit {
+            burst: 1,
+            interval: Duration::from_secs(10),
+        })
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let driver = PveDriver::new(&settings(dir.path(), &server, [980300, 980309]), exits).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    let name = driver
+        .create(&spec("limited", &plan, &state_dir))
+        .await
+        .unwrap();
+    // The one start the limit allows.
+    driver.start(&name, &state_dir).await.unwrap();
+    driver.start(&name, &state_dir).await.unwrap();
+    let refused = server
+        .tasks()
+        .iter()
+        .filter(|u| {
+            server
+                .task_log(u)
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("attempted too often"))
+        })
+        .count();
+    assert_eq!(
+        refused, 1,
+        "the second start was refused once, then retried"
+    );
+    driver.destroy(&name, &state_dir).await.unwrap();
+}
+
+/// A start task that ends with `WARNINGS: n` left a running CT: success, as in Proxmox.
+#[tokio::test]
+async fn a_start_with_warnings_is_a_start() {
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .task_duration(Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let driver = PveDriver::new(&settings(dir.path(), &server, [980400, 980409]), exits).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    let name = driver
+        .create(&spec("warned", &plan, &state_dir))
+        .await
+        .unwrap();
+    server.inject(
+        FaultRule::new(Fault::TaskWarnings(vec![
+            "lxc.idmap: unmapped uid (injected)".into(),
+        ]))
+        .on("POST", "/nodes/{node}/lxc/{vmid}/status/start"),
+    );
+    // A raw key Proxmox does not accept: dropped with a task warning, the CT starts.
+    let path = server.context().config_path(name.parse().unwrap());
+    let mut conf = std::fs::read_to_string(&path).unwrap();
+    conf.push_str("lxc.no.such.key: 1\n");
+    std::fs::write(&path, conf).unwrap();
+    driver.start(&name, &state_dir).await.unwrap();
+    let status = server
+        .tasks()
+        .into_iter()
+        .find(|u| u.contains(":vzstart:"))
+        .and_then(|u| server.task_log(&u))
+        .unwrap();
+    assert!(status.iter().any(|l| l == "TASK WARNINGS: 2"), "{status:?}");
+    assert!(
+        status
+            .iter()
+            .any(|l| l.starts_with("WARN: ")
+                && l.contains("unable to parse config: lxc.no.such.key")),
+        "{status:?}"
+    );
+    driver.destroy(&name, &state_dir).await.unwrap();
 }

@@ -25,6 +25,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const PARITY_RANGE: [u32; 2] = [990100, 990149];
 const FAULTS_RANGE: [u32; 2] = [990150, 990199];
 const BENCH_RANGE: [u32; 2] = [990200, 990249];
+const START_LIMIT_RANGE: [u32; 2] = [990250, 990299];
 
 struct Env {
     node: PveNode,
@@ -431,6 +432,42 @@ fn pve_driver_lifecycle_benchmark() -> Result<()> {
             println!("BENCH {line}");
         }
         env.no_leftovers("after the benchmark")
+    })();
+    let finish = env.finish();
+    result?;
+    finish
+}
+
+/// 20 back-to-back `ctr run --rm`, each its own shim process. A node starts every CT with
+/// `systemctl start pve-container@VMID`, which systemd refuses after 5 starts in 10 s (the
+/// test node enforces that): the shims must not reuse one VMID in quick succession.
+#[test]
+fn pve_driver_twenty_back_to_back_runs_stay_under_systemds_start_limit() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    let env = Env::start("startlimit", 20, START_LIMIT_RANGE)?;
+    let result = (|| -> Result<()> {
+        for i in 0..20 {
+            let out = env.ctr_run(&format!("pve-rm-{i}"), &[], &["true"])?;
+            expect(&out, 0, "", &format!("run {i}"))?;
+        }
+        for upid in env.node.server.tasks() {
+            let log = env.node.server.task_log(&upid).unwrap_or_default();
+            ensure!(
+                !log.iter().any(|l| l.contains("attempted too often")),
+                "{upid} hit the start limit: {log:?}"
+            );
+        }
+        let starts: Vec<String> = env
+            .node
+            .server
+            .tasks()
+            .into_iter()
+            .filter(|u| u.contains(":vzstart:"))
+            .collect();
+        ensure!(starts.len() == 20, "20 starts expected: {starts:?}");
+        env.no_leftovers("after 20 runs")
     })();
     let finish = env.finish();
     result?;

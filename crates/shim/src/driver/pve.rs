@@ -40,6 +40,11 @@ pub const PVE_LXCPATH: &str = "/var/lib/lxc";
 pub const INCLUDE_NAME: &str = "pve-include.conf";
 /// How long the driver waits for Proxmox's config lock of one VMID.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The VMID cursor shared by the shims on the node (in `lock_dir`).
+pub const VMID_CURSOR_NAME: &str = "containerd-shim-proxmox-lxc-vmid-cursor";
+/// systemd's default `StartLimitIntervalSec` (pve-container@.service sets none): after a
+/// start refused for the start limit, a start after this long is allowed again.
+const START_LIMIT_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct PveDriver {
     settings: PveSection,
@@ -168,12 +173,29 @@ impl ConfigLock {
 }
 
 impl PveDriver {
+    /// One start request and its task (warnings accepted).
+    async fn start_once(
+        &self,
+        vmid: u32,
+    ) -> std::result::Result<pve_client::TaskOutcome, pve_client::Error> {
+        let node = self.settings.node.clone();
+        let options = WaitOptions {
+            accept_warnings: true,
+            ..wait_options(&self.settings)
+        };
+        self.client
+            .run_task(&options, || self.client.start_ct(&node, vmid))
+            .await
+    }
+
     pub fn new(settings: &PveSection, exits: ChildExits) -> Result<PveDriver> {
         let range =
             VmidRange::new(settings.vmid_range[0], settings.vmid_range[1]).map_err(pve_error)?;
         Ok(PveDriver {
             client: client_for(settings)?,
-            allocator: VmidAllocator::new(range),
+            // Shared by all shims on the node: see pve_client::vmid on systemd's start limit.
+            allocator: VmidAllocator::new(range)
+                .with_cursor_file(settings.lock_dir.join(VMID_CURSOR_NAME)),
             settings: settings.clone(),
             node: LxcNode::new(PathBuf::from(PVE_LXCPATH), exits),
         })
@@ -298,17 +320,33 @@ impl Driver for PveDriver {
         let vmid = Self::vmid(name)?;
         // Proxmox (systemd) is the parent of lxc-start: no supervisor child, the monitor only.
         let from_monitor = self.node.watch_exit(name).await?;
-        let node = self.settings.node.clone();
-        let outcome = self
-            .client
-            .run_task(&wait_options(&self.settings), || {
-                self.client.start_ct(&node, vmid)
-            })
-            .await
-            .map_err(|e| {
-                let e = pve_error(e);
-                ShimError::Internal(format!("start CT {vmid}: {e}"))
-            })?;
+        let mut outcome = self.start_once(vmid).await;
+        if matches!(&outcome, Err(e) if e.is_start_limit_hit()) {
+            // The VMID cursor makes this rare (another tool may start the CT too): systemd
+            // lets the unit start again once its interval has passed.
+            warn!(
+                "CT {vmid}: systemd refused pve-container@{vmid} (started too often); retrying in {}s",
+                START_LIMIT_INTERVAL.as_secs()
+            );
+            tokio::time::sleep(START_LIMIT_INTERVAL).await;
+            outcome = self.start_once(vmid).await;
+        }
+        let outcome = outcome.map_err(|e| {
+            let hint = if e.is_start_limit_hit() {
+                format!(
+                    "; systemd refuses pve-container@{vmid} after 5 starts within 10 s: run `systemctl reset-failed pve-container@{vmid}` on the node or retry later"
+                )
+            } else {
+                String::new()
+            };
+            let e = pve_error(e);
+            ShimError::Internal(format!("start CT {vmid}: {e}{hint}"))
+        })?;
+        // The prestart hook's warnings end the task with "WARNINGS: n" and a running CT:
+        // Proxmox counts that as started (PVE::RESTEnvironment's worker), so does the shim.
+        for w in &outcome.warnings {
+            warn!("CT {vmid} started with a warning: {w}");
+        }
         debug!("CT {vmid} started ({} status polls)", outcome.polls);
         Ok(StartedInit {
             supervisor: None,
