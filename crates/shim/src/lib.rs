@@ -24,6 +24,7 @@ pub mod helper;
 pub mod hooks;
 pub mod lxcmon;
 pub mod metrics;
+pub mod private;
 pub mod process;
 pub mod service;
 pub mod stdio;

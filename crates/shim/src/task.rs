@@ -48,6 +48,7 @@ use crate::exits::ChildExits;
 use crate::helper;
 use crate::hooks::{self, Where};
 use crate::lxcmon::{exit_status_from_wait, LxcMonitor};
+use crate::private::Owner;
 use crate::process::{ProcessState, Status};
 use crate::stdio::{ContainerStdio, ProcessIo, StdioPaths};
 
@@ -81,8 +82,7 @@ impl BundleState {
     fn write(&self, bundle: &Path) -> Result<()> {
         let json = serde_json::to_vec(self)
             .map_err(|e| ShimError::Internal(format!("encode bundle state: {e}")))?;
-        std::fs::write(bundle.join(BUNDLE_STATE_FILE), json)
-            .ctx(|| format!("write {}/{BUNDLE_STATE_FILE}", bundle.display()))
+        crate::private::write_file(&bundle.join(BUNDLE_STATE_FILE), &json, Owner::ROOT)
     }
 }
 
@@ -479,8 +479,8 @@ impl TaskService {
             if state_dir.exists() {
                 let _ = std::fs::remove_dir_all(&state_dir);
             }
-            std::fs::create_dir_all(&state_dir)
-                .ctx(|| format!("create {}", state_dir.display()))?;
+            let owner = Owner::for_spec(&spec);
+            crate::private::make_dir(&state_dir, owner)?;
             undo.state_dir = Some(state_dir.clone());
             helper::install(&state_dir)?;
 
@@ -501,8 +501,7 @@ impl TaskService {
             init_spec.terminal = req.terminal || init_spec.terminal;
             init_spec.stdio = stdio_flags(init_spec.terminal, &req.stdin, &req.stdout, &req.stderr);
             let spec_path = state_dir.join(ctinit_proto::INIT_SPEC_NAME);
-            std::fs::write(&spec_path, init_spec.to_json())
-                .ctx(|| format!("write {}", spec_path.display()))?;
+            crate::private::write_file(&spec_path, &init_spec.to_json(), owner)?;
 
             plan.write_state_files().ctx(|| {
                 format!(
@@ -519,6 +518,7 @@ impl TaskService {
                 })
                 .await?;
             undo.driver = Some((driver.clone(), name.clone()));
+            crate::private::restrict_tree(&state_dir, owner, &[ctinit_proto::HELPER_NAME])?;
             let mut bundle_state = BundleState {
                 namespace: self.inner.namespace.clone(),
                 id: id.clone(),
@@ -548,6 +548,7 @@ impl TaskService {
             let (io, container_stdio) =
                 ProcessIo::setup(&paths, &self.inner.namespace, &id, &self.inner.exits).await?;
             let listener = helper::Listener::bind(&state_dir.join(ctinit_proto::INIT_SOCKET_NAME))?;
+            crate::private::restrict(&state_dir.join(ctinit_proto::INIT_SOCKET_NAME), owner)?;
 
             let monitor = self.monitor(driver.lxcpath()).await?;
             monitor.forget(&name);
@@ -886,9 +887,10 @@ impl TaskService {
         let spec_name = format!("exec-{seq}.json");
         let sock_name = format!("exec-{seq}.sock");
         let spec_path = container.state_dir.join(&spec_name);
-        std::fs::write(&spec_path, spec.to_json())
-            .ctx(|| format!("write {}", spec_path.display()))?;
+        let owner = Owner::of(&container.state_dir);
+        crate::private::write_file(&spec_path, &spec.to_json(), owner)?;
         let listener = helper::Listener::bind(&container.state_dir.join(&sock_name))?;
+        crate::private::restrict(&container.state_dir.join(&sock_name), owner)?;
         let container_stdio = proc
             .pending_stdio
             .lock()
@@ -908,7 +910,7 @@ impl TaskService {
             opts.open(&path).ctx(|| format!("open {}", path.display()))
         };
         let passed = [
-            open_path(ctinit_proto::HELPER_NAME, false)?,
+            helper::sealed()?,
             open_path(&sock_name, true)?,
             open_path(&spec_name, false)?,
         ];

@@ -53,9 +53,12 @@ impl Driver for LxcDriver {
                 self.lxcpath.display()
             )));
         }
-        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        std::fs::write(dir.join("config"), spec.plan.render_lxc())
-            .ctx(|| format!("write {}/config", dir.display()))?;
+        crate::private::make_dir(&dir, crate::private::Owner::ROOT)?;
+        crate::private::write_file(
+            &dir.join("config"),
+            spec.plan.render_lxc().as_bytes(),
+            crate::private::Owner::ROOT,
+        )?;
         Ok(name.to_string())
     }
 
