@@ -484,3 +484,133 @@ fn helper_cannot_be_written_from_a_container() -> Result<()> {
     let finish = env.finish("security-helper");
     result.and(finish)
 }
+
+/// Where `needle` occurs in the regular files under `root` (files over 64 MiB skipped: binaries
+/// such as helper copies or images, which the shim does not write the token into).
+fn files_containing(root: &Path, needle: &[u8], found: &mut Vec<PathBuf>, seen: &mut usize) {
+    let mut all = Vec::new();
+    walk(root, &mut all);
+    for path in all {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() || meta.len() > 64 << 20 {
+            continue;
+        }
+        *seen += 1;
+        if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path);
+            }
+        }
+    }
+}
+
+/// The shim processes of this containerd and every descendant (lxc-start, lxc-attach, tidy,
+/// the containers' processes).
+fn shim_family(cd: &Containerd) -> Vec<e2e::host::Proc> {
+    let all = e2e::host::processes();
+    let mut family: Vec<e2e::host::Proc> = cd.shim_processes();
+    let mut i = 0;
+    while i < family.len() {
+        let parent = family[i].pid;
+        for p in &all {
+            if p.ppid == parent && !family.iter().any(|f| f.pid == p.pid) {
+                family.push(p.clone());
+            }
+        }
+        i += 1;
+    }
+    family
+}
+
+fn token_case(env: &Env) -> Result<()> {
+    let node = env.node.as_ref().context("pve node")?;
+    let secret = TOKEN_SECRET.as_bytes();
+    let mut leaks = Vec::new();
+    let mut check_processes = |when: &str| -> Result<usize> {
+        let family = shim_family(&env.cd);
+        ensure!(!family.is_empty(), "{when}: no shim process found");
+        for p in &family {
+            for file in ["cmdline", "environ"] {
+                let bytes = std::fs::read(format!("/proc/{}/{file}", p.pid)).unwrap_or_default();
+                if bytes.windows(secret.len()).any(|w| w == secret) {
+                    leaks.push(format!("{when}: /proc/{}/{file} ({})", p.pid, p.cmdline));
+                }
+            }
+        }
+        Ok(family.len())
+    };
+
+    // A full lifecycle with debug logging (the node's shim config sets log_level = "debug"):
+    // create, start, exec, kill, delete through the API, plus a run to completion.
+    env.run_detached("tok-1", &[], &["sleep", "120"])?;
+    let n = check_processes("running")?;
+    let exec = env.ctr(&[
+        "task".into(),
+        "exec".into(),
+        "--exec-id".into(),
+        "e1".into(),
+        "tok-1".into(),
+        "sh".into(),
+        "-c".into(),
+        "echo exec-ok".into(),
+    ])?;
+    ensure!(
+        exec.stdout_str() == "exec-ok\n",
+        "exec: {:?}",
+        exec.stderr_str()
+    );
+    let n2 = check_processes("after exec")?;
+    let state = state_dir_of("tok-1");
+    let run = env.ctr(&env.run_args("tok-2", &["--rm"], &["sh", "-c", "echo done"]))?;
+    ensure!(run.stdout_str() == "done\n", "run: {:?}", run.stderr_str());
+
+    let mut found = Vec::new();
+    let mut seen = 0;
+    // Everything the shim wrote for its containers while they exist: state dirs, the CT
+    // configs (the node's /etc/pve), the CTs' LXC dirs, containerd's bundles and state.
+    files_containing(&state, secret, &mut found, &mut seen);
+    files_containing(&node.config_dir, secret, &mut found, &mut seen);
+    for vmid in node.range[0]..=node.range[1] {
+        files_containing(
+            &Path::new(e2e::pve_node::LXCPATH).join(vmid.to_string()),
+            secret,
+            &mut found,
+            &mut seen,
+        );
+    }
+    env.cd.force_remove("tok-1");
+    files_containing(&env.work.join("containerd"), secret, &mut found, &mut seen);
+    files_containing(&env.work.join("ct-stderr"), secret, &mut found, &mut seen);
+    // The logs: containerd's (the shim logs into it) and LXC's in the state dirs.
+    let log = std::fs::read_to_string(env.cd.log_path()).unwrap_or_default();
+    ensure!(
+        log.contains("status polls"),
+        "the shim's debug lines are not in containerd's log, so it proves nothing"
+    );
+    if log.contains(TOKEN_SECRET) {
+        leaks.push("containerd's log (with the shim's debug lines)".into());
+    }
+    println!(
+        "checked {n}+{n2} processes' cmdline and environ, {seen} files, {} log bytes",
+        log.len()
+    );
+    ensure!(leaks.is_empty(), "the API token leaked into: {leaks:?}");
+    ensure!(
+        found.is_empty(),
+        "the API token is in these files: {found:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn api_token_stays_in_its_file() -> Result<()> {
+    if !root_or_skip("api_token_stays_in_its_file") {
+        return Ok(());
+    }
+    let env = Env::start("token", Some(TOKEN_RANGE))?;
+    let result = token_case(&env);
+    let finish = env.finish("security-token");
+    result.and(finish)
+}
