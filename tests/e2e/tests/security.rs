@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use e2e::cmd::{self, Output};
 use e2e::image::BUSYBOX_IMAGE;
 use e2e::pve_node::{PveNode, TOKEN_SECRET};
