@@ -9,6 +9,7 @@
 
 mod caps;
 mod lookup;
+mod sealed;
 mod sys;
 
 use std::ffi::CString;
@@ -27,6 +28,9 @@ use nix::sys::socket::{
 use crate::sys::Failure;
 
 fn main() {
+    // First of all: never run from a file a container could write (see `sealed`). Failing
+    // that (seccomp, no /proc), the read-only bind mount LXC ran the helper from is the guard.
+    let _ = sealed::reexec_sealed();
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
         eprintln!(

@@ -281,47 +281,7 @@ impl Client {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(transport)?;
         tracing::debug!(%method, path, status = status.as_u16(), "Proxmox API");
-        if status.is_success() {
-            let mut envelope: Value =
-                serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    detail: format!("not JSON: {e}"),
-                })?;
-            return Ok(envelope
-                .get_mut("data")
-                .map(Value::take)
-                .unwrap_or(Value::Null));
-        }
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let message = body
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
-        let errors = body
-            .get("errors")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Err(Error::Api {
-            status: status.as_u16(),
-            method: method.to_string(),
-            path: path.to_string(),
-            message,
-            errors,
-        })
+        decode_response(method.as_str(), path, status.as_u16(), &bytes)
     }
 
     /// Sends with retries of transient failures; re-authenticates once on 401 with tickets.
@@ -889,6 +849,62 @@ fn encode_cookie(ticket: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Turns one API response into the `data` of its envelope or a typed error. Pure (no I/O), so
+/// it can be fed hostile bodies and status codes directly (tests/hostile.rs): whatever the
+/// server sends, the result is a value or an error, never a panic.
+#[doc(hidden)]
+pub fn decode_response(
+    method: &str,
+    path: &str,
+    status: u16,
+    bytes: &[u8],
+) -> Result<Value, Error> {
+    let status = reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::BAD_GATEWAY);
+    if status.is_success() {
+        let mut envelope: Value = serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+            method: method.to_string(),
+            path: path.to_string(),
+            detail: format!("not JSON: {e}"),
+        })?;
+        return Ok(envelope
+            .get_mut("data")
+            .map(Value::take)
+            .unwrap_or(Value::Null));
+    }
+    let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    let message = body
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        // An empty message says nothing: the status's reason does (found by tests/hostile.rs).
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    let errors = body
+        .get("errors")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Err(Error::Api {
+        status: status.as_u16(),
+        method: method.to_string(),
+        path: path.to_string(),
+        message,
+        errors,
+    })
 }
 
 fn decode<T: DeserializeOwned>(method: &str, path: &str, v: Value) -> Result<T, Error> {

@@ -38,7 +38,7 @@ mod tls;
 mod types;
 mod vmid;
 
-pub use client::{Client, ClientConfig, Credentials, DestroyOptions, RetryPolicy};
+pub use client::{decode_response, Client, ClientConfig, Credentials, DestroyOptions, RetryPolicy};
 pub use error::Error;
 pub use props::{
     parse_property_string, ConfigUpdate, CreateCt, Features, Ipv4Config, Ipv6Config, MountOption,

@@ -48,9 +48,12 @@ impl Driver for LxcDriver {
                 self.node.lxcpath().display()
             )));
         }
-        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        std::fs::write(dir.join("config"), spec.plan.render_lxc())
-            .ctx(|| format!("write {}/config", dir.display()))?;
+        crate::host::private::make_dir(&dir, crate::host::private::Owner::ROOT)?;
+        crate::host::private::write_file(
+            &dir.join("config"),
+            spec.plan.render_lxc().as_bytes(),
+            crate::host::private::Owner::ROOT,
+        )?;
         Ok(name.to_string())
     }
 

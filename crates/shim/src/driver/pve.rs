@@ -70,6 +70,7 @@ pub fn read_token_secret(path: &Path) -> Result<Secret> {
             mode & 0o7777
         )));
     }
+    crate::host::private::no_core_dumps();
     let secret = Secret::from_file(path).ctx(|| format!("read {}", path.display()))?;
     if secret.expose().is_empty() {
         return Err(ShimError::InvalidArgument(format!(

@@ -52,6 +52,50 @@ pub fn install(state_dir: &Path) -> Result<()> {
         .map_err(|e| ShimError::io(format!("install helper in {}", state_dir.display()), e))
 }
 
+/// The helper for an exec, as a descriptor `lxc-attach` passes on: a duplicate of one memfd
+/// per shim holding the embedded helper, sealed against every change (`F_SEAL_WRITE |
+/// F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL`). A process in the container that reaches it
+/// through `/proc/PID/exe` cannot change a byte of it (runc CVE-2019-5736); a host file under
+/// /run could be reopened for writing there once no helper executes it.
+pub fn sealed() -> Result<std::fs::File> {
+    static SEALED: std::sync::OnceLock<std::result::Result<std::fs::File, String>> =
+        std::sync::OnceLock::new();
+    let memfd = SEALED.get_or_init(|| seal_helper().map_err(|e| e.to_string()));
+    match memfd {
+        Ok(file) => file
+            .try_clone()
+            .map_err(|e| ShimError::io("duplicate the sealed helper", e)),
+        Err(e) => Err(ShimError::Internal(format!(
+            "make a sealed copy of the helper: {e}"
+        ))),
+    }
+}
+
+fn seal_helper() -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    const SEALS: libc::c_int =
+        libc::F_SEAL_SEAL | libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
+    // SAFETY: a valid NUL-terminated name; the result is checked and owned below.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"containerd-shim-proxmox-lxc-init".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a fresh descriptor nothing else owns.
+    let mut memfd = unsafe { std::fs::File::from_raw_fd(fd) };
+    memfd.write_all(ct_init_bin::HELPER)?;
+    // SAFETY: fcntl on a descriptor `memfd` owns.
+    if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(memfd)
+}
+
 pub struct Listener(InitListener);
 
 impl Listener {

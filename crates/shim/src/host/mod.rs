@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod lxcmon;
 pub mod metrics;
 pub mod node;
+pub mod private;
 pub mod rootfs;
 pub mod stdio;
 pub mod tidy;

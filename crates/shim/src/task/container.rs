@@ -30,6 +30,7 @@ use crate::host::cgroup::ContainerCgroup;
 use crate::host::exits::ChildExits;
 use crate::host::hooks::{self, RunIn};
 use crate::host::stdio::{ContainerStdio, ProcessIo, StdioPaths};
+use crate::host::private::{self, Owner};
 use crate::host::{helper, node, rootfs};
 
 /// How long a container's helper may take to connect and get ready.
@@ -129,8 +130,11 @@ impl Container {
     ) -> Result<Arc<Container>> {
         let bundle = PathBuf::from(&req.bundle);
         let state_dir = state_dir_for(&env.namespace, &req.id);
-        prepare_dirs(req, &bundle, &state_dir, undo)?;
-        let (plan, init_spec) = plan(req, spec, &bundle, &state_dir)?;
+        // Everything of the container's is as private as containerd's own bundle (issue 12):
+        // owned by the container's root (mapped under a user namespace), 0700/0600.
+        let owner = Owner::for_spec(spec);
+        prepare_dirs(req, &bundle, &state_dir, owner, undo)?;
+        let (plan, init_spec) = plan(req, spec, &bundle, &state_dir, owner)?;
         let name = driver
             .create(&CreateSpec {
                 namespace: &env.namespace,
@@ -140,6 +144,7 @@ impl Container {
             })
             .await?;
         undo.driver = Some((driver.clone(), name.clone()));
+        private::restrict_tree(&state_dir, owner, &[ctinit_proto::HELPER_NAME])?;
         let mut record = BundleRecord {
             namespace: env.namespace.clone(),
             id: req.id.clone(),
@@ -158,7 +163,15 @@ impl Container {
             stderr: req.stderr.clone(),
             terminal: init_spec.terminal,
         };
-        let started = start_init(&env, &req.id, &paths, driver.as_ref(), &name, &state_dir).await?;
+        let started = start_init(
+            &env,
+            &req.id,
+            &paths,
+            driver.as_ref(),
+            &name,
+            (&state_dir, owner),
+        )
+        .await?;
         let pid = started.pid;
         let container = Arc::new(Container {
             id: req.id.clone(),
@@ -446,9 +459,11 @@ impl Container {
         let spec_name = format!("exec-{seq}.json");
         let sock_name = format!("exec-{seq}.sock");
         let spec_path = self.state_dir.join(&spec_name);
-        std::fs::write(&spec_path, spec.to_json())
-            .ctx(|| format!("write {}", spec_path.display()))?;
-        let listener = helper::Listener::bind(&self.state_dir.join(&sock_name))?;
+        let owner = Owner::of(&self.state_dir);
+        private::write_file(&spec_path, &spec.to_json(), owner)?;
+        let socket = self.state_dir.join(&sock_name);
+        let listener = helper::Listener::bind(&socket)?;
+        private::restrict(&socket, owner)?;
         let mut child = self.spawn_exec_command(&spec_name, &sock_name)?;
         let attach_pid = child.id();
         let attach_exit = self.env.exits.wait(attach_pid as i32);
@@ -508,7 +523,8 @@ impl Container {
             opts.open(&path).ctx(|| format!("open {}", path.display()))
         };
         let passed = [
-            open_path(ctinit_proto::HELPER_NAME, false)?,
+            // A sealed memfd, not the host file: nothing in the container can write it.
+            helper::sealed()?,
             open_path(sock_name, true)?,
             open_path(spec_name, false)?,
         ];
@@ -740,6 +756,7 @@ fn prepare_dirs(
     req: &CreateTaskRequest,
     bundle: &Path,
     state_dir: &Path,
+    owner: Owner,
     undo: &mut Undo,
 ) -> Result<()> {
     let rootfs = bundle.join("rootfs");
@@ -753,7 +770,7 @@ fn prepare_dirs(
     if state_dir.exists() {
         let _ = std::fs::remove_dir_all(state_dir);
     }
-    std::fs::create_dir_all(state_dir).ctx(|| format!("create {}", state_dir.display()))?;
+    private::make_dir(state_dir, owner)?;
     undo.state_dir = Some(state_dir.to_path_buf());
     helper::install(state_dir)
 }
@@ -765,6 +782,7 @@ fn plan(
     spec: &Spec,
     bundle: &Path,
     state_dir: &Path,
+    owner: Owner,
 ) -> Result<(lxc_config::ContainerPlan, InitSpec)> {
     let facts = node::node_facts();
     let plan = lxc_config::plan(&lxc_config::PlanRequest {
@@ -783,8 +801,7 @@ fn plan(
     init_spec.terminal = req.terminal || init_spec.terminal;
     init_spec.stdio = stdio_flags(init_spec.terminal, &req.stdin, &req.stdout, &req.stderr);
     let spec_path = state_dir.join(ctinit_proto::INIT_SPEC_NAME);
-    std::fs::write(&spec_path, init_spec.to_json())
-        .ctx(|| format!("write {}", spec_path.display()))?;
+    private::write_file(&spec_path, &init_spec.to_json(), owner)?;
     plan.write_state_files().ctx(|| {
         format!(
             "write seccomp profile and device nodes in {}",
@@ -802,10 +819,12 @@ async fn start_init(
     paths: &StdioPaths,
     driver: &dyn Driver,
     name: &str,
-    state_dir: &Path,
+    (state_dir, owner): (&Path, Owner),
 ) -> Result<StartedInit> {
     let (io, stdio) = ProcessIo::setup(paths, &env.namespace, id, &env.exits).await?;
-    let listener = helper::Listener::bind(&state_dir.join(ctinit_proto::INIT_SOCKET_NAME))?;
+    let socket = state_dir.join(ctinit_proto::INIT_SOCKET_NAME);
+    let listener = helper::Listener::bind(&socket)?;
+    private::restrict(&socket, owner)?;
     let started = driver.start(name, state_dir).await?;
     let explain = |e: ShimError| explain_start_failure(e, driver, state_dir);
     let conn = helper::accept(listener, HELPER_TIMEOUT, started.supervisor)

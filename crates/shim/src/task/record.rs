@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config;
 use crate::driver::{container_hash, DriverRecord};
-use crate::errors::{IoContext, Result, ShimError};
+use crate::errors::{Result, ShimError};
+use crate::host::private::{self, Owner};
 
 pub const BUNDLE_RECORD_FILE: &str = "proxmox-lxc-state.json";
 
@@ -27,8 +28,7 @@ impl BundleRecord {
     pub fn write(&self, bundle: &Path) -> Result<()> {
         let json = serde_json::to_vec(self)
             .map_err(|e| ShimError::Internal(format!("encode the bundle record: {e}")))?;
-        std::fs::write(bundle.join(BUNDLE_RECORD_FILE), json)
-            .ctx(|| format!("write {}/{BUNDLE_RECORD_FILE}", bundle.display()))
+        private::write_file(&bundle.join(BUNDLE_RECORD_FILE), &json, Owner::ROOT)
     }
 
     /// The record in `bundle`, if there is a readable one.
