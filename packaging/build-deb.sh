@@ -20,6 +20,24 @@ install -D -m 0644 README.md "$root/usr/share/doc/containerd-shim-proxmox-lxc/RE
 for f in docs/*.md; do install -D -m 0644 "$f" "$root/usr/share/doc/containerd-shim-proxmox-lxc/$f"; done
 mkdir -p "$root/DEBIAN"
 echo "/etc/containerd-shim-proxmox-lxc/config.toml" > "$root/DEBIAN/conffiles"
+# dpkg --purge also removes what the shim made at run time (LXC configs and state of its
+# containers), unless a process still uses it: a running container's files are not pulled away.
+cat > "$root/DEBIAN/postrm" <<'POSTRM'
+#!/bin/sh
+set -e
+if [ "$1" = purge ]; then
+    for dir in /var/lib/containerd-shim-proxmox-lxc /run/containerd-shim-proxmox-lxc; do
+        [ -d "$dir" ] || continue
+        if grep -qsF "$dir/" /proc/[0-9]*/cmdline; then
+            echo "containerd-shim-proxmox-lxc: $dir is still in use by a running container; left in place" >&2
+        else
+            rm -rf "$dir"
+        fi
+    done
+fi
+exit 0
+POSTRM
+chmod 0755 "$root/DEBIAN/postrm"
 cat > "$root/DEBIAN/control" <<CONTROL
 Package: containerd-shim-proxmox-lxc
 Version: $version
@@ -32,4 +50,5 @@ Description: containerd runtime v2 shim running containers as LXC / Proxmox VE C
  Runs OCI containers and Kubernetes pods through containerd as LXC containers,
  and on a Proxmox VE node as real Proxmox CTs (runtime io.containerd.proxmox-lxc.v2).
 CONTROL
-dpkg-deb --root-owner-group --build "$root" "target/debian/containerd-shim-proxmox-lxc_${version}_amd64.deb"
+# DEB_COMPRESS (e.g. gzip) overrides dpkg-deb's default xz, which takes minutes on a busy host.
+dpkg-deb --root-owner-group ${DEB_COMPRESS:+-Z"$DEB_COMPRESS"} --build "$root" "target/debian/containerd-shim-proxmox-lxc_${version}_amd64.deb"
