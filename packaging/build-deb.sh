@@ -30,9 +30,14 @@ if [ "$1" = purge ]; then
         [ -d "$dir" ] || continue
         if grep -qsF "$dir/" /proc/[0-9]*/cmdline; then
             echo "containerd-shim-proxmox-lxc: $dir is still in use by a running container; left in place" >&2
-        else
-            rm -rf "$dir"
+            continue
         fi
+        # The shim mounts a tmpfs on its state dir where /run is nodev (Debian, Proxmox VE).
+        if mountpoint -q "$dir" && ! umount "$dir"; then
+            echo "containerd-shim-proxmox-lxc: could not unmount $dir; left in place" >&2
+            continue
+        fi
+        rm -rf "$dir" || echo "containerd-shim-proxmox-lxc: could not remove $dir" >&2
     done
 fi
 exit 0

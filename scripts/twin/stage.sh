@@ -217,6 +217,8 @@ case_oom_137_and_event() {
 
 case_update_parity() {
     local rt id pid mem
+    "${CTR[@]}" task help 2>/dev/null | grep -qw update ||
+        skip "this ctr ($(ctr --version)) has no 'task update'; Update is not reachable without CRI here"
     for rt in $(runtimes); do
         id="twin-update-$(short $rt)"
         "${CTR[@]}" run -d --runtime "$rt" --memory-limit 67108864 "$IMAGE" "$id" sh -c 'sleep 100000' ||
@@ -250,7 +252,7 @@ case_pause_freezes_cgroup() {
 
 # AppArmor as containerd asks for it: process.apparmorProfile applied (containerd's generated
 # default profile via --apparmor-default-profile), a profile that is not loaded fails the create
-# clearly, and the confinement without a profile, printed for both runtimes.
+# (the shim's error names it), and the confinement without a profile, printed for both runtimes.
 case_apparmor_parity() {
     local rt id out rc
     for rt in $(runtimes); do
@@ -268,7 +270,11 @@ case_apparmor_parity() {
         echo "$rt, unloaded profile: rc=$rc: $out"
         "${CTR[@]}" container rm "$id-bad" >/dev/null 2>&1
         [ $rc != 0 ] || die "$rt: a container with the unloaded profile twin-not-loaded ran: $out"
-        grep -q twin-not-loaded <<<"$out" || die "$rt: the error does not name the profile: $out"
+        # runc's error only says "write /proc/self/attr/apparmor/exec: no such file or
+        # directory"; the shim's must name the profile.
+        if [ "$rt" = "$SHIM_RT" ]; then
+            grep -q twin-not-loaded <<<"$out" || die "$rt: the error does not name the profile: $out"
+        fi
     done
 }
 
@@ -280,8 +286,10 @@ case_parity() {
     export E2E_SHIM_DIR="$P/bin" E2E_CACHE=/nonexistent-twin-cache
     for c in $(cat "$P/parity-cases"); do
         echo "== parity $c"
-        if "$P/tests/parity" --exact --test-threads 1 "containerd-$(containerd --version | awk '{split($3,v,"."); print substr(v[1],2) "." v[2]}')::proxmox-lxc::$c" 2>&1 |
-            tee "$LOGS/parity-$c.log" | grep -q '1 passed'; then
+        # The e2e harness names the system containerd "1.6" whatever its version (1.7 here);
+        # the other versions it knows are not in the twin and show as ignored.
+        if "$P/tests/parity" --exact --test-threads 1 "containerd-1.6::proxmox-lxc::$c" 2>&1 |
+            tee "$LOGS/parity-$c.log" | grep -q ' 1 passed; 0 failed'; then
             echo "TWIN: PASS parity::$c" >/dev/ttyS0
         else
             bad="$bad $c"
