@@ -19,7 +19,8 @@ RUNC_RT=io.containerd.runc.v2
 CTR=(ctr --namespace twin)
 passed=0 failed=0 skipped=0
 
-say() { echo "TWIN: $*"; }
+# Each line carries the twin's uptime, so a run shows where its time went.
+say() { echo "TWIN: $* [$(cut -d' ' -f1 /proc/uptime)s]"; }
 
 # run_case NAME FUNC: the function's output goes to $LOGS/NAME.log; it returns 0 (pass),
 # 77 (skip, reason in $LOGS/NAME.skip) or anything else (fail, reason in $LOGS/NAME.why or
