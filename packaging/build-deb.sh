@@ -28,6 +28,15 @@ set -e
 if [ "$1" = purge ]; then
     for dir in /var/lib/containerd-shim-proxmox-lxc /run/containerd-shim-proxmox-lxc; do
         [ -d "$dir" ] || continue
+        # LXC starts an lxc-monitord per lxcpath (here: per containerd namespace) that outlives
+        # the containers; the ones for the shim's lxcpaths go with the package.
+        for proc in /proc/[0-9]*; do
+            cmd=$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null) || continue
+            case "$cmd" in
+            */lxc-monitord" $dir/"*) kill "${proc#/proc/}" 2>/dev/null || true ;;
+            esac
+        done
+        sleep 1
         if grep -qsF "$dir/" /proc/[0-9]*/cmdline; then
             echo "containerd-shim-proxmox-lxc: $dir is still in use by a running container; left in place" >&2
             continue

@@ -316,8 +316,11 @@ case_purge_leaves_nothing() {
     pgrep -a -f 'containerd-shim-proxmox-lxc|lxc-start' && left="$left processes"
     grep -E 'containerd-shim-proxmox-lxc|/lxc/' /proc/self/mountinfo && left="$left mounts"
     local cg
-    cg="$(find /sys/fs/cgroup -maxdepth 3 -type d \( -name 'lxc.payload*' -o -name 'lxc.monitor*' -o -name 'lxc.pivot' \) 2>/dev/null)"
+    # Per-container cgroups (lxc.payload.NAME, lxc.monitor.NAME) must be gone; LXC's shared
+    # parents (lxc.pivot, and lxc.monitor on LXC 6) stay as any lxc-start leaves them.
+    cg="$(find /sys/fs/cgroup -maxdepth 3 -type d \( -name 'lxc.payload.*' -o -name 'lxc.monitor.*' \) 2>/dev/null)"
     [ -n "$cg" ] && left="$left cgroups:$(echo $cg)"
+    echo "LXC's shared cgroups: $(find /sys/fs/cgroup -maxdepth 1 -name 'lxc.*' | tr '\n' ' ')"
     [ -z "$left" ] || die "dpkg --purge left:$left"
 }
 
