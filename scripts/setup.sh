@@ -38,6 +38,43 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# --- the node twin's tools (scripts/twin/): QEMU and mmdebstrap ----------------------------
+# Installed from the host's suite; where that fails (e.g. a newer qemu-utils from backports is
+# already installed and breaks the suite's qemu-system-common), from the suite's backports,
+# through a private sources list on the host's mirror so the system's suites stay as they are.
+# TWIN=skip skips this (and the twin stage in scripts/test.sh).
+if [ "${TWIN:-}" != skip ]; then
+    twin_tools=(qemu-system-x86 mmdebstrap)
+    twin_missing=()
+    for p in "${twin_tools[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || twin_missing+=("$p")
+    done
+    if [ ${#twin_missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        if ! apt-get install -y -q --no-install-recommends "${twin_missing[@]}"; then
+            codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"
+            bpo_dir="$repo/target/twin/apt"
+            mkdir -p "$bpo_dir/lists/partial"
+            mirror="$(bash "$repo/scripts/apt-mirror.sh")"
+            cat >"$bpo_dir/sources.list" <<SOURCES
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $codename main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $codename-backports main
+SOURCES
+            bpo_opts=(
+                -o "Dir::Etc::SourceList=$bpo_dir/sources.list"
+                -o "Dir::Etc::SourceParts=/dev/null"
+                -o "Dir::State::Lists=$bpo_dir/lists"
+                -o "Acquire::Languages=none"
+                -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
+            )
+            apt-get -q "${bpo_opts[@]}" update >"$bpo_dir/update.log" 2>&1 &&
+                apt-get -q "${bpo_opts[@]}" install -y --no-install-recommends \
+                    -t "$codename-backports" "${twin_missing[@]}" ||
+                echo "setup: could not install ${twin_missing[*]}; the twin stage will fail (TWIN=skip skips it)" >&2
+        fi
+    fi
+fi
+
 # --- extra containerd versions, unpacked into the project's cache --------------------------
 cache="${E2E_CACHE:-$repo/target/e2e-cache}"
 apt_dir="$cache/apt"
@@ -49,9 +86,11 @@ for v in "${versions[@]}"; do
 done
 if [ "$need_fetch" = 1 ]; then
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
-    cat >"$apt_dir/sources.list" <<'SOURCES'
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+    # The same mirror the host's own apt sources use (no archive host name in the repository).
+    mirror="$(bash "$repo/scripts/apt-mirror.sh")"
+    cat >"$apt_dir/sources.list" <<SOURCES
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror sid main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main
 SOURCES
     apt_opts=(
         -o "Dir::Etc::SourceList=$apt_dir/sources.list"

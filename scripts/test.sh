@@ -7,4 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --workspace --all-targets
-cargo test --workspace --no-fail-fast 2>&1
+status=0
+cargo test --workspace --no-fail-fast 2>&1 || status=$?
+# The node twin: a Debian 13 VM shaped like a Proxmox VE node (docs/testing.md#the-node-twin),
+# bounded by TWIN_TIMEOUT; TWIN=skip skips it where QEMU cannot run.
+TWIN_NO_BUILD=1 bash scripts/twin/run.sh || status=1
+exit "$status"

@@ -19,6 +19,14 @@ fn main() {
         );
         return;
     }
+    if args
+        .iter()
+        .skip(1)
+        .any(|a| a == "-h" || a == "--help" || a == "-help")
+    {
+        print!("{}", usage());
+        return;
+    }
     if args.iter().skip(1).any(|a| a == "-info" || a == "--info") {
         match shim::service::runtime_info() {
             Ok(bytes) => {
@@ -160,4 +168,38 @@ fn run_gc(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// What `--help` prints: operators run the binary by hand to learn what it is; containerd itself
+/// only uses the flags and subcommands listed here.
+fn usage() -> String {
+    format!(
+        "{bin} {version}: containerd runtime v2 shim {runtime}
+Runs OCI containers and Kubernetes pods as LXC containers, or as Proxmox VE CTs.
+containerd starts it; operators do not run containers through it directly.
+
+Usage:
+  {bin} -v | -version          print the version and the runtime name
+  {bin} -info                  print RuntimeInfo (protobuf; containerd 2.x runs this)
+  {bin} check [--config FILE]  verify the configuration and the Proxmox VE side
+  {bin} gc [--config FILE] [--dry-run]
+                               destroy this shim's Proxmox CTs whose container is gone
+                               (after a node reboot; the package runs it at boot)
+  {bin} -h | --help            print this help
+
+Run by containerd (flags of the shim protocol):
+  {bin} [flags] start          start a shim for a task, print its address
+  {bin} [flags] delete         clean up after a shim that died
+  flags: -namespace NS -id ID -address ADDR -publish-binary BIN -bundle DIR -debug
+
+Configuration: {config}
+  (optional; containerd's runtime options ConfigPath, or an inline options table on
+  containerd 1.7+, override it). Select the runtime with --runtime {runtime}
+  (ctr) or a RuntimeClass whose handler names a runtime of this type (Kubernetes).
+",
+        bin = env!("CARGO_BIN_NAME"),
+        version = env!("CARGO_PKG_VERSION"),
+        runtime = RUNTIME_NAME,
+        config = shim::config::HOST_CONFIG_PATH,
+    )
 }

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The node twin's host harness: builds or reuses the twin image (scripts/twin/image.sh), packs
+# the freshly built shim, its .deb, the e2e parity test binary and the stage script onto a small
+# payload disk (mke2fs -d, no loop device), boots the twin under QEMU with the image as a
+# throw-away snapshot, and reads the stage's `TWIN: PASS|FAIL|SKIP` lines from the serial
+# console. Exit status 0 only when the stage finished and no case failed.
+#
+#   scripts/twin/run.sh [CASE...]      run these stage cases (default: all, see stage.sh)
+#   scripts/twin/run.sh --shell        boot with the payload attached and get a root shell on the
+#                                      console (no stage run; exit with `poweroff`)
+# Environment:
+#   TWIN=skip            do nothing, say so, exit 0 (where QEMU cannot run)
+#   TWIN_ACCEL=kvm|tcg   force the accelerator (default: KVM when /dev/kvm is a usable hardware
+#                        KVM, TCG otherwise: nested PVM's KVM cannot run a stock kernel)
+#   TWIN_TIMEOUT=SECONDS bound on the whole VM run (default 1500)
+#   TWIN_PARITY_CASES    parity case names to run inside (default: the cgroup/node ones below)
+#   TWIN_NO_BUILD=1      use the binaries already in target/debug as they are
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$repo"
+if [ "${TWIN:-}" = skip ]; then
+    echo "twin: SKIPPED (TWIN=skip): the node twin stage did not run"
+    exit 0
+fi
+shell=0
+if [ "${1:-}" = --shell ]; then
+    shell=1
+    shift
+fi
+command -v qemu-system-x86_64 >/dev/null || {
+    echo "twin: FAIL: qemu-system-x86_64 is missing (scripts/setup.sh installs it; TWIN=skip skips the twin)" >&2
+    exit 1
+}
+# Parity cases that concern a node: cgroup v2 (metrics, pause/resume, kill), the filesystem
+# view (lxcfs, AppArmor mounts), seccomp, and cleanup after a killed shim. Each takes about a
+# minute under TCG on a busy 2-core host (runc reference + shim), so the set stays small;
+# everything else runs on the build host.
+default_parity="filesystem_view metrics pause_resume sigkill_from_outside_exits_137 \
+seccomp_default_profile shim_killed_then_task_rm_leaves_nothing"
+parity_cases="${TWIN_PARITY_CASES:-$default_parity}"
+
+image_dir="$(bash scripts/twin/image.sh)"
+
+# --- payload ------------------------------------------------------------------------------
+if [ "${TWIN_NO_BUILD:-0}" != 1 ]; then
+    cargo build -p containerd-shim-proxmox-lxc --bins >&2
+    cargo build -p e2e --bins --tests >&2
+fi
+work="$repo/target/twin/run"
+payload="$work/payload"
+rm -rf "$work"
+mkdir -p "$payload/bin" "$payload/tests" "$payload/deb"
+# Debug info is most of a debug binary's size and not needed in the twin.
+strip --strip-debug -o "$payload/bin/containerd-shim-proxmox-lxc-v2" target/debug/containerd-shim-proxmox-lxc-v2
+parity_bin="$(ls -t target/debug/deps/parity-* 2>/dev/null | grep -v '\.d$' | head -1 || true)"
+[ -n "$parity_bin" ] || { echo "twin: FAIL: no parity test binary in target/debug/deps" >&2; exit 1; }
+strip --strip-debug -o "$payload/tests/parity" "$parity_bin"
+target/debug/e2e-env image --out "$payload/image.tar" >&2
+# The operator's package, made by packaging/build-deb.sh from the binary under test.
+SHIM_BINARY="$payload/bin/containerd-shim-proxmox-lxc-v2" DEB_COMPRESS=gzip bash packaging/build-deb.sh >&2
+cp target/debian/containerd-shim-proxmox-lxc_*_amd64.deb "$payload/deb/"
+cp -r examples "$payload/examples"
+cp scripts/twin/stage.sh "$payload/stage.sh"
+echo "$parity_cases" >"$payload/parity-cases"
+echo "$*" >"$payload/cases"
+size_mb=$(( $(du -sm "$payload" | cut -f1) + 64 ))
+mke2fs -q -t ext4 -L twin-payload -d "$payload" "$work/payload.img" "${size_mb}M"
+
+# --- boot -----------------------------------------------------------------------------------
+accel="${TWIN_ACCEL:-}"
+if [ -z "$accel" ]; then
+    # Hardware KVM (kvm_intel/kvm_amd) runs the twin natively; KVM over nested PVM (kvm_pvm)
+    # kills a stock kernel early ("KVM internal error ... emulation failure"): use TCG there.
+    if [ -w /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
+        accel=kvm
+    else
+        accel=tcg
+    fi
+fi
+case "$accel" in
+kvm) accel_opts=(-accel kvm -cpu host) ;;
+*) accel_opts=(-accel tcg,thread=multi -cpu max) ;;
+esac
+append="console=ttyS0 root=/dev/vda rw systemd.unified_cgroup_hierarchy=1 apparmor=1 security=apparmor"
+if [ "$shell" = 1 ]; then
+    # A root shell on the console (root has no password in the twin); the stage does not run.
+    append="$append systemd.mask=twin-stage.service"
+else
+    append="$append loglevel=4 systemd.mask=serial-getty@ttyS0.service"
+fi
+qemu=(qemu-system-x86_64 "${accel_opts[@]}" -m "${TWIN_MEMORY_MB:-3072}" -smp 2 -nographic -nic none
+    -kernel "$image_dir/vmlinuz" -initrd "$image_dir/initrd.img" -append "$append"
+    -drive "file=$image_dir/rootfs.img,if=virtio,format=raw,snapshot=on"
+    -drive "file=$work/payload.img,if=virtio,format=raw,readonly=on")
+echo "twin: booting ($accel): ${qemu[*]}" >&2
+if [ "$shell" = 1 ]; then
+    echo "twin: log in as root (no password); the payload disk is /dev/vdb: mount -o ro /dev/vdb /payload" >&2
+    exec "${qemu[@]}"
+fi
+log="$work/console.log"
+set +e
+timeout --kill-after=10 "${TWIN_TIMEOUT:-1500}" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log" |
+    grep --line-buffered -E 'TWIN: |^---- |Kernel panic|KVM internal error'
+qemu_rc=${PIPESTATUS[0]}
+set -e
+echo "twin: console log: ${log#"$repo/"}"
+if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+    echo "twin: FAIL: the VM did not finish within ${TWIN_TIMEOUT:-1500}s" >&2
+    exit 1
+fi
+if ! grep -q 'TWIN: DONE' "$log"; then
+    echo "twin: FAIL: the stage did not report DONE (qemu exit $qemu_rc); see $log" >&2
+    exit 1
+fi
+fails=$(grep -c 'TWIN: FAIL' "$log" || true)
+passes=$(grep -c 'TWIN: PASS' "$log" || true)
+echo "twin: $passes passed, $fails failed ($(grep -c 'TWIN: SKIP' "$log" || true) skipped)"
+[ "$fails" = 0 ]

@@ -1,0 +1,349 @@
+#!/bin/bash
+# The node twin's test stage: runs INSIDE the twin VM (from the payload disk, mounted read-only
+# at /payload by twin-stage.service), prints one line per case on the serial console:
+#   TWIN: PASS <case>      TWIN: FAIL <case>: <why>      TWIN: SKIP <case>: <why>
+# and `TWIN: DONE passed=N failed=N skipped=N` last, then powers the VM off (unless
+# TWIN_NO_POWEROFF=1, for a shell). scripts/twin/run.sh on the host boots the VM and reads this.
+#
+# Usage (in the twin): bash /payload/stage.sh [CASE...]   (no CASE: every case, in order)
+# The payload: deb/*.deb (the package under test), bin/containerd-shim-proxmox-lxc-v2 (for the
+# parity binary), tests/parity (the host-built e2e parity test binary), image.tar (the busybox
+# OCI image), examples/ (the repository's examples), parity-cases (parity case names to run).
+set -u
+P="${TWIN_PAYLOAD:-/payload}"
+LOGS=/var/log/twin
+mkdir -p "$LOGS"
+IMAGE=localhost/e2e/busybox:latest
+SHIM_RT=io.containerd.proxmox-lxc.v2
+RUNC_RT=io.containerd.runc.v2
+CTR=(ctr --namespace twin)
+passed=0 failed=0 skipped=0
+
+# Each line carries the twin's uptime, so a run shows where its time went.
+say() { echo "TWIN: $* [$(cut -d' ' -f1 /proc/uptime)s]"; }
+
+# run_case NAME FUNC: the function's output goes to $LOGS/NAME.log; it returns 0 (pass),
+# 77 (skip, reason in $LOGS/NAME.skip) or anything else (fail, reason in $LOGS/NAME.why or
+# the log's tail). Each case is bounded so a hang fails the case, not the stage.
+run_case() {
+    local name="$1" func="$2" rc
+    rm -f "$LOGS/$name.why" "$LOGS/$name.skip"
+    say "START $name"
+    CASE="$name" timeout --kill-after=10 "${TWIN_CASE_TIMEOUT:-900}" bash -c "source '$0' --functions-only; $func" \
+        >"$LOGS/$name.log" 2>&1
+    rc=$?
+    if [ $rc = 0 ]; then
+        passed=$((passed + 1)); say "PASS $name"
+    elif [ $rc = 77 ]; then
+        skipped=$((skipped + 1)); say "SKIP $name: $(cat "$LOGS/$name.skip" 2>/dev/null)"
+    else
+        failed=$((failed + 1))
+        local why
+        why="$(cat "$LOGS/$name.why" 2>/dev/null)"
+        [ $rc = 124 ] && why="timed out after ${TWIN_CASE_TIMEOUT:-900}s. $why"
+        say "FAIL $name: ${why:-exit $rc}"
+        echo "---- last lines of $name.log"
+        tail -n 40 "$LOGS/$name.log"
+        echo "----"
+    fi
+}
+
+# Inside a case: fail with a reason / skip with a reason.
+die() { echo "$*" >"$LOGS/$CASE.why"; echo "FAILED: $*"; exit 1; }
+skip() { echo "$*" >"$LOGS/$CASE.skip"; echo "SKIPPED: $*"; exit 77; }
+expect_eq() { # WHAT GOT WANT
+    [ "$2" = "$3" ] || die "$1: got '$2', want '$3'"
+    echo "ok: $1 = '$2'"
+}
+
+wait_containerd() {
+    for _ in $(seq 1 120); do
+        "${CTR[@]}" version >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    die "containerd does not answer on its socket (systemctl status containerd: $(systemctl is-active containerd))"
+}
+
+# The cgroup v2 directory of a process, and the nearest value of FILE at or above it that is
+# not "max" (runc puts limits on the container's cgroup; LXC on the payload cgroup or a parent).
+cgroup_of() { echo "/sys/fs/cgroup$(sed -n 's/^0:://p' "/proc/$1/cgroup")"; }
+effective() { # PID FILE
+    local dir
+    dir="$(cgroup_of "$1")"
+    while [ "$dir" != /sys/fs ] && [ "$dir" != /sys/fs/cgroup/.. ]; do
+        if [ -f "$dir/$2" ] && [ "$(cat "$dir/$2")" != max ] && [ "$(cat "$dir/$2")" != "max 100000" ]; then
+            cat "$dir/$2"; return 0
+        fi
+        [ "$dir" = /sys/fs/cgroup ] && break
+        dir="$(dirname "$dir")"
+    done
+    echo max
+}
+task_pid() { "${CTR[@]}" task ls | awk -v id="$1" '$1 == id { print $2 }'; }
+task_status() { "${CTR[@]}" task ls | awk -v id="$1" '$1 == id { print $3 }'; }
+cleanup_task() {
+    "${CTR[@]}" task kill -s SIGKILL "$1" >/dev/null 2>&1
+    for _ in $(seq 1 30); do
+        [ "$(task_status "$1")" = STOPPED ] || [ -z "$(task_status "$1")" ] && break
+        sleep 1
+    done
+    "${CTR[@]}" task rm -f "$1" >/dev/null 2>&1
+    "${CTR[@]}" container rm "$1" >/dev/null 2>&1
+}
+runtimes() { echo "$RUNC_RT $SHIM_RT"; }
+short() { [ "$1" = "$SHIM_RT" ] && echo lxc || echo runc; }
+
+# ---- cases ------------------------------------------------------------------------------------
+
+case_node_facts() {
+    echo "kernel: $(uname -r)"
+    expect_eq "PID 1" "$(cat /proc/1/comm)" systemd
+    expect_eq "cgroup file system" "$(stat -fc %T /sys/fs/cgroup)" cgroup2fs
+    echo "controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+    for c in cpu memory pids io cpuset; do
+        grep -qw "$c" /sys/fs/cgroup/cgroup.controllers || die "cgroup v2 controller $c missing"
+    done
+    [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ] || die "AppArmor is not enabled"
+    grep -q '^lxc-container-default' /sys/kernel/security/apparmor/profiles ||
+        die "LXC's AppArmor profiles are not loaded"
+    expect_eq "lxcfs" "$(systemctl is-active lxcfs)" active
+    expect_eq "containerd service" "$(systemctl is-active containerd)" active
+    local v
+    v="$(lxc-start --version)"
+    echo "LXC $v, $(containerd --version), $(runc --version | head -1), $(systemctl --version | head -1)"
+    case "$v" in 6.*) ;; *) die "LXC is $v, want 6.x" ;; esac
+}
+
+case_deb_install() {
+    local deb
+    deb="$(ls "$P"/deb/*.deb 2>/dev/null | head -1)"
+    [ -n "$deb" ] || die "no .deb on the payload disk"
+    dpkg -I "$deb" | grep -i depends
+    dpkg -i "$deb" || die "dpkg -i $(basename "$deb") failed"
+    expect_eq "package status" "$(dpkg-query -W -f='${Status}' containerd-shim-proxmox-lxc)" "install ok installed"
+    dpkg -L containerd-shim-proxmox-lxc >"$LOGS/package-files"
+    local out
+    out="$(containerd-shim-proxmox-lxc-v2 --help)" || die "--help exits non-zero"
+    echo "$out"
+    grep -q '^Usage:' <<<"$out" || die "--help prints no usage"
+    out="$(containerd-shim-proxmox-lxc-v2 -h)" || die "-h exits non-zero"
+    grep -q '/etc/containerd-shim-proxmox-lxc/config.toml' <<<"$out" || die "-h does not say where the config lives"
+    [ -f /etc/containerd-shim-proxmox-lxc/config.toml ] || die "the conffile is not installed"
+}
+
+case_containerd_runtime_entry() {
+    command -v containerd-shim-proxmox-lxc-v2 >/dev/null || die "the package is not installed"
+    # The operator's step from examples/containerd-1.x.toml: Debian's containerd has no config
+    # file of its own, so the example becomes it; an existing one is kept aside.
+    [ -f /etc/containerd/config.toml ] && cp /etc/containerd/config.toml /etc/containerd/config.toml.twin-orig
+    mkdir -p /etc/containerd
+    cp "$P/examples/containerd-1.x.toml" /etc/containerd/config.toml
+    systemctl restart containerd || die "systemctl restart containerd failed: $(journalctl -u containerd -n 20 --no-pager)"
+    wait_containerd
+    "${CTR[@]}" plugins ls | grep -E 'cri|runtime' || true
+    "${CTR[@]}" plugins ls | grep -q 'io.containerd.grpc.v1 *cri *.*ok' ||
+        die "the CRI plugin did not load with the example's runtime entry: $(journalctl -u containerd -n 30 --no-pager | grep -i error | tail -3)"
+    "${CTR[@]}" images import --no-unpack=false "$P/image.tar" || "${CTR[@]}" images import "$P/image.tar" ||
+        die "ctr images import failed"
+    "${CTR[@]}" images ls | grep -q "$IMAGE" || die "image $IMAGE missing after import"
+}
+
+case_ctr_run_rm() {
+    local out rc
+    out="$("${CTR[@]}" run --rm --runtime "$SHIM_RT" "$IMAGE" twin-run sh -c 'echo hello from pid $$; exit 3')"
+    rc=$?
+    echo "$out"
+    expect_eq "exit status" "$rc" 3
+    expect_eq "output" "$out" "hello from pid 1"
+    [ -z "$("${CTR[@]}" container ls -q | grep -x twin-run)" ] || die "--rm left the container"
+    pgrep -f 'lxc-start.*twin-run' && die "an lxc-start of twin-run is still running"
+    true
+}
+
+case_restart_keeps_containers() {
+    local id=twin-restart pid pid2
+    "${CTR[@]}" run -d --runtime "$SHIM_RT" "$IMAGE" "$id" sh -c 'sleep 100000' || die "ctr run -d failed"
+    for _ in $(seq 1 30); do [ "$(task_status $id)" = RUNNING ] && break; sleep 1; done
+    pid="$(task_pid $id)"
+    expect_eq "status before restart" "$(task_status $id)" RUNNING
+    systemctl restart containerd || die "systemctl restart containerd failed"
+    wait_containerd
+    expect_eq "status after restart" "$(task_status $id)" RUNNING
+    pid2="$(task_pid $id)"
+    expect_eq "pid after restart" "$pid2" "$pid"
+    [ -d "/proc/$pid" ] || die "the workload (pid $pid) died with containerd's restart"
+    expect_eq "exec after restart" "$("${CTR[@]}" task exec --exec-id e1 $id echo alive)" alive
+    cleanup_task $id
+    [ -z "$(task_status $id)" ] || die "task $id is still listed after kill and rm"
+}
+
+# cgroup v2 limits as containerd sets them, checked on the host side for runc and the shim.
+case_cgroup_limits_parity() {
+    local rt id pid mem cpu
+    for rt in $(runtimes); do
+        id="twin-limits-$(short $rt)"
+        "${CTR[@]}" run -d --runtime "$rt" --memory-limit 67108864 --cpus 0.5 "$IMAGE" "$id" sh -c 'sleep 100000' ||
+            die "ctr run -d with limits failed under $rt"
+        for _ in $(seq 1 30); do [ "$(task_status $id)" = RUNNING ] && break; sleep 1; done
+        pid="$(task_pid $id)"
+        echo "$rt: pid $pid in $(cgroup_of "$pid")"
+        mem="$(effective "$pid" memory.max)"
+        cpu="$(effective "$pid" cpu.max)"
+        cleanup_task "$id"
+        expect_eq "$rt memory.max" "$mem" 67108864
+        expect_eq "$rt cpu.max" "$cpu" "50000 100000"
+    done
+}
+
+case_oom_137_and_event() {
+    local rt id rc ev
+    for rt in $(runtimes); do
+        id="twin-oom-$(short $rt)"
+        ev="$LOGS/events-$id"
+        "${CTR[@]}" events >"$ev" 2>&1 &
+        local evpid=$!
+        sleep 1
+        "${CTR[@]}" run --rm --runtime "$rt" --memory-limit 33554432 "$IMAGE" "$id" \
+            sh -c 'x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done'
+        rc=$?
+        sleep 2
+        kill $evpid 2>/dev/null
+        wait $evpid 2>/dev/null
+        grep "$id" "$ev" | grep -E '/tasks/(oom|exit)' || true
+        expect_eq "$rt exit status at the 32 MiB limit" "$rc" 137
+        grep "/tasks/oom" "$ev" | grep -q "$id" || die "$rt: no /tasks/oom event for $id (TaskOOM from memory.events)"
+        echo "ok: $rt TaskOOM event"
+    done
+}
+
+case_update_parity() {
+    local rt id pid mem
+    "${CTR[@]}" task help 2>/dev/null | grep -qw update ||
+        skip "this ctr ($(ctr --version)) has no 'task update'; Update is not reachable without CRI here"
+    for rt in $(runtimes); do
+        id="twin-update-$(short $rt)"
+        "${CTR[@]}" run -d --runtime "$rt" --memory-limit 67108864 "$IMAGE" "$id" sh -c 'sleep 100000' ||
+            die "ctr run -d failed under $rt"
+        for _ in $(seq 1 30); do [ "$(task_status $id)" = RUNNING ] && break; sleep 1; done
+        pid="$(task_pid $id)"
+        "${CTR[@]}" task update --memory-limit 100663296 "$id" || { cleanup_task "$id"; die "$rt: ctr task update failed"; }
+        mem="$(effective "$pid" memory.max)"
+        cleanup_task "$id"
+        expect_eq "$rt memory.max after Update" "$mem" 100663296
+    done
+}
+
+case_pause_freezes_cgroup() {
+    local rt id pid dir frozen
+    for rt in $(runtimes); do
+        id="twin-pause-$(short $rt)"
+        "${CTR[@]}" run -d --runtime "$rt" "$IMAGE" "$id" sh -c 'sleep 100000' || die "ctr run -d failed under $rt"
+        for _ in $(seq 1 30); do [ "$(task_status $id)" = RUNNING ] && break; sleep 1; done
+        pid="$(task_pid $id)"
+        "${CTR[@]}" task pause "$id" || { cleanup_task "$id"; die "$rt: pause failed"; }
+        expect_eq "$rt status after pause" "$(task_status $id)" PAUSED
+        frozen="$(awk '$1 == "State:" { print $2 }' "/proc/$pid/status")"
+        "${CTR[@]}" task resume "$id" || { cleanup_task "$id"; die "$rt: resume failed"; }
+        expect_eq "$rt status after resume" "$(task_status $id)" RUNNING
+        cleanup_task "$id"
+        # A frozen cgroup v2 task sleeps in the freezer: state S (or D), never R.
+        case "$frozen" in S|D) ;; *) die "$rt: workload state while paused: $frozen" ;; esac
+    done
+}
+
+# AppArmor as containerd asks for it: process.apparmorProfile applied (containerd's generated
+# default profile via --apparmor-default-profile), a profile that is not loaded fails the create
+# (the shim's error names it), and the confinement without a profile, printed for both runtimes.
+case_apparmor_parity() {
+    local rt id out rc
+    for rt in $(runtimes); do
+        id="twin-aa-$(short $rt)"
+        out="$("${CTR[@]}" run --rm --runtime "$rt" --apparmor-default-profile twin-default "$IMAGE" "$id" \
+            cat /proc/self/attr/current 2>&1)"
+        rc=$?
+        echo "$rt, --apparmor-default-profile twin-default: rc=$rc: $out"
+        expect_eq "$rt profile applied" "$out" "twin-default (enforce)"
+        out="$("${CTR[@]}" run --rm --runtime "$rt" "$IMAGE" "$id-none" cat /proc/self/attr/current 2>&1)"
+        echo "$rt, no profile asked: $out"
+        out="$("${CTR[@]}" run --rm --runtime "$rt" --apparmor-profile twin-not-loaded "$IMAGE" "$id-bad" \
+            cat /proc/self/attr/current 2>&1)"
+        rc=$?
+        echo "$rt, unloaded profile: rc=$rc: $out"
+        "${CTR[@]}" container rm "$id-bad" >/dev/null 2>&1
+        [ $rc != 0 ] || die "$rt: a container with the unloaded profile twin-not-loaded ran: $out"
+        # runc's error only says "write /proc/self/attr/apparmor/exec: no such file or
+        # directory"; the shim's must name the profile.
+        if [ "$rt" = "$SHIM_RT" ]; then
+            grep -q twin-not-loaded <<<"$out" || die "$rt: the error does not name the profile: $out"
+        fi
+    done
+}
+
+# The host-built e2e parity test binary, against the twin's own containerd (/usr/bin: 1.7),
+# runc vs this shim, one run per case named in the payload's parity-cases.
+case_parity() {
+    [ -x "$P/tests/parity" ] || die "no parity binary on the payload disk"
+    local c bad=""
+    export E2E_SHIM_DIR="$P/bin" E2E_CACHE=/nonexistent-twin-cache
+    for c in $(cat "$P/parity-cases"); do
+        echo "== parity $c"
+        # The e2e harness names the system containerd "1.6" whatever its version (1.7 here);
+        # the other versions it knows are not in the twin and show as ignored.
+        if "$P/tests/parity" --exact --test-threads 1 "containerd-1.6::proxmox-lxc::$c" 2>&1 |
+            tee "$LOGS/parity-$c.log" | grep -q ' 1 passed; 0 failed'; then
+            echo "TWIN: PASS parity::$c" >/dev/ttyS0
+        else
+            bad="$bad $c"
+            echo "TWIN: FAIL parity::$c (log: $LOGS/parity-$c.log)" >/dev/ttyS0
+            grep -v '^$' "$LOGS/parity-$c.log" | tail -n 25 >/dev/ttyS0
+        fi
+    done
+    [ -z "$bad" ] || die "parity cases failed:$bad"
+}
+
+case_purge_leaves_nothing() {
+    dpkg-query -W containerd-shim-proxmox-lxc >/dev/null 2>&1 || die "the package is not installed"
+    local id
+    for id in $("${CTR[@]}" container ls -q); do cleanup_task "$id"; done
+    dpkg --purge containerd-shim-proxmox-lxc || die "dpkg --purge failed"
+    local left=""
+    while read -r f; do
+        [ -f "$f" ] && left="$left file:$f"
+    done <"$LOGS/package-files"
+    for d in /etc/containerd-shim-proxmox-lxc /var/lib/containerd-shim-proxmox-lxc /run/containerd-shim-proxmox-lxc; do
+        [ -e "$d" ] && left="$left $d($(ls -A "$d" | head -3 | tr '\n' ' '))"
+    done
+    pgrep -a -f 'containerd-shim-proxmox-lxc|lxc-start' && left="$left processes"
+    grep -E 'containerd-shim-proxmox-lxc|/lxc/' /proc/self/mountinfo && left="$left mounts"
+    local cg
+    # Per-container cgroups (lxc.payload.NAME, lxc.monitor.NAME) must be gone; LXC's shared
+    # parents (lxc.pivot, and lxc.monitor on LXC 6) stay as any lxc-start leaves them.
+    cg="$(find /sys/fs/cgroup -maxdepth 3 -type d \( -name 'lxc.payload.*' -o -name 'lxc.monitor.*' \) 2>/dev/null)"
+    [ -n "$cg" ] && left="$left cgroups:$(echo $cg)"
+    echo "LXC's shared cgroups: $(find /sys/fs/cgroup -maxdepth 1 -name 'lxc.*' | tr '\n' ' ')"
+    [ -z "$left" ] || die "dpkg --purge left:$left"
+}
+
+all_cases=(node_facts deb_install containerd_runtime_entry ctr_run_rm restart_keeps_containers
+    cgroup_limits_parity oom_137_and_event update_parity pause_freezes_cgroup apparmor_parity parity
+    purge_leaves_nothing)
+
+[ "${1:-}" = --functions-only ] && return 0 2>/dev/null
+
+exec 2>&1
+say "stage begins on $(uname -n): $(uname -r), $(nproc) cpus"
+cases=("$@")
+[ ${#cases[@]} = 0 ] && [ -f "$P/cases" ] && read -r -a cases <"$P/cases"
+[ ${#cases[@]} = 0 ] && cases=("${all_cases[@]}")
+for c in "${cases[@]}"; do
+    if declare -F "case_$c" >/dev/null; then
+        run_case "$c" "case_$c"
+    else
+        failed=$((failed + 1)); say "FAIL $c: no such case (cases: ${all_cases[*]})"
+    fi
+done
+say "DONE passed=$passed failed=$failed skipped=$skipped"
+if [ "${TWIN_NO_POWEROFF:-0}" != 1 ]; then
+    sync
+    systemctl poweroff --no-block
+fi
