@@ -5,7 +5,8 @@
 //! mount of the devpts `ptmx` (runc: a symlink to `pts/ptmx`), a tmpfs file over
 //! `/proc/sys/kernel/random/boot_id` with its source `/dev/.lxc-boot-id`, and masked files
 //! bound from the host's `/dev/null` (mount entries are made before `/dev` is filled), which
-//! show as `devtmpfs` instead of the container's own `/dev/null`.
+//! show as `devtmpfs` instead of the container's own `/dev/null`. And one thing runc adds that
+//! LXC's autodev does not: `/dev/core -> /proc/kcore` where the kernel has `/proc/kcore`.
 //!
 //! The helper cannot undo these itself (it runs under the spec's bounding set and seccomp
 //! profile), so the shim does it from the host once the init's helper reported `Ready`, before
@@ -58,6 +59,8 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
     // namespace. Paths there are relative to the init's root, the container's.
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts"))
         .map_err(|e| format!("read the container's mounts: {e}"))?;
+    // runc decides from its own (the host's) /proc, before it enters the container.
+    let kernel_has_kcore = std::path::Path::new("/proc/kcore").exists();
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
         .map_err(|e| format!("open the mount namespace of pid {pid}: {e}"))?;
     // Also moves root and cwd to the namespace's root: the container's root after pivot_root.
@@ -89,6 +92,21 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
         remove("/dev/ptmx", false)?;
         std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx")
             .map_err(|e| format!("link /dev/ptmx to pts/ptmx: {e}"))?;
+    }
+
+    // runc's setupDevSymlinks links /dev/core to /proc/kcore on the /dev it makes itself (the
+    // tmpfs LXC's autodev also makes; a spec that binds its own /dev gets neither).
+    if kernel_has_kcore
+        && fstype_at("/dev").as_deref() == Some("tmpfs")
+        && std::fs::symlink_metadata("/dev/core").is_err()
+    {
+        match std::os::unix::fs::symlink("/proc/kcore", "/dev/core") {
+            // A read-only /dev (the spec's own choice) goes without it.
+            Err(e) if e.raw_os_error() != Some(libc::EROFS) => {
+                return Err(format!("link /dev/core to /proc/kcore: {e}"))
+            }
+            _ => {}
+        }
     }
 
     // A masked file must be the container's /dev/null, as runc binds it.

@@ -29,8 +29,8 @@ use crate::errors::{IoContext, Result, ShimError};
 use crate::host::cgroup::ContainerCgroup;
 use crate::host::exits::ChildExits;
 use crate::host::hooks::{self, RunIn};
-use crate::host::stdio::{ContainerStdio, ProcessIo, StdioPaths};
 use crate::host::private::{self, Owner};
+use crate::host::stdio::{ContainerStdio, ProcessIo, StdioPaths};
 use crate::host::{helper, node, rootfs};
 
 /// How long a container's helper may take to connect and get ready.
