@@ -7,7 +7,7 @@ use std::path::Path;
 
 use pve_client::ResourceType;
 
-use crate::config::{DriverKind, ShimConfig};
+use crate::config::{DriverKind, PveSection, ShimConfig};
 use crate::driver::pve::{client_for, read_token_secret};
 
 /// What the check found: lines for the operator, and whether anything is wrong.
@@ -35,26 +35,12 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
-/// Runs every check of the configuration at `path`.
+/// Runs every check of the configuration at `path`, in order; a check that the later ones
+/// depend on (config, secret, reaching the API) ends the run when it fails.
 pub async fn check(path: &Path) -> Report {
     let mut r = Report::default();
-    let config = if path.exists() {
-        match ShimConfig::load_file(path) {
-            Ok(c) => {
-                r.ok(format!("configuration {} parses", path.display()));
-                c
-            }
-            Err(e) => {
-                r.problem(format!("configuration: {e}"));
-                return r;
-            }
-        }
-    } else {
-        r.note(format!(
-            "{} does not exist: the defaults apply (driver \"lxc\")",
-            path.display()
-        ));
-        ShimConfig::default()
+    let Some(config) = load_config(path, &mut r) else {
+        return r;
     };
     for tool in ["lxc-start", "lxc-attach", "lxc-info"] {
         if on_path(tool) {
@@ -71,6 +57,43 @@ pub async fn check(path: &Path) -> Report {
         r.problem("driver \"pve\" needs a [pve] section");
         return r;
     };
+    let Some(client) = local_pve_setup(&pve, &mut r) else {
+        return r;
+    };
+    if !api_answers(&client, &pve, &mut r).await {
+        return r;
+    }
+    check_node(&client, &pve, &mut r).await;
+    check_vmid_range(&client, &pve, &mut r).await;
+    check_storage(&client, &pve, &mut r).await;
+    check_privileges(&client, &pve, &mut r).await;
+    check_dirs(&pve, &mut r);
+    r
+}
+
+/// The config file, or the defaults where there is none; `None` when it does not parse.
+fn load_config(path: &Path, r: &mut Report) -> Option<ShimConfig> {
+    if !path.exists() {
+        r.note(format!(
+            "{} does not exist: the defaults apply (driver \"lxc\")",
+            path.display()
+        ));
+        return Some(ShimConfig::default());
+    }
+    match ShimConfig::load_file(path) {
+        Ok(c) => {
+            r.ok(format!("configuration {} parses", path.display()));
+            Some(c)
+        }
+        Err(e) => {
+            r.problem(format!("configuration: {e}"));
+            None
+        }
+    }
+}
+
+/// The token secret file, the CA file and the API client: what needs no request.
+fn local_pve_setup(pve: &PveSection, r: &mut Report) -> Option<pve_client::Client> {
     match read_token_secret(&pve.token_secret_file) {
         Ok(_) => r.ok(format!(
             "token secret file {} is private",
@@ -78,50 +101,52 @@ pub async fn check(path: &Path) -> Report {
         )),
         Err(e) => {
             r.problem(e.to_string());
-            return r;
+            return None;
         }
     }
     if let Some(ca) = &pve.ca_file {
         if !ca.is_file() {
             r.problem(format!("CA file {} does not exist", ca.display()));
-            return r;
+            return None;
         }
     }
-    let client = match client_for(&pve) {
-        Ok(c) => c,
+    match client_for(pve) {
+        Ok(c) => Some(c),
         Err(e) => {
             r.problem(format!("API client: {e}"));
-            return r;
-        }
-    };
-    match client.version().await {
-        Ok(v) => r.ok(format!(
-            "{} answers (Proxmox VE {}); TLS and token {} accepted",
-            pve.url, v.version, pve.token_id
-        )),
-        Err(e) if e.is_tls_failure() => {
-            r.problem(format!(
-                "TLS: the certificate of {} is not trusted ({e}); set pve.ca_file to the cluster's pve-root-ca.pem or pve.fingerprint to the node's certificate fingerprint",
-                pve.url
-            ));
-            return r;
-        }
-        Err(e) if e.is_unauthorized() => {
-            r.problem(format!(
-                "the token {} was refused ({e}): check token_id and the secret file",
-                pve.token_id
-            ));
-            return r;
-        }
-        Err(e) if e.is_connection_failure() => {
-            r.problem(format!("cannot reach {}: {e}", pve.url));
-            return r;
-        }
-        Err(e) => {
-            r.problem(format!("GET /version: {e}"));
-            return r;
+            None
         }
     }
+}
+
+/// `GET /version`: TLS, the token and the URL in one request, each failure named.
+async fn api_answers(client: &pve_client::Client, pve: &PveSection, r: &mut Report) -> bool {
+    match client.version().await {
+        Ok(v) => {
+            r.ok(format!(
+                "{} answers (Proxmox VE {}); TLS and token {} accepted",
+                pve.url, v.version, pve.token_id
+            ));
+            return true;
+        }
+        Err(e) if e.is_tls_failure() => r.problem(format!(
+            "TLS: the certificate of {} is not trusted ({e}); set pve.ca_file to the cluster's pve-root-ca.pem or pve.fingerprint to the node's certificate fingerprint",
+            pve.url
+        )),
+        Err(e) if e.is_unauthorized() => r.problem(format!(
+            "the token {} was refused ({e}): check token_id and the secret file",
+            pve.token_id
+        )),
+        Err(e) if e.is_connection_failure() => {
+            r.problem(format!("cannot reach {}: {e}", pve.url))
+        }
+        Err(e) => r.problem(format!("GET /version: {e}")),
+    }
+    false
+}
+
+/// The configured node is online, is this host, and the cluster is quorate.
+async fn check_node(client: &pve_client::Client, pve: &PveSection, r: &mut Report) {
     match client.nodes().await {
         Ok(nodes) => match nodes.iter().find(|n| n.node == pve.node) {
             Some(n) if n.status == "online" => r.ok(format!("node {} is online", pve.node)),
@@ -153,6 +178,9 @@ pub async fn check(path: &Path) -> Report {
         Ok(false) => r.problem("the cluster has no quorum: CTs can be neither created nor started"),
         Err(e) => r.problem(format!("cluster status: {e}")),
     }
+}
+
+async fn check_vmid_range(client: &pve_client::Client, pve: &PveSection, r: &mut Report) {
     let used: BTreeSet<u32> = match client.used_vmids().await {
         Ok(u) => u,
         Err(e) => {
@@ -171,6 +199,9 @@ pub async fn check(path: &Path) -> Report {
             size - taken
         ));
     }
+}
+
+async fn check_storage(client: &pve_client::Client, pve: &PveSection, r: &mut Report) {
     match client.cluster_resources(Some(ResourceType::Storage)).await {
         Ok(res) => {
             let found = res.iter().any(|s| {
@@ -188,11 +219,14 @@ pub async fn check(path: &Path) -> Report {
         }
         Err(e) => r.problem(format!("listing storages (needs Datastore.Audit): {e}")),
     }
-    // Privileges: what the API says about the token's own permissions. A start request as a
-    // probe would not do: Proxmox checks the privilege, forks the task and only then loads
-    // the config (PVE::API2::LXC::Status, `vm_start`), so a free VMID gets a UPID and a
-    // failed task in the node's task log.
-    let path = format!("/vms/{low}");
+}
+
+/// Privileges: what the API says about the token's own permissions. A start request as a
+/// probe would not do: Proxmox checks the privilege, forks the task and only then loads the
+/// config (PVE::API2::LXC::Status, `vm_start`), so a free VMID gets a UPID and a failed task
+/// in the node's task log.
+async fn check_privileges(client: &pve_client::Client, pve: &PveSection, r: &mut Report) {
+    let path = format!("/vms/{}", pve.vmid_range[0]);
     match client.permissions(Some(&path)).await {
         Ok(perms) => {
             let held = perms.get(&path).cloned().unwrap_or_default();
@@ -215,6 +249,9 @@ pub async fn check(path: &Path) -> Report {
             "reading the token's permissions (GET /access/permissions): {e}"
         )),
     }
+}
+
+fn check_dirs(pve: &PveSection, r: &mut Report) {
     for (what, dir) in [("config_dir", &pve.config_dir), ("lock_dir", &pve.lock_dir)] {
         if dir.is_dir() {
             r.ok(format!("{what} {} exists", dir.display()));
@@ -230,5 +267,4 @@ pub async fn check(path: &Path) -> Report {
             ));
         }
     }
-    r
 }
