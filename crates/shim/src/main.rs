@@ -58,8 +58,19 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+    // glibc gives every thread that allocates its own malloc arena (up to 8 per core), each
+    // keeping freed pages resident; the shim's work is a few small requests at a time, so one
+    // arena is enough and saves that anonymous memory in every resident shim
+    // (docs/benchmarks.md, "Where the memory goes").
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    // One worker thread: the shim serves one pod, its handlers wait on I/O, and blocking work
+    // goes to `spawn_blocking` (whose threads exit when idle). Each further worker costs a
+    // stack and per-thread buffers in every resident shim.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
     {
