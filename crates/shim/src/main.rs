@@ -86,40 +86,64 @@ fn main() {
     ));
 }
 
-/// `check [--config FILE]`: verifies the configuration and the Proxmox VE side, prints what is
-/// wrong; exit status 1 on problems, 2 on bad usage.
-fn run_check(args: &[String]) -> i32 {
+/// The arguments of an operator subcommand (`check`, `gc`): `--config FILE` and the flags in
+/// `flags`. Prints the usage and returns `Err(2)` on anything else.
+fn subcommand_args(
+    name: &str,
+    flags: &[&str],
+    args: &[String],
+) -> Result<(std::path::PathBuf, Vec<String>), i32> {
     let mut path = std::path::PathBuf::from(shim::config::HOST_CONFIG_PATH);
+    let mut set = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--config" | "-config" | "-c" => match it.next() {
                 Some(p) => path = p.into(),
                 None => {
-                    eprintln!("check: --config needs a file");
-                    return 2;
+                    eprintln!("{name}: --config needs a file");
+                    return Err(2);
                 }
             },
+            flag if flags.contains(&flag) => set.push(flag.to_string()),
             other => {
+                let extra: String = flags.iter().map(|f| format!(" [{f}]")).collect();
                 eprintln!(
-                    "usage: {} check [--config FILE] (unknown argument {other:?})",
+                    "usage: {} {name} [--config FILE]{extra} (unknown argument {other:?})",
                     env!("CARGO_BIN_NAME")
                 );
-                return 2;
+                return Err(2);
             }
         }
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    Ok((path, set))
+}
+
+/// Runs an operator subcommand's future on a one-thread runtime; `Err(1)` if there is none.
+fn block_on<F: std::future::Future>(name: &str, work: F) -> Result<F::Output, i32> {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Ok(rt.block_on(work)),
         Err(e) => {
-            eprintln!("check: cannot start the async runtime: {e}");
-            return 1;
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            Err(1)
         }
+    }
+}
+
+/// `check [--config FILE]`: verifies the configuration and the Proxmox VE side, prints what is
+/// wrong; exit status 1 on problems, 2 on bad usage.
+fn run_check(args: &[String]) -> i32 {
+    let path = match subcommand_args("check", &[], args) {
+        Ok((path, _)) => path,
+        Err(code) => return code,
     };
-    let report = runtime.block_on(shim::check::check(&path));
+    let report = match block_on("check", shim::check::check(&path)) {
+        Ok(report) => report,
+        Err(code) => return code,
+    };
     for line in &report.lines {
         println!("{line}");
     }
@@ -135,46 +159,20 @@ fn run_check(args: &[String]) -> i32 {
 /// `gc [--config FILE] [--dry-run]`: destroys the CTs of this shim whose container is gone
 /// (see `shim::gc`); exit status 1 when a destroy failed, 2 on bad usage.
 fn run_gc(args: &[String]) -> i32 {
-    let mut path = std::path::PathBuf::from(shim::config::HOST_CONFIG_PATH);
-    let mut dry_run = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--dry-run" => dry_run = true,
-            "--config" | "-c" => match it.next() {
-                Some(p) => path = p.into(),
-                None => {
-                    eprintln!("gc: --config needs a file");
-                    return 2;
-                }
-            },
-            other => {
-                eprintln!(
-                    "usage: {} gc [--config FILE] [--dry-run] (unknown argument {other:?})",
-                    env!("CARGO_BIN_NAME")
-                );
-                return 2;
-            }
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gc: cannot start the async runtime: {e}");
-            return 1;
-        }
+    let (path, flags) = match subcommand_args("gc", &["--dry-run"], args) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
-    match runtime.block_on(shim::gc::run(&path, dry_run)) {
-        Ok((lines, ok)) => {
+    let dry_run = !flags.is_empty();
+    match block_on("gc", shim::gc::run(&path, dry_run)) {
+        Err(code) => code,
+        Ok(Ok((lines, ok))) => {
             for line in lines {
                 println!("{line}");
             }
             i32::from(!ok)
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             eprintln!("gc: {e}");
             1
         }
