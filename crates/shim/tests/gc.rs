@@ -1,9 +1,10 @@
 //! `gc` after a simulated node reboot: CT configs outlive the containers' state directories in
 //! `/run`; `gc` destroys exactly the CTs of this shim whose container is gone, and nothing else.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
+
+mod common;
 
 use pve_test_server::TestServer;
 use shim::config::PveSection;
@@ -15,48 +16,11 @@ const SECRET: &str = "3c9d0e1f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
 const RANGE: [u32; 2] = [980600, 980699];
 
 fn settings(dir: &Path, server: &TestServer) -> PveSection {
-    let ca = dir.join("ca.pem");
-    server.write_ca_file(&ca).unwrap();
-    let token = dir.join("token");
-    std::fs::write(&token, SECRET).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    PveSection {
-        url: server.url(),
-        node: server.node().to_string(),
-        token_id: TOKEN.into(),
-        token_secret_file: token,
-        ca_file: Some(ca),
-        fingerprint: None,
-        vmid_range: RANGE,
-        storage: "local".into(),
-        tag_prefix: "k8s".into(),
-        config_dir: server.context().config_dir.clone(),
-        lock_dir: server.context().lock_dir.clone(),
-        task_timeout: 5,
-    }
+    common::pve_settings(dir, server, (TOKEN, SECRET), RANGE)
 }
 
 fn plan(dir: &Path, state_dir: &Path) -> lxc_config::ContainerPlan {
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    let mut spec = oci_spec::runtime::Spec::default();
-    spec.set_root(Some(
-        oci_spec::runtime::RootBuilder::default()
-            .path(&rootfs)
-            .build()
-            .unwrap(),
-    ));
-    lxc_config::plan(&lxc_config::PlanRequest {
-        name: "gc",
-        spec: &spec,
-        bundle: dir,
-        state_dir,
-        facts: &lxc_config::NodeFacts {
-            cgroup: lxc_config::CgroupMode::Legacy,
-            lxc_version: (5, 0, 2),
-        },
-    })
-    .unwrap()
+    common::plan_with("gc", dir, state_dir, Default::default())
 }
 
 #[tokio::test]

@@ -3,11 +3,12 @@
 //! it writes, the VMID claim under Proxmox's lock, and that failures leave nothing behind.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use std::sync::Arc;
+
+mod common;
 
 use pve_test_server::{
     async_trait, BackendResult, CtConfig, Fault, FaultRule, NodeBackend, NodeContext, TaskLog,
@@ -21,37 +22,10 @@ const TOKEN: &str = "root@pam!drv";
 const SECRET: &str = "7a1e5c3b-2d4f-4e6a-8b9c-0d1e2f3a4b5c";
 
 fn settings(dir: &Path, server: &TestServer, range: [u32; 2]) -> PveSection {
-    let ca = dir.join("ca.pem");
-    server.write_ca_file(&ca).unwrap();
-    let token = dir.join("token");
-    std::fs::write(&token, SECRET).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    PveSection {
-        url: server.url(),
-        node: server.node().to_string(),
-        token_id: TOKEN.into(),
-        token_secret_file: token,
-        ca_file: Some(ca),
-        fingerprint: None,
-        vmid_range: range,
-        storage: "local".into(),
-        tag_prefix: "k8s".into(),
-        config_dir: server.context().config_dir.clone(),
-        lock_dir: server.context().lock_dir.clone(),
-        task_timeout: 5,
-    }
+    common::pve_settings(dir, server, (TOKEN, SECRET), range)
 }
 
 fn plan(dir: &Path, state_dir: &Path) -> lxc_config::ContainerPlan {
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    let mut spec = oci_spec::runtime::Spec::default();
-    spec.set_root(Some(
-        oci_spec::runtime::RootBuilder::default()
-            .path(&rootfs)
-            .build()
-            .unwrap(),
-    ));
     let mut ann = std::collections::HashMap::new();
     ann.insert(
         "io.kubernetes.cri.sandbox-namespace".to_string(),
@@ -65,18 +39,7 @@ fn plan(dir: &Path, state_dir: &Path) -> lxc_config::ContainerPlan {
         "io.kubernetes.cri.container-name".to_string(),
         "nginx".to_string(),
     );
-    spec.set_annotations(Some(ann));
-    lxc_config::plan(&lxc_config::PlanRequest {
-        name: "c1",
-        spec: &spec,
-        bundle: dir,
-        state_dir,
-        facts: &lxc_config::NodeFacts {
-            cgroup: lxc_config::CgroupMode::Legacy,
-            lxc_version: (5, 0, 2),
-        },
-    })
-    .unwrap()
+    common::plan_with("c1", dir, state_dir, ann)
 }
 
 /// A node whose CTs run a workload that ends at once (`ctr run --rm IMAGE true`): started,
