@@ -25,6 +25,21 @@ fn settings(dir: &Path, server: &TestServer, range: [u32; 2]) -> PveSection {
     common::pve_settings(dir, server, (TOKEN, SECRET), range)
 }
 
+/// A test server with the shim's token, whose tasks finish at once.
+fn server() -> pve_test_server::TestServerBuilder {
+    TestServer::builder()
+        .token(TOKEN, SECRET)
+        .task_duration(Duration::ZERO)
+}
+
+/// A scratch directory with a container state directory in it.
+fn scratch() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    (dir, state_dir)
+}
+
 fn plan(dir: &Path, state_dir: &Path) -> lxc_config::ContainerPlan {
     let mut ann = std::collections::HashMap::new();
     ann.insert(
@@ -71,16 +86,12 @@ impl NodeBackend for ExitsAtOnce {
 
 #[tokio::test]
 async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
-        .task_duration(Duration::ZERO)
+    let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state_dir = dir.path().join("state");
-    std::fs::create_dir_all(&state_dir).unwrap();
+    let (dir, state_dir) = scratch();
     let exits = shim::host::exits::ChildExits::start().await.unwrap();
     // The first candidate exists already: the claim must move on to the next one.
     std::fs::write(server.context().config_path(980000), "arch: amd64\n").unwrap();
@@ -149,15 +160,8 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
 
 #[tokio::test]
 async fn failures_carry_proxmox_message() {
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
-        .task_duration(Duration::ZERO)
-        .start()
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state_dir = dir.path().join("state");
-    std::fs::create_dir_all(&state_dir).unwrap();
+    let server = server().start().await.unwrap();
+    let (dir, state_dir) = scratch();
     let exits = shim::host::exits::ChildExits::start().await.unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980100, 980109]), exits).unwrap();
     let plan = plan(dir.path(), &state_dir);
@@ -206,16 +210,12 @@ fn spec<'a>(
 /// `pve-container@VMID` (5 in 10 s), so reusing the lowest free VMID fails the sixth.
 #[tokio::test]
 async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
-        .task_duration(Duration::ZERO)
+    let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state_dir = dir.path().join("state");
-    std::fs::create_dir_all(&state_dir).unwrap();
+    let (dir, state_dir) = scratch();
     let plan = plan(dir.path(), &state_dir);
     let mut used = Vec::new();
     for _ in 0..20 {
@@ -245,9 +245,7 @@ async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
 /// systemd's interval and starts it then.
 #[tokio::test]
 async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
-        .task_duration(Duration::ZERO)
+    let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start_limit(pve_test_server::StartLimit {
             burst: 1,
@@ -256,9 +254,7 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
         .start()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state_dir = dir.path().join("state");
-    std::fs::create_dir_all(&state_dir).unwrap();
+    let (dir, state_dir) = scratch();
     let exits = shim::host::exits::ChildExits::start().await.unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980300, 980309]), exits).unwrap();
     let plan = plan(dir.path(), &state_dir);
@@ -290,15 +286,8 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
 /// A start task that ends with `WARNINGS: n` left a running CT: success, as in Proxmox.
 #[tokio::test]
 async fn a_start_with_warnings_is_a_start() {
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
-        .task_duration(Duration::ZERO)
-        .start()
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state_dir = dir.path().join("state");
-    std::fs::create_dir_all(&state_dir).unwrap();
+    let server = server().start().await.unwrap();
+    let (dir, state_dir) = scratch();
     let exits = shim::host::exits::ChildExits::start().await.unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980400, 980409]), exits).unwrap();
     let plan = plan(dir.path(), &state_dir);
