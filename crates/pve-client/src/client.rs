@@ -877,9 +877,9 @@ pub fn decode_response(
     let message = body
         .get("message")
         .and_then(Value::as_str)
-        .map(str::trim)
-        // An empty message says nothing: the status's reason does (found by tests/hostile.rs).
-        .filter(|m| !m.is_empty())
+        // Kept as Proxmox sent it (with its trailing newline); an empty or blank message says
+        // nothing, the status's reason does (found by tests/hostile.rs).
+        .filter(|m| !m.trim().is_empty())
         .map(str::to_string)
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
     let errors = body
