@@ -251,11 +251,12 @@ case_pause_freezes_cgroup() {
     done
 }
 
-# AppArmor as containerd asks for it: process.apparmorProfile applied (containerd's generated
-# default profile via --apparmor-default-profile), a profile that is not loaded fails the create
-# (the shim's error names it), and the confinement without a profile, printed for both runtimes.
+# AppArmor as containerd asks for it: process.apparmorProfile applied to the init and to an exec
+# (containerd's generated default profile via --apparmor-default-profile), a profile that is
+# not loaded fails the create (the shim's error names it), and without a profile the shim's
+# container runs under the same confinement as runc's.
 case_apparmor_parity() {
-    local rt id out rc
+    local rt id out rc runc_none=""
     for rt in $(runtimes); do
         id="twin-aa-$(short $rt)"
         out="$("${CTR[@]}" run --rm --runtime "$rt" --apparmor-default-profile twin-default "$IMAGE" "$id" \
@@ -263,8 +264,25 @@ case_apparmor_parity() {
         rc=$?
         echo "$rt, --apparmor-default-profile twin-default: rc=$rc: $out"
         expect_eq "$rt profile applied" "$out" "twin-default (enforce)"
+        # An exec runs under the exec process's own profile (ctr copies the container's), as
+        # runc applies it; it must not be left unconfined nor fail in its setup.
+        "${CTR[@]}" run -d --runtime "$rt" --apparmor-default-profile twin-default "$IMAGE" "$id-exec" \
+            sleep 600 >/dev/null 2>&1 || die "$rt: ctr run -d with --apparmor-default-profile failed"
+        out="$("${CTR[@]}" task exec --exec-id aa "$id-exec" cat /proc/self/attr/current 2>&1)"
+        rc=$?
+        cleanup_task "$id-exec"
+        echo "$rt, exec in a container with twin-default: rc=$rc: $out"
+        expect_eq "$rt exec profile applied" "$out" "twin-default (enforce)"
         out="$("${CTR[@]}" run --rm --runtime "$rt" "$IMAGE" "$id-none" cat /proc/self/attr/current 2>&1)"
         echo "$rt, no profile asked: $out"
+        # Debian's AppArmor ships a `runc` profile in unconfined mode, which runc's workload
+        # inherits ("runc (unconfined)"): no confinement, as the shim's plain "unconfined".
+        out="$(sed -E 's/^[^ ]+ \(unconfined\)$/unconfined/' <<<"$out")"
+        if [ "$rt" = "$RUNC_RT" ]; then
+            runc_none="$out"
+        else
+            expect_eq "$rt confinement without a profile (as runc's)" "$out" "$runc_none"
+        fi
         out="$("${CTR[@]}" run --rm --runtime "$rt" --apparmor-profile twin-not-loaded "$IMAGE" "$id-bad" \
             cat /proc/self/attr/current 2>&1)"
         rc=$?
@@ -275,6 +293,14 @@ case_apparmor_parity() {
         # directory"; the shim's must name the profile.
         if [ "$rt" = "$SHIM_RT" ]; then
             grep -q twin-not-loaded <<<"$out" || die "$rt: the error does not name the profile: $out"
+            # Nothing left behind: no task, no LXC container under the shim's lxcpath.
+            if "${CTR[@]}" task ls | grep -qF "$id-bad"; then
+                die "$rt: task $id-bad left behind"
+            fi
+            if lxc-ls -1 -P /var/lib/containerd-shim-proxmox-lxc 2>/dev/null | grep -qF "$id-bad"; then
+                die "$rt: LXC container $id-bad left behind"
+            fi
+            echo "ok: $rt: nothing left behind by the failed create"
         fi
     done
 }

@@ -170,6 +170,35 @@ fn bad_cwd_is_reported() {
     }
 }
 
+/// runc refuses a profile it cannot apply; so does the helper, naming the profile and why:
+/// not loaded where AppArmor is on, AppArmor off otherwise (as on a host without it).
+#[test]
+fn unapplicable_apparmor_profile_fails_naming_it() {
+    let mut s = spec(&["true"]);
+    s.apparmor_profile = Some("ct-init-test-no-such-profile".into());
+    let o = run(&s);
+    let apparmor_on = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|f| f.starts_with('Y'));
+    let why = if apparmor_on {
+        "is not loaded on the host"
+    } else {
+        "AppArmor is not enabled on this host"
+    };
+    match o.ready {
+        Err(HostError::Helper(text)) => {
+            assert!(
+                text.starts_with(
+                    "apparmor profile \"ct-init-test-no-such-profile\" (process.apparmorProfile)"
+                ),
+                "{text}"
+            );
+            assert!(text.contains(why), "{text}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(o.status.code(), Some(1));
+}
+
 #[test]
 fn works_when_started_with_closed_stdio() {
     let o = run_with(

@@ -2,11 +2,12 @@
 //! (and `lxc-attach` runs for an exec). Usage: `HELPER SOCKET SPEC_FILE`.
 //!
 //! It connects to the shim's socket, takes its stdio (or makes a pty), sets up the process the
-//! way runc does (rlimits, oom_score_adj, umask, no_new_privs, bounding set, user and groups
-//! with capabilities kept across the switch, the exact capability sets, cwd, env, PATH
-//! lookup), reports `Ready`, waits for `Start` and `execve`s the workload, which keeps this
+//! way runc does (rlimits, oom_score_adj, umask, AppArmor profile on exec, no_new_privs,
+//! bounding set, user and groups with capabilities kept across the switch, the exact
+//! capability sets, cwd, env, PATH lookup), reports `Ready`, waits for `Start` and `execve`s the workload, which keeps this
 //! PID (PID 1 for the init). It never forks. See `ctinit-proto` for the protocol.
 
+mod apparmor;
 mod caps;
 mod lookup;
 mod sealed;
@@ -124,6 +125,11 @@ fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
     }
     if let Some(mask) = spec.umask {
         sys::umask(mask);
+    }
+    // The AppArmor profile takes hold at execve (runc: apparmor.ApplyProfile, before
+    // no_new_privs and the user switch); nothing is written when the spec names none.
+    if let Some(profile) = &spec.apparmor_profile {
+        apparmor::apply_on_exec(profile)?;
     }
     if spec.no_new_privileges {
         sys::set_no_new_privs()?;

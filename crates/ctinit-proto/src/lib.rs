@@ -81,6 +81,11 @@ pub struct InitSpec {
     /// Which stdio descriptors the shim sends in [`Message::Stdio`].
     #[serde(default)]
     pub stdio: StdioFlags,
+    /// `process.apparmorProfile`: the AppArmor profile the workload runs under. The helper asks
+    /// for it on `execve` ("exec PROFILE" in `/proc/self/attr/apparmor/exec`), as runc's
+    /// `apparmor.ApplyProfile` does, so its own setup runs unconfined. `None`: unconfined.
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -279,6 +284,7 @@ mod tests {
                 stdout: true,
                 stderr: false,
             },
+            apparmor_profile: Some("docker-default".into()),
         };
         let back = InitSpec::from_json(&spec.to_json()).unwrap();
         assert_eq!(back, spec);

@@ -57,6 +57,12 @@ pub(crate) fn init_spec(
     });
     let rlimits = rlimits(process)?;
     let console_size = console_size(process)?;
+    // An empty profile means none, as in runc. The name travels as a JSON string and then into
+    // "exec NAME" on /proc: no control characters, no surrounding whitespace.
+    let apparmor_profile = match process.apparmor_profile().as_deref() {
+        Some(p) if !p.is_empty() => Some(crate::text::value("process.apparmorProfile", p)?),
+        _ => None,
+    };
     reject_unsupported(process)?;
     Ok(InitSpec {
         args,
@@ -73,6 +79,7 @@ pub(crate) fn init_spec(
         terminal: process.terminal().unwrap_or(false),
         console_size,
         stdio: Default::default(),
+        apparmor_profile,
     })
 }
 

@@ -8,21 +8,21 @@ use oci_spec::runtime::{Linux, LinuxPersonalityDomain, Process};
 
 use crate::{process, seccomp, text, Ignored, InitSpec, Lines, PlanError};
 
-/// AppArmor profile (`unconfined` when the spec names none, as runc runs without one) and
-/// SELinux context.
+/// AppArmor: LXC always starts the helper unconfined, and the helper asks for
+/// `process.apparmorProfile` on its final `execve` (see `InitSpec::apparmor_profile`), as runc
+/// applies it only at the workload's exec (libcontainer `apparmor.ApplyProfile`). Were LXC to
+/// apply the profile (`lxc.apparmor.profile`), it would confine the helper's own setup (its
+/// writes under /proc/self, setgroups), which a docker-default-like profile denies. The
+/// explicit `unconfined` also keeps LXC's own default (`lxc-container-default-cgns`, what a
+/// Proxmox CT runs under when its config names no profile) off a container whose spec names
+/// none, as runc runs it unconfined. SELinux context as the spec says.
 pub(crate) fn lsm(
     process: &Process,
     linux: &Linux,
     lines: &mut Lines,
     ignored: &mut Vec<Ignored>,
 ) -> Result<(), PlanError> {
-    match process.apparmor_profile() {
-        Some(p) if !p.is_empty() => lines.push(
-            "lxc.apparmor.profile",
-            text::value("process.apparmorProfile", p)?,
-        ),
-        _ => lines.push("lxc.apparmor.profile", "unconfined".into()),
-    }
+    lines.push("lxc.apparmor.profile", "unconfined".into());
     if let Some(l) = process.selinux_label().as_ref().filter(|l| !l.is_empty()) {
         lines.push(
             "lxc.selinux.context",
@@ -122,12 +122,21 @@ mod tests {
     }
 
     #[test]
-    fn lsm_defaults_to_unconfined_and_ignores_mount_label() {
+    fn lsm_runs_the_helper_unconfined_and_ignores_mount_label() {
+        // The spec's profile is the helper's to apply at execve, never LXC's.
         let p: Process = serde_json::from_value(
             json!({"args": ["x"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "apparmorProfile": "docker-default",
             "selinuxLabel": "system_u:system_r:container_t:s0"}),
         )
         .unwrap();
+        assert_eq!(
+            process::init_spec(&p, &mut Vec::new())
+                .unwrap()
+                .apparmor_profile
+                .as_deref(),
+            Some("docker-default")
+        );
         let l: Linux = serde_json::from_value(json!({"mountLabel": "x"})).unwrap();
         let (mut lines, mut ignored) = (Lines::default(), Vec::new());
         lsm(&p, &l, &mut lines, &mut ignored).unwrap();
@@ -139,6 +148,20 @@ mod tests {
             ]
         );
         assert_eq!(ignored[0].field, "linux.mountLabel");
+    }
+
+    #[test]
+    fn empty_apparmor_profile_means_none_and_control_characters_are_refused() {
+        let spec = |profile: &str| {
+            let p: Process = serde_json::from_value(
+                json!({"args": ["x"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                "apparmorProfile": profile}),
+            )
+            .unwrap();
+            process::init_spec(&p, &mut Vec::new())
+        };
+        assert_eq!(spec("").unwrap().apparmor_profile, None);
+        assert_eq!(spec("a\nb").unwrap_err().field(), "process.apparmorProfile");
     }
 
     #[test]

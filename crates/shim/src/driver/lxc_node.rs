@@ -57,8 +57,10 @@ impl LxcNode {
             // the bounding set, so the helper it execs as root would start without them and
             // could not set up the exec's user (setgroups needs CAP_SETGID) when the pod drops
             // ALL. The helper applies the exec's own capability sets (bounding set included),
-            // as runc does; cgroup and LSM confinement stay.
-            .arg("--elevated-privileges=CAP")
+            // as runc does; cgroup confinement stays. Nor may it put the helper under the
+            // init's AppArmor label (the workload's profile, once it runs): the helper applies
+            // the exec's own process.apparmorProfile at its execve, as runc does for an exec.
+            .arg("--elevated-privileges=CAP|LSM")
             .arg("--clear-env")
             .arg("--")
             .args(helper_args);
