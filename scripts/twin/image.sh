@@ -8,6 +8,9 @@
 # image directory (rootfs.img, vmlinuz, initrd.img) on stdout; progress goes to stderr.
 # The mirror comes from the host's own apt sources (scripts/apt-mirror.sh).
 set -euo pipefail
+# stdout carries only the image directory (the caller captures it): everything any tool prints
+# goes to stderr (mke2fs says "Creating regular file ..." on stdout even with -q).
+exec 3>&1 1>&2
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 suite="${TWIN_SUITE:-trixie}"
 packages=(
@@ -20,7 +23,7 @@ key=$( (cat "$0"; echo "$suite") | sha256sum | cut -c1-16)
 out="$repo/target/twin/image-$key"
 if [ -f "$out/rootfs.img" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.img" ]; then
     echo "twin: reusing image $out" >&2
-    echo "$out"
+    echo "$out" >&3
     exit 0
 fi
 for tool in mmdebstrap mke2fs; do
@@ -68,4 +71,4 @@ rm -rf "$root"
 rm -rf "$out"
 mv "$tmp" "$out"
 echo "twin: image ready in $out" >&2
-echo "$out"
+echo "$out" >&3

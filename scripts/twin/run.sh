@@ -64,7 +64,7 @@ cp scripts/twin/stage.sh "$payload/stage.sh"
 echo "$parity_cases" >"$payload/parity-cases"
 echo "$*" >"$payload/cases"
 size_mb=$(( $(du -sm "$payload" | cut -f1) + 64 ))
-mke2fs -q -t ext4 -L twin-payload -d "$payload" "$work/payload.img" "${size_mb}M"
+mke2fs -q -t ext4 -L twin-payload -d "$payload" "$work/payload.img" "${size_mb}M" >&2
 
 # --- boot -----------------------------------------------------------------------------------
 accel="${TWIN_ACCEL:-}"
