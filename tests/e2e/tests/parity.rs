@@ -362,6 +362,7 @@ fn cases() -> Vec<Case> {
         case("filesystem_view", filesystem_view),
         case("exec_output_status_stdin_user_cwd", exec_basics),
         case("exec_tty", exec_tty),
+        case("exec_tty_large_output_intact", exec_tty_large_output),
         case("kill_sigusr1_sigterm_trapped", kill_trapped),
         case(
             "kill_sigterm_ignored_by_pid1_then_sigkill",
@@ -1146,6 +1147,55 @@ fn exec_tty(ctx: &Ctx) -> Result<Transcript> {
     t.add("screen", screen.clone());
     expect_eq("status", out.status.to_string(), "6")?;
     expect_eq("screen", screen, "tty\n/dev/pts/0\n")?;
+    Ok(t)
+}
+
+fn exec_tty_large_output(ctx: &Ctx) -> Result<Transcript> {
+    // 6.9 MB through the pty, as the benchmark's TTY row: every byte, the last ones included,
+    // must reach the user's terminal though the workload exits right after writing them.
+    ctx.run_detached(&["--null-io"], "exec sleep 1000")?;
+    let out = cmd::run_on_pty(
+        &mut ctx.cd.ctr_cmd(&[
+            "task",
+            "exec",
+            "-t",
+            "--exec-id",
+            "t1",
+            &ctx.id,
+            "seq",
+            "-s",
+            " ",
+            "1000000",
+        ]),
+        40,
+        120,
+        b"",
+        WORKLOAD_TIMEOUT,
+    )?;
+    let screen = String::from_utf8_lossy(&out.screen).replace('\r', "");
+    let mut want = (1..=1_000_000)
+        .map(|n: u32| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    want.push('\n');
+    let mut t = Transcript::default();
+    t.add("status", out.status.to_string());
+    t.add("screen_len", screen.len().to_string());
+    t.add("screen_intact", (screen == want).to_string());
+    expect_eq("status", out.status.to_string(), "0")?;
+    if screen != want {
+        let same = screen
+            .bytes()
+            .zip(want.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        bail!(
+            "screen: {} bytes, {} expected; first difference at byte {same}, screen ends ...{:?}",
+            screen.len(),
+            want.len(),
+            screen.get(screen.len().saturating_sub(40)..).unwrap_or("")
+        );
+    }
     Ok(t)
 }
 

@@ -298,7 +298,10 @@ impl ProcessIo {
         if !self.paths.stdin.is_empty() {
             let fifo = open_stdin_fifo(&self.paths.stdin)?;
             let dup = dup(&master)?;
-            copies.push(tokio::spawn(copy(
+            // Input, as without a terminal: an exit must not wait for it. It ends only at
+            // CloseIO, so among the output copies it held every TTY exit for the whole drain
+            // limit (issue 11, item 4: 2 s of the 2.5 s of `ctr task exec -t ... seq`).
+            *self.input.lock().await = Some(tokio::spawn(copy(
                 fifo,
                 dup,
                 Some(self.close_stdin.subscribe()),
@@ -497,6 +500,35 @@ mod tests {
         assert_eq!(percent_decode("a%20"), "a ");
         assert_eq!(percent_decode("%C3%A9"), "é");
         assert!(matches!(parse_sink("file:///tmp/%€x").unwrap(), Sink::File(p) if p == "/tmp/%€x"));
+    }
+
+    /// A terminal's stdin copy is input: an exit waits for the output copy only (it was
+    /// once among the output copies and held every TTY exec's exit for the drain limit).
+    #[tokio::test]
+    async fn terminal_stdin_copy_is_not_waited_for_at_exit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stdin = dir.path().join("stdin");
+        let stdout = dir.path().join("stdout");
+        for fifo in [&stdin, &stdout] {
+            nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .expect("mkfifo");
+        }
+        let paths = StdioPaths {
+            stdin: stdin.to_string_lossy().into_owned(),
+            stdout: stdout.to_string_lossy().into_owned(),
+            stderr: String::new(),
+            terminal: true,
+        };
+        let exits = ChildExits::default();
+        let (io, ours) = ProcessIo::setup(&paths, "ns", "id", &exits)
+            .await
+            .expect("setup");
+        assert!(ours.stdin.is_none() && ours.stdout.is_none());
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        io.attach_pty(pty.master).await.expect("attach_pty");
+        assert_eq!(io.copies.lock().await.len(), 1, "only the output copy");
+        assert!(io.input.lock().await.is_some(), "stdin copied as input");
+        io.shutdown().await;
     }
 
     proptest::proptest! {
