@@ -21,7 +21,7 @@ use namespaces::Namespaces;
 
 pub use cgroup::{cgroup_settings, shares_to_weight, DeviceRule};
 pub use ctinit_proto::InitSpec;
-pub use mounts::{supported_options as supported_mount_options, MountEntry};
+pub use mounts::{supported_options as supported_mount_options, MountEntry, PeerBind};
 pub use render::PveRender;
 
 /// Which cgroup hierarchy holds the controllers on this node.
@@ -186,6 +186,9 @@ pub struct ContainerPlan {
     /// Mount entries in the order LXC mounts them (spec mounts, the helper's directory, masked
     /// and read-only paths, device nodes).
     pub mounts: Vec<MountEntry>,
+    /// Spec bind mounts that must share mounts with the host both ways (`rshared` rootfs):
+    /// the shim re-makes them in the container's mount namespace once LXC is done.
+    pub host_peer_binds: Vec<PeerBind>,
     /// Proxmox tags (already valid `pve-tag-list` elements) and description text.
     pub tags: Vec<String>,
     pub description: String,
@@ -282,9 +285,11 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     )?;
     let devices = devices::nodes(&linux, &places, &layout.fresh)?;
     let mut all_mounts = layout.entries;
+    let rootfs_propagation = rootfs::propagation(&linux)?;
+    let host_peer_binds =
+        mounts::host_peer_binds(&layout.spec_binds, rootfs_propagation.as_deref());
     all_mounts.extend(devices.mounts);
     let cgroups = cgroup::section(&linux, req.facts, &devices.allow, &mut ignored)?;
-    let rootfs_propagation = rootfs::propagation(&linux)?;
     let pve = pve::native(spec, &ns, linux.resources().as_ref());
     let (tags, description) = pve::kube_metadata(spec.annotations().as_ref(), &name);
 
@@ -305,6 +310,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         seccomp_profile,
         seccomp_path,
         mounts: all_mounts,
+        host_peer_binds,
         tags,
         description,
         pve,

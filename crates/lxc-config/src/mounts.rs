@@ -311,6 +311,17 @@ pub(crate) fn layout(
     ignored: &mut Vec<Ignored>,
 ) -> Result<Layout, PlanError> {
     let converted = convert(spec_mounts, at.bundle, at.rootfs, ignored)?;
+    let spec_binds = converted
+        .entries
+        .iter()
+        .filter(|m| {
+            matches!(
+                m.options.first().map(String::as_str),
+                Some("bind" | "rbind")
+            )
+        })
+        .cloned()
+        .collect();
     // Paths below these are not resolved against the image (see resolve_in_rootfs).
     let mut fresh: Vec<String> = vec!["/dev".to_string()];
     fresh.extend(converted.entries.iter().map(|m| m.destination.clone()));
@@ -330,13 +341,64 @@ pub(crate) fn layout(
     if let Some(bytes) = converted.dev_tmpfs_size {
         lines.push("lxc.autodev.tmpfs.size", bytes.to_string());
     }
-    Ok(Layout { entries, fresh })
+    Ok(Layout {
+        entries,
+        fresh,
+        spec_binds,
+    })
 }
 
 /// The mounts and the targets whose content is not the image's.
 pub(crate) struct Layout {
     pub entries: Vec<MountEntry>,
     pub fresh: Vec<String>,
+    /// The spec's bind mounts, for [`host_peer_binds`].
+    pub spec_binds: Vec<MountEntry>,
+}
+
+/// A spec bind mount that must stay in the host's peer group (see [`host_peer_binds`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerBind {
+    pub source: String,
+    /// Absolute path inside the container (resolved in the image, as LXC's entry).
+    pub destination: String,
+    /// `rbind`: the submounts come along.
+    pub recursive: bool,
+}
+
+/// The bind mounts through which mounts must propagate from the container back to the host,
+/// as under runc: runc leaves the rootfs `rshared` (`linux.rootfsPropagation` shared or
+/// rshared), so its bind of a shared host mount joins the host mount's peer group, unless the
+/// mount's own options make it a slave or private. Kubernetes asks for this with
+/// `mountPropagation: Bidirectional`. LXC cannot give it: before mounting anything it turns
+/// every shared mount of the container's namespace into a slave (LXC's conf.c,
+/// `turn_into_dependent_mounts`, called from `lxc_setup_rootfs_prepare_root`), so its entry
+/// receives the host's mounts and sends none back. The shim replaces these entries with clones
+/// of the host mounts once the container is set up.
+pub(crate) fn host_peer_binds(
+    spec_binds: &[MountEntry],
+    rootfs_propagation: Option<&str>,
+) -> Vec<PeerBind> {
+    if !matches!(rootfs_propagation, Some("shared" | "rshared")) {
+        return Vec::new();
+    }
+    spec_binds
+        .iter()
+        .filter(|m| {
+            // The last propagation word wins, as in runc's and LXC's option parsing.
+            let own = m
+                .options
+                .iter()
+                .rev()
+                .find(|o| PROPAGATION.contains(&o.as_str()));
+            matches!(own.map(String::as_str), None | Some("shared" | "rshared"))
+        })
+        .map(|m| PeerBind {
+            source: m.source.clone(),
+            destination: m.destination.clone(),
+            recursive: m.options.first().is_some_and(|o| o == "rbind"),
+        })
+        .collect()
 }
 
 /// The state directory, read-only at the helper's place.
@@ -804,6 +866,45 @@ mod tests {
         );
         assert_eq!(layout.fresh, ["/dev"]);
         assert!(lines.0.is_empty());
+    }
+
+    #[test]
+    fn host_peer_binds_follow_runc_propagation() {
+        // Sources must exist (the planner asks whether they are directories).
+        let m = mounts(serde_json::json!([
+            {"destination": "/both", "type": "bind", "source": "/", "options": ["rbind", "rshared"]},
+            {"destination": "/default", "type": "bind", "source": "/", "options": ["bind"]},
+            {"destination": "/in", "type": "bind", "source": "/", "options": ["rbind", "rslave"]},
+            {"destination": "/none", "type": "bind", "source": "/", "options": ["rbind", "rprivate"]},
+            {"destination": "/last", "type": "bind", "source": "/", "options": ["rbind", "rprivate", "shared"]},
+            {"destination": "/tmp", "type": "tmpfs", "options": ["rshared"]}
+        ]));
+        let linux: Linux = serde_json::from_value(serde_json::json!({})).unwrap();
+        let at = Places {
+            bundle: "/b".as_ref(),
+            rootfs: "/nonexistent-rootfs".as_ref(),
+            state_dir: "/s",
+        };
+        let layout = layout(&m, &linux, &at, &[], &mut Lines::default(), &mut Vec::new()).unwrap();
+        assert_eq!(layout.spec_binds.len(), 5, "the tmpfs is no bind");
+        let peers = |root: Option<&str>| -> Vec<(String, bool)> {
+            host_peer_binds(&layout.spec_binds, root)
+                .into_iter()
+                .map(|p| (p.destination, p.recursive))
+                .collect()
+        };
+        let want: Vec<(String, bool)> = vec![
+            ("/both".into(), true),
+            ("/default".into(), false),
+            ("/last".into(), true),
+        ];
+        assert_eq!(peers(Some("rshared")), want);
+        assert_eq!(peers(Some("shared")), want);
+        // runc's rootfs is a slave (the default) or private: its binds are cut off from the
+        // host's peer group whatever their own options say.
+        assert!(peers(None).is_empty());
+        assert!(peers(Some("rslave")).is_empty());
+        assert!(peers(Some("rprivate")).is_empty());
     }
 
     #[test]

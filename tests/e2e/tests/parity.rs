@@ -345,6 +345,12 @@ fn cases() -> Vec<Case> {
         case("writable_root", writable_root),
         case("bind_mount_rw", bind_mount_rw),
         case("bind_mount_ro", bind_mount_ro),
+        case("mount_propagation_rshared_both_ways", propagation_rshared),
+        case(
+            "mount_propagation_rslave_host_to_container",
+            propagation_rslave,
+        ),
+        case("mount_propagation_rprivate_neither", propagation_rprivate),
         Case {
             compare: false,
             ..case("bind_mount_rro_applied_or_refused_by_name", bind_mount_rro)
@@ -689,6 +695,135 @@ fn bind_mount_ro(ctx: &Ctx) -> Result<Transcript> {
         !dir.join("nope").exists(),
         "a read-only bind mount was written"
     );
+    Ok(t)
+}
+
+/// A host tmpfs made a shared mount (the peer group a Bidirectional volume joins, as kubelet
+/// requires of its source), unmounted with everything below it when dropped.
+struct SharedHostDir(PathBuf);
+
+impl SharedHostDir {
+    fn new(path: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&path)?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "e2e-prop", &path.to_string_lossy()])
+            .status()?;
+        ensure!(status.success(), "mount a tmpfs at {}", path.display());
+        let dir = SharedHostDir(path);
+        let status = Command::new("mount")
+            .args(["--make-shared", &dir.0.to_string_lossy()])
+            .status()?;
+        ensure!(status.success(), "make {} shared", dir.0.display());
+        Ok(dir)
+    }
+}
+
+impl Drop for SharedHostDir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-R").arg(&self.0).status();
+    }
+}
+
+/// Waits for a file the workload makes (the case's own synchronisation, not a timing check).
+fn wait_for_file(path: &Path) -> Result<()> {
+    let deadline = Instant::now() + WORKLOAD_TIMEOUT;
+    while !path.exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "the workload never made {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A privileged container with a bind of a shared host tmpfs at /mnt (options `rbind` and
+/// `propagation`, rootfs propagation `root`): it mounts a tmpfs at /mnt/in, then the host
+/// mounts one at its /fromhost. Records which side saw the other's mount, as Kubernetes'
+/// `mountPropagation` modes Bidirectional (rshared), HostToContainer (rslave) and None
+/// (rprivate) make containerd ask.
+fn propagation(ctx: &Ctx, root: &str, propagation: &str) -> Result<Transcript> {
+    let host = SharedHostDir::new(ctx.scratch.join("prop"))?;
+    let dir = host.0.clone();
+    std::fs::create_dir(dir.join("in"))?;
+    std::fs::create_dir(dir.join("fromhost"))?;
+    let mount = format!(
+        "type=bind,src={},dst=/mnt,options=rbind:{propagation}",
+        dir.display()
+    );
+    let script =
+        "mount -t tmpfs e2e-in /mnt/in && echo made-in-container > /mnt/in/f && touch /mnt/ready; \
+                  while [ ! -e /mnt/go ]; do sleep 0.02; done; \
+                  cat /mnt/fromhost/f > /mnt/result 2>/dev/null || echo not-seen > /mnt/result";
+    ctx.run_detached(
+        &[
+            "--null-io",
+            "--privileged",
+            "--rootfs-propagation",
+            root,
+            "--mount",
+            &mount,
+        ],
+        script,
+    )?;
+    wait_for_file(&dir.join("ready"))?;
+    let on_host = std::fs::read_to_string(dir.join("in/f")).unwrap_or_else(|_| "not-seen\n".into());
+    let status = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "e2e-fromhost",
+            &dir.join("fromhost").to_string_lossy(),
+        ])
+        .status()?;
+    ensure!(
+        status.success(),
+        "mount a tmpfs at {}/fromhost",
+        dir.display()
+    );
+    std::fs::write(dir.join("fromhost/f"), "made-on-host\n")?;
+    std::fs::write(dir.join("go"), "")?;
+    ctx.cd
+        .wait_task_status(&ctx.id, "STOPPED", WORKLOAD_TIMEOUT)?;
+    let in_container = std::fs::read_to_string(dir.join("result"))?;
+    let mut t = Transcript::default();
+    t.add("host sees the container's mount", on_host.clone());
+    t.add("container sees the host's mount", in_container.clone());
+    drop(host);
+    Ok(t)
+}
+
+fn propagation_rshared(ctx: &Ctx) -> Result<Transcript> {
+    let t = propagation(ctx, "rshared", "rshared")?;
+    expect_eq(
+        "host sees the container's mount",
+        &t.0[0].1,
+        "made-in-container\n",
+    )?;
+    expect_eq(
+        "container sees the host's mount",
+        &t.0[1].1,
+        "made-on-host\n",
+    )?;
+    Ok(t)
+}
+
+fn propagation_rslave(ctx: &Ctx) -> Result<Transcript> {
+    let t = propagation(ctx, "rslave", "rslave")?;
+    expect_eq("host sees the container's mount", &t.0[0].1, "not-seen\n")?;
+    expect_eq(
+        "container sees the host's mount",
+        &t.0[1].1,
+        "made-on-host\n",
+    )?;
+    Ok(t)
+}
+
+fn propagation_rprivate(ctx: &Ctx) -> Result<Transcript> {
+    let t = propagation(ctx, "rprivate", "rprivate")?;
+    expect_eq("host sees the container's mount", &t.0[0].1, "not-seen\n")?;
+    expect_eq("container sees the host's mount", &t.0[1].1, "not-seen\n")?;
     Ok(t)
 }
 

@@ -31,11 +31,25 @@ const HELPER_DIR: &str = ctinit_proto::CONTAINER_DIR;
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const LXC_BOOT_ID: &str = "/dev/.lxc-boot-id";
 
-/// Host side: tidies the mount namespace of the container whose init has host pid `pid`.
-pub async fn tidy(exits: &ChildExits, pid: u32, masked_paths: &[String]) -> Result<()> {
+/// Marks a bind mount to re-make as a peer of its host mount: `--peer-bind SRC DST rbind|bind`.
+const PEER_BIND: &str = "--peer-bind";
+
+/// Host side: tidies the mount namespace of the container whose init has host pid `pid`, and
+/// re-makes `peer_binds` there as peers of their host mounts (LXC made them slaves).
+pub async fn tidy(
+    exits: &ChildExits,
+    pid: u32,
+    masked_paths: &[String],
+    peer_binds: &[lxc_config::PeerBind],
+) -> Result<()> {
     let exe = std::env::current_exe().ctx(|| "locate the shim binary".to_string())?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg(SUBCOMMAND).arg(pid.to_string()).args(masked_paths);
+    cmd.arg(SUBCOMMAND).arg(pid.to_string());
+    for b in peer_binds {
+        let kind = if b.recursive { "rbind" } else { "bind" };
+        cmd.args([PEER_BIND, &b.source, &b.destination, kind]);
+    }
+    cmd.args(masked_paths);
     let out = run_command(exits, cmd, Duration::from_secs(10)).await?;
     if out.code != 0 {
         return Err(ShimError::Internal(format!(
@@ -46,12 +60,25 @@ pub async fn tidy(exits: &ChildExits, pid: u32, masked_paths: &[String]) -> Resu
     Ok(())
 }
 
-/// Child side (`SELF tidy-container PID MASKED...`). Must run before any thread is started.
+/// Child side (`SELF tidy-container PID [--peer-bind SRC DST rbind|bind]... MASKED...`). Must
+/// run before any thread is started.
 pub fn run(args: &[String]) -> std::result::Result<(), String> {
-    let (pid, masked) = match args.split_first() {
+    let usage =
+        || format!("usage: {SUBCOMMAND} PID [{PEER_BIND} SRC DST rbind|bind]... [MASKED_PATH...]");
+    let (pid, mut masked) = match args.split_first() {
         Some((pid, masked)) => (pid, masked),
-        None => return Err(format!("usage: {SUBCOMMAND} PID [MASKED_PATH...]")),
+        None => return Err(usage()),
     };
+    // Cloned here, in the host's mount namespace, where the sources are.
+    let mut peer_binds = Vec::new();
+    while masked.first().map(String::as_str) == Some(PEER_BIND) {
+        let [_, src, dst, kind, rest @ ..] = masked else {
+            return Err(usage());
+        };
+        let clone = crate::host::rootfs::HostMountClone::of(src, kind == "rbind")?;
+        peer_binds.push((clone, dst.clone()));
+        masked = rest;
+    }
     let pid: u32 = pid
         .parse()
         .map_err(|_| format!("{pid:?} is not a process id"))?;
@@ -66,6 +93,10 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
     // Also moves root and cwd to the namespace's root: the container's root after pivot_root.
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("enter the mount namespace of pid {pid}: {e}"))?;
+
+    for (clone, destination) in peer_binds {
+        clone.replace(&destination)?;
+    }
 
     let fstype_at = |target: &str| -> Option<String> {
         // The last entry for a target is the one on top.

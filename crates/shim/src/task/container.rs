@@ -189,7 +189,9 @@ impl Container {
             env,
         });
         container.init.state().pid = pid;
-        container.set_up_started(spec, started.pty).await?;
+        container
+            .set_up_started(spec, &plan.host_peer_binds, started.pty)
+            .await?;
         record.init_pid = pid;
         record.write(&bundle)?;
         container.watch_oom();
@@ -199,14 +201,19 @@ impl Container {
 
     /// After the init is up, before Start: LXC's traces tidied, the create hooks run, the
     /// terminal attached.
-    async fn set_up_started(&self, spec: &Spec, pty: Option<std::os::fd::OwnedFd>) -> Result<()> {
+    async fn set_up_started(
+        &self,
+        spec: &Spec,
+        peer_binds: &[lxc_config::PeerBind],
+        pty: Option<std::os::fd::OwnedFd>,
+    ) -> Result<()> {
         let pid = self.init.pid();
         let masked_paths = spec
             .linux()
             .as_ref()
             .and_then(|l| l.masked_paths().clone())
             .unwrap_or_default();
-        crate::host::tidy::tidy(&self.env.exits, pid, &masked_paths).await?;
+        crate::host::tidy::tidy(&self.env.exits, pid, &masked_paths, peer_binds).await?;
         if let Some(h) = &self.hooks {
             let mut create_runtime = h.prestart().clone().unwrap_or_default();
             create_runtime.extend(h.create_runtime().clone().unwrap_or_default());
