@@ -1346,6 +1346,122 @@ fn case_mounts_and_termination_message(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
+/// A host tmpfs made a shared mount (kubelet requires a Bidirectional volume's source to be on
+/// one, containerd checks it), unmounted with everything below it when dropped.
+struct SharedTmpfs(PathBuf);
+
+impl SharedTmpfs {
+    fn new(path: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&path)?;
+        let p = path.to_string_lossy().into_owned();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "cri-prop", &p])
+            .status()?;
+        ensure!(status.success(), "mount a tmpfs at {p}");
+        let dir = SharedTmpfs(path);
+        let status = std::process::Command::new("mount")
+            .args(["--make-shared", &p])
+            .status()?;
+        ensure!(status.success(), "make {p} shared");
+        for sub in ["in", "fromhost"] {
+            std::fs::create_dir(dir.0.join(sub))?;
+        }
+        Ok(dir)
+    }
+}
+
+impl Drop for SharedTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-R")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// hostPath volumes with `mountPropagation` Bidirectional, HostToContainer and None in a
+/// privileged container (as CSI node plugins have them): a mount the container makes in each
+/// reaches the host only through the Bidirectional one; a mount the host makes afterwards
+/// reaches the container through Bidirectional and HostToContainer, as under runc.
+fn case_mount_propagation(env: &CriEnv) -> Result<()> {
+    use v1::MountPropagation as P;
+    let mut c = env.cri()?;
+    let modes = [
+        ("both", P::PropagationBidirectional),
+        ("tohost", P::PropagationHostToContainer),
+        ("none", P::PropagationPrivate),
+    ];
+    let mut dirs = Vec::new();
+    for (name, _) in &modes {
+        dirs.push(SharedTmpfs::new(
+            env.scratch(&format!("propagation-{name}")),
+        )?);
+    }
+    let mut pod = run_pod(env, "propagation", |p| {
+        p.linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+            .privileged = true;
+    })?;
+    let script = "for d in both tohost none; do \
+                    mount -t tmpfs cri-in /$d/in && echo made-in-container > /$d/in/f || exit 1; done; \
+                  touch /both/ready; while [ ! -e /both/go ]; do sleep 0.02; done; \
+                  for d in both tohost none; do \
+                    if [ -e /$d/fromhost/f ]; then echo $d=host-mount-seen; else echo $d=host-mount-not-seen; fi; done; \
+                  echo end";
+    let mut cfg = container_config("propagation", &env.images.busybox, &["sh", "-c", script]);
+    sec(&mut cfg).privileged = true;
+    cfg.mounts = modes
+        .iter()
+        .zip(&dirs)
+        .map(|((name, mode), dir)| v1::Mount {
+            container_path: format!("/{name}"),
+            host_path: dir.0.display().to_string(),
+            propagation: *mode as i32,
+            ..Default::default()
+        })
+        .collect();
+    let id = pod.run(&cfg)?;
+    let ready = dirs[0].0.join("ready");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        if Instant::now() > deadline {
+            bail!("the container never got to make its mounts");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut seen_on_host = Vec::new();
+    for ((name, _), dir) in modes.iter().zip(&dirs) {
+        if dir.0.join("in/f").exists() {
+            seen_on_host.push(*name);
+        }
+        let fromhost = dir.0.join("fromhost");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "cri-fromhost", &fromhost.to_string_lossy()])
+            .status()?;
+        ensure!(status.success(), "mount a tmpfs at {}", fromhost.display());
+        std::fs::write(fromhost.join("f"), "made-on-host\n")?;
+    }
+    std::fs::write(dirs[0].0.join("go"), "")?;
+    env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(60)))?;
+    let text = log_text(&pod.wait_log("propagation", "end")?);
+    ensure!(
+        seen_on_host == ["both"],
+        "container mounts seen on the host through {seen_on_host:?}, expected only Bidirectional's"
+    );
+    for want in [
+        "both=host-mount-seen",
+        "tohost=host-mount-seen",
+        "none=host-mount-not-seen",
+    ] {
+        ensure!(text.contains(want), "missing {want:?} in: {text}");
+    }
+    let result = pod.finish();
+    drop(dirs);
+    result
+}
+
 /// One shim process serves the whole pod, whatever the number of containers; the LXC
 /// containers live in the lxcpath the runtime options name.
 fn case_one_shim_per_pod(env: &CriEnv) -> Result<()> {
@@ -1871,8 +1987,9 @@ fn main() {
             case_mounts_and_termination_message,
         ),
     ];
-    let extra: [(&str, Case); 7] = [
+    let extra: [(&str, Case); 8] = [
         ("one_shim_per_pod", case_one_shim_per_pod),
+        ("mount_propagation", case_mount_propagation),
         ("example_pod", case_example_pod),
         ("exec_tty", case_exec_tty),
         ("oom_killed", case_oom_killed),
