@@ -285,10 +285,11 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     )?;
     let devices = devices::nodes(&linux, &places, &layout.fresh)?;
     let mut all_mounts = layout.entries;
-    let rootfs_propagation = rootfs::propagation(&linux)?;
-    let host_peer_binds =
-        mounts::host_peer_binds(&layout.spec_binds, rootfs_propagation.as_deref());
     all_mounts.extend(devices.mounts);
+    let rootfs_propagation = rootfs::propagation(&linux)?;
+    let mut host_peer_binds =
+        mounts::host_peer_binds(&layout.spec_binds, rootfs_propagation.as_deref());
+    mounts::find_nested(&mut host_peer_binds, &all_mounts);
     let cgroups = cgroup::section(&linux, req.facts, &devices.allow, &mut ignored)?;
     let pve = pve::native(spec, &ns, linux.resources().as_ref());
     let (tags, description) = pve::kube_metadata(spec.annotations().as_ref(), &name);

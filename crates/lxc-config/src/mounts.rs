@@ -364,6 +364,9 @@ pub struct PeerBind {
     pub destination: String,
     /// `rbind`: the submounts come along.
     pub recursive: bool,
+    /// The container's own mount points LXC makes below `destination` after it (later spec
+    /// mounts, masked and read-only paths), in order: kept when the bind is replaced.
+    pub nested: Vec<String>,
 }
 
 /// The bind mounts through which mounts must propagate from the container back to the host,
@@ -397,8 +400,25 @@ pub(crate) fn host_peer_binds(
             source: m.source.clone(),
             destination: m.destination.clone(),
             recursive: m.options.first().is_some_and(|o| o == "rbind"),
+            nested: Vec::new(),
         })
         .collect()
+}
+
+/// Fills each peer bind's `nested` from every mount entry, in LXC's order: the entries after
+/// the last one at the bind's destination whose destination lies below it.
+pub(crate) fn find_nested(peer_binds: &mut [PeerBind], all: &[MountEntry]) {
+    for bind in peer_binds {
+        let Some(at) = all.iter().rposition(|m| m.destination == bind.destination) else {
+            continue;
+        };
+        let prefix = format!("{}/", bind.destination.trim_end_matches('/'));
+        bind.nested = all[at + 1..]
+            .iter()
+            .filter(|m| m.destination.starts_with(&prefix))
+            .map(|m| m.destination.clone())
+            .collect();
+    }
 }
 
 /// The state directory, read-only at the helper's place.
@@ -902,6 +922,19 @@ mod tests {
         assert_eq!(peers(Some("shared")), want);
         // runc's rootfs is a slave (the default) or private: its binds are cut off from the
         // host's peer group whatever their own options say.
+        let mut both = host_peer_binds(&layout.spec_binds, Some("rshared"));
+        let mut later = layout.entries.clone();
+        later.push(MountEntry {
+            destination: "/both/sub".into(),
+            ..layout.entries[0].clone()
+        });
+        later.push(MountEntry {
+            destination: "/bothx".into(),
+            ..layout.entries[0].clone()
+        });
+        find_nested(&mut both, &later);
+        assert_eq!(both[0].nested, ["/both/sub"]);
+        assert!(both[1].nested.is_empty());
         assert!(peers(None).is_empty());
         assert!(peers(Some("rslave")).is_empty());
         assert!(peers(Some("rprivate")).is_empty());

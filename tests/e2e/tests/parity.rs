@@ -752,10 +752,19 @@ fn propagation(ctx: &Ctx, root: &str, propagation: &str) -> Result<Transcript> {
         "type=bind,src={},dst=/mnt,options=rbind:{propagation}",
         dir.display()
     );
+    // A second bind below the first must survive whatever is done to the first.
+    let nested_src = ctx.scratch.join("nested");
+    std::fs::create_dir_all(&nested_src)?;
+    std::fs::write(nested_src.join("f"), "nested\n")?;
+    let nested = format!(
+        "type=bind,src={},dst=/mnt/nested,options=rbind:ro",
+        nested_src.display()
+    );
     let script =
         "mount -t tmpfs e2e-in /mnt/in && echo made-in-container > /mnt/in/f && touch /mnt/ready; \
                   while [ ! -e /mnt/go ]; do sleep 0.02; done; \
-                  cat /mnt/fromhost/f > /mnt/result 2>/dev/null || echo not-seen > /mnt/result";
+                  cat /mnt/fromhost/f > /mnt/result 2>/dev/null || echo not-seen > /mnt/result; \
+                  cat /mnt/nested/f > /mnt/nested-result 2>&1";
     ctx.run_detached(
         &[
             "--null-io",
@@ -764,6 +773,8 @@ fn propagation(ctx: &Ctx, root: &str, propagation: &str) -> Result<Transcript> {
             root,
             "--mount",
             &mount,
+            "--mount",
+            &nested,
         ],
         script,
     )?;
@@ -787,10 +798,13 @@ fn propagation(ctx: &Ctx, root: &str, propagation: &str) -> Result<Transcript> {
     ctx.cd
         .wait_task_status(&ctx.id, "STOPPED", WORKLOAD_TIMEOUT)?;
     let in_container = std::fs::read_to_string(dir.join("result"))?;
+    let nested_seen = std::fs::read_to_string(dir.join("nested-result"))?;
     let mut t = Transcript::default();
     t.add("host sees the container's mount", on_host.clone());
     t.add("container sees the host's mount", in_container.clone());
+    t.add("container sees the bind below", nested_seen.clone());
     drop(host);
+    expect_eq("container sees the bind below", nested_seen, "nested\n")?;
     Ok(t)
 }
 

@@ -103,22 +103,23 @@ pub fn ensure_state_root() -> Result<()> {
     .map_err(|e| ShimError::io(format!("mount a tmpfs on {}", root.display()), e.into()))
 }
 
-/// A clone of a host mount (tree) for a spec bind mount that must stay in the host mount's
-/// peer group (see `lxc_config::PeerBind`), made in the host's mount namespace before the
-/// container's is entered. nix has no wrapper for the new mount API (open_tree, move_mount,
-/// mount_setattr), so these three calls go through libc directly.
-pub struct HostMountClone {
+/// A detached clone of a mount (tree), made with `open_tree(OPEN_TREE_CLONE)`: for a spec bind
+/// mount that must stay in the host mount's peer group (see `lxc_config::PeerBind`), made in the
+/// host's mount namespace before the container's is entered; and for the container's own
+/// mounts below such a bind, kept across its replacement. nix has no wrapper for the new mount
+/// API (open_tree, move_mount, mount_setattr), so these three calls go through libc directly.
+pub struct MountClone {
     tree: std::os::fd::OwnedFd,
     source: String,
 }
 
-impl HostMountClone {
-    /// `open_tree(OPEN_TREE_CLONE)`: a detached copy that, like `mount --bind` of a shared
-    /// mount, joins the source's peer group; with `recursive` its submounts come along.
+impl MountClone {
+    /// Like `mount --bind` of a shared mount, the clone joins the source's peer group; with
+    /// `recursive` its submounts come along.
     pub fn of(source: &str, recursive: bool) -> std::result::Result<Self, String> {
         use std::os::fd::FromRawFd;
         let path = std::ffi::CString::new(source)
-            .map_err(|_| format!("bind source {source:?} contains a NUL byte"))?;
+            .map_err(|_| format!("mount path {source:?} contains a NUL byte"))?;
         let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
         if recursive {
             flags |= libc::AT_RECURSIVE as libc::c_uint;
@@ -128,11 +129,11 @@ impl HostMountClone {
             unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
         if fd < 0 {
             return Err(format!(
-                "clone the host mount at {source}: {}",
+                "clone the mount at {source}: {}",
                 std::io::Error::last_os_error()
             ));
         }
-        Ok(HostMountClone {
+        Ok(MountClone {
             // SAFETY: open_tree returned a fresh descriptor nothing else owns.
             tree: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) },
             source: source.to_string(),
@@ -140,9 +141,10 @@ impl HostMountClone {
     }
 
     /// In the container's mount namespace: puts the clone where LXC mounted its entry for the
-    /// same bind (a slave of the host's mount), with that entry's ro/nosuid/nodev/noexec, and
-    /// detaches LXC's entry.
-    pub fn replace(self, destination: &str) -> std::result::Result<(), String> {
+    /// same bind (a slave of the host's mount), with that entry's ro/nosuid/nodev/noexec. LXC's
+    /// entry is detached with everything below it; the container's own mounts there (later
+    /// spec mounts, masked paths: `nested`) are cloned first and put back on the new mount.
+    pub fn replace(self, destination: &str, nested: &[String]) -> std::result::Result<(), String> {
         use nix::sys::statvfs::FsFlags;
         use std::os::fd::AsRawFd;
         let flags = nix::sys::statvfs::statvfs(destination)
@@ -185,12 +187,29 @@ impl HostMountClone {
                 ));
             }
         }
+        let mut kept = Vec::new();
+        for path in nested {
+            // An optional entry LXC could not mount leaves nothing to keep.
+            if is_mount_point(path) {
+                kept.push((MountClone::of(path, true)?, path));
+            }
+        }
         match nix::mount::umount2(destination, nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
             Err(e) => return Err(format!("unmount LXC's bind at {destination}: {e}")),
         }
+        self.attach(destination)?;
+        for (clone, path) in kept {
+            clone.attach(path)?;
+        }
+        Ok(())
+    }
+
+    /// `move_mount` of the detached clone onto `destination` in the current namespace.
+    fn attach(self, destination: &str) -> std::result::Result<(), String> {
+        use std::os::fd::AsRawFd;
         let target = std::ffi::CString::new(destination)
-            .map_err(|_| format!("bind destination {destination:?} contains a NUL byte"))?;
+            .map_err(|_| format!("mount destination {destination:?} contains a NUL byte"))?;
         // SAFETY: valid descriptor and C strings.
         let rc = unsafe {
             libc::syscall(
@@ -210,5 +229,34 @@ impl HostMountClone {
             ));
         }
         Ok(())
+    }
+}
+
+/// Whether `path` is the root of a mount (its mount id differs from its parent's, or it is
+/// `/`), from `statx`'s mount id; a missing path is none.
+fn is_mount_point(path: &str) -> bool {
+    let mount_id = |p: &std::path::Path| -> Option<u64> {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: zeroed statx is a valid out-parameter.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and out-pointer.
+        let rc = unsafe {
+            libc::statx(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                libc::STATX_MNT_ID,
+                &mut stx,
+            )
+        };
+        (rc == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+    };
+    let path = std::path::Path::new(path);
+    let Some(own) = mount_id(path) else {
+        return false;
+    };
+    match path.parent() {
+        Some(parent) => mount_id(parent).is_some_and(|p| p != own),
+        None => true,
     }
 }

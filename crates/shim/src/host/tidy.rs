@@ -31,7 +31,9 @@ const HELPER_DIR: &str = ctinit_proto::CONTAINER_DIR;
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const LXC_BOOT_ID: &str = "/dev/.lxc-boot-id";
 
-/// Marks a bind mount to re-make as a peer of its host mount: `--peer-bind SRC DST rbind|bind`.
+/// Marks a bind mount to re-make as a peer of its host mount:
+/// `--peer-bind SRC DST rbind|bind N NESTED...`, the N NESTED the container's mount points
+/// below DST.
 const PEER_BIND: &str = "--peer-bind";
 
 /// Host side: tidies the mount namespace of the container whose init has host pid `pid`, and
@@ -47,7 +49,9 @@ pub async fn tidy(
     cmd.arg(SUBCOMMAND).arg(pid.to_string());
     for b in peer_binds {
         let kind = if b.recursive { "rbind" } else { "bind" };
-        cmd.args([PEER_BIND, &b.source, &b.destination, kind]);
+        let count = b.nested.len().to_string();
+        cmd.args([PEER_BIND, &b.source, &b.destination, kind, &count]);
+        cmd.args(&b.nested);
     }
     cmd.args(masked_paths);
     let out = run_command(exits, cmd, Duration::from_secs(10)).await?;
@@ -60,11 +64,12 @@ pub async fn tidy(
     Ok(())
 }
 
-/// Child side (`SELF tidy-container PID [--peer-bind SRC DST rbind|bind]... MASKED...`). Must
+/// Child side (`SELF tidy-container PID [--peer-bind SRC DST rbind|bind N NESTED...]... MASKED...`). Must
 /// run before any thread is started.
 pub fn run(args: &[String]) -> std::result::Result<(), String> {
-    let usage =
-        || format!("usage: {SUBCOMMAND} PID [{PEER_BIND} SRC DST rbind|bind]... [MASKED_PATH...]");
+    let usage = || {
+        format!("usage: {SUBCOMMAND} PID [{PEER_BIND} SRC DST rbind|bind N NESTED...]... [MASKED_PATH...]")
+    };
     let (pid, mut masked) = match args.split_first() {
         Some((pid, masked)) => (pid, masked),
         None => return Err(usage()),
@@ -72,11 +77,16 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
     // Cloned here, in the host's mount namespace, where the sources are.
     let mut peer_binds = Vec::new();
     while masked.first().map(String::as_str) == Some(PEER_BIND) {
-        let [_, src, dst, kind, rest @ ..] = masked else {
+        let [_, src, dst, kind, count, rest @ ..] = masked else {
             return Err(usage());
         };
-        let clone = crate::host::rootfs::HostMountClone::of(src, kind == "rbind")?;
-        peer_binds.push((clone, dst.clone()));
+        let count: usize = count.parse().map_err(|_| usage())?;
+        if rest.len() < count {
+            return Err(usage());
+        }
+        let (nested, rest) = rest.split_at(count);
+        let clone = crate::host::rootfs::MountClone::of(src, kind == "rbind")?;
+        peer_binds.push((clone, dst.clone(), nested.to_vec()));
         masked = rest;
     }
     let pid: u32 = pid
@@ -94,8 +104,8 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("enter the mount namespace of pid {pid}: {e}"))?;
 
-    for (clone, destination) in peer_binds {
-        clone.replace(&destination)?;
+    for (clone, destination, nested) in peer_binds {
+        clone.replace(&destination, &nested)?;
     }
 
     let fstype_at = |target: &str| -> Option<String> {
