@@ -70,7 +70,7 @@ Package: containerd-shim-proxmox-lxc
 Version: $version
 Architecture: amd64
 Maintainer: containerd-shim-proxmox-lxc developers <noreply@example.invalid>
-Depends: lxc-pve (>= 5.0) | lxc (>= 1:5.0), containerd (>= 1.6) | containerd.io (>= 1.6), util-linux
+Depends: libc6 (>= 2.36), lxc-pve (>= 5.0) | lxc (>= 1:5.0), containerd (>= 1.6) | containerd.io (>= 1.6), util-linux
 Section: admin
 Priority: optional
 Description: containerd runtime v2 shim running containers as LXC / Proxmox VE CTs

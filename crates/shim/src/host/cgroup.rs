@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::LinuxResources;
 
+use tokio::io::unix::AsyncFd;
+
 use crate::errors::{IoContext, Result, ShimError};
 
 #[derive(Debug, Clone)]
@@ -283,32 +285,68 @@ fn collect_procs(dir: &Path, out: &mut Vec<u32>) -> Result<()> {
     Ok(())
 }
 
+/// Registers `fd` (non-blocking) with the tokio reactor of the calling runtime. The OOM
+/// watchers wait there instead of in a thread of their own: a blocked `read` per container
+/// cost every resident shim a thread (its stack, its TLS) for as long as the container lived
+/// (docs/benchmarks.md, "Where the memory goes").
+fn register(fd: std::os::fd::OwnedFd) -> Result<AsyncFd<std::os::fd::OwnedFd>> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(ShimError::Internal(
+            "OOM watch started outside the async runtime".into(),
+        ));
+    }
+    // SAFETY: the AsyncFd owns the descriptor, which stays open as long as it is registered.
+    unsafe { AsyncFd::register(fd) }
+        .map_err(|e| ShimError::io("register an OOM watch with the reactor", e.into()))
+}
+
+/// One `read` of a registered non-blocking descriptor, waiting until it is readable.
+/// `None` once it fails or reports end of file.
+async fn read_when_ready(fd: &AsyncFd<std::os::fd::OwnedFd>, buf: &mut [u8]) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut ready = fd.readable().await.ok()?;
+        let read = ready.try_io(|fd| {
+            // SAFETY: buf is valid for buf.len() bytes; the descriptor is open while registered.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => return Some(n),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
 /// Watches a v1 memory cgroup for OOM kills through `cgroup.event_control` + an eventfd, and
-/// calls `on_oom` for each. Ends when the cgroup goes away.
+/// calls `on_oom` for each. Ends when the cgroup goes away (the kernel signals the eventfd
+/// then too). Must be called from within the shim's tokio runtime.
 pub fn watch_oom_v1(memory_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if efd < 0 {
         return Err(ShimError::io("eventfd", std::io::Error::last_os_error()));
     }
-    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    let efd = register(unsafe { OwnedFd::from_raw_fd(efd) })?;
     let oom_control = std::fs::File::open(memory_dir.join("memory.oom_control"))
         .ctx(|| format!("open {}/memory.oom_control", memory_dir.display()))?;
     std::fs::write(
         memory_dir.join("cgroup.event_control"),
-        format!("{} {}", efd.as_raw_fd(), oom_control.as_raw_fd()),
+        format!("{} {}", efd.get_ref().as_raw_fd(), oom_control.as_raw_fd()),
     )
     .ctx(|| format!("write {}/cgroup.event_control", memory_dir.display()))?;
-    std::thread::spawn(move || {
+    let memory_dir = memory_dir.to_path_buf();
+    tokio::spawn(async move {
         let _keep = oom_control;
         let mut buf = [0u8; 8];
-        loop {
-            let n = unsafe { libc::read(efd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
-            if n != 8 {
-                return;
-            }
-            // The eventfd also fires when the cgroup is removed.
-            if !std::path::Path::new("/proc/self").exists() {
+        while read_when_ready(&efd, &mut buf).await == Some(8) {
+            // The eventfd also fires when the cgroup is removed: that is the end, not an OOM.
+            if !memory_dir.exists() {
                 return;
             }
             on_oom();
@@ -326,16 +364,33 @@ fn oom_kills(events: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a buffer of inotify events holds `IN_IGNORED`: the watch is gone with its file.
+fn watch_removed(events: &[u8]) -> bool {
+    let header = std::mem::size_of::<libc::inotify_event>();
+    let mut at = 0usize;
+    while at + header <= events.len() {
+        // SAFETY: the kernel wrote whole events; read_unaligned copes with alignment.
+        let ev: libc::inotify_event =
+            unsafe { std::ptr::read_unaligned(events.as_ptr().add(at).cast()) };
+        if ev.mask & libc::IN_IGNORED != 0 {
+            return true;
+        }
+        at += header + ev.len as usize;
+    }
+    false
+}
+
 /// Watches a v2 cgroup's `memory.events` with inotify (the kernel signals every change of the
 /// file) and calls `on_oom` each time its `oom_kill` counter grows, as runc's shim reports
-/// them. Ends when the file goes away with its cgroup.
+/// them. Ends when the file goes away with its cgroup. Must be called from within the shim's
+/// tokio runtime.
 pub fn watch_oom_v2(cgroup_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Result<()> {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let events = cgroup_dir.join("memory.events");
     let path = CString::new(events.as_os_str().as_encoded_bytes())
         .map_err(|_| ShimError::Internal(format!("{}: NUL in path", events.display())))?;
-    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
     if fd < 0 {
         return Err(ShimError::io(
             "inotify_init1",
@@ -349,26 +404,12 @@ pub fn watch_oom_v2(cgroup_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Re
             std::io::Error::last_os_error(),
         ));
     }
+    let fd = register(fd)?;
     let mut seen = oom_kills(&std::fs::read_to_string(&events).unwrap_or_default());
-    std::thread::spawn(move || {
+    tokio::spawn(async move {
         let mut buf = [0u8; 4096];
-        loop {
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return;
-            }
-            let mut at = 0usize;
-            let mut gone = false;
-            let header = std::mem::size_of::<libc::inotify_event>();
-            while at + header <= n as usize {
-                // SAFETY: the kernel wrote whole events; read_unaligned copes with alignment.
-                let ev: libc::inotify_event =
-                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at).cast()) };
-                if ev.mask & libc::IN_IGNORED != 0 {
-                    gone = true;
-                }
-                at += header + ev.len as usize;
-            }
+        while let Some(n) = read_when_ready(&fd, &mut buf).await {
+            let gone = watch_removed(&buf[..n]);
             match std::fs::read_to_string(&events) {
                 Ok(text) => {
                     let now = oom_kills(&text);
@@ -431,8 +472,9 @@ mod tests {
         assert_eq!(oom_kills(""), 0);
     }
 
-    #[test]
-    fn v2_watch_reports_each_new_oom_kill_and_ends_with_the_file() {
+    // The watcher runs on the runtime's worker while the test blocks in recv_timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn v2_watch_reports_each_new_oom_kill_and_ends_with_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("memory.events");
         std::fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
