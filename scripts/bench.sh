@@ -7,10 +7,13 @@
 # Uses a release build of the shim. On containerd 2.x the Rust runc shim (crates.io
 # `containerd-runc-shim`, task API v3) is a third column: it is installed from the registry
 # into target/bench-tools and linked, with this shim, into a bench-only shim directory under
-# the name containerd resolves `io.containerd.runc-rs.v2` to. Run as root. Extra arguments go
-# to e2e-bench:
+# the name containerd resolves `io.containerd.runc-rs.v2` to. Then cri-bench measures host
+# memory per Kubernetes pod (sandbox + 1 and + 3 containers, 10 and 50 pods) through
+# containerd's CRI plugin with the same runtimes. Run as root.
 # BENCH_BASELINE=FILE adds another build of this shim as a column (before/after in one run).
-#   --runs N (30)  --containers K (5)  --containerd 1.6|1.7|2.1
+# BENCH_CRI=skip leaves the per-pod benchmark out; BENCH_CRI_LAYOUTS=1x1,10x1 picks its layouts.
+# Arguments: --containerd 1.6|1.7|2.1 (both benchmarks); the rest go to e2e-bench:
+#   --runs N (30)  --containers K (5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -18,7 +21,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 bash scripts/setup.sh >/dev/null
-cargo build --release -p containerd-shim-proxmox-lxc -p e2e
+cargo build --release -p containerd-shim-proxmox-lxc -p e2e -p cri
 
 tools=target/bench-tools
 shims="$tools/shims"
@@ -36,4 +39,18 @@ rm -f "$shims/containerd-shim-proxmox-lxc-baseline-v2"
 if [ -n "${BENCH_BASELINE:-}" ]; then
     cp "$BENCH_BASELINE" "$shims/containerd-shim-proxmox-lxc-baseline-v2"
 fi
-exec target/release/e2e-bench --shim-dir "$PWD/$shims" "$@"
+version=()
+rest=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --containerd) version=(--containerd "$2"); shift 2 ;;
+        *) rest+=("$1"); shift ;;
+    esac
+done
+status=0
+target/release/e2e-bench --shim-dir "$PWD/$shims" "${version[@]}" "${rest[@]}" || status=$?
+if [ "${BENCH_CRI:-}" != skip ]; then
+    target/release/cri-bench --shim-dir "$PWD/$shims" "${version[@]}" \
+        --layouts "${BENCH_CRI_LAYOUTS:-1x1,1x3,10x1,50x1}" || status=$?
+fi
+exit "$status"

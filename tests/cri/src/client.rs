@@ -106,11 +106,20 @@ impl Cri {
     }
 
     pub async fn run_pod(&mut self, config: &cri::PodSandboxConfig) -> Result<String> {
+        self.run_pod_with(config, HANDLER).await
+    }
+
+    /// RunPodSandbox with runtime handler `handler` (a RuntimeClass's `handler`).
+    pub async fn run_pod_with(
+        &mut self,
+        config: &cri::PodSandboxConfig,
+        handler: &str,
+    ) -> Result<String> {
         Ok(self
             .rt
             .run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(config.clone()),
-                runtime_handler: HANDLER.to_string(),
+                runtime_handler: handler.to_string(),
             })
             .await
             .map_err(|e| err("RunPodSandbox", e))?

@@ -30,6 +30,16 @@ pub enum ShimOptions {
     Inline(String),
 }
 
+/// A further runtime handler in the CRI config (the benchmarks' other shims): `handler` is
+/// what RunPodSandbox names, `runtime_type` what containerd resolves to a shim binary.
+#[derive(Clone, Debug)]
+pub struct ExtraRuntime {
+    pub handler: String,
+    pub runtime_type: String,
+    /// Whether it takes this shim's options (a second build of this shim does).
+    pub shim_options: bool,
+}
+
 /// The pod network of one environment.
 #[derive(Clone, Debug)]
 pub struct PodNetwork {
@@ -126,6 +136,18 @@ impl CriEnv {
         registry_host: &str,
         shim_options: impl FnOnce(&Path) -> Result<(ShimOptions, PathBuf)>,
     ) -> Result<CriEnv> {
+        Self::start_with_runtimes(version, label, images, registry_host, shim_options, &[])
+    }
+
+    /// As `start`, with further runtime handlers beside `runc` and `proxmox-lxc`.
+    pub fn start_with_runtimes(
+        version: ContainerdVersion,
+        label: &str,
+        images: &Images,
+        registry_host: &str,
+        shim_options: impl FnOnce(&Path) -> Result<(ShimOptions, PathBuf)>,
+        extra_runtimes: &[ExtraRuntime],
+    ) -> Result<CriEnv> {
         let seq = SEQ.fetch_add(1, Ordering::SeqCst);
         let work = work_base().join(format!("{label}-{}", std::process::id()));
         if work.exists() {
@@ -154,7 +176,13 @@ impl CriEnv {
         };
         env.write_cni()?;
         env.write_registry_hosts(registry_host)?;
-        std::fs::write(env.config_path(), env.render_config(&options))?;
+        let mut config = env.render_config(&options);
+        config.push_str(&render_extra_runtimes(
+            env.version.config_version,
+            &options,
+            extra_runtimes,
+        ));
+        std::fs::write(env.config_path(), config)?;
         env.spawn()?;
         Ok(env)
     }
@@ -462,6 +490,58 @@ fn remove_dir_tree_bottom_up(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
+/// The CRI plugin's table of runtimes for a config version.
+fn runtimes_prefix(config_version: u32) -> &'static str {
+    if config_version >= 3 {
+        "plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes"
+    } else {
+        "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes"
+    }
+}
+
+/// The `options` table of runtime handler `handler`: the shim's options as `options` says.
+fn options_table(runtimes_prefix: &str, handler: &str, options: &ShimOptions) -> String {
+    match options {
+        ShimOptions::ConfigPath(path) => {
+            format!("[{runtimes_prefix}.{handler}.options]\n  ConfigPath = \"{path}\"\n")
+        }
+        ShimOptions::Inline(body) => {
+            // Nested shim tables ([lxc]) become [...options.lxc].
+            let mut out = format!("[{runtimes_prefix}.{handler}.options]\n");
+            for line in body.lines() {
+                let t = line.trim();
+                if let Some(inner) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                    out.push_str(&format!("[{runtimes_prefix}.{handler}.options.{inner}]\n"));
+                } else if !t.is_empty() {
+                    out.push_str(&format!("  {t}\n"));
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Runtime entries for `extra` (appended to the config: TOML tables may come in any order).
+fn render_extra_runtimes(
+    config_version: u32,
+    options: &ShimOptions,
+    extra: &[ExtraRuntime],
+) -> String {
+    let prefix = runtimes_prefix(config_version);
+    let mut out = String::new();
+    for rt in extra {
+        out.push_str(&format!(
+            "\n[{prefix}.{}]\n  runtime_type = \"{}\"\n",
+            rt.handler, rt.runtime_type
+        ));
+        if rt.shim_options {
+            out.push('\n');
+            out.push_str(&options_table(prefix, &rt.handler, options));
+        }
+    }
+    out
+}
+
 /// The containerd config this crate runs (also the model for examples/): version 2 for 1.6/1.7,
 /// version 3 for 2.x.
 pub fn render_config(
@@ -491,35 +571,13 @@ oom_score = 0
   address = ""
 "#
     );
-    let (plugin_runtime, runtimes_prefix) = if config_version >= 3 {
-        (
-            "io.containerd.cri.v1.runtime",
-            "plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes",
-        )
+    let plugin_runtime = if config_version >= 3 {
+        "io.containerd.cri.v1.runtime"
     } else {
-        (
-            "io.containerd.grpc.v1.cri",
-            "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes",
-        )
+        "io.containerd.grpc.v1.cri"
     };
-    let options_table = match options {
-        ShimOptions::ConfigPath(path) => {
-            format!("[{runtimes_prefix}.{HANDLER}.options]\n  ConfigPath = \"{path}\"\n")
-        }
-        ShimOptions::Inline(body) => {
-            // Nested shim tables ([lxc]) become [...options.lxc].
-            let mut out = format!("[{runtimes_prefix}.{HANDLER}.options]\n");
-            for line in body.lines() {
-                let t = line.trim();
-                if let Some(inner) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-                    out.push_str(&format!("[{runtimes_prefix}.{HANDLER}.options.{inner}]\n"));
-                } else if !t.is_empty() {
-                    out.push_str(&format!("  {t}\n"));
-                }
-            }
-            out
-        }
-    };
+    let runtimes_prefix = runtimes_prefix(config_version);
+    let options_table = options_table(runtimes_prefix, HANDLER, options);
     let runtimes = format!(
         r#"[{runtimes_prefix}.runc]
   runtime_type = "io.containerd.runc.v2"
