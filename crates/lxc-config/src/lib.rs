@@ -22,6 +22,7 @@ use namespaces::Namespaces;
 pub use cgroup::{cgroup_settings, shares_to_weight, DeviceRule};
 pub use ctinit_proto::InitSpec;
 pub use mounts::{supported_options as supported_mount_options, MountEntry};
+pub use pve::native_resources as pve_native_resources;
 pub use render::PveRender;
 
 /// Which cgroup hierarchy holds the controllers on this node.

@@ -10,6 +10,9 @@
 //!   stderr to a file, in its own process group. The task ends once LXC reports RUNNING.
 //! - Stop: `lxc-stop --kill`; shutdown: `lxc-stop --timeout`; destroy: the LXC directory.
 //!
+//! The cgroup layout is Proxmox's: limits on `lxc/VMID`, the CT's processes in `lxc/VMID/ns`,
+//! the monitor in `lxc.monitor/VMID`.
+//!
 //! Differences from a node, said where they matter: the root file system is used in place
 //! (`lxc.rootfs.path = dir:<rootfs>`) instead of being mounted by a pre-start hook at
 //! `<lxcpath>/VMID/rootfs`, and on a cgroup v1 host the `lxc.cgroup2.*` keys Proxmox emits are
@@ -142,6 +145,15 @@ pub fn render_lxc_config(vmid: u32, conf: &CtConfig, cgroup_v2: bool) -> (String
     let mut line = |k: &str, v: &str| {
         let _ = writeln!(out, "{k} = {v}");
     };
+    // update_lxc_config, for LXC >= 4 (this host's LXC is 5): absolute cgroup directories, the
+    // monitor outside, the limits on `lxc/VMID` and the CT's processes in its `ns` child (the
+    // cgroup namespace root), so a privileged CT cannot raise its own limits. LXC applies this
+    // on cgroup v1 hierarchies as on v2 (checked with LXC 5.0.2 on a hybrid host: the init in
+    // `lxc/VMID/ns` of every hierarchy, `lxc.cgroup.*` limits on `lxc/VMID`).
+    line("lxc.cgroup.relative", "0");
+    line("lxc.cgroup.dir.monitor", &format!("lxc.monitor/{vmid}"));
+    line("lxc.cgroup.dir.container", &format!("lxc/{vmid}"));
+    line("lxc.cgroup.dir.container.inner", "ns");
     line("lxc.arch", opt("arch").unwrap_or("amd64"));
     let ostype = opt("ostype").unwrap_or("unmanaged");
     if ostype == "unmanaged" {
@@ -162,29 +174,30 @@ pub fn render_lxc_config(vmid: u32, conf: &CtConfig, cgroup_v2: bool) -> (String
         .map(str::to_string)
         .unwrap_or_else(|| format!("CT{vmid}"));
     line("lxc.uts.name", &hostname);
+    // `memory || 512`, `swap // 0`: a CT config without them still gets limits.
     let mut cgroup2 = Vec::new();
-    if let Some(m) = opt("memory").and_then(|m| m.parse::<u64>().ok()) {
-        cgroup2.push(("memory.max", (m * 1024 * 1024).to_string()));
-        let high = if m >= 16384 {
-            (m - 128) * 1024 * 1024
-        } else {
-            m * 1024 * 1016
-        };
-        cgroup2.push(("memory.high", high.to_string()));
-    }
-    if let Some(s) = opt("swap").and_then(|s| s.parse::<u64>().ok()) {
-        cgroup2.push(("memory.swap.max", (s * 1024 * 1024).to_string()));
-    }
+    let m = opt("memory")
+        .and_then(|m| m.parse::<u64>().ok())
+        .unwrap_or(512);
+    cgroup2.push(("memory.max", (m * 1024 * 1024).to_string()));
+    // Config.pm calculate_memory_constraints.
+    let high = if m >= 16384 {
+        (m - 128) * 1024 * 1024
+    } else {
+        m * 1024 * 1016
+    };
+    cgroup2.push(("memory.high", high.to_string()));
+    let s = opt("swap").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    cgroup2.push(("memory.swap.max", (s * 1024 * 1024).to_string()));
     if let Some(c) = opt("cpulimit").and_then(|c| c.parse::<f64>().ok()) {
         if c > 0.0 {
             cgroup2.push(("cpu.max", format!("{} 100000", (100000.0 * c) as u64)));
         }
     }
-    let units = opt("cpuunits")
-        .and_then(|u| u.parse::<u64>().ok())
-        .unwrap_or(100)
-        .min(10000);
-    cgroup2.push(("cpu.weight", units.to_string()));
+    // Only when set; pve-common PVE::CGroup::clamp_cpu_shares caps v2's weight at 10000.
+    if let Some(units) = opt("cpuunits").and_then(|u| u.parse::<u64>().ok()) {
+        cgroup2.push(("cpu.weight", units.min(10000).to_string()));
+    }
     for (k, v) in &cgroup2 {
         line(&format!("lxc.cgroup2.{k}"), v);
     }
@@ -384,6 +397,10 @@ mod tests {
         )
         .unwrap();
         let (text, notes) = render_lxc_config(901, &conf, false);
+        assert!(text.starts_with(
+            "lxc.cgroup.relative = 0\nlxc.cgroup.dir.monitor = lxc.monitor/901\n\
+             lxc.cgroup.dir.container = lxc/901\nlxc.cgroup.dir.container.inner = ns\n"
+        ));
         assert!(text.contains("lxc.include = /usr/share/lxc/config/common.conf\n"));
         assert!(text.contains("lxc.uts.name = CT901\n"));
         assert!(text.contains("lxc.cgroup2.memory.max = 268435456\n"));
@@ -393,10 +410,20 @@ mod tests {
         )));
         assert!(text.contains("lxc.cgroup2.memory.swap.max = 67108864\n"));
         assert!(text.contains("lxc.cgroup2.cpu.max = 150000 100000\n"));
-        assert!(text.contains("lxc.cgroup2.cpu.weight = 100\n"));
+        assert!(!text.contains("cpu.weight"), "cpuunits unset: no weight");
         assert!(text.contains("lxc.rootfs.path = dir:/b/rootfs\n"));
         assert!(text.ends_with("lxc.init.cmd = /.ct/init\nlxc.include = /run/x/pve-include.conf\n"));
         assert!(notes[0].contains("ignores"), "{notes:?}");
+
+        // Without memory/swap keys a node still limits the CT (512 MiB, no swap).
+        let bare = CtConfig::parse(902, "ostype: unmanaged\ncpuunits: 20000\n").unwrap();
+        let (text, _) = render_lxc_config(902, &bare, true);
+        assert!(
+            text.contains("lxc.cgroup2.memory.max = 536870912\n"),
+            "{text}"
+        );
+        assert!(text.contains("lxc.cgroup2.memory.swap.max = 0\n"), "{text}");
+        assert!(text.contains("lxc.cgroup2.cpu.weight = 10000\n"), "{text}");
     }
 
     #[test]

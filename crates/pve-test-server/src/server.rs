@@ -84,6 +84,8 @@ pub const ALL_PRIVILEGES: &[&str] = &[
     "Sys.Modify",
     "VM.Allocate",
     "VM.Audit",
+    "VM.Config.CPU",
+    "VM.Config.Memory",
     "VM.Config.Options",
     "VM.PowerMgmt",
 ];

@@ -234,6 +234,11 @@ async fn check_privileges(client: &pve_client::Client, pve: &PveSection, r: &mut
                 ("VM.PowerMgmt", "start and stop CTs"),
                 ("VM.Allocate", "destroy CTs"),
                 ("VM.Audit", "list CTs"),
+                (
+                    "VM.Config.Memory",
+                    "show updated memory limits in CT configs",
+                ),
+                ("VM.Config.CPU", "show updated CPU limits in CT configs"),
             ] {
                 if held.contains(privilege) {
                     r.ok(format!("the token may {what} ({privilege} on {path})"));

@@ -108,7 +108,14 @@ async fn check_names_the_privileges_a_token_lacks_without_starting_tasks() {
         .token(TOKEN, SECRET)
         .token_privileges(
             TOKEN,
-            &["Sys.Audit", "VM.Audit", "Datastore.Audit", "VM.PowerMgmt"],
+            &[
+                "Sys.Audit",
+                "VM.Audit",
+                "Datastore.Audit",
+                "VM.PowerMgmt",
+                "VM.Config.Memory",
+                "VM.Config.CPU",
+            ],
         )
         .start()
         .await

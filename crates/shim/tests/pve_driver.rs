@@ -323,3 +323,58 @@ async fn a_start_with_warnings_is_a_start() {
     );
     driver.destroy(&name, &state_dir).await.unwrap();
 }
+
+/// Update of a running container's resources: the CT config shows the new limits (what the
+/// Proxmox GUI reads); a token that may not change them fails the update, naming why.
+#[tokio::test]
+async fn an_update_shows_its_limits_in_the_ct_config() {
+    const LIMITED: &str = "root@pam!limited";
+    let server = server()
+        .token(LIMITED, SECRET)
+        .token_privileges(LIMITED, &["VM.Audit", "VM.PowerMgmt", "VM.Allocate"])
+        .start()
+        .await
+        .unwrap();
+    let (dir, state_dir) = scratch();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let settings = settings(dir.path(), &server, [980500, 980509]);
+    let driver = PveDriver::new(&settings, exits.clone()).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    let name = driver
+        .create(&spec("updated", &plan, &state_dir))
+        .await
+        .unwrap();
+    driver.start(&name, &state_dir).await.unwrap();
+    let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(serde_json::json!({
+        "memory": {"limit": 200 * 1024 * 1024, "swap": 264 * 1024 * 1024},
+        "cpu": {"quota": 150000, "period": 100000, "shares": 1024}
+    }))
+    .unwrap();
+    driver.update_resources(&name, &resources).await.unwrap();
+    let conf =
+        std::fs::read_to_string(server.context().config_path(name.parse().unwrap())).unwrap();
+    for want in ["memory: 200", "swap: 64", "cpulimit: 1.5", "cpuunits: 39"] {
+        assert!(conf.lines().any(|l| l == want), "{want:?} in\n{conf}");
+    }
+    // Nothing Proxmox shows: no request.
+    server.reset_counts();
+    driver
+        .update_resources(&name, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(server.total_requests(), 0);
+
+    let mut limited = settings.clone();
+    limited.token_id = LIMITED.into();
+    let weak = PveDriver::new(&limited, exits).unwrap();
+    let err = weak
+        .update_resources(&name, &resources)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Permission check failed") && err.contains(&format!("update CT {name}")),
+        "{err}"
+    );
+    driver.destroy(&name, &state_dir).await.unwrap();
+}

@@ -196,6 +196,13 @@ mod pve {
             .collect()
     }
 
+    /// A CT's config file (`/etc/pve/lxc/VMID.conf` on a node).
+    pub fn ct_config(vmid: u32) -> Option<String> {
+        with_node(PveNode::ct_configs)?
+            .into_iter()
+            .find_map(|(v, text)| (v == vmid).then_some(text))
+    }
+
     /// The name of the node the test server plays.
     pub fn node_name() -> Option<String> {
         with_node(|n| n.server.node().to_string())
@@ -506,12 +513,28 @@ fn cgroup_dir(pid: i32, controller: &str) -> Result<PathBuf> {
             parts.next().unwrap_or(""),
         );
         if ctrls.split(',').any(|c| c == controller) {
-            return Ok(PathBuf::from("/sys/fs/cgroup")
+            let dir = PathBuf::from("/sys/fs/cgroup")
                 .join(ctrls)
-                .join(path.trim_start_matches('/')));
+                .join(path.trim_start_matches('/'));
+            return Ok(limit_level(dir));
         }
     }
     bail!("pid {pid} has no {controller} cgroup:\n{text}")
+}
+
+/// Where a container's limits are: its cgroup, or for a Proxmox CT (pve-container
+/// update_lxc_config: processes in `lxc/VMID/ns`, limits on `lxc/VMID`) the parent.
+fn limit_level(dir: PathBuf) -> PathBuf {
+    let proxmox_inner = dir.file_name().is_some_and(|f| f == "ns")
+        && dir
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name)
+            .is_some_and(|g| g == "lxc");
+    match dir.parent() {
+        Some(parent) if proxmox_inner => parent.to_path_buf(),
+        _ => dir,
+    }
 }
 
 fn read_trim(path: &Path) -> Result<String> {
@@ -698,6 +721,17 @@ fn case_lifecycle(env: &CriEnv) -> Result<()> {
     let cpu_dir = cgroup_dir(pid, "cpu")?;
     let quota = read_trim(&cpu_dir.join("cpu.cfs_quota_us"))?;
     ensure!(quota == "30000", "cpu quota after update: {quota}");
+    if driver_of(env) == Driver::Pve {
+        // The Proxmox GUI shows what is enforced: the CT config follows the update.
+        let vmids = pve::cts_of(&graceful);
+        let conf = pve::ct_config(*vmids.first().context("no CT")?).unwrap_or_default();
+        for want in ["memory: 96", "cpulimit: 0.3"] {
+            ensure!(
+                conf.lines().any(|l| l == want),
+                "CT config after UpdateContainerResources lacks {want:?}:\n{conf}"
+            );
+        }
+    }
 
     // A container that ignores SIGTERM (PID 1 without a handler).
     let stubborn = pod.run(&container_config(
@@ -1146,15 +1180,14 @@ fn case_resources(env: &CriEnv) -> Result<()> {
             "container cgroup {} is not under the pod's cgroup parent {parent}",
             mem.display()
         ),
-        // A CT lives in the cgroup Proxmox gives it (`lxc/VMID`, here LXC's default
-        // `lxc.payload.VMID`), not under the kubelet's pod cgroup (docs/pve-driver.md).
+        // A CT lives in the cgroup Proxmox gives it (limits on `lxc/VMID`, processes in
+        // `lxc/VMID/ns`), not under the kubelet's pod cgroup (docs/pve-driver.md).
         Driver::Pve => {
             let vmids = pve::cts_of(&id);
             ensure!(vmids.len() == 1, "CTs of {id}: {vmids:?}");
             let path = mem.to_string_lossy().into_owned();
             ensure!(
-                path.ends_with(&format!("lxc.payload.{}", vmids[0]))
-                    || path.contains(&format!("lxc/{}", vmids[0])),
+                path.ends_with(&format!("/lxc/{}", vmids[0])),
                 "container cgroup {path} is not CT {}'s",
                 vmids[0]
             );

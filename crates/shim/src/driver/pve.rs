@@ -23,8 +23,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use log::{debug, info, warn};
 use pve_client::{
-    claim_config_file, Client, ClientConfig, Credentials, DestroyOptions, ResourceType, Secret,
-    TlsTrust, VmidAllocator, VmidRange, WaitOptions,
+    claim_config_file, Client, ClientConfig, ConfigUpdate, Credentials, DestroyOptions,
+    ResourceType, Secret, TlsTrust, VmidAllocator, VmidRange, WaitOptions,
 };
 
 use super::lxc_node::{init_exit, LxcNode};
@@ -408,6 +408,58 @@ impl Driver for PveDriver {
     fn failure_detail(&self, _state_dir: &Path) -> Option<String> {
         None
     }
+
+    /// `PUT .../config` with the new `memory`/`swap`/`cpulimit`/`cpuunits` (the values create
+    /// writes), so the GUI shows the limits that are enforced. Needs `VM.Config.Memory` and
+    /// `VM.Config.CPU` (pve-container src/PVE/LXC.pm, check_ct_modify_config_perm). On a
+    /// running CT Proxmox hotplugs them into `lxc/VMID` (src/PVE/LXC/Config.pm,
+    /// vmconfig_hotplug_pending); the shim then writes the spec's exact values.
+    async fn update_resources(
+        &self,
+        name: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        let vmid = Self::vmid(name)?;
+        let Some(update) = config_update_for(resources) else {
+            return Ok(());
+        };
+        self.client
+            .update_ct_config(&self.settings.node, vmid, &update)
+            .await
+            .map_err(|e| {
+                ShimError::Internal(format!(
+                    "update CT {vmid}'s config with the new resources: {}",
+                    pve_error(e)
+                ))
+            })
+    }
+}
+
+/// The CT config change that shows `resources`, if they set anything Proxmox shows.
+fn config_update_for(resources: &oci_spec::runtime::LinuxResources) -> Option<ConfigUpdate> {
+    let native = lxc_config::pve_native_resources(resources);
+    let mut update = ConfigUpdate::new();
+    let mut any = false;
+    if let Some(m) = native.memory_mib {
+        update = update.memory_mib(m);
+        any = true;
+    }
+    if let Some(s) = native.swap_mib {
+        update = update.swap_mib(s);
+        any = true;
+    }
+    // Two decimals, as create writes it.
+    if let Some(c) = native.cpulimit.map(|c| (c * 100.0).round() / 100.0) {
+        if c > 0.0 {
+            update = update.cpulimit(c);
+            any = true;
+        }
+    }
+    if let Some(u) = native.cpuunits {
+        update = update.cpuunits(u32::try_from(u).unwrap_or(u32::MAX));
+        any = true;
+    }
+    any.then_some(update)
 }
 
 #[cfg(test)]
