@@ -198,6 +198,11 @@ impl Inner {
             }))),
             ("GET", "/access/permissions") => Ok(Reply::data(self.permissions(params, auth))),
             ("GET", "/cluster/status") => Ok(Reply::data(self.cluster_status())),
+            // pve-manager PVE::API2::Backup `index`: needs Sys.Audit on /.
+            ("GET", "/cluster/backup") => {
+                self.check_privilege(auth, "/", "Sys.Audit")?;
+                Ok(Reply::data(Value::Array(self.backup_jobs.clone())))
+            }
             ("GET", "/cluster/resources") => self.cluster_resources(params).await,
             ("GET", "/cluster/nextid") => self.nextid(params),
             ("GET", "/nodes") => Ok(Reply::data(json!([{

@@ -49,6 +49,7 @@ pub struct TestServerBuilder {
     lock_timeout: Duration,
     create_lock_timeout: Duration,
     storages: Vec<String>,
+    backup_jobs: Vec<serde_json::Value>,
     backend: Arc<dyn NodeBackend>,
     token_privileges: Vec<(String, Vec<String>)>,
     start_limit: StartLimit,
@@ -152,6 +153,12 @@ impl TestServerBuilder {
         self.create_lock_timeout = d / 2;
         self
     }
+    /// A backup job as `GET /cluster/backup` lists it (`jobs.cfg`: `id`, `all`, `exclude`,
+    /// `pool`, `vmid`, `node`, `enabled`, `schedule`, ...); none by default.
+    pub fn backup_job(mut self, job: serde_json::Value) -> Self {
+        self.backup_jobs.push(job);
+        self
+    }
     /// Storages that exist (default `local`).
     pub fn storages(mut self, ids: &[&str]) -> Self {
         self.storages = ids.iter().map(|s| s.to_string()).collect();
@@ -201,6 +208,7 @@ impl TestServerBuilder {
             lock_timeout: self.lock_timeout,
             create_lock_timeout: self.create_lock_timeout,
             storages: self.storages,
+            backup_jobs: self.backup_jobs,
             backend: self.backend,
             token_privileges: self
                 .token_privileges
@@ -293,6 +301,7 @@ impl TestServer {
             lock_timeout: Duration::from_secs(10),
             create_lock_timeout: Duration::from_secs(5),
             storages: vec!["local".into()],
+            backup_jobs: Vec::new(),
             backend: Arc::new(InMemoryBackend::default()),
             token_privileges: Vec::new(),
             start_limit: StartLimit::default(),
@@ -554,6 +563,7 @@ pub(crate) struct Inner {
     pub lock_timeout: Duration,
     pub create_lock_timeout: Duration,
     pub storages: Vec<String>,
+    pub backup_jobs: Vec<serde_json::Value>,
     pub backend: Arc<dyn NodeBackend>,
     /// Tokens with restricted privileges (the others have all).
     token_privileges: HashMap<String, BTreeSet<String>>,

@@ -67,6 +67,7 @@ pub async fn check(path: &Path) -> Report {
     check_vmid_range(&client, &pve, &mut r).await;
     check_storage(&client, &pve, &mut r).await;
     check_privileges(&client, &pve, &mut r).await;
+    check_backup_jobs(&client, &pve, &mut r).await;
     check_dirs(&pve, &mut r);
     r
 }
@@ -252,6 +253,38 @@ async fn check_privileges(client: &pve_client::Client, pve: &PveSection, r: &mut
         }
         Err(e) => r.problem(format!(
             "reading the token's permissions (GET /access/permissions): {e}"
+        )),
+    }
+}
+
+/// Backup jobs that would back up the shim's CTs: a job for "all" guests includes them unless
+/// its `exclude` lists every VMID of the range (vzdump has no ranges). Their root file system
+/// (containerd's snapshot, a bind mount) is always backed up, and mode `stop` stops and
+/// restarts the workload. A warning, not a problem: the shim works either way.
+async fn check_backup_jobs(client: &pve_client::Client, pve: &PveSection, r: &mut Report) {
+    let [low, high] = pve.vmid_range;
+    match client.backup_jobs().await {
+        Ok(jobs) => {
+            let mut covering = 0;
+            for job in &jobs {
+                let n = job.covered_in_range(&pve.node, low, high);
+                if n > 0 {
+                    covering += 1;
+                    r.note(format!(
+                        "WARNING backup job {} would back up the shim's CTs ({n} VMIDs of {low}..={high} are not excluded): select its guests by pool or by VMID list instead of \"all\" (see docs/pve-driver.md, \"Backups\")",
+                        job.id
+                    ));
+                }
+            }
+            if covering == 0 {
+                r.ok(format!(
+                    "no backup job covers VMIDs {low}..={high} ({} jobs)",
+                    jobs.len()
+                ));
+            }
+        }
+        Err(e) => r.note(format!(
+            "backup jobs could not be read (GET /cluster/backup needs Sys.Audit on /): {e}"
         )),
     }
 }
