@@ -5,8 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use pve_client::ResourceType;
-
 use crate::config::{DriverKind, PveSection, ShimConfig};
 use crate::driver::pve::{client_for, read_token_secret};
 
@@ -65,7 +63,7 @@ pub async fn check(path: &Path) -> Report {
     }
     check_node(&client, &pve, &mut r).await;
     check_vmid_range(&client, &pve, &mut r).await;
-    check_storage(&client, &pve, &mut r).await;
+    note_unused_storage(&pve, &mut r);
     check_privileges(&client, &pve, &mut r).await;
     check_backup_jobs(&client, &pve, &mut r).await;
     check_dirs(&pve, &mut r);
@@ -202,23 +200,12 @@ async fn check_vmid_range(client: &pve_client::Client, pve: &PveSection, r: &mut
     }
 }
 
-async fn check_storage(client: &pve_client::Client, pve: &PveSection, r: &mut Report) {
-    match client.cluster_resources(Some(ResourceType::Storage)).await {
-        Ok(res) => {
-            let found = res.iter().any(|s| {
-                s.storage.as_deref() == Some(pve.storage.as_str())
-                    && s.node.as_deref() == Some(pve.node.as_str())
-            });
-            if found {
-                r.ok(format!("storage {} exists on {}", pve.storage, pve.node));
-            } else {
-                r.problem(format!(
-                    "storage {} is not available on node {}",
-                    pve.storage, pve.node
-                ));
-            }
-        }
-        Err(e) => r.problem(format!("listing storages (needs Datastore.Audit): {e}")),
+/// `storage` is read but not used (see `PveSection::storage`).
+fn note_unused_storage(pve: &PveSection, r: &mut Report) {
+    if let Some(storage) = &pve.storage {
+        r.note(format!(
+            "pve.storage = {storage:?} is not used (CTs use containerd's rootfs directory, no Proxmox storage): remove it"
+        ));
     }
 }
 

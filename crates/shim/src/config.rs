@@ -57,8 +57,11 @@ pub struct PveSection {
     pub fingerprint: Option<String>,
     #[serde(default = "default_vmid_range")]
     pub vmid_range: [u32; 2],
-    #[serde(default = "default_storage")]
-    pub storage: String,
+    /// No longer used, still read so that existing files and bundle records parse: the driver
+    /// allocates no volume (a CT's rootfs is containerd's snapshot directory, `rootfs: /DIR`;
+    /// mounts are `lxc.mount.entry` lines), so no Proxmox storage is involved. `check` says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
     #[serde(default = "default_tag_prefix")]
     pub tag_prefix: String,
     #[serde(default = "default_config_dir")]
@@ -76,9 +79,6 @@ fn default_task_timeout() -> u64 {
 
 fn default_vmid_range() -> [u32; 2] {
     [900_000, 999_999]
-}
-fn default_storage() -> String {
-    "local".into()
 }
 fn default_tag_prefix() -> String {
     "k8s".into()

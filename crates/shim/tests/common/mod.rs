@@ -28,7 +28,7 @@ pub fn pve_settings(
         ca_file: Some(ca),
         fingerprint: None,
         vmid_range: range,
-        storage: "local".into(),
+        storage: None,
         tag_prefix: "k8s".into(),
         config_dir: server.context().config_dir.clone(),
         lock_dir: server.context().lock_dir.clone(),
