@@ -68,6 +68,11 @@ pub struct PveSection {
     pub config_dir: PathBuf,
     #[serde(default = "default_lock_dir")]
     pub lock_dir: PathBuf,
+    /// Keep LXC's lxcfs hook on the node (`/proc/meminfo` etc. show the container's limits);
+    /// off by default: the workload's `/proc` is the kernel's, as under runc
+    /// (docs/pve-driver.md, "lxcfs").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lxcfs: bool,
     /// Seconds a Proxmox task (start, destroy) may take before the RPC fails.
     #[serde(default = "default_task_timeout")]
     pub task_timeout: u64,

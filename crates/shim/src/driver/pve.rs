@@ -282,7 +282,12 @@ impl Driver for PveDriver {
             "{}\ncontainerd: {}/{}",
             plan.description, spec.namespace, spec.id
         );
-        let render = plan.render_pve(&include_path);
+        let render = plan.render_pve_with(
+            &include_path,
+            lxc_config::PveOptions {
+                lxcfs: self.settings.lxcfs,
+            },
+        );
         std::fs::write(&include_path, &render.include)
             .ctx(|| format!("write {}", include_path.display()))?;
         let config_dir = self.settings.config_dir.clone();

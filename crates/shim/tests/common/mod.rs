@@ -29,6 +29,7 @@ pub fn pve_settings(
         fingerprint: None,
         vmid_range: range,
         storage: None,
+        lxcfs: false,
         tag_prefix: "k8s".into(),
         config_dir: server.context().config_dir.clone(),
         lock_dir: server.context().lock_dir.clone(),
