@@ -378,3 +378,45 @@ async fn an_update_shows_its_limits_in_the_ct_config() {
     );
     driver.destroy(&name, &state_dir).await.unwrap();
 }
+
+/// Lost quorum: pmxcfs makes /etc/pve read-only (the test node: a read-only bind mount of its
+/// config dir, as root) and Proxmox refuses starts. Create and start each fail saying "no
+/// quorum", and the refused create leaves no config behind.
+#[tokio::test]
+async fn lost_quorum_fails_create_and_start_saying_so() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP: making the test node's config dir read-only needs root (a bind mount)");
+        return;
+    }
+    let server = server().start().await.unwrap();
+    let (dir, state_dir) = scratch();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let driver = PveDriver::new(&settings(dir.path(), &server, [980600, 980609]), exits).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    let created = driver
+        .create(&spec("before", &plan, &state_dir))
+        .await
+        .unwrap();
+
+    server.set_quorate(false);
+    assert!(server.config_dir_readonly());
+    let err = driver
+        .create(&spec("during", &plan, &state_dir))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no quorum"), "{err}");
+    let err = match driver.start(&created, &state_dir).await {
+        Ok(_) => panic!("a start without quorum succeeded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("no quorum"), "{err}");
+    server.set_quorate(true);
+    assert!(!server.config_dir_readonly());
+    let configs: Vec<_> = std::fs::read_dir(&server.context().config_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(configs.len(), 1, "only the CT made before: {configs:?}");
+    driver.destroy(&created, &state_dir).await.unwrap();
+}
