@@ -420,3 +420,41 @@ async fn lost_quorum_fails_create_and_start_saying_so() {
     assert_eq!(configs.len(), 1, "only the CT made before: {configs:?}");
     driver.destroy(&created, &state_dir).await.unwrap();
 }
+
+/// Without limits in the spec the CT config shows the node's memory and swap (what the
+/// container may use), not Proxmox's 512 MiB defaults that an absent key means.
+#[tokio::test]
+async fn no_limit_shows_the_nodes_memory() {
+    let server = server().start().await.unwrap();
+    let (dir, state_dir) = scratch();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let driver = PveDriver::new(&settings(dir.path(), &server, [980700, 980709]), exits).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    assert_eq!(plan.pve.memory_mib, None, "the test plan sets no limit");
+    let name = driver
+        .create(&spec("unlimited", &plan, &state_dir))
+        .await
+        .unwrap();
+    let conf =
+        std::fs::read_to_string(server.context().config_path(name.parse().unwrap())).unwrap();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let mib = |key: &str| -> u64 {
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib / 1024
+    };
+    for want in [
+        format!("memory: {}", mib("MemTotal:")),
+        format!("swap: {}", mib("SwapTotal:")),
+    ] {
+        assert!(conf.lines().any(|l| l == want), "{want:?} in\n{conf}");
+    }
+    driver.destroy(&name, &state_dir).await.unwrap();
+}

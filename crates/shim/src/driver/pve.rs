@@ -278,6 +278,7 @@ impl Driver for PveDriver {
         let include_path = spec.state_dir.join(INCLUDE_NAME);
         let mut plan = spec.plan.clone();
         plan.tags = self.tags(spec);
+        show_unlimited_as_the_hosts(&mut plan.pve);
         plan.description = format!(
             "{}\ncontainerd: {}/{}",
             plan.description, spec.namespace, spec.id
@@ -436,7 +437,65 @@ impl Driver for PveDriver {
                     "update CT {vmid}'s config with the new resources: {}",
                     pve_error(e)
                 ))
+            })?;
+        if resources
+            .memory()
+            .as_ref()
+            .and_then(|m| m.limit())
+            .is_some()
+        {
+            undo_proxmox_memory_high(vmid);
+        }
+        Ok(())
+    }
+}
+
+/// A spec without a memory (or swap) limit leaves the container the node's memory (swap), but a
+/// CT config without `memory`/`swap` shows Proxmox's defaults (512 MiB each, pve-container
+/// src/PVE/LXC/Config.pm). Write the node's totals instead, so the GUI shows what the container
+/// may use. (Display only: the include resets the `lxc.cgroup2.*` lines Proxmox derives from
+/// them, and the spec's own limits follow.)
+fn show_unlimited_as_the_hosts(native: &mut lxc_config::PveNative) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total_mib = |key: &str| -> Option<u64> {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
             })
+            .map(|kib| kib / 1024)
+    };
+    if native.memory_mib.is_none() {
+        // Proxmox's minimum is 16 MiB.
+        native.memory_mib = total_mib("MemTotal:").map(|m| m.max(16));
+    }
+    if native.swap_mib.is_none() {
+        native.swap_mib = total_mib("SwapTotal:");
+    }
+}
+
+/// On cgroup v2 Proxmox's memory hotplug also sets `memory.high` to ~99.2% of the new
+/// `memory` (src/PVE/LXC/Config.pm, vmconfig_hotplug_pending and
+/// calculate_memory_constraints), throttling the workload below its limit, which runc never
+/// does; the spec's own `memory.high` (unified), if any, is written after this. Not verified
+/// on a real v2 node (the test machines are cgroup v1): a missing file is ignored.
+fn undo_proxmox_memory_high(vmid: u32) {
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return;
+    }
+    let high = PathBuf::from(format!("/sys/fs/cgroup/lxc/{vmid}/memory.high"));
+    match std::fs::write(&high, "max") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(
+            "CT {vmid}: reset {} after Proxmox's hotplug: {e}",
+            high.display()
+        ),
     }
 }
 
