@@ -251,8 +251,9 @@ pub const PRESTART_HOOK_NAME: &str = "pve-prestart-hook";
 
 /// The prestart hook for a directory rootfs `volume`: pve-container's `lxc-pve-prestart-hook`
 /// mounts the CT's volumes with `PVE::LXC::mount_all`, a directory rootfs with `bindmount`
-/// (src/PVE/LXC.pm: `mount -o bind`, not `rbind`) at `/var/lib/lxc/VMID/rootfs`. It runs in the
-/// monitor's own mount namespace (`lxc.monitor.unshare = 1`), so nothing shows on the host.
+/// (src/PVE/LXC.pm `__bindmount_do`: `mount -o bind`, not `rbind`) at
+/// `/var/lib/lxc/VMID/rootfs`. It runs in the monitor's own mount namespace
+/// (`lxc.monitor.unshare = 1`), so nothing shows on the host.
 /// Mounts below `volume` are not carried over, as on a node.
 pub fn prestart_hook_script(volume: &Path, lxc_dir: &Path) -> Result<String, String> {
     let quoted = |p: &Path| -> Result<String, String> {
