@@ -203,6 +203,19 @@ mod pve {
             .find_map(|(v, text)| (v == vmid).then_some(text))
     }
 
+    /// The logs of the node's tasks that contain `needle`.
+    pub fn task_logs_with(needle: &str) -> Vec<Vec<String>> {
+        with_node(|n| {
+            n.server
+                .tasks()
+                .into_iter()
+                .filter_map(|upid| n.server.task_log(&upid))
+                .filter(|log| log.iter().any(|l| l.contains(needle)))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
     /// The name of the node the test server plays.
     pub fn node_name() -> Option<String> {
         with_node(|n| n.server.node().to_string())
@@ -1549,6 +1562,53 @@ fn case_restart_attempt(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
+/// A crash loop as the kubelet drives it: each attempt a new container in the same pod (and
+/// shim), the previous one removed. With the pve driver every attempt is a new CT started with
+/// `systemctl start pve-container@VMID` on a node, which systemd refuses after 5 starts of one
+/// VMID within 10 s (the test node enforces that, and logs each refused start task; the driver
+/// would retry such a start after 10 s): no start on the node may have been refused. (containerd
+/// deletes an exited container's task, and with it the CT, so the VMIDs are gone by then.)
+fn case_crash_loop(env: &CriEnv) -> Result<()> {
+    const ATTEMPTS: u32 = 8;
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "crashloop", |_| {})?;
+    std::fs::create_dir_all(pod.log_dir.join("loop"))?;
+    let mut previous: Option<String> = None;
+    for attempt in 0..ATTEMPTS {
+        let mut config = container_config(
+            "loop",
+            &env.images.busybox,
+            &["sh", "-c", &format!("echo attempt-{attempt}; exit 1")],
+        );
+        config.log_path = format!("loop/{attempt}.log");
+        if let Some(m) = config.metadata.as_mut() {
+            m.attempt = attempt;
+        }
+        let id = pod.run(&config)?;
+        let code = env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(30)))?;
+        ensure!(code == 1, "attempt {attempt} exited {code}");
+        if let Some(old) = previous.replace(id) {
+            env.block_on(c.remove_container(&old))?;
+        }
+    }
+    for attempt in 0..ATTEMPTS {
+        let file = format!("loop/{attempt}.log");
+        let lines = parse_cri_log(&std::fs::read_to_string(pod.log_dir.join(&file))?)?;
+        ensure!(
+            lines == vec![("stdout".to_string(), format!("attempt-{attempt}"))],
+            "{file}: {lines:?}"
+        );
+    }
+    if driver_of(env) == Driver::Pve {
+        let refused = pve::task_logs_with("attempted too often");
+        ensure!(
+            refused.is_empty(),
+            "starts refused by systemd's start limit: {refused:?}"
+        );
+    }
+    pod.finish()
+}
+
 /// Log rotation: the kubelet renames the log file and calls ReopenContainerLog; new output goes
 /// to a new file.
 fn case_log_reopen(env: &CriEnv) -> Result<()> {
@@ -1904,12 +1964,13 @@ fn main() {
             case_mounts_and_termination_message,
         ),
     ];
-    let extra: [(&str, Case); 7] = [
+    let extra: [(&str, Case); 8] = [
         ("one_shim_per_pod", case_one_shim_per_pod),
         ("example_pod", case_example_pod),
         ("exec_tty", case_exec_tty),
         ("oom_killed", case_oom_killed),
         ("restart_attempt", case_restart_attempt),
+        ("crash_loop", case_crash_loop),
         ("log_reopen", case_log_reopen),
         ("fast_exits", case_fast_exits),
     ];
