@@ -310,6 +310,20 @@ mod tests {
         let bad = format!("{text}\nvmid_range = [5, 1]\n");
         let err = ShimConfig::parse(&bad, "test").unwrap_err().to_string();
         assert!(err.contains("vmid_range"), "{err}");
+        let pve = c.pve.clone().unwrap();
+        assert!(!pve.lxcfs, "lxcfs is off unless asked for");
+        // The unused `storage` of older files and bundle records still parses, and is not
+        // written into new records.
+        let old = ShimConfig::parse(&format!("{text}\nstorage = \"local\"\n"), "test").unwrap();
+        assert_eq!(old.pve.unwrap().storage.as_deref(), Some("local"));
+        let record = serde_json::to_string(&pve).unwrap();
+        assert!(
+            !record.contains("storage") && !record.contains("lxcfs"),
+            "{record}"
+        );
+        let mut old_record: serde_json::Value = serde_json::from_str(&record).unwrap();
+        old_record["storage"] = serde_json::json!("local");
+        assert!(serde_json::from_value::<PveSection>(old_record).is_ok());
     }
 
     #[test]
