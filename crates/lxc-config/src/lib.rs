@@ -22,7 +22,8 @@ use namespaces::Namespaces;
 pub use cgroup::{cgroup_settings, shares_to_weight, DeviceRule};
 pub use ctinit_proto::InitSpec;
 pub use mounts::{supported_options as supported_mount_options, MountEntry, PeerBind};
-pub use render::PveRender;
+pub use pve::native_resources as pve_native_resources;
+pub use render::{PveOptions, PveRender};
 
 /// Which cgroup hierarchy holds the controllers on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,6 +34,19 @@ pub(crate) fn native(
     pve
 }
 
+/// The Proxmox-native resource values (`memory`, `swap`, `cpulimit`, `cpuunits`) of `resources`
+/// alone, as at create: what an Update of a running container shows in its CT config.
+pub fn native_resources(resources: &LinuxResources) -> PveNative {
+    let mut pve = PveNative::default();
+    if let Some(m) = resources.memory() {
+        memory(m, &mut pve);
+    }
+    if let Some(c) = resources.cpu() {
+        cpu(c, &mut pve);
+    }
+    pve
+}
+
 /// `memory:` (limit in MiB rounded up, at least 16) and `swap:` (OCI memory+swap minus memory).
 fn memory(m: &LinuxMemory, pve: &mut PveNative) {
     let Some(limit) = m.limit().filter(|l| *l > 0) else {

@@ -6,6 +6,17 @@ use std::path::Path;
 use crate::text;
 use crate::{CgroupMode, ContainerPlan};
 
+/// Choices of the Proxmox rendering that are the operator's, not the spec's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PveOptions {
+    /// Keep lxcfs's mount hook, which a node's `common.conf` pulls in (lxcfs package:
+    /// `common.conf.d/00-lxcfs.conf`, `lxc.hook.mount = /usr/share/lxcfs/lxc.mount.hook`): it
+    /// binds lxcfs's `/proc/meminfo`, `cpuinfo`, `stat`, `uptime`, ... and
+    /// `/sys/devices/system/cpu` over the container's, so `free` shows the container's limit.
+    /// Off (the default), the workload's `/proc` is the kernel's, as under runc.
+    pub lxcfs: bool,
+}
+
 /// A Proxmox CT config (`/etc/pve/lxc/VMID.conf`) and the LXC include file it references.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PveRender {
@@ -211,7 +222,7 @@ impl ContainerPlan {
     }
 
     /// The include file's header and the resets of what `common.conf` sets.
-    fn include_header(&self) -> String {
+    fn include_header(&self, options: PveOptions) -> String {
         let mut inc = String::new();
         let _ = writeln!(
             inc,
@@ -239,6 +250,12 @@ impl ContainerPlan {
             }
             let _ = writeln!(inc, "{k} =");
         }
+        if !options.lxcfs {
+            // Only lxcfs sets a mount hook on a node (pve-container's `01-pve.conf` sets
+            // pre-start, autodev and post-stop hooks, which must stay); the spec's own mount
+            // hook comes after this include, in the CT config.
+            let _ = writeln!(inc, "lxc.hook.mount =");
+        }
         inc
     }
 
@@ -247,6 +264,11 @@ impl ContainerPlan {
     /// the keys Proxmox does not accept and the resets of what `common.conf` (pulled in by
     /// `ostype: unmanaged`) sets but the spec must decide.
     pub fn render_pve(&self, include_path: &Path) -> PveRender {
+        self.render_pve_with(include_path, PveOptions::default())
+    }
+
+    /// [`ContainerPlan::render_pve`] with the operator's choices.
+    pub fn render_pve_with(&self, include_path: &Path, options: PveOptions) -> PveRender {
         let mut ct = String::new();
         for l in self.description.split('\n') {
             let _ = writeln!(ct, "#{}", text::pve_encode_text(l));
@@ -257,7 +279,7 @@ impl ContainerPlan {
             let _ = writeln!(ct, "{k}: {v}");
         }
 
-        let mut inc = self.include_header();
+        let mut inc = self.include_header(options);
         if let Some(o) = self.rootfs_options() {
             line(&mut inc, "lxc.rootfs.options", &o);
         }

@@ -358,9 +358,11 @@ fn check_pve(plan: &ContainerPlan) -> Result<(), TestCaseError> {
         })
         .collect();
     prop_assert_eq!(decoded.join("\n"), plan.description.clone());
-    // What common.conf sets and the include resets (kept here as an independent list).
+    // What common.conf sets and the include resets (kept here as an independent list; the
+    // mount hook is lxcfs's on a node, reset by default).
     let resets: Vec<&str> = "lxc.tty.dir lxc.cap.drop lxc.cap.keep lxc.mount.auto \
-                             lxc.mount.entry lxc.seccomp.profile lxc.hook.clone lxc.cgroup lxc.cgroup2"
+                             lxc.mount.entry lxc.seccomp.profile lxc.hook.clone lxc.cgroup lxc.cgroup2 \
+                             lxc.hook.mount"
         .split_whitespace()
         .collect();
     let mut include_lines = Vec::new();

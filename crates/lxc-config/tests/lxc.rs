@@ -1205,3 +1205,67 @@ fn terminal_in_the_container_devpts() {
     let l: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
     assert_eq!(l, ["/dev/pts/0", "33 101", "done"], "{}", ct.log_text());
 }
+
+/// lxcfs on a node: the lxcfs package adds `lxc.hook.mount = /usr/share/lxcfs/lxc.mount.hook`
+/// to every container through `common.conf.d/00-lxcfs.conf`, which binds lxcfs's files over
+/// `/proc/meminfo` and others. Here a node's common.conf is emulated by one that includes this
+/// host's and adds a mount hook doing the same bind with a file of its own (lxcfs itself is
+/// not installed on the test machines). By default the include resets it, so `/proc/meminfo`
+/// is the kernel's as under runc; with `PveOptions { lxcfs: true }` the hook stays.
+#[test]
+fn pve_lxcfs_hook_is_reset_unless_asked_for() {
+    for keep in [false, true] {
+        let Some(mut ct) = Ct::if_available() else {
+            return;
+        };
+        let fake = ct.state().join("lxcfs-meminfo");
+        fs::write(&fake, "MemTotal: 4242 kB (lxcfs)\n").unwrap();
+        let hook = ct.state().join("lxcfs-mount-hook");
+        fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nmount -n --bind {} \"${{LXC_ROOTFS_MOUNT}}/proc/meminfo\"\n",
+                fake.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+        let node_common = ct.state().join("node-common.conf");
+        fs::write(
+            &node_common,
+            format!(
+                "lxc.include = /usr/share/lxc/config/common.conf\nlxc.hook.mount = {}\n",
+                hook.display()
+            ),
+        )
+        .unwrap();
+        let spec = base_spec("head -n 1 /proc/meminfo; echo done");
+        let plan = ct.prepare(&spec);
+        let include = ct.state().join("lxc.conf");
+        let pve = plan.render_pve_with(&include, lxc_config::PveOptions { lxcfs: keep });
+        fs::write(&include, &pve.include).unwrap();
+        let mut config = format!(
+            "lxc.arch = amd64\nlxc.include = {}\nlxc.uts.name = lxcfs\nlxc.rootfs.path = {}\n",
+            node_common.display(),
+            plan.rootfs.display()
+        );
+        for l in pve.ct_conf.lines().filter(|l| l.starts_with("lxc.")) {
+            config.push_str(&l.replacen(": ", " = ", 1));
+            config.push('\n');
+        }
+        fs::write(ct.lxcpath().join(&ct.name).join("config"), &config).unwrap();
+        let (stdin, stdout, stderr) = ct.start(&plan);
+        drop(stdin);
+        let out = read_all(stdout).recv_timeout(T).unwrap();
+        let err = read_all(stderr).recv_timeout(T).unwrap();
+        ct.wait_stopped();
+        let first = lines(&out).first().copied().unwrap_or("").to_string();
+        assert_eq!(
+            first.contains("(lxcfs)"),
+            keep,
+            "lxcfs {keep}: /proc/meminfo starts {first:?}; stderr: {err}\n{config}\n{}",
+            ct.log_text()
+        );
+        assert!(first.starts_with("MemTotal:"), "{first:?}");
+    }
+}

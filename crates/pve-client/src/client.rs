@@ -17,8 +17,8 @@ use crate::secret::Secret;
 use crate::task::{TaskOutcome, Upid, WaitOptions};
 use crate::tls::{client_config, TlsTrust};
 use crate::types::{
-    ClusterResource, ClusterStatusEntry, CtConfig, CtStatus, NodeInfo, NodeStatus, ResourceType,
-    TaskLogLine, TaskStatus, TicketResponse, Version,
+    BackupJob, ClusterResource, ClusterStatusEntry, CtConfig, CtStatus, NodeInfo, NodeStatus,
+    ResourceType, TaskLogLine, TaskStatus, TicketResponse, Version,
 };
 use crate::vmid::{Claim, VmidAllocator};
 
@@ -446,6 +446,11 @@ impl Client {
     /// `GET /cluster/status`.
     pub async fn cluster_status(&self) -> Result<Vec<ClusterStatusEntry>, Error> {
         self.get("/cluster/status", &[]).await
+    }
+
+    /// `GET /cluster/backup`: the backup jobs (needs `Sys.Audit` on `/`).
+    pub async fn backup_jobs(&self) -> Result<Vec<BackupJob>, Error> {
+        self.get("/cluster/backup", &[]).await
     }
 
     /// Whether the cluster has quorum (a single node without cluster counts as quorate).

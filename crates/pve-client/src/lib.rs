@@ -48,7 +48,7 @@ pub use secret::Secret;
 pub use task::{TaskOutcome, Upid, WaitOptions};
 pub use tls::TlsTrust;
 pub use types::{
-    ClusterResource, ClusterStatusEntry, CtConfig, CtRunState, CtStatus, NodeInfo, NodeMemory,
-    NodeStatus, ResourceType, TaskLogLine, TaskStatus, Version,
+    BackupJob, ClusterResource, ClusterStatusEntry, CtConfig, CtRunState, CtStatus, NodeInfo,
+    NodeMemory, NodeStatus, ResourceType, TaskLogLine, TaskStatus, Version,
 };
 pub use vmid::{claim_config_file, Claim, VmidAllocator, VmidRange, PMXCFS_MAX_FILE_SIZE};

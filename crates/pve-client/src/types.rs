@@ -366,3 +366,89 @@ pub(crate) struct TicketResponse {
     #[serde(rename = "CSRFPreventionToken")]
     pub csrf: Option<String>,
 }
+
+/// A backup job, as `GET /cluster/backup` lists it (`/etc/pve/jobs.cfg`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BackupJob {
+    /// Job ID.
+    pub id: String,
+    /// Whether the job runs (default: yes).
+    #[serde(default, deserialize_with = "lenient::bool_opt")]
+    pub enabled: Option<bool>,
+    /// Back up every guest (but `exclude`).
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub all: bool,
+    /// VMIDs not backed up (a `pve-vmid-list`: single IDs, no ranges).
+    #[serde(default)]
+    pub exclude: Option<String>,
+    /// Back up the members of this pool.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Back up these VMIDs.
+    #[serde(default)]
+    pub vmid: Option<String>,
+    /// Only guests on this node.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// When it runs.
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+impl BackupJob {
+    /// How many VMIDs of `low..=high` this job backs up when they are guests on `node` in no
+    /// pool, after pve-manager `PVE::VZDump::get_included_guests`: a pool selects its members
+    /// only, else a `vmid` list those IDs, else `all` every guest but `exclude` (which alone
+    /// implies `all`, `verify_vzdump_parameters`); `node` restricts it to that node's guests.
+    pub fn covered_in_range(&self, node: &str, low: u32, high: u32) -> u64 {
+        if self.enabled == Some(false) || self.node.as_deref().is_some_and(|n| n != node) {
+            return 0;
+        }
+        let in_range = |list: &Option<String>| -> std::collections::BTreeSet<u32> {
+            list.as_deref()
+                .unwrap_or("")
+                // PVE::Tools::split_list.
+                .split(|c: char| c == '\0' || c == ',' || c == ';' || c.is_whitespace())
+                .filter_map(|id| id.parse::<u32>().ok())
+                .filter(|id| (low..=high).contains(id))
+                .collect()
+        };
+        if self.pool.as_deref().is_some_and(|p| !p.is_empty()) {
+            return 0;
+        }
+        if self.vmid.as_deref().is_some_and(|v| !v.is_empty()) {
+            return in_range(&self.vmid).len() as u64;
+        }
+        if self.all || self.exclude.is_some() {
+            let size = u64::from(high.saturating_sub(low)) + 1;
+            return size - in_range(&self.exclude).len() as u64;
+        }
+        0
+    }
+}
+
+#[cfg(test)]
+mod backup_job_tests {
+    use super::*;
+
+    fn job(v: serde_json::Value) -> BackupJob {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn selection_follows_vzdump() {
+        let all = job(serde_json::json!({"id": "b1", "all": 1}));
+        assert_eq!(all.covered_in_range("pve", 900, 909), 10);
+        let excl = job(serde_json::json!({"id": "b2", "exclude": "900,901;902 903"}));
+        assert_eq!(excl.covered_in_range("pve", 900, 903), 0);
+        assert_eq!(excl.covered_in_range("pve", 900, 904), 1);
+        let pool = job(serde_json::json!({"id": "b3", "pool": "prod", "all": 0}));
+        assert_eq!(pool.covered_in_range("pve", 900, 909), 0);
+        let ids = job(serde_json::json!({"id": "b4", "vmid": "100,905"}));
+        assert_eq!(ids.covered_in_range("pve", 900, 909), 1);
+        let other_node = job(serde_json::json!({"id": "b5", "all": 1, "node": "pve2"}));
+        assert_eq!(other_node.covered_in_range("pve", 900, 909), 0);
+        let disabled = job(serde_json::json!({"id": "b6", "all": 1, "enabled": 0}));
+        assert_eq!(disabled.covered_in_range("pve", 900, 909), 0);
+    }
+}

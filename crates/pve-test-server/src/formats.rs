@@ -81,6 +81,7 @@ const KNOWN: &[&str] = &[
     "pve-priv",
     "pve-storage-content",
     "pve-iface",
+    "pve-calendar-event",
 ];
 
 fn is_known(name: &str) -> bool {
@@ -91,6 +92,16 @@ fn check_single(format: &str, v: &str) -> Result<(), String> {
     let fail = |msg: String| Err(msg);
     match format {
         "string" => Ok(()),
+        // Backup job schedules (systemd calendar events, parsed in Proxmox by the proxmox-time
+        // crate). Only this server's own answers carry one; it checks no more than that there
+        // is one, which the schema's maxLength bounds.
+        "pve-calendar-event" => {
+            if v.trim().is_empty() {
+                fail("invalid calendar event ''\n".into())
+            } else {
+                Ok(())
+            }
+        }
         "pve-configid" => {
             if static_re!(r"^(?i:[a-z][a-z0-9_-]+)$").is_match(v) {
                 Ok(())

@@ -198,6 +198,11 @@ impl Inner {
             }))),
             ("GET", "/access/permissions") => Ok(Reply::data(self.permissions(params, auth))),
             ("GET", "/cluster/status") => Ok(Reply::data(self.cluster_status())),
+            // pve-manager PVE::API2::Backup `index`: needs Sys.Audit on /.
+            ("GET", "/cluster/backup") => {
+                self.check_privilege(auth, "/", "Sys.Audit")?;
+                Ok(Reply::data(Value::Array(self.backup_jobs.clone())))
+            }
             ("GET", "/cluster/resources") => self.cluster_resources(params).await,
             ("GET", "/cluster/nextid") => self.nextid(params),
             ("GET", "/nodes") => Ok(Reply::data(json!([{
@@ -756,6 +761,18 @@ impl Inner {
                     .collect()
             })
             .unwrap_or_default();
+        // pve-container src/PVE/LXC.pm, check_ct_modify_config_perm (the subset for the keys
+        // a shim changes).
+        for key in params.keys().chain(delete.iter()) {
+            let privilege = match key.as_str() {
+                "cores" | "cpuunits" | "cpulimit" => Some("VM.Config.CPU"),
+                "memory" | "swap" => Some("VM.Config.Memory"),
+                _ => None,
+            };
+            if let Some(p) = privilege {
+                self.check_privilege(auth, &format!("/vms/{vmid}"), p)?;
+            }
+        }
         self.check_paths_allowed(&params, auth)?;
         let _lock = self
             .lock_config(vmid, self.lock_timeout)

@@ -10,13 +10,19 @@
 //!   stderr to a file, in its own process group. The task ends once LXC reports RUNNING.
 //! - Stop: `lxc-stop --kill`; shutdown: `lxc-stop --timeout`; destroy: the LXC directory.
 //!
-//! Differences from a node, said where they matter: the root file system is used in place
-//! (`lxc.rootfs.path = dir:<rootfs>`) instead of being mounted by a pre-start hook at
-//! `<lxcpath>/VMID/rootfs`, and on a cgroup v1 host the `lxc.cgroup2.*` keys Proxmox emits are
-//! ignored by LXC (logged in the task log); tests check the rendered keys, not their effect.
+//! The cgroup layout is Proxmox's: limits on `lxc/VMID`, the CT's processes in `lxc/VMID/ns`,
+//! the monitor in `lxc.monitor/VMID`.
+//!
+//! The root file system is bind-mounted (not recursively) at `<lxcpath>/VMID/rootfs` by a
+//! pre-start hook, as pve-container's does for a directory rootfs.
+//!
+//! Differences from a node, said where they matter: on a cgroup v1 host the `lxc.cgroup2.*`
+//! keys Proxmox emits are ignored by LXC (logged in the task log); tests check the rendered
+//! keys, not their effect.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -135,13 +141,28 @@ impl LxcNodeBackend {
 
 /// The LXC config pve-container writes for a CT (the subset of `update_lxc_config` that a
 /// CT made by the shim uses), and the notes for the task log.
-pub fn render_lxc_config(vmid: u32, conf: &CtConfig, cgroup_v2: bool) -> (String, Vec<String>) {
+/// `lxc_dir` is the CT's LXC directory (Proxmox: `/var/lib/lxc/VMID`).
+pub fn render_lxc_config(
+    lxc_dir: &Path,
+    vmid: u32,
+    conf: &CtConfig,
+    cgroup_v2: bool,
+) -> (String, Vec<String>) {
     let mut out = String::new();
     let mut notes = Vec::new();
     let opt = |k: &str| conf.options.get(k).map(String::as_str);
     let mut line = |k: &str, v: &str| {
         let _ = writeln!(out, "{k} = {v}");
     };
+    // update_lxc_config, for LXC >= 4 (this host's LXC is 5): absolute cgroup directories, the
+    // monitor outside, the limits on `lxc/VMID` and the CT's processes in its `ns` child (the
+    // cgroup namespace root), so a privileged CT cannot raise its own limits. LXC applies this
+    // on cgroup v1 hierarchies as on v2 (checked with LXC 5.0.2 on a hybrid host: the init in
+    // `lxc/VMID/ns` of every hierarchy, `lxc.cgroup.*` limits on `lxc/VMID`).
+    line("lxc.cgroup.relative", "0");
+    line("lxc.cgroup.dir.monitor", &format!("lxc.monitor/{vmid}"));
+    line("lxc.cgroup.dir.container", &format!("lxc/{vmid}"));
+    line("lxc.cgroup.dir.container.inner", "ns");
     line("lxc.arch", opt("arch").unwrap_or("amd64"));
     let ostype = opt("ostype").unwrap_or("unmanaged");
     if ostype == "unmanaged" {
@@ -152,6 +173,12 @@ pub fn render_lxc_config(vmid: u32, conf: &CtConfig, cgroup_v2: bool) -> (String
             &format!("/usr/share/lxc/config/{ostype}.common.conf"),
         );
     }
+    // What pve-container's common.conf.d/01-pve.conf adds through that include (src/lxc-pve.conf):
+    // its prestart hook, here the test node's stand-in that mounts the root file system.
+    line(
+        "lxc.hook.pre-start",
+        &lxc_dir.join(PRESTART_HOOK_NAME).display().to_string(),
+    );
     line("lxc.monitor.unshare", "1");
     line("lxc.tty.max", opt("tty").unwrap_or("2"));
     if opt("unprivileged") == Some("1") {
@@ -162,29 +189,30 @@ pub fn render_lxc_config(vmid: u32, conf: &CtConfig, cgroup_v2: bool) -> (String
         .map(str::to_string)
         .unwrap_or_else(|| format!("CT{vmid}"));
     line("lxc.uts.name", &hostname);
+    // `memory || 512`, `swap // 0`: a CT config without them still gets limits.
     let mut cgroup2 = Vec::new();
-    if let Some(m) = opt("memory").and_then(|m| m.parse::<u64>().ok()) {
-        cgroup2.push(("memory.max", (m * 1024 * 1024).to_string()));
-        let high = if m >= 16384 {
-            (m - 128) * 1024 * 1024
-        } else {
-            m * 1024 * 1016
-        };
-        cgroup2.push(("memory.high", high.to_string()));
-    }
-    if let Some(s) = opt("swap").and_then(|s| s.parse::<u64>().ok()) {
-        cgroup2.push(("memory.swap.max", (s * 1024 * 1024).to_string()));
-    }
+    let m = opt("memory")
+        .and_then(|m| m.parse::<u64>().ok())
+        .unwrap_or(512);
+    cgroup2.push(("memory.max", (m * 1024 * 1024).to_string()));
+    // Config.pm calculate_memory_constraints.
+    let high = if m >= 16384 {
+        (m - 128) * 1024 * 1024
+    } else {
+        m * 1024 * 1016
+    };
+    cgroup2.push(("memory.high", high.to_string()));
+    let s = opt("swap").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    cgroup2.push(("memory.swap.max", (s * 1024 * 1024).to_string()));
     if let Some(c) = opt("cpulimit").and_then(|c| c.parse::<f64>().ok()) {
         if c > 0.0 {
             cgroup2.push(("cpu.max", format!("{} 100000", (100000.0 * c) as u64)));
         }
     }
-    let units = opt("cpuunits")
-        .and_then(|u| u.parse::<u64>().ok())
-        .unwrap_or(100)
-        .min(10000);
-    cgroup2.push(("cpu.weight", units.to_string()));
+    // Only when set; pve-common PVE::CGroup::clamp_cpu_shares caps v2's weight at 10000.
+    if let Some(units) = opt("cpuunits").and_then(|u| u.parse::<u64>().ok()) {
+        cgroup2.push(("cpu.weight", units.min(10000).to_string()));
+    }
     for (k, v) in &cgroup2 {
         line(&format!("lxc.cgroup2.{k}"), v);
     }
@@ -199,9 +227,12 @@ pub fn render_lxc_config(vmid: u32, conf: &CtConfig, cgroup_v2: bool) -> (String
                 .join(", ")
         ));
     }
-    if let Some(rootfs) = opt("rootfs") {
-        let volume = rootfs.split(',').next().unwrap_or("");
-        line("lxc.rootfs.path", &format!("dir:{volume}"));
+    if opt("rootfs").is_some() {
+        // The prestart hook mounts the volume there.
+        line(
+            "lxc.rootfs.path",
+            &lxc_dir.join("rootfs").display().to_string(),
+        );
     }
     if let Some(env) = &conf.env {
         for var in env.split('\0').filter(|v| !v.is_empty()) {
@@ -213,6 +244,32 @@ pub fn render_lxc_config(vmid: u32, conf: &CtConfig, cgroup_v2: bool) -> (String
         line(k, v);
     }
     (out, notes)
+}
+
+/// The test node's stand-in for pve-container's prestart hook (in the CT's LXC directory).
+pub const PRESTART_HOOK_NAME: &str = "pve-prestart-hook";
+
+/// The prestart hook for a directory rootfs `volume`: pve-container's `lxc-pve-prestart-hook`
+/// mounts the CT's volumes with `PVE::LXC::mount_all`, a directory rootfs with `bindmount`
+/// (src/PVE/LXC.pm `__bindmount_do`: `mount -o bind`, not `rbind`) at
+/// `/var/lib/lxc/VMID/rootfs`. It runs in the monitor's own mount namespace
+/// (`lxc.monitor.unshare = 1`), so nothing shows on the host.
+/// Mounts below `volume` are not carried over, as on a node.
+pub fn prestart_hook_script(volume: &Path, lxc_dir: &Path) -> Result<String, String> {
+    let quoted = |p: &Path| -> Result<String, String> {
+        let s = p.to_str().ok_or("rootfs path is not UTF-8")?;
+        if s.contains(['\'', '\n']) {
+            return Err(format!(
+                "rootfs path {s:?} is not supported by the test node"
+            ));
+        }
+        Ok(format!("'{s}'"))
+    };
+    Ok(format!(
+        "#!/bin/sh\nexec mount --bind -- {} {}\n",
+        quoted(volume)?,
+        quoted(&lxc_dir.join("rootfs"))?
+    ))
 }
 
 /// The first symlink on `path` (each component from `/`), which pve-container's
@@ -250,13 +307,25 @@ impl NodeBackend for LxcNodeBackend {
         if let Some(link) = rootfs_dir.and_then(|dir| first_symlink(Path::new(dir))) {
             return Err(format!("symlink encountered at: {}", link.display()));
         }
-        let (text, notes) = render_lxc_config(vmid, config, cgroup_v2_host());
+        let dir = self.lxcpath.join(vmid.to_string());
+        let (text, notes) = render_lxc_config(&dir, vmid, config, cgroup_v2_host());
         for n in &notes {
             log.line(n.clone());
             tracing::info!(vmid, "{n}");
         }
-        let dir = self.lxcpath.join(vmid.to_string());
-        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        // update_lxc_config: mkpath "$dir/rootfs".
+        std::fs::create_dir_all(dir.join("rootfs"))
+            .map_err(|e| format!("create {}/rootfs: {e}", dir.display()))?;
+        let Some(volume) = rootfs_dir else {
+            return Err("the test node mounts only a directory rootfs (rootfs: /DIR)".into());
+        };
+        {
+            let hook = dir.join(PRESTART_HOOK_NAME);
+            std::fs::write(&hook, prestart_hook_script(Path::new(volume), &dir)?)
+                .map_err(|e| format!("write {}: {e}", hook.display()))?;
+            std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("chmod {}: {e}", hook.display()))?;
+        }
         std::fs::write(dir.join("config"), &text)
             .map_err(|e| format!("write {}/config: {e}", dir.display()))?;
         std::fs::create_dir_all(&self.stderr_dir)
@@ -383,7 +452,11 @@ mod tests {
              lxc.init.cmd: /.ct/init\nlxc.include: /run/x/pve-include.conf\n",
         )
         .unwrap();
-        let (text, notes) = render_lxc_config(901, &conf, false);
+        let (text, notes) = render_lxc_config(Path::new("/var/lib/lxc/901"), 901, &conf, false);
+        assert!(text.starts_with(
+            "lxc.cgroup.relative = 0\nlxc.cgroup.dir.monitor = lxc.monitor/901\n\
+             lxc.cgroup.dir.container = lxc/901\nlxc.cgroup.dir.container.inner = ns\n"
+        ));
         assert!(text.contains("lxc.include = /usr/share/lxc/config/common.conf\n"));
         assert!(text.contains("lxc.uts.name = CT901\n"));
         assert!(text.contains("lxc.cgroup2.memory.max = 268435456\n"));
@@ -393,10 +466,26 @@ mod tests {
         )));
         assert!(text.contains("lxc.cgroup2.memory.swap.max = 67108864\n"));
         assert!(text.contains("lxc.cgroup2.cpu.max = 150000 100000\n"));
-        assert!(text.contains("lxc.cgroup2.cpu.weight = 100\n"));
-        assert!(text.contains("lxc.rootfs.path = dir:/b/rootfs\n"));
+        assert!(!text.contains("cpu.weight"), "cpuunits unset: no weight");
+        assert!(text.contains("lxc.rootfs.path = /var/lib/lxc/901/rootfs\n"));
+        assert!(text.contains("lxc.hook.pre-start = /var/lib/lxc/901/pve-prestart-hook\n"));
+        assert_eq!(
+            prestart_hook_script(Path::new("/b/rootfs"), Path::new("/var/lib/lxc/901")).unwrap(),
+            "#!/bin/sh\nexec mount --bind -- '/b/rootfs' '/var/lib/lxc/901/rootfs'\n"
+        );
+        assert!(prestart_hook_script(Path::new("/b/it's"), Path::new("/x")).is_err());
         assert!(text.ends_with("lxc.init.cmd = /.ct/init\nlxc.include = /run/x/pve-include.conf\n"));
         assert!(notes[0].contains("ignores"), "{notes:?}");
+
+        // Without memory/swap keys a node still limits the CT (512 MiB, no swap).
+        let bare = CtConfig::parse(902, "ostype: unmanaged\ncpuunits: 20000\n").unwrap();
+        let (text, _) = render_lxc_config(Path::new("/var/lib/lxc/902"), 902, &bare, true);
+        assert!(
+            text.contains("lxc.cgroup2.memory.max = 536870912\n"),
+            "{text}"
+        );
+        assert!(text.contains("lxc.cgroup2.memory.swap.max = 0\n"), "{text}");
+        assert!(text.contains("lxc.cgroup2.cpu.weight = 10000\n"), "{text}");
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub struct TestServerBuilder {
     lock_timeout: Duration,
     create_lock_timeout: Duration,
     storages: Vec<String>,
+    backup_jobs: Vec<serde_json::Value>,
     backend: Arc<dyn NodeBackend>,
     token_privileges: Vec<(String, Vec<String>)>,
     start_limit: StartLimit,
@@ -84,6 +85,8 @@ pub const ALL_PRIVILEGES: &[&str] = &[
     "Sys.Modify",
     "VM.Allocate",
     "VM.Audit",
+    "VM.Config.CPU",
+    "VM.Config.Memory",
     "VM.Config.Options",
     "VM.PowerMgmt",
 ];
@@ -150,6 +153,12 @@ impl TestServerBuilder {
         self.create_lock_timeout = d / 2;
         self
     }
+    /// A backup job as `GET /cluster/backup` lists it (`jobs.cfg`: `id`, `all`, `exclude`,
+    /// `pool`, `vmid`, `node`, `enabled`, `schedule`, ...); none by default.
+    pub fn backup_job(mut self, job: serde_json::Value) -> Self {
+        self.backup_jobs.push(job);
+        self
+    }
     /// Storages that exist (default `local`).
     pub fn storages(mut self, ids: &[&str]) -> Self {
         self.storages = ids.iter().map(|s| s.to_string()).collect();
@@ -199,6 +208,7 @@ impl TestServerBuilder {
             lock_timeout: self.lock_timeout,
             create_lock_timeout: self.create_lock_timeout,
             storages: self.storages,
+            backup_jobs: self.backup_jobs,
             backend: self.backend,
             token_privileges: self
                 .token_privileges
@@ -218,6 +228,7 @@ impl TestServerBuilder {
             auth_failures: AtomicU64::new(0),
             next_pid: AtomicU32::new(std::process::id() * 16),
             quorate: AtomicBool::new(true),
+            config_dir_readonly: Mutex::new(false),
             start_time: Instant::now(),
         });
         let acceptor = TlsAcceptor::from(tls.server_config.clone());
@@ -271,7 +282,21 @@ pub struct TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.accept_task.abort();
+        // Nothing stays mounted.
+        self.set_quorate(true);
     }
+}
+
+/// Bind-mounts `dir` over itself and makes that mount read-only.
+fn readonly_bind(dir: &std::path::Path) -> nix::Result<()> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    if let Err(e) = mount(None::<&str>, dir, None::<&str>, remount, None::<&str>) {
+        let _ = umount2(dir, MntFlags::MNT_DETACH);
+        return Err(e);
+    }
+    Ok(())
 }
 
 impl TestServer {
@@ -291,6 +316,7 @@ impl TestServer {
             lock_timeout: Duration::from_secs(10),
             create_lock_timeout: Duration::from_secs(5),
             storages: vec!["local".into()],
+            backup_jobs: Vec::new(),
             backend: Arc::new(InMemoryBackend::default()),
             token_privileges: Vec::new(),
             start_limit: StartLimit::default(),
@@ -410,8 +436,39 @@ impl TestServer {
             .remove(&vmid);
     }
     /// Sets whether the cluster reports quorum.
+    ///
+    /// Without quorum pmxcfs also refuses every write below `/etc/pve` (pve-cluster
+    /// `src/pmxcfs/cfs-plug-memdb.c`: EACCES unless quorate). As root the server does the same
+    /// to its config dir with a read-only bind mount of the dir over itself (EROFS), so a
+    /// writer such as the shim's VMID claim fails as on a node; it is unmounted when quorum
+    /// returns or the server is dropped. Without root only the API sees the lost quorum.
     pub fn set_quorate(&self, quorate: bool) {
         self.inner.quorate.store(quorate, Ordering::SeqCst);
+        let mut readonly = self
+            .inner
+            .config_dir_readonly
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let dir = &self.inner.ctx.config_dir;
+        if !quorate && !*readonly && nix::unistd::geteuid().is_root() {
+            match readonly_bind(dir) {
+                Ok(()) => *readonly = true,
+                Err(e) => tracing::warn!("config dir {} not made read-only: {e}", dir.display()),
+            }
+        } else if quorate && *readonly {
+            match nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => *readonly = false,
+                Err(e) => tracing::warn!("unmount {}: {e}", dir.display()),
+            }
+        }
+    }
+    /// Whether the config dir is read-only now (quorum lost, running as root).
+    pub fn config_dir_readonly(&self) -> bool {
+        *self
+            .inner
+            .config_dir_readonly
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
     /// Changes the lifetime of tickets, including those already issued.
     pub fn set_ticket_lifetime(&self, lifetime: Duration) {
@@ -552,6 +609,7 @@ pub(crate) struct Inner {
     pub lock_timeout: Duration,
     pub create_lock_timeout: Duration,
     pub storages: Vec<String>,
+    pub backup_jobs: Vec<serde_json::Value>,
     pub backend: Arc<dyn NodeBackend>,
     /// Tokens with restricted privileges (the others have all).
     token_privileges: HashMap<String, BTreeSet<String>>,
@@ -570,6 +628,8 @@ pub(crate) struct Inner {
     auth_failures: AtomicU64,
     next_pid: AtomicU32,
     pub quorate: AtomicBool,
+    /// The config dir is bind-mounted read-only over itself (quorum lost, as root).
+    config_dir_readonly: Mutex<bool>,
     pub start_time: Instant,
 }
 

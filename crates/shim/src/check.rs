@@ -5,8 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use pve_client::ResourceType;
-
 use crate::config::{DriverKind, PveSection, ShimConfig};
 use crate::driver::pve::{client_for, read_token_secret};
 
@@ -65,8 +63,9 @@ pub async fn check(path: &Path) -> Report {
     }
     check_node(&client, &pve, &mut r).await;
     check_vmid_range(&client, &pve, &mut r).await;
-    check_storage(&client, &pve, &mut r).await;
+    note_unused_storage(&pve, &mut r);
     check_privileges(&client, &pve, &mut r).await;
+    check_backup_jobs(&client, &pve, &mut r).await;
     check_dirs(&pve, &mut r);
     r
 }
@@ -201,23 +200,12 @@ async fn check_vmid_range(client: &pve_client::Client, pve: &PveSection, r: &mut
     }
 }
 
-async fn check_storage(client: &pve_client::Client, pve: &PveSection, r: &mut Report) {
-    match client.cluster_resources(Some(ResourceType::Storage)).await {
-        Ok(res) => {
-            let found = res.iter().any(|s| {
-                s.storage.as_deref() == Some(pve.storage.as_str())
-                    && s.node.as_deref() == Some(pve.node.as_str())
-            });
-            if found {
-                r.ok(format!("storage {} exists on {}", pve.storage, pve.node));
-            } else {
-                r.problem(format!(
-                    "storage {} is not available on node {}",
-                    pve.storage, pve.node
-                ));
-            }
-        }
-        Err(e) => r.problem(format!("listing storages (needs Datastore.Audit): {e}")),
+/// `storage` is read but not used (see `PveSection::storage`).
+fn note_unused_storage(pve: &PveSection, r: &mut Report) {
+    if let Some(storage) = &pve.storage {
+        r.note(format!(
+            "pve.storage = {storage:?} is not used (CTs use containerd's rootfs directory, no Proxmox storage): remove it"
+        ));
     }
 }
 
@@ -234,6 +222,11 @@ async fn check_privileges(client: &pve_client::Client, pve: &PveSection, r: &mut
                 ("VM.PowerMgmt", "start and stop CTs"),
                 ("VM.Allocate", "destroy CTs"),
                 ("VM.Audit", "list CTs"),
+                (
+                    "VM.Config.Memory",
+                    "show updated memory limits in CT configs",
+                ),
+                ("VM.Config.CPU", "show updated CPU limits in CT configs"),
             ] {
                 if held.contains(privilege) {
                     r.ok(format!("the token may {what} ({privilege} on {path})"));
@@ -247,6 +240,38 @@ async fn check_privileges(client: &pve_client::Client, pve: &PveSection, r: &mut
         }
         Err(e) => r.problem(format!(
             "reading the token's permissions (GET /access/permissions): {e}"
+        )),
+    }
+}
+
+/// Backup jobs that would back up the shim's CTs: a job for "all" guests includes them unless
+/// its `exclude` lists every VMID of the range (vzdump has no ranges). Their root file system
+/// (containerd's snapshot, a bind mount) is always backed up, and mode `stop` stops and
+/// restarts the workload. A warning, not a problem: the shim works either way.
+async fn check_backup_jobs(client: &pve_client::Client, pve: &PveSection, r: &mut Report) {
+    let [low, high] = pve.vmid_range;
+    match client.backup_jobs().await {
+        Ok(jobs) => {
+            let mut covering = 0;
+            for job in &jobs {
+                let n = job.covered_in_range(&pve.node, low, high);
+                if n > 0 {
+                    covering += 1;
+                    r.note(format!(
+                        "WARNING backup job {} would back up the shim's CTs ({n} VMIDs of {low}..={high} are not excluded): select its guests by pool or by VMID list instead of \"all\" (see docs/pve-driver.md, \"Backups\")",
+                        job.id
+                    ));
+                }
+            }
+            if covering == 0 {
+                r.ok(format!(
+                    "no backup job covers VMIDs {low}..={high} ({} jobs)",
+                    jobs.len()
+                ));
+            }
+        }
+        Err(e) => r.note(format!(
+            "backup jobs could not be read (GET /cluster/backup needs Sys.Audit on /): {e}"
         )),
     }
 }

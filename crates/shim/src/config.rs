@@ -57,14 +57,22 @@ pub struct PveSection {
     pub fingerprint: Option<String>,
     #[serde(default = "default_vmid_range")]
     pub vmid_range: [u32; 2],
-    #[serde(default = "default_storage")]
-    pub storage: String,
+    /// No longer used, still read so that existing files and bundle records parse: the driver
+    /// allocates no volume (a CT's rootfs is containerd's snapshot directory, `rootfs: /DIR`;
+    /// mounts are `lxc.mount.entry` lines), so no Proxmox storage is involved. `check` says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
     #[serde(default = "default_tag_prefix")]
     pub tag_prefix: String,
     #[serde(default = "default_config_dir")]
     pub config_dir: PathBuf,
     #[serde(default = "default_lock_dir")]
     pub lock_dir: PathBuf,
+    /// Keep LXC's lxcfs hook on the node (`/proc/meminfo` etc. show the container's limits);
+    /// off by default: the workload's `/proc` is the kernel's, as under runc
+    /// (docs/pve-driver.md, "lxcfs").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lxcfs: bool,
     /// Seconds a Proxmox task (start, destroy) may take before the RPC fails.
     #[serde(default = "default_task_timeout")]
     pub task_timeout: u64,
@@ -76,9 +84,6 @@ fn default_task_timeout() -> u64 {
 
 fn default_vmid_range() -> [u32; 2] {
     [900_000, 999_999]
-}
-fn default_storage() -> String {
-    "local".into()
 }
 fn default_tag_prefix() -> String {
     "k8s".into()
@@ -305,6 +310,20 @@ mod tests {
         let bad = format!("{text}\nvmid_range = [5, 1]\n");
         let err = ShimConfig::parse(&bad, "test").unwrap_err().to_string();
         assert!(err.contains("vmid_range"), "{err}");
+        let pve = c.pve.clone().unwrap();
+        assert!(!pve.lxcfs, "lxcfs is off unless asked for");
+        // The unused `storage` of older files and bundle records still parses, and is not
+        // written into new records.
+        let old = ShimConfig::parse(&format!("{text}\nstorage = \"local\"\n"), "test").unwrap();
+        assert_eq!(old.pve.unwrap().storage.as_deref(), Some("local"));
+        let record = serde_json::to_string(&pve).unwrap();
+        assert!(
+            !record.contains("storage") && !record.contains("lxcfs"),
+            "{record}"
+        );
+        let mut old_record: serde_json::Value = serde_json::from_str(&record).unwrap();
+        old_record["storage"] = serde_json::json!("local");
+        assert!(serde_json::from_value::<PveSection>(old_record).is_ok());
     }
 
     #[test]

@@ -63,16 +63,18 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
     );
     server.set_quorate(true);
 
+    // The unused `storage` setting of older files still parses; check says to remove it.
     let path = write_config(dir.path(), &server, "storage = \"nosuch\"\n");
     let report = shim::check::check(&path).await;
     assert!(
         report
             .lines
             .iter()
-            .any(|l| l.starts_with("PROBLEM") && l.contains("storage nosuch")),
+            .any(|l| l.starts_with("note") && l.contains("\"nosuch\" is not used")),
         "{:?}",
         report.lines
     );
+    assert_eq!(report.problems, 0, "{:?}", report.lines);
 
     std::fs::set_permissions(
         dir.path().join("token"),
@@ -108,7 +110,14 @@ async fn check_names_the_privileges_a_token_lacks_without_starting_tasks() {
         .token(TOKEN, SECRET)
         .token_privileges(
             TOKEN,
-            &["Sys.Audit", "VM.Audit", "Datastore.Audit", "VM.PowerMgmt"],
+            &[
+                "Sys.Audit",
+                "VM.Audit",
+                "Datastore.Audit",
+                "VM.PowerMgmt",
+                "VM.Config.Memory",
+                "VM.Config.CPU",
+            ],
         )
         .start()
         .await
@@ -136,4 +145,54 @@ async fn check_names_the_privileges_a_token_lacks_without_starting_tasks() {
         report.lines
     );
     assert_eq!(server.tasks(), Vec::<String>::new(), "check started tasks");
+}
+
+/// A backup job for "all" guests would back up the shim's CTs: check warns about it (and only
+/// about it: a pool job, a job on another node, a job whose exclusions cover the range).
+#[tokio::test]
+async fn check_warns_about_backup_jobs_that_cover_the_vmid_range() {
+    let excluded: Vec<String> = (990000..=990009).map(|v| v.to_string()).collect();
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .backup_job(
+            serde_json::json!({"id": "backup-all", "type": "vzdump", "all": 1,
+            "exclude": "100", "schedule": "21:00", "enabled": 1}),
+        )
+        .backup_job(serde_json::json!({"id": "backup-pool", "type": "vzdump",
+            "pool": "prod", "schedule": "22:00"}))
+        .backup_job(
+            serde_json::json!({"id": "backup-elsewhere", "type": "vzdump", "all": 1,
+            "node": "other", "schedule": "23:00"}),
+        )
+        .backup_job(
+            serde_json::json!({"id": "backup-excluding", "type": "vzdump", "all": 1,
+            "exclude": excluded.join(","), "schedule": "20:00"}),
+        )
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &server, "vmid_range = [990000, 990009]\n");
+    let report = shim::check::check(&path).await;
+    println!("{}", report.lines.join("\n"));
+    let warnings: Vec<&String> = report
+        .lines
+        .iter()
+        .filter(|l| l.contains("WARNING backup job"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", report.lines);
+    assert!(
+        warnings[0].contains("backup-all") && warnings[0].contains("10 VMIDs"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        report.problems, 0,
+        "a warning, not a problem: {:?}",
+        report.lines
+    );
+    assert!(
+        server.schema_violations().is_empty(),
+        "{:?}",
+        server.schema_violations()
+    );
 }

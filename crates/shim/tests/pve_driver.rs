@@ -323,3 +323,138 @@ async fn a_start_with_warnings_is_a_start() {
     );
     driver.destroy(&name, &state_dir).await.unwrap();
 }
+
+/// Update of a running container's resources: the CT config shows the new limits (what the
+/// Proxmox GUI reads); a token that may not change them fails the update, naming why.
+#[tokio::test]
+async fn an_update_shows_its_limits_in_the_ct_config() {
+    const LIMITED: &str = "root@pam!limited";
+    let server = server()
+        .token(LIMITED, SECRET)
+        .token_privileges(LIMITED, &["VM.Audit", "VM.PowerMgmt", "VM.Allocate"])
+        .start()
+        .await
+        .unwrap();
+    let (dir, state_dir) = scratch();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let settings = settings(dir.path(), &server, [980500, 980509]);
+    let driver = PveDriver::new(&settings, exits.clone()).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    let name = driver
+        .create(&spec("updated", &plan, &state_dir))
+        .await
+        .unwrap();
+    driver.start(&name, &state_dir).await.unwrap();
+    let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(serde_json::json!({
+        "memory": {"limit": 200 * 1024 * 1024, "swap": 264 * 1024 * 1024},
+        "cpu": {"quota": 150000, "period": 100000, "shares": 1024}
+    }))
+    .unwrap();
+    driver.update_resources(&name, &resources).await.unwrap();
+    let conf =
+        std::fs::read_to_string(server.context().config_path(name.parse().unwrap())).unwrap();
+    for want in ["memory: 200", "swap: 64", "cpulimit: 1.5", "cpuunits: 39"] {
+        assert!(conf.lines().any(|l| l == want), "{want:?} in\n{conf}");
+    }
+    // Nothing Proxmox shows: no request.
+    server.reset_counts();
+    driver
+        .update_resources(&name, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(server.total_requests(), 0);
+
+    let mut limited = settings.clone();
+    limited.token_id = LIMITED.into();
+    let weak = PveDriver::new(&limited, exits).unwrap();
+    let err = weak
+        .update_resources(&name, &resources)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Permission check failed") && err.contains(&format!("update CT {name}")),
+        "{err}"
+    );
+    driver.destroy(&name, &state_dir).await.unwrap();
+}
+
+/// Lost quorum: pmxcfs makes /etc/pve read-only (the test node: a read-only bind mount of its
+/// config dir, as root) and Proxmox refuses starts. Create and start each fail saying "no
+/// quorum", and the refused create leaves no config behind.
+#[tokio::test]
+async fn lost_quorum_fails_create_and_start_saying_so() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP: making the test node's config dir read-only needs root (a bind mount)");
+        return;
+    }
+    let server = server().start().await.unwrap();
+    let (dir, state_dir) = scratch();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let driver = PveDriver::new(&settings(dir.path(), &server, [980600, 980609]), exits).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    let created = driver
+        .create(&spec("before", &plan, &state_dir))
+        .await
+        .unwrap();
+
+    server.set_quorate(false);
+    assert!(server.config_dir_readonly());
+    let err = driver
+        .create(&spec("during", &plan, &state_dir))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no quorum"), "{err}");
+    let err = match driver.start(&created, &state_dir).await {
+        Ok(_) => panic!("a start without quorum succeeded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("no quorum"), "{err}");
+    server.set_quorate(true);
+    assert!(!server.config_dir_readonly());
+    let configs: Vec<_> = std::fs::read_dir(&server.context().config_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(configs.len(), 1, "only the CT made before: {configs:?}");
+    driver.destroy(&created, &state_dir).await.unwrap();
+}
+
+/// Without limits in the spec the CT config shows the node's memory and swap (what the
+/// container may use), not Proxmox's 512 MiB defaults that an absent key means.
+#[tokio::test]
+async fn no_limit_shows_the_nodes_memory() {
+    let server = server().start().await.unwrap();
+    let (dir, state_dir) = scratch();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let driver = PveDriver::new(&settings(dir.path(), &server, [980700, 980709]), exits).unwrap();
+    let plan = plan(dir.path(), &state_dir);
+    assert_eq!(plan.pve.memory_mib, None, "the test plan sets no limit");
+    let name = driver
+        .create(&spec("unlimited", &plan, &state_dir))
+        .await
+        .unwrap();
+    let conf =
+        std::fs::read_to_string(server.context().config_path(name.parse().unwrap())).unwrap();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let mib = |key: &str| -> u64 {
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib / 1024
+    };
+    for want in [
+        format!("memory: {}", mib("MemTotal:")),
+        format!("swap: {}", mib("SwapTotal:")),
+    ] {
+        assert!(conf.lines().any(|l| l == want), "{want:?} in\n{conf}");
+    }
+    driver.destroy(&name, &state_dir).await.unwrap();
+}

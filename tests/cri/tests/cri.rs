@@ -196,6 +196,26 @@ mod pve {
             .collect()
     }
 
+    /// A CT's config file (`/etc/pve/lxc/VMID.conf` on a node).
+    pub fn ct_config(vmid: u32) -> Option<String> {
+        with_node(PveNode::ct_configs)?
+            .into_iter()
+            .find_map(|(v, text)| (v == vmid).then_some(text))
+    }
+
+    /// The logs of the node's tasks that contain `needle`.
+    pub fn task_logs_with(needle: &str) -> Vec<Vec<String>> {
+        with_node(|n| {
+            n.server
+                .tasks()
+                .into_iter()
+                .filter_map(|upid| n.server.task_log(&upid))
+                .filter(|log| log.iter().any(|l| l.contains(needle)))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
     /// The name of the node the test server plays.
     pub fn node_name() -> Option<String> {
         with_node(|n| n.server.node().to_string())
@@ -506,12 +526,28 @@ fn cgroup_dir(pid: i32, controller: &str) -> Result<PathBuf> {
             parts.next().unwrap_or(""),
         );
         if ctrls.split(',').any(|c| c == controller) {
-            return Ok(PathBuf::from("/sys/fs/cgroup")
+            let dir = PathBuf::from("/sys/fs/cgroup")
                 .join(ctrls)
-                .join(path.trim_start_matches('/')));
+                .join(path.trim_start_matches('/'));
+            return Ok(limit_level(dir));
         }
     }
     bail!("pid {pid} has no {controller} cgroup:\n{text}")
+}
+
+/// Where a container's limits are: its cgroup, or for a Proxmox CT (pve-container
+/// update_lxc_config: processes in `lxc/VMID/ns`, limits on `lxc/VMID`) the parent.
+fn limit_level(dir: PathBuf) -> PathBuf {
+    let proxmox_inner = dir.file_name().is_some_and(|f| f == "ns")
+        && dir
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name)
+            .is_some_and(|g| g == "lxc");
+    match dir.parent() {
+        Some(parent) if proxmox_inner => parent.to_path_buf(),
+        _ => dir,
+    }
 }
 
 fn read_trim(path: &Path) -> Result<String> {
@@ -698,6 +734,17 @@ fn case_lifecycle(env: &CriEnv) -> Result<()> {
     let cpu_dir = cgroup_dir(pid, "cpu")?;
     let quota = read_trim(&cpu_dir.join("cpu.cfs_quota_us"))?;
     ensure!(quota == "30000", "cpu quota after update: {quota}");
+    if driver_of(env) == Driver::Pve {
+        // The Proxmox GUI shows what is enforced: the CT config follows the update.
+        let vmids = pve::cts_of(&graceful);
+        let conf = pve::ct_config(*vmids.first().context("no CT")?).unwrap_or_default();
+        for want in ["memory: 96", "cpulimit: 0.3"] {
+            ensure!(
+                conf.lines().any(|l| l == want),
+                "CT config after UpdateContainerResources lacks {want:?}:\n{conf}"
+            );
+        }
+    }
 
     // A container that ignores SIGTERM (PID 1 without a handler).
     let stubborn = pod.run(&container_config(
@@ -1146,15 +1193,14 @@ fn case_resources(env: &CriEnv) -> Result<()> {
             "container cgroup {} is not under the pod's cgroup parent {parent}",
             mem.display()
         ),
-        // A CT lives in the cgroup Proxmox gives it (`lxc/VMID`, here LXC's default
-        // `lxc.payload.VMID`), not under the kubelet's pod cgroup (docs/pve-driver.md).
+        // A CT lives in the cgroup Proxmox gives it (limits on `lxc/VMID`, processes in
+        // `lxc/VMID/ns`), not under the kubelet's pod cgroup (docs/pve-driver.md).
         Driver::Pve => {
             let vmids = pve::cts_of(&id);
             ensure!(vmids.len() == 1, "CTs of {id}: {vmids:?}");
             let path = mem.to_string_lossy().into_owned();
             ensure!(
-                path.ends_with(&format!("lxc.payload.{}", vmids[0]))
-                    || path.contains(&format!("lxc/{}", vmids[0])),
+                path.ends_with(&format!("/lxc/{}", vmids[0])),
                 "container cgroup {path} is not CT {}'s",
                 vmids[0]
             );
@@ -1632,6 +1678,53 @@ fn case_restart_attempt(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
+/// A crash loop as the kubelet drives it: each attempt a new container in the same pod (and
+/// shim), the previous one removed. With the pve driver every attempt is a new CT started with
+/// `systemctl start pve-container@VMID` on a node, which systemd refuses after 5 starts of one
+/// VMID within 10 s (the test node enforces that, and logs each refused start task; the driver
+/// would retry such a start after 10 s): no start on the node may have been refused. (containerd
+/// deletes an exited container's task, and with it the CT, so the VMIDs are gone by then.)
+fn case_crash_loop(env: &CriEnv) -> Result<()> {
+    const ATTEMPTS: u32 = 8;
+    let mut c = env.cri()?;
+    let mut pod = run_pod(env, "crashloop", |_| {})?;
+    std::fs::create_dir_all(pod.log_dir.join("loop"))?;
+    let mut previous: Option<String> = None;
+    for attempt in 0..ATTEMPTS {
+        let mut config = container_config(
+            "loop",
+            &env.images.busybox,
+            &["sh", "-c", &format!("echo attempt-{attempt}; exit 1")],
+        );
+        config.log_path = format!("loop/{attempt}.log");
+        if let Some(m) = config.metadata.as_mut() {
+            m.attempt = attempt;
+        }
+        let id = pod.run(&config)?;
+        let code = env.block_on(c.wait_state(&id, state::EXITED, Duration::from_secs(30)))?;
+        ensure!(code == 1, "attempt {attempt} exited {code}");
+        if let Some(old) = previous.replace(id) {
+            env.block_on(c.remove_container(&old))?;
+        }
+    }
+    for attempt in 0..ATTEMPTS {
+        let file = format!("loop/{attempt}.log");
+        let lines = parse_cri_log(&std::fs::read_to_string(pod.log_dir.join(&file))?)?;
+        ensure!(
+            lines == vec![("stdout".to_string(), format!("attempt-{attempt}"))],
+            "{file}: {lines:?}"
+        );
+    }
+    if driver_of(env) == Driver::Pve {
+        let refused = pve::task_logs_with("attempted too often");
+        ensure!(
+            refused.is_empty(),
+            "starts refused by systemd's start limit: {refused:?}"
+        );
+    }
+    pod.finish()
+}
+
 /// Log rotation: the kubelet renames the log file and calls ReopenContainerLog; new output goes
 /// to a new file.
 fn case_log_reopen(env: &CriEnv) -> Result<()> {
@@ -1994,6 +2087,7 @@ fn main() {
         ("exec_tty", case_exec_tty),
         ("oom_killed", case_oom_killed),
         ("restart_attempt", case_restart_attempt),
+        ("crash_loop", case_crash_loop),
         ("log_reopen", case_log_reopen),
         ("fast_exits", case_fast_exits),
     ];

@@ -187,7 +187,8 @@ impl PveNode {
 
     /// Everything of the range left on the node: CT configs, LXC containers in `/var/lib/lxc`,
     /// `lxc-start` processes (after waiting for their cleanup), LXC's cgroups of the CTs
-    /// (`lxc.payload.VMID[-N]`, `lxc.monitor.VMID`, removed when found), held CT locks.
+    /// (Proxmox's `lxc/VMID` and `lxc.monitor/VMID`, which the test node sets up, and LXC's
+    /// default `lxc.payload.VMID[-N]`, `lxc.monitor.VMID`; removed when found), held CT locks.
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (vmid, _) in self.ct_configs() {
@@ -213,6 +214,24 @@ impl PveNode {
                 if vmid.is_some_and(|v| (self.range[0]..=self.range[1]).contains(&v)) {
                     out.push(format!("cgroup left: {}", e.path().display()));
                     let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            for parent in ["lxc", "lxc.monitor"] {
+                for e in std::fs::read_dir(dir.join(parent))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let in_range = e
+                        .file_name()
+                        .to_string_lossy()
+                        .parse::<u32>()
+                        .is_ok_and(|v| (self.range[0]..=self.range[1]).contains(&v));
+                    if in_range {
+                        out.push(format!("cgroup left: {}", e.path().display()));
+                        let _ = std::fs::remove_dir(e.path().join("ns"));
+                        let _ = std::fs::remove_dir(e.path());
+                    }
                 }
             }
         }

@@ -21,11 +21,12 @@ use pve_test_server::{Fault, FaultRule};
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Each test its own range: both share /var/lib/lxc (as CTs of one node do) but not the
 /// server's copy of /etc/pve/lxc, which is what keeps VMIDs apart on a real node. The CRI
-/// tests use 990300-990399.
+/// tests use 990300-990399, the security tests 990400-990439.
 const PARITY_RANGE: [u32; 2] = [990100, 990149];
 const FAULTS_RANGE: [u32; 2] = [990150, 990199];
 const BENCH_RANGE: [u32; 2] = [990200, 990249];
 const START_LIMIT_RANGE: [u32; 2] = [990250, 990299];
+const CGROUP_RANGE: [u32; 2] = [990450, 990469];
 
 struct Env {
     node: PveNode,
@@ -468,6 +469,104 @@ fn pve_driver_twenty_back_to_back_runs_stay_under_systemds_start_limit() -> Resu
             .collect();
         ensure!(starts.len() == 20, "20 starts expected: {starts:?}");
         env.no_leftovers("after 20 runs")
+    })();
+    let finish = env.finish();
+    result?;
+    finish
+}
+
+/// Proxmox's cgroup layout (pve-container `update_lxc_config`: limits on `lxc/VMID`, the CT's
+/// processes in `lxc/VMID/ns`, which the test node writes as a node does): the spec's limit is
+/// enforced on `lxc/VMID`, stats report it from there, the CT config shows it. (ctr has no
+/// `task update`: the CRI tests' UpdateContainerResources checks Update on this layout.)
+#[test]
+fn pve_driver_limits_and_stats_use_proxmoxs_cgroup_level() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    const MIB: u64 = 1024 * 1024;
+    let env = Env::start("cgroup", 20, CGROUP_RANGE)?;
+    let result = (|| -> Result<()> {
+        let id = "pve-limits";
+        let limit = (64 * MIB).to_string();
+        let args = env.run_args(id, &["-d", "--memory-limit", &limit], &["sleep", "120"]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.cd.ctr_ok(&refs)?;
+        env.cd.wait_task_status(id, "RUNNING", RUN_TIMEOUT)?;
+        let vmid = *env.cts().first().context("no CT")?;
+        let lxc_conf = std::fs::read_to_string(format!("/var/lib/lxc/{vmid}/config"))?;
+        ensure!(
+            lxc_conf.contains(&format!("lxc.cgroup.dir.container = lxc/{vmid}\n"))
+                && lxc_conf.contains("lxc.cgroup.dir.container.inner = ns\n"),
+            "the test node writes Proxmox's cgroup keys:\n{lxc_conf}"
+        );
+        let pid = env.cd.task_pid(id)?.context("task pid")?;
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        let inner = format!("/lxc/{vmid}/ns");
+        let (v1, path) = match cgroups
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        {
+            Some(p) => (true, p),
+            None => (
+                false,
+                cgroups
+                    .lines()
+                    .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+                    .context("no cgroup")?,
+            ),
+        };
+        ensure!(
+            path == inner,
+            "init's memory cgroup {path}, expected {inner}"
+        );
+        let outer = if v1 {
+            PathBuf::from(format!(
+                "/sys/fs/cgroup/memory/lxc/{vmid}/memory.limit_in_bytes"
+            ))
+        } else {
+            PathBuf::from(format!("/sys/fs/cgroup/lxc/{vmid}/memory.max"))
+        };
+        let enforced = || -> Result<u64> {
+            Ok(std::fs::read_to_string(&outer)
+                .with_context(|| outer.display().to_string())?
+                .trim()
+                .parse()?)
+        };
+        ensure!(
+            enforced()? == 64 * MIB,
+            "limit on lxc/{vmid}: {}",
+            enforced()?
+        );
+        let ct_memory = || -> Result<String> {
+            let conf = std::fs::read_to_string(
+                env.node
+                    .server
+                    .context()
+                    .config_dir
+                    .join(format!("{vmid}.conf")),
+            )?;
+            Ok(conf
+                .lines()
+                .find_map(|l| l.strip_prefix("memory: "))
+                .unwrap_or("")
+                .to_string())
+        };
+        ensure!(ct_memory()? == "64", "CT config memory: {:?}", ct_memory()?);
+        let metrics = env.cd.ctr_ok(&["task", "metrics", id])?.stdout_str();
+        ensure!(
+            metrics.contains(&(64 * MIB).to_string()),
+            "ctr task metrics shows the limit of lxc/{vmid}:\n{metrics}"
+        );
+
+        env.cd.ctr_ok(&["task", "kill", "-s", "KILL", id])?;
+        env.cd.wait_task_status(id, "STOPPED", RUN_TIMEOUT)?;
+        env.cd.ctr_ok(&["task", "rm", id])?;
+        env.cd.ctr_ok(&["container", "rm", id])?;
+        env.no_leftovers("after the limits case")?;
+        let limit_dir = outer.parent().context("cgroup dir")?;
+        ensure!(!limit_dir.exists(), "{} left behind", limit_dir.display());
+        Ok(())
     })();
     let finish = env.finish();
     result?;

@@ -97,6 +97,16 @@ pub trait Driver: Send + Sync {
 
     /// What the driver's own logs say about a failed start, if anything.
     fn failure_detail(&self, state_dir: &Path) -> Option<String>;
+
+    /// Records new resources of a running container where the driver shows them (the `pve`
+    /// driver's CT config), before the shim writes them to the cgroup.
+    async fn update_resources(
+        &self,
+        _name: &str,
+        _resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The driver the runtime options (or the host config) choose for a new container.

@@ -23,8 +23,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use log::{debug, info, warn};
 use pve_client::{
-    claim_config_file, Client, ClientConfig, Credentials, DestroyOptions, ResourceType, Secret,
-    TlsTrust, VmidAllocator, VmidRange, WaitOptions,
+    claim_config_file, Client, ClientConfig, ConfigUpdate, Credentials, DestroyOptions,
+    ResourceType, Secret, TlsTrust, VmidAllocator, VmidRange, WaitOptions,
 };
 
 use super::lxc_node::{init_exit, LxcNode};
@@ -278,11 +278,17 @@ impl Driver for PveDriver {
         let include_path = spec.state_dir.join(INCLUDE_NAME);
         let mut plan = spec.plan.clone();
         plan.tags = self.tags(spec);
+        show_unlimited_as_the_hosts(&mut plan.pve);
         plan.description = format!(
             "{}\ncontainerd: {}/{}",
             plan.description, spec.namespace, spec.id
         );
-        let render = plan.render_pve(&include_path);
+        let render = plan.render_pve_with(
+            &include_path,
+            lxc_config::PveOptions {
+                lxcfs: self.settings.lxcfs,
+            },
+        );
         std::fs::write(&include_path, &render.include)
             .ctx(|| format!("write {}", include_path.display()))?;
         let config_dir = self.settings.config_dir.clone();
@@ -408,6 +414,116 @@ impl Driver for PveDriver {
     fn failure_detail(&self, _state_dir: &Path) -> Option<String> {
         None
     }
+
+    /// `PUT .../config` with the new `memory`/`swap`/`cpulimit`/`cpuunits` (the values create
+    /// writes), so the GUI shows the limits that are enforced. Needs `VM.Config.Memory` and
+    /// `VM.Config.CPU` (pve-container src/PVE/LXC.pm, check_ct_modify_config_perm). On a
+    /// running CT Proxmox hotplugs them into `lxc/VMID` (src/PVE/LXC/Config.pm,
+    /// vmconfig_hotplug_pending); the shim then writes the spec's exact values.
+    async fn update_resources(
+        &self,
+        name: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        let vmid = Self::vmid(name)?;
+        let Some(update) = config_update_for(resources) else {
+            return Ok(());
+        };
+        self.client
+            .update_ct_config(&self.settings.node, vmid, &update)
+            .await
+            .map_err(|e| {
+                ShimError::Internal(format!(
+                    "update CT {vmid}'s config with the new resources: {}",
+                    pve_error(e)
+                ))
+            })?;
+        if resources
+            .memory()
+            .as_ref()
+            .and_then(|m| m.limit())
+            .is_some()
+        {
+            undo_proxmox_memory_high(vmid);
+        }
+        Ok(())
+    }
+}
+
+/// A spec without a memory (or swap) limit leaves the container the node's memory (swap), but a
+/// CT config without `memory`/`swap` shows Proxmox's defaults (512 MiB each, pve-container
+/// src/PVE/LXC/Config.pm). Write the node's totals instead, so the GUI shows what the container
+/// may use. (Display only: the include resets the `lxc.cgroup2.*` lines Proxmox derives from
+/// them, and the spec's own limits follow.)
+fn show_unlimited_as_the_hosts(native: &mut lxc_config::PveNative) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total_mib = |key: &str| -> Option<u64> {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib / 1024)
+    };
+    if native.memory_mib.is_none() {
+        // Proxmox's minimum is 16 MiB.
+        native.memory_mib = total_mib("MemTotal:").map(|m| m.max(16));
+    }
+    if native.swap_mib.is_none() {
+        native.swap_mib = total_mib("SwapTotal:");
+    }
+}
+
+/// On cgroup v2 Proxmox's memory hotplug also sets `memory.high` to ~99.2% of the new
+/// `memory` (src/PVE/LXC/Config.pm, vmconfig_hotplug_pending and
+/// calculate_memory_constraints), throttling the workload below its limit, which runc never
+/// does; the spec's own `memory.high` (unified), if any, is written after this. Not verified
+/// on a real v2 node (the test machines are cgroup v1): a missing file is ignored.
+fn undo_proxmox_memory_high(vmid: u32) {
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return;
+    }
+    let high = PathBuf::from(format!("/sys/fs/cgroup/lxc/{vmid}/memory.high"));
+    match std::fs::write(&high, "max") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(
+            "CT {vmid}: reset {} after Proxmox's hotplug: {e}",
+            high.display()
+        ),
+    }
+}
+
+/// The CT config change that shows `resources`, if they set anything Proxmox shows.
+fn config_update_for(resources: &oci_spec::runtime::LinuxResources) -> Option<ConfigUpdate> {
+    let native = lxc_config::pve_native_resources(resources);
+    let mut update = ConfigUpdate::new();
+    let mut any = false;
+    if let Some(m) = native.memory_mib {
+        update = update.memory_mib(m);
+        any = true;
+    }
+    if let Some(s) = native.swap_mib {
+        update = update.swap_mib(s);
+        any = true;
+    }
+    // Two decimals, as create writes it.
+    if let Some(c) = native.cpulimit.map(|c| (c * 100.0).round() / 100.0) {
+        if c > 0.0 {
+            update = update.cpulimit(c);
+            any = true;
+        }
+    }
+    if let Some(u) = native.cpuunits {
+        update = update.cpuunits(u32::try_from(u).unwrap_or(u32::MAX));
+        any = true;
+    }
+    any.then_some(update)
 }
 
 #[cfg(test)]

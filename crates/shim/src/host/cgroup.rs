@@ -88,6 +88,24 @@ impl ContainerCgroup {
         })
     }
 
+    /// Moves to the level where the limits are, for a Proxmox CT named `name` (its VMID).
+    /// pve-container (src/PVE/LXC.pm, update_lxc_config, LXC >= 4) sets
+    /// `lxc.cgroup.dir.container = lxc/VMID` and `lxc.cgroup.dir.container.inner = ns`: LXC
+    /// applies the limits to `lxc/VMID` and puts the CT's processes into `lxc/VMID/ns`, whose
+    /// own limit files say "unlimited". Stats (the limits they report), Update (a new limit
+    /// must replace the enforced one) and OOM events (counted where the limit is hit) belong
+    /// to `lxc/VMID`; pids and the freezer cover the whole subtree from there.
+    pub fn at_limit_level(mut self, name: &str) -> ContainerCgroup {
+        for dir in self.dirs.values_mut() {
+            if is_proxmox_inner(dir, name) {
+                if let Some(parent) = dir.parent() {
+                    *dir = parent.to_path_buf();
+                }
+            }
+        }
+        self
+    }
+
     pub fn is_v2(&self) -> bool {
         self.unified_only
     }
@@ -228,14 +246,30 @@ fn owned_cgroup_dir(dir: &Path, id: &str, name: &str) -> Option<PathBuf> {
     if file_name == payload || numbered {
         return Some(dir.to_path_buf());
     }
-    let parent = dir.parent()?;
-    let proxmox_layout = file_name == "ns"
+    if is_proxmox_inner(dir, name) {
+        return dir.parent().map(Path::to_path_buf);
+    }
+    // Proxmox's limit level `lxc/VMID` (see ContainerCgroup::at_limit_level).
+    let proxmox_outer = file_name == name
+        && dir
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|p| p == "lxc");
+    proxmox_outer.then(|| dir.to_path_buf())
+}
+
+/// Whether `dir` is `.../lxc/NAME/ns`, the inner cgroup of Proxmox CT `name`.
+fn is_proxmox_inner(dir: &Path, name: &str) -> bool {
+    let Some(parent) = dir.parent() else {
+        return false;
+    };
+    !name.is_empty()
+        && dir.file_name().is_some_and(|f| f == "ns")
         && parent.file_name().is_some_and(|p| p == name)
         && parent
             .parent()
             .and_then(Path::file_name)
-            .is_some_and(|g| g == "lxc");
-    proxmox_layout.then(|| parent.to_path_buf())
+            .is_some_and(|g| g == "lxc")
 }
 
 fn remove_tree(dir: &Path) {
@@ -449,12 +483,16 @@ mod tests {
         assert_eq!(numbered, some("lxc.payload.990302-3"));
         let proxmox = owned(&format!("{m}/lxc/990302/ns"), "abc123", "990302");
         assert_eq!(proxmox, some("lxc/990302"));
+        let limit_level = owned(&format!("{m}/lxc/990302"), "abc123", "990302");
+        assert_eq!(limit_level, some("lxc/990302"));
         // Another CT's cgroup, a shared parent, a hierarchy root: never.
         for other in [
             "lxc.payload.9903021",
             "lxc.payload.990302-x",
             "other/ns",
             "lxc/1/ns",
+            "lxc/1",
+            "other/990302",
         ] {
             assert_eq!(
                 owned(&format!("{m}/{other}"), "abc123", "990302"),
@@ -463,6 +501,29 @@ mod tests {
             );
         }
         assert_eq!(owned(m, "abc123", "990302"), None);
+    }
+
+    #[test]
+    fn proxmox_cts_use_the_level_their_limits_are_on() {
+        let cg = |path: &str| ContainerCgroup {
+            dirs: HashMap::from([
+                ("memory".to_string(), PathBuf::from(format!("/m/{path}"))),
+                ("pids".to_string(), PathBuf::from(format!("/p/{path}"))),
+            ]),
+            unified_only: false,
+            pid: 1,
+        };
+        let up = cg("lxc/990302/ns").at_limit_level("990302");
+        assert_eq!(up.dir("memory").unwrap(), Path::new("/m/lxc/990302"));
+        assert_eq!(up.dir("pids").unwrap(), Path::new("/p/lxc/990302"));
+        // Another CT's, or no Proxmox layout: unchanged.
+        for path in ["lxc/990303/ns", "lxc.payload.990302", "x/990302/ns"] {
+            let same = cg(path).at_limit_level("990302");
+            assert_eq!(
+                same.dir("memory").unwrap(),
+                Path::new(&format!("/m/{path}"))
+            );
+        }
     }
 
     #[test]

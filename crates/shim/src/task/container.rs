@@ -173,6 +173,9 @@ impl Container {
         )
         .await?;
         let pid = started.pid;
+        let cgroup = ContainerCgroup::of_pid(pid)
+            .ok()
+            .map(|c| c.at_limit_level(&name));
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle: bundle.clone(),
@@ -181,7 +184,7 @@ impl Container {
             driver,
             init: Process::new("", started.io, Pending::Init(started.conn)),
             execs: Mutex::new(HashMap::new()),
-            cgroup: ContainerCgroup::of_pid(pid).ok(),
+            cgroup,
             rootfs_mounted: !req.rootfs.is_empty(),
             exec_seq: AtomicU32::new(0),
             hooks: plan.hooks.clone(),
@@ -709,6 +712,9 @@ impl Container {
 
     pub async fn update(&self, resources: LinuxResources) -> Result<()> {
         let cg = self.cgroup()?;
+        // First: a Proxmox node applies its own (MiB-rounded) values to the cgroup when the
+        // CT config changes; the spec's exact ones must come after.
+        self.driver.update_resources(&self.name, &resources).await?;
         blocking(move || cg.update(&resources)).await?
     }
 
