@@ -469,8 +469,23 @@ impl Container {
         let attach_exit = self.env.exits.wait(attach_pid as i32);
         let stderr = child.stderr.take();
         let result = async {
-            let conn = helper::accept(listener, HELPER_TIMEOUT, Some(attach_pid)).await?;
+            let conn = helper::accept(listener, HELPER_TIMEOUT, Some(attach_pid))
+                .await
+                .map_err(|e| match e {
+                    // `accept` speaks of the container; here it is the exec command that ended.
+                    ShimError::Internal(m) if m.starts_with("the container exited") => {
+                        ShimError::Internal(
+                            "the exec command exited before the exec's helper connected".into(),
+                        )
+                    }
+                    other => other,
+                })?;
             let (conn, pid, pty) = helper::handshake(conn, stdio, HELPER_TIMEOUT).await?;
+            // The exec command leaves the helper outside the container's cgroups
+            // (`--elevated-privileges=CGROUP`, driver/lxc_node.rs): it joins them here, before
+            // the workload starts, so that an exec works in a container at its pids limit.
+            let cgroup = self.cgroup()?;
+            blocking(move || cgroup.enter(pid)).await??;
             if let Some(master) = pty {
                 exec.io.attach_pty(master).await?;
             }
