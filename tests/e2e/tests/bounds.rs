@@ -5,13 +5,14 @@
 //!   shim's memory: the copy from the container's pipe to containerd's fifo waits for the
 //!   fifo, so the workload is throttled instead (plain pipes and a terminal);
 //! - 1,000 execs in one container leave the shim's open descriptors and memory flat, execs
-//!   whose background child keeps stdout open included (delete of an exec releases its copies);
+//!   whose background child keeps stdout open and execs on a terminal included (delete of an
+//!   exec releases its copies);
 //! - a fork bomb in a container with `linux.resources.pids.limit` is stopped by the limit, the
 //!   shim answers State, Pids and Exec while it runs, and kill + delete leave nothing.
 //!
 //! No timed assertions: the bounds are on memory and descriptor counts; the only clock is the
-//! deadline of each `ctr` call, so a hang fails instead of stalling CI. Run time about 2-3
-//! minutes on 2 cores (most of it the 2 x 1,000 execs).
+//! deadline of each `ctr` call, so a hang fails instead of stalling CI. Run time 2.5-4
+//! minutes on 2 cores under load (most of it the 2 x 1,000 execs).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -254,6 +255,8 @@ const EXECS_BASELINE: usize = 100;
 /// Every this many execs (after the baseline), one whose background child keeps the exec's
 /// stdout open after the exec itself exited.
 const BACKGROUND_EVERY: usize = 100;
+/// Every this many execs (after the baseline, offset by half), one on a terminal.
+const TERMINAL_EVERY: usize = 100;
 /// Descriptors the shim may gain between the baseline and the end (a lazily opened one).
 const EXEC_FD_SLACK: usize = 2;
 /// Memory it may gain: allocator noise. A leaked process record, exit-table entry or copy
@@ -265,6 +268,29 @@ fn exec_once(env: &Env, id: &str, n: usize) -> Result<bool> {
     // Ids repeat every EXECS_BASELINE execs (same parity, so the same client): an exec
     // whose record outlived its delete makes the next one with its id fail.
     let exec_id = format!("x{}", n % EXECS_BASELINE);
+    if n > EXECS_BASELINE && n % TERMINAL_EVERY == TERMINAL_EVERY / 2 {
+        // On a terminal (`ctr task exec -t` wants one on its stdin): a pty and its copies.
+        let args = [
+            "task",
+            "exec",
+            "-t",
+            "--exec-id",
+            &exec_id,
+            id,
+            "sh",
+            "-c",
+            "echo ok",
+        ];
+        let out = cmd::run_on_pty(&mut env.cd.ctr_cmd(&args), 24, 80, b"", RUN_TIMEOUT)
+            .with_context(|| format!("{id}: exec {n} (terminal)"))?;
+        let screen = String::from_utf8_lossy(&out.screen).into_owned();
+        ensure!(
+            out.status.0 == 0,
+            "{id}: exec {n} (terminal): status {} screen {screen:?}",
+            out.status.0
+        );
+        return Ok(screen.contains("ok"));
+    }
     let background = n > EXECS_BASELINE && n % BACKGROUND_EVERY == 0;
     let argv: &[&str] = if background {
         &["sh", "-c", "sleep 100000 & echo started"]
