@@ -57,10 +57,14 @@ impl LxcNode {
             // the bounding set, so the helper it execs as root would start without them and
             // could not set up the exec's user (setgroups needs CAP_SETGID) when the pod drops
             // ALL. The helper applies the exec's own capability sets (bounding set included),
-            // as runc does; cgroup confinement stays. Nor may it put the helper under the
-            // init's AppArmor label (the workload's profile, once it runs): the helper applies
-            // the exec's own process.apparmorProfile at its execve, as runc does for an exec.
-            .arg("--elevated-privileges=CAP|LSM")
+            // as runc does. Nor may it put the helper under the init's AppArmor label (the
+            // workload's profile, once it runs): the helper applies the exec's own
+            // process.apparmorProfile at its execve, as runc does for an exec. Nor may it move
+            // itself into the container's cgroups before it forks the helper: in a container
+            // at its pids limit that fork fails (EAGAIN). The shim moves the helper in before
+            // it starts the workload (task/container.rs `attach_exec`), as runc moves an exec
+            // in after making it; cgroup confinement stays.
+            .arg("--elevated-privileges=CGROUP|CAP|LSM")
             .arg("--clear-env")
             .arg("--")
             .args(helper_args);

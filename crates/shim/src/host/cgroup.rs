@@ -223,6 +223,23 @@ impl ContainerCgroup {
         }
     }
 
+    /// Moves `pid` into the cgroups the init is in now (read afresh: a workload may have
+    /// moved itself), in every hierarchy, as runc does for an exec. Moving a process in is
+    /// not refused by `pids.max` (only fork and clone are), so this works in a container that
+    /// sits at its pids limit, where a fork inside the cgroup would fail.
+    pub fn enter(&self, pid: u32) -> Result<()> {
+        let now = ContainerCgroup::of_pid(self.pid)?;
+        let mut dirs: Vec<&PathBuf> = now.dirs.values().collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            let procs = dir.join("cgroup.procs");
+            std::fs::write(&procs, pid.to_string())
+                .ctx(|| format!("move pid {pid} into {}", procs.display()))?;
+        }
+        Ok(())
+    }
+
     /// The memory cgroup directory (v1) or the container's cgroup (v2), for OOM notifications.
     pub fn memory_dir(&self) -> Option<&Path> {
         self.dir("memory").ok()

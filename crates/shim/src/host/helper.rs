@@ -113,12 +113,20 @@ fn alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
+/// What ended before the helper connected, for the error: the container (its supervisor is
+/// lxc-start) or an exec command (lxc-attach, the container runs on).
+#[derive(Clone, Copy, Debug)]
+pub enum Supervisor {
+    Container(u32),
+    Exec(u32),
+}
+
 /// Waits for the helper to connect. Gives up early when `supervisor` (lxc-start, lxc-attach)
-/// dies first: the container did not start, and its log says why.
+/// dies first: the container or the exec did not start, and its log says why.
 pub async fn accept(
     listener: Listener,
     limit: Duration,
-    supervisor: Option<u32>,
+    supervisor: Option<Supervisor>,
 ) -> Result<Connection> {
     blocking(move || {
         let deadline = Instant::now() + limit;
@@ -126,12 +134,18 @@ pub async fn accept(
             match listener.0.accept(Duration::from_millis(100)) {
                 Ok(conn) => return Ok(Connection(conn)),
                 Err(HostError::Timeout { .. }) => {
-                    if let Some(pid) = supervisor {
-                        if !alive(pid) {
+                    match supervisor {
+                        Some(Supervisor::Container(pid)) if !alive(pid) => {
                             return Err(ShimError::Internal(
                                 "the container exited before its init helper connected".into(),
                             ));
                         }
+                        Some(Supervisor::Exec(pid)) if !alive(pid) => {
+                            return Err(ShimError::Internal(
+                                "the exec command exited before the exec's helper connected".into(),
+                            ));
+                        }
+                        _ => {}
                     }
                     if Instant::now() >= deadline {
                         return Err(ShimError::Internal(format!(

@@ -358,19 +358,19 @@ impl ProcessIo {
     /// stdout open must not hold the exit event forever.
     pub async fn wait_output(&self, limit: Duration) {
         let handles: Vec<JoinHandle<()>> = std::mem::take(&mut *self.copies.lock().await);
-        let mut remaining = Vec::new();
+        let mut remaining: Vec<JoinHandle<()>> =
+            handles.into_iter().filter(|h| !h.is_finished()).collect();
         let all = async {
-            for h in handles {
-                if h.is_finished() {
-                    continue;
-                }
-                remaining.push(h);
-            }
             for h in remaining.iter_mut() {
                 let _ = h.await;
             }
         };
         let _ = tokio::time::timeout(limit, all).await;
+        // A copy still running (a background child holds the output open) is kept, so that
+        // delete ends it and closes containerd's fifo: dropped here it would run on, holding
+        // both descriptors, and containerd's reader would never see EOF.
+        remaining.retain(|h| !h.is_finished());
+        self.copies.lock().await.extend(remaining);
     }
 
     /// Stops every copy (process deleted).

@@ -479,8 +479,14 @@ impl Container {
         let attach_exit = self.env.exits.wait(attach_pid as i32);
         let stderr = child.stderr.take();
         let result = async {
-            let conn = helper::accept(listener, HELPER_TIMEOUT, Some(attach_pid)).await?;
+            let supervisor = helper::Supervisor::Exec(attach_pid);
+            let conn = helper::accept(listener, HELPER_TIMEOUT, Some(supervisor)).await?;
             let (conn, pid, pty) = helper::handshake(conn, stdio, HELPER_TIMEOUT).await?;
+            // The exec command leaves the helper outside the container's cgroups
+            // (`--elevated-privileges=CGROUP`, driver/lxc_node.rs): it joins them here, before
+            // the workload starts, so that an exec works in a container at its pids limit.
+            let cgroup = self.cgroup()?;
+            blocking(move || cgroup.enter(pid)).await??;
             if let Some(master) = pty {
                 exec.io.attach_pty(master).await?;
             }
@@ -840,7 +846,8 @@ async fn start_init(
     private::restrict(&socket, owner)?;
     let started = driver.start(name, state_dir).await?;
     let explain = |e: ShimError| explain_start_failure(e, driver, state_dir);
-    let conn = helper::accept(listener, HELPER_TIMEOUT, started.supervisor)
+    let supervisor = started.supervisor.map(helper::Supervisor::Container);
+    let conn = helper::accept(listener, HELPER_TIMEOUT, supervisor)
         .await
         .map_err(explain)?;
     let (conn, pid, pty) = helper::handshake(conn, stdio, HELPER_TIMEOUT)
