@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::config::{DriverKind, PveSection, ShimConfig};
-use crate::driver::pve::{client_for, read_token_secret};
+use crate::pve_api::{client_for, read_token_secret};
 
 /// What the check found: lines for the operator, and whether anything is wrong.
 #[derive(Debug, Default)]

@@ -23,8 +23,8 @@ use std::time::Duration;
 use pve_client::{DestroyOptions, ResourceType, WaitOptions};
 
 use crate::config::PveSection;
-use crate::driver::pve::{client_for, pve_error};
 use crate::errors::Result;
+use crate::pve_api::{client_for, pve_error};
 
 /// What `gc` did with each CT it looked at.
 #[derive(Debug, Default)]

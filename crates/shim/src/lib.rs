@@ -9,7 +9,8 @@
 //! - [`host`]: this host's mechanics (exits, commands, helper, stdio, hooks, cgroups, ...).
 //!
 //! Beside them: [`config`] (the host config file and containerd's runtime options), [`check`]
-//! and [`gc`] (the `check` and `gc` subcommands of the pve driver), [`errors`] (one error type, mapped to ttrpc codes in one place).
+//! and [`gc`] (the `check` and `gc` subcommands of the pve driver), [`pve_api`] (the Proxmox API
+//! client the settings describe, for the pve driver and those subcommands), [`errors`] (one error type, mapped to ttrpc codes in one place).
 
 pub mod check;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod driver;
 pub mod errors;
 pub mod gc;
 pub mod host;
+pub mod pve_api;
 pub mod service;
 pub mod task;
 

@@ -16,15 +16,14 @@
 //! - Tags carry a hash of the containerd namespace and id (and the Kubernetes names from the
 //!   plan), the description the id in words, so a CT left by a crashed shim is found again.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use log::{debug, info, warn};
 use pve_client::{
-    claim_config_file, Client, ClientConfig, ConfigUpdate, Credentials, DestroyOptions,
-    ResourceType, Secret, TlsTrust, VmidAllocator, VmidRange, WaitOptions,
+    claim_config_file, Client, ConfigUpdate, DestroyOptions, ResourceType, VmidAllocator,
+    VmidRange, WaitOptions,
 };
 
 use super::lxc_node::{init_exit, LxcNode};
@@ -32,6 +31,7 @@ use super::{container_hash, CreateSpec, Driver, DriverRecord, StartedInit};
 use crate::config::PveSection;
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::exits::ChildExits;
+use crate::pve_api::{client_for, pve_error};
 
 /// Where Proxmox VE keeps its CTs for LXC (`lxc-start -n VMID -P /var/lib/lxc`).
 pub const PVE_LXCPATH: &str = "/var/lib/lxc";
@@ -57,65 +57,6 @@ pub struct PveDriver {
 /// freer than a Proxmox tag may be).
 pub fn container_tag(prefix: &str, namespace: &str, id: &str) -> String {
     format!("{prefix}-cid-{}", container_hash(namespace, id))
-}
-
-/// Reads the token secret, refusing a file that group or others may read (or write).
-pub fn read_token_secret(path: &Path) -> Result<Secret> {
-    let meta = std::fs::metadata(path).ctx(|| format!("token secret file {}", path.display()))?;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(ShimError::InvalidArgument(format!(
-            "token secret file {} is accessible by group or others (mode {:04o}); chmod 600 it",
-            path.display(),
-            mode & 0o7777
-        )));
-    }
-    crate::host::private::no_core_dumps();
-    let secret = Secret::from_file(path).ctx(|| format!("read {}", path.display()))?;
-    if secret.expose().is_empty() {
-        return Err(ShimError::InvalidArgument(format!(
-            "token secret file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(secret)
-}
-
-/// The API client the settings describe (nothing is sent yet).
-pub fn client_for(settings: &PveSection) -> Result<Client> {
-    let trust = match (&settings.ca_file, &settings.fingerprint) {
-        (Some(ca), _) => TlsTrust::CaFile(ca.clone()),
-        (None, Some(fp)) => TlsTrust::fingerprint(fp).map_err(pve_error)?,
-        (None, None) => TlsTrust::SystemRoots,
-    };
-    let secret = read_token_secret(&settings.token_secret_file)?;
-    let config = ClientConfig::new(
-        &settings.url,
-        trust,
-        Credentials::Token {
-            token_id: settings.token_id.clone(),
-            secret,
-        },
-    );
-    Client::new(config).map_err(pve_error)
-}
-
-/// A Proxmox error as the shim's, with Proxmox's message (and the end of a task's log).
-pub fn pve_error(e: pve_client::Error) -> ShimError {
-    let mut text = format!("Proxmox VE: {e}");
-    if let Some(log) = e.task_log() {
-        let tail: Vec<&str> = log.iter().rev().take(5).rev().map(String::as_str).collect();
-        if !tail.is_empty() {
-            text.push_str(&format!(" (task log: {})", tail.join(" | ")));
-        }
-    }
-    if e.is_not_found() {
-        ShimError::NotFound(text)
-    } else if e.is_already_exists() {
-        ShimError::AlreadyExists(text)
-    } else {
-        ShimError::Internal(text)
-    }
 }
 
 fn wait_options(settings: &PveSection) -> WaitOptions {
@@ -529,18 +470,6 @@ fn config_update_for(resources: &oci_spec::runtime::LinuxResources) -> Option<Co
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_file_readable_by_others_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token");
-        std::fs::write(&path, "secret\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = read_token_secret(&path).unwrap_err().to_string();
-        assert!(err.contains("group or others"), "{err}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_token_secret(&path).unwrap().expose(), "secret");
-    }
 
     #[test]
     fn container_tags_are_valid_and_distinct() {
