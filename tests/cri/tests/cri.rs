@@ -2080,7 +2080,7 @@ fn main() {
             case_mounts_and_termination_message,
         ),
     ];
-    let extra: [(&str, Case); 8] = [
+    let extra: [(&str, Case); 9] = [
         ("one_shim_per_pod", case_one_shim_per_pod),
         ("mount_propagation", case_mount_propagation),
         ("example_pod", case_example_pod),
