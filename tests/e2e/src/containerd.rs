@@ -58,6 +58,16 @@ impl ContainerdVersion {
         })
     }
 
+    /// The version a benchmark's `--containerd NAME` names: "1.6" is Debian's, others are
+    /// unpacked by scripts/setup.sh.
+    pub fn named(name: &str) -> Result<Self, String> {
+        if name == "1.6" {
+            Self::system()
+        } else {
+            Self::cached(name)
+        }
+    }
+
     /// A version unpacked by scripts/setup.sh (`name` is "2.1" or "1.7").
     pub fn cached(name: &str) -> Result<Self, String> {
         let dir = paths::cache_dir()

@@ -24,3 +24,20 @@ pub const SHIM_RUNTIME: &str = "io.containerd.proxmox-lxc.v2";
 pub const SHIM_BINARY: &str = "containerd-shim-proxmox-lxc-v2";
 /// The shim's default lxcpath (DESIGN.md, configuration).
 pub const SHIM_LXCPATH: &str = "/var/lib/containerd-shim-proxmox-lxc";
+
+/// Whether an end-to-end test can run: as root (`needs_root_for` says why it must) and with
+/// the shim built. Prints a SKIP line saying what is missing otherwise.
+pub fn root_and_shim_or_skip(what: &str, needs_root_for: &str) -> bool {
+    if !host::is_root() {
+        println!("SKIP: {what} needs root ({needs_root_for})");
+        return false;
+    }
+    if paths::shim_binary(&paths::shim_dir()).is_none() {
+        println!(
+            "SKIP: {what}: {SHIM_BINARY} not built in {} (cargo build -p containerd-shim-proxmox-lxc --bins)",
+            paths::shim_dir().display()
+        );
+        return false;
+    }
+    true
+}

@@ -29,19 +29,7 @@ use e2e::{paths, Containerd, ContainerdVersion, NAMESPACE, RUNC_RUNTIME, SHIM_RU
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn root_or_skip(what: &str) -> bool {
-    if !e2e::host::is_root() {
-        println!("SKIP: {what} needs root (LXC containers, containerd)");
-        return false;
-    }
-    if paths::shim_binary(&paths::shim_dir()).is_none() {
-        println!(
-            "SKIP: {what}: {} not built in {} (cargo build -p containerd-shim-proxmox-lxc --bins)",
-            e2e::SHIM_BINARY,
-            paths::shim_dir().display()
-        );
-        return false;
-    }
-    true
+    e2e::root_and_shim_or_skip(what, "LXC containers, containerd")
 }
 
 struct Env {

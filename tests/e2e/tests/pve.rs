@@ -109,19 +109,7 @@ fn expect(out: &Output, code: i32, stdout: &str, what: &str) -> Result<()> {
 }
 
 fn root_or_skip() -> bool {
-    if !e2e::host::is_root() {
-        println!("SKIP: the pve end-to-end test needs root (LXC containers, containerd)");
-        return false;
-    }
-    if paths::shim_binary(&paths::shim_dir()).is_none() {
-        println!(
-            "SKIP: {} not built in {} (cargo build -p containerd-shim-proxmox-lxc)",
-            e2e::SHIM_BINARY,
-            paths::shim_dir().display()
-        );
-        return false;
-    }
-    true
+    e2e::root_and_shim_or_skip("the pve end-to-end test", "LXC containers, containerd")
 }
 
 #[test]

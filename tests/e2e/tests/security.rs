@@ -34,19 +34,7 @@ const STATE_ROOT: &str = "/run/containerd-shim-proxmox-lxc";
 const NOBODY: u32 = 65534;
 
 fn root_or_skip(what: &str) -> bool {
-    if !e2e::host::is_root() {
-        println!("SKIP: {what} needs root (LXC containers, containerd, setuid to nobody)");
-        return false;
-    }
-    if paths::shim_binary(&paths::shim_dir()).is_none() {
-        println!(
-            "SKIP: {what}: {} not built in {} (cargo build -p containerd-shim-proxmox-lxc --bins)",
-            e2e::SHIM_BINARY,
-            paths::shim_dir().display()
-        );
-        return false;
-    }
-    true
+    e2e::root_and_shim_or_skip(what, "LXC containers, containerd, setuid to nobody")
 }
 
 struct Env {

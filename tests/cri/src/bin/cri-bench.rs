@@ -251,12 +251,7 @@ fn run() -> Result<()> {
     if !host::is_root() {
         bail!("run as root");
     }
-    let version = if args.version == "1.6" {
-        ContainerdVersion::system()
-    } else {
-        ContainerdVersion::cached(&args.version)
-    }
-    .map_err(|e| anyhow!(e))?;
+    let version = ContainerdVersion::named(&args.version).map_err(|e| anyhow!(e))?;
     if e2e::paths::shim_binary(&args.shim_dir).is_none() {
         bail!(
             "{} not found in {} (cargo build --release -p containerd-shim-proxmox-lxc)",

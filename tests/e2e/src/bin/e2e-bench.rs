@@ -430,12 +430,7 @@ fn run() -> Result<bool> {
     if !host::is_root() {
         bail!("run as root");
     }
-    let version = if args.version == "1.6" {
-        ContainerdVersion::system()
-    } else {
-        ContainerdVersion::cached(&args.version)
-    }
-    .map_err(|e| anyhow!(e))?;
+    let version = ContainerdVersion::named(&args.version).map_err(|e| anyhow!(e))?;
     let shim = paths::shim_binary(&args.shim_dir);
     let mut runtimes = vec![Runtime {
         name: RUNC_RUNTIME,

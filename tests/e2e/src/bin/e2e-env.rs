@@ -52,12 +52,8 @@ fn parse() -> Result<Args> {
 }
 
 fn version(name: &str) -> Result<ContainerdVersion> {
-    let found = if name == "1.6" || name == "system" {
-        ContainerdVersion::system()
-    } else {
-        ContainerdVersion::cached(name)
-    };
-    found.map_err(|e| anyhow!(e))
+    let name = if name == "system" { "1.6" } else { name };
+    ContainerdVersion::named(name).map_err(|e| anyhow!(e))
 }
 
 fn shell_quote(s: &str) -> String {
