@@ -364,6 +364,7 @@ fn cases() -> Vec<Case> {
         case("capabilities_privileged", caps_privileged),
         case("seccomp_default_profile", seccomp_default),
         case("user_from_image", user_numeric),
+        case("userns_uidmap", userns_uidmap),
         case("umask_and_rlimits", umask_rlimits),
         case("filesystem_view", filesystem_view),
         case("exec_output_status_stdin_user_cwd", exec_basics),
@@ -1166,6 +1167,41 @@ fn user_numeric(ctx: &Ctx) -> Result<Transcript> {
     ensure!(
         out.stdout_str().contains("etc=1\nhome-writable\n"),
         "{}",
+        shown(&out)
+    );
+    Ok(t)
+}
+
+fn userns_uidmap(ctx: &Ctx) -> Result<Transcript> {
+    // A user namespace as `ctr --uidmap/--gidmap` asks for it (a remapped snapshot, owned by
+    // host id 100000): the maps, the ids, who owns the rootfs, what the workload creates and
+    // what the runtime made in /dev (created as the container's root, so owned by 0 inside).
+    let script = "cat /proc/self/uid_map /proc/self/gid_map; id; \
+        stat -c '%u:%g %n' / /etc/passwd /dev /dev/ptmx /dev/null; \
+        touch /x && stat -c '%u:%g %n' /x; readlink /dev/ptmx";
+    // ctr 1.6 makes the shared remapped snapshot without a lock: two runs at once on one
+    // containerd (this case's runc and proxmox-lxc trials) collide with "already exists".
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let (t, out) = {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        simple(
+            ctx,
+            &["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"],
+            script,
+            None,
+        )?
+    };
+    expect_status(&out, 0)?;
+    ensure!(
+        out.stdout_str().starts_with(
+            "         0     100000      65536\n         0     100000      65536\nuid=0(root) gid=0(root)"
+        ),
+        "{}",
+        shown(&out)
+    );
+    ensure!(
+        out.stdout_str().contains("\n0:0 /etc/passwd\n") && out.stdout_str().contains("\n0:0 /x\n"),
+        "the rootfs and new files must belong to the container's root: {}",
         shown(&out)
     );
     Ok(t)
