@@ -366,6 +366,7 @@ fn cases() -> Vec<Case> {
         case("user_from_image", user_numeric),
         case("userns_uidmap", userns_uidmap),
         case("userns_exec_and_tty", userns_exec_and_tty),
+        case("userns_tty", userns_tty),
         case("umask_and_rlimits", umask_rlimits),
         case("filesystem_view", filesystem_view),
         case("exec_output_status_stdin_user_cwd", exec_basics),
@@ -1245,6 +1246,30 @@ fn userns_exec_and_tty(ctx: &Ctx) -> Result<Transcript> {
         .ctr_ok(&["task", "kill", "--signal", "SIGKILL", id])?;
     ctx.cd
         .wait_task_status(id, "STOPPED", Duration::from_secs(20))?;
+    Ok(t)
+}
+
+fn userns_tty(ctx: &Ctx) -> Result<Transcript> {
+    // The init on a terminal: the terminal must be the container's (owned by its root).
+    let script = "tty; id -u; stat -c '%u:%g' $(tty); sleep 0.3";
+    let mut flags = vec!["-t"];
+    flags.extend_from_slice(&USERNS_FLAGS);
+    let out = {
+        let _turn = USERNS_SNAPSHOT.lock().unwrap_or_else(|e| e.into_inner());
+        cmd::run_on_pty(
+            &mut ctx.run_cmd(&flags, BUSYBOX_IMAGE, &["sh", "-c", script]),
+            30,
+            100,
+            b"",
+            RUN_TIMEOUT,
+        )?
+    };
+    let screen = String::from_utf8_lossy(&out.screen).replace('\r', "");
+    let mut t = Transcript::default();
+    t.add("status", out.status.to_string());
+    t.add("screen", screen.clone());
+    expect_eq("status", out.status.to_string(), "0")?;
+    ensure!(screen.starts_with("/dev/pts/0\n0\n"), "screen: {screen:?}");
     Ok(t)
 }
 
