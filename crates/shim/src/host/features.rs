@@ -8,7 +8,8 @@
 //! - mount options: lxc-config's table (LXC's flags and propagation, `bind`, `rbind`); no
 //!   recursive attributes (`rro`, `rnosuid`, ...), `tmpcopyup`, `remount`, `acl`/`noacl` or
 //!   idmapped mounts.
-//! - namespaces: no `user` (user namespaces do not work yet, see README).
+//! - namespaces: no `user` yet: a spec's own user namespace works (`ctr --uidmap`), but CRI's
+//!   `hostUsers: false` pods and idmapped mounts are not tested (see README).
 //! - seccomp actions: those LXC 5 applies as asked; `SCMP_ACT_KILL_PROCESS` and `SCMP_ACT_LOG`
 //!   are accepted but approximated (KILL, ALLOW), `TRACE` and `NOTIFY` are refused.
 //! - seccomp architectures: LXC loads the native ABI and its compat ABIs itself.

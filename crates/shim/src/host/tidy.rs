@@ -96,6 +96,11 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
     // namespace. Paths there are relative to the init's root, the container's.
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts"))
         .map_err(|e| format!("read the container's mounts: {e}"))?;
+    // The container's root as the host sees it: under a user namespace, files this process
+    // makes in the container's /dev must belong to a mapped id (an unmapped owner, host root
+    // here, is refused with EOVERFLOW), as they do under runc, which makes them as that root.
+    let root_uid = read_host_id_of_root(pid, "uid_map")?;
+    let root_gid = read_host_id_of_root(pid, "gid_map")?;
     // runc decides from its own (the host's) /proc, before it enters the container.
     let kernel_has_kcore = std::path::Path::new("/proc/kcore").exists();
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
@@ -107,6 +112,12 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
     for (clone, destination, nested) in peer_binds {
         clone.replace(&destination, &nested)?;
     }
+
+    // Only the filesystem ids change: CAP_SYS_ADMIN (for the mounts below) stays, the file
+    // capabilities go (the container's root owns what is touched here). Identity-mapped or
+    // without a user namespace, both stay 0.
+    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(root_gid));
+    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(root_uid));
 
     let fstype_at = |target: &str| -> Option<String> {
         // The last entry for a target is the one on top.
@@ -167,6 +178,22 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The host id of the container's id 0 in `/proc/PID/{uid_map,gid_map}` (0 where 0 is not
+/// mapped: no user namespace shows `0 0 4294967295`).
+fn read_host_id_of_root(pid: u32, file: &str) -> std::result::Result<u32, String> {
+    let map = std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .map_err(|e| format!("read the container's {file}: {e}"))?;
+    Ok(host_id_of_root(&map).unwrap_or(0))
+}
+
+fn host_id_of_root(map: &str) -> Option<u32> {
+    map.lines().find_map(|line| {
+        let mut fields = line.split_whitespace().map(str::parse::<u32>);
+        let (inside, outside, count) = (fields.next()?, fields.next()?, fields.next()?);
+        (inside.ok()? == 0 && count.ok()? > 0).then_some(outside.ok()?)
+    })
+}
+
 fn detach(target: &str) -> std::result::Result<(), String> {
     match umount2(target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
@@ -211,7 +238,25 @@ fn unescape(field: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::unescape;
+    use super::{host_id_of_root, unescape};
+
+    #[test]
+    fn host_id_of_root_reads_the_mapping_of_id_0() {
+        assert_eq!(
+            host_id_of_root("         0          0 4294967295\n"),
+            Some(0)
+        );
+        assert_eq!(
+            host_id_of_root("         0     100000      65536\n"),
+            Some(100000)
+        );
+        assert_eq!(
+            host_id_of_root("1000 5000 1\n0 200000 1000\n"),
+            Some(200000)
+        );
+        assert_eq!(host_id_of_root("1000 5000 1\n"), None);
+        assert_eq!(host_id_of_root(""), None);
+    }
 
     #[test]
     fn unescapes_proc_mounts_fields() {
