@@ -12,6 +12,15 @@ pub struct Proc {
     pub cmdline: String,
 }
 
+impl Proc {
+    /// The file name of argv[0] (`lxc-start`, `containerd-shim-runc-v2`), for the benchmarks'
+    /// list of processes counted.
+    pub fn exe_name(&self) -> String {
+        let exe = self.cmdline.split_whitespace().next().unwrap_or("?");
+        exe.rsplit('/').next().unwrap_or(exe).to_string()
+    }
+}
+
 fn read_proc(pid: i32) -> Option<Proc> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let cmdline = raw

@@ -173,8 +173,7 @@ fn pod_memory(env: &CriEnv, containerd_pid: Option<i32>) -> Result<(host::Memory
         }
         if let Some(m) = host::memory_of(p.pid) {
             total += m;
-            let exe = p.cmdline.split_whitespace().next().unwrap_or("?");
-            let short = exe.rsplit('/').next().unwrap_or(exe).to_string();
+            let short = p.exe_name();
             if !names.contains(&short) {
                 names.push(short);
             }

@@ -367,8 +367,7 @@ fn bench_memory(cd: &Containerd, rt: &Runtime, count: usize) -> Result<MemoryRes
             }
             if let Some(m) = host::memory_of(p.pid) {
                 total += m;
-                let exe = p.cmdline.split_whitespace().next().unwrap_or("?");
-                let short = exe.rsplit('/').next().unwrap_or(exe).to_string();
+                let short = p.exe_name();
                 if !names.contains(&short) {
                     names.push(short);
                 }
