@@ -366,3 +366,34 @@ pub fn run_on_pty(
         screen: snapshot(&screen),
     })
 }
+
+/// Builds the Rust program `source` (written to `source_path`) as a static executable at `out`,
+/// for tests that need a small program of their own inside a container; `what` names it in
+/// errors. `RUSTC` (cargo sets it for tests) picks the compiler.
+pub fn build_static_rust(
+    what: &str,
+    source: &str,
+    source_path: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<()> {
+    std::fs::write(source_path, source)
+        .with_context(|| format!("write {}", source_path.display()))?;
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let built = Command::new(rustc)
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
+        .arg(out)
+        .arg(source_path)
+        .output()
+        .with_context(|| format!("run rustc for {what}"))?;
+    if !built.status.success() {
+        bail!("build {what}: {}", String::from_utf8_lossy(&built.stderr));
+    }
+    Ok(())
+}

@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -435,27 +434,12 @@ fn bomb_rootfs(dir: &Path) -> Result<PathBuf> {
     for applet in ["sh", "echo", "cat", "sleep", "true"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))?;
     }
-    let src = dir.join("bomb.rs");
-    std::fs::write(&src, BOMB_RS)?;
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let built = Command::new(rustc)
-        .args([
-            "--edition",
-            "2021",
-            "-O",
-            "-C",
-            "target-feature=+crt-static",
-            "-o",
-        ])
-        .arg(rootfs.join("bin/bomb"))
-        .arg(&src)
-        .output()
-        .context("run rustc for the fork bomb")?;
-    ensure!(
-        built.status.success(),
-        "build the fork bomb: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    cmd::build_static_rust(
+        "the fork bomb",
+        BOMB_RS,
+        &dir.join("bomb.rs"),
+        &rootfs.join("bin/bomb"),
+    )?;
     Ok(rootfs)
 }
 

@@ -325,28 +325,13 @@ fn main() {
 
 fn build_attack(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let src = dir.join("attack.rs");
-    std::fs::write(&src, ATTACK_RS)?;
     let out = dir.join("attack");
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let built = Command::new(rustc)
-        .args([
-            "--edition",
-            "2021",
-            "-O",
-            "-C",
-            "target-feature=+crt-static",
-            "-o",
-        ])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .context("run rustc for the attack program")?;
-    ensure!(
-        built.status.success(),
-        "build the attack program: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    cmd::build_static_rust(
+        "the attack program",
+        ATTACK_RS,
+        &dir.join("attack.rs"),
+        &out,
+    )?;
     Ok(out)
 }
 
