@@ -52,26 +52,22 @@ pub fn install(state_dir: &Path) -> Result<()> {
         .map_err(|e| ShimError::io(format!("install helper in {}", state_dir.display()), e))
 }
 
-/// The helper for an exec, as a descriptor `lxc-attach` passes on: a duplicate of one memfd
-/// per shim holding the embedded helper, sealed against every change (`F_SEAL_WRITE |
-/// F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL`). A process in the container that reaches it
-/// through `/proc/PID/exe` cannot change a byte of it (runc CVE-2019-5736); a host file under
-/// /run could be reopened for writing there once no helper executes it.
-pub fn sealed() -> Result<std::fs::File> {
-    static SEALED: std::sync::OnceLock<std::result::Result<std::fs::File, String>> =
-        std::sync::OnceLock::new();
-    let memfd = SEALED.get_or_init(|| seal_helper().map_err(|e| e.to_string()));
-    match memfd {
-        Ok(file) => file
-            .try_clone()
-            .map_err(|e| ShimError::io("duplicate the sealed helper", e)),
-        Err(e) => Err(ShimError::Internal(format!(
-            "make a sealed copy of the helper: {e}"
-        ))),
-    }
+/// The helper for an exec, as a descriptor `lxc-attach` passes on: a memfd of its own holding
+/// the helper, sealed against every change (`F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK |
+/// F_SEAL_SEAL`). A process in the container that reaches it through `/proc/PID/exe` cannot
+/// change a byte of it (runc CVE-2019-5736); a host file under /run could be reopened for
+/// writing there once no helper executes it.
+///
+/// One memfd per exec, not one kept per shim: the exec's helper closes it when it `execve`s the
+/// workload, so its 1.2 MiB of shared memory live only while the exec starts instead of for
+/// the shim's life. It is filled by the kernel (`sendfile`) from `installed`, the container's
+/// hard link to the helper its init runs (see [`install`]), so the shim does not page in its
+/// own embedded copy; the embedded bytes are the fallback when that file cannot be read.
+pub fn sealed(installed: &Path) -> Result<std::fs::File> {
+    seal_helper(installed).map_err(|e| ShimError::io("make a sealed copy of the helper", e))
 }
 
-fn seal_helper() -> std::io::Result<std::fs::File> {
+fn seal_helper(installed: &Path) -> std::io::Result<std::fs::File> {
     use std::io::Write;
     use std::os::fd::{AsRawFd, FromRawFd};
     const SEALS: libc::c_int =
@@ -88,7 +84,18 @@ fn seal_helper() -> std::io::Result<std::fs::File> {
     }
     // SAFETY: memfd_create returned a fresh descriptor nothing else owns.
     let mut memfd = unsafe { std::fs::File::from_raw_fd(fd) };
-    memfd.write_all(ct_init_bin::HELPER)?;
+    // Only a file of the embedded helper's size is taken (the installed copy is written from
+    // the same bytes); anything else, or a short copy, falls back to the embedded bytes.
+    let copied = std::fs::File::open(installed).and_then(|mut file| {
+        if file.metadata()?.len() != ct_init_bin::HELPER.len() as u64 {
+            return Ok(0);
+        }
+        std::io::copy(&mut file, &mut memfd)
+    });
+    if copied.ok() != Some(ct_init_bin::HELPER.len() as u64) {
+        memfd.set_len(0)?;
+        memfd.write_all(ct_init_bin::HELPER)?;
+    }
     // SAFETY: fcntl on a descriptor `memfd` owns.
     if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
         return Err(std::io::Error::last_os_error());

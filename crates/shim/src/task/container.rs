@@ -540,7 +540,7 @@ impl Container {
         };
         let passed = [
             // A sealed memfd, not the host file: nothing in the container can write it.
-            helper::sealed()?,
+            helper::sealed(&self.state_dir.join(ctinit_proto::HELPER_NAME))?,
             open_path(sock_name, true)?,
             open_path(spec_name, false)?,
         ];
