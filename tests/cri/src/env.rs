@@ -369,8 +369,7 @@ impl CriEnv {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let work = self.work.to_string_lossy().into_owned();
-        for p in e2e::host::processes_matching(&[&work]) {
+        for p in e2e::host::processes_under(&self.work) {
             if p.pid as u32 == std::process::id() {
                 continue;
             }

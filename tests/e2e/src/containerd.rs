@@ -517,8 +517,7 @@ oom_score = 0
             ));
         }
         let _ = self.stop();
-        let work = self.work.to_string_lossy().into_owned();
-        for p in host::processes_matching(&[&work]) {
+        for p in host::processes_under(&self.work) {
             if p.pid as u32 == std::process::id() {
                 continue;
             }
@@ -567,8 +566,7 @@ pub fn reap_stale_work_dirs(base: &Path) {
             continue;
         }
         let path = entry.path();
-        let needle = path.to_string_lossy().into_owned();
-        for p in host::processes_matching(&[&needle]) {
+        for p in host::processes_under(&path) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(p.pid),
                 nix::sys::signal::Signal::SIGKILL,

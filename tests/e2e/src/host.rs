@@ -54,6 +54,29 @@ pub fn processes_matching(needles: &[&str]) -> Vec<Proc> {
         .collect()
 }
 
+/// Processes whose command line names `dir` or a path under it. A plain substring match would
+/// also take `/x/work-12` for `/x/work-1`: the teardown of one work dir would kill the
+/// containerd of another whose name it prefixes.
+pub fn processes_under(dir: &Path) -> Vec<Proc> {
+    let dir = dir.to_string_lossy();
+    processes()
+        .into_iter()
+        .filter(|p| names_path_under(&p.cmdline, &dir))
+        .collect()
+}
+
+/// Whether `cmdline` holds `dir` followed by `/`, a separator or the end.
+fn names_path_under(cmdline: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    !dir.is_empty()
+        && cmdline.match_indices(dir).any(|(at, _)| {
+            matches!(
+                cmdline[at + dir.len()..].chars().next(),
+                None | Some('/' | ' ' | '"' | '\'' | ',' | ':' | ';')
+            )
+        })
+}
+
 pub fn pid_alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -184,4 +207,23 @@ pub fn memory_of(pid: i32) -> Option<Memory> {
 /// Whether we are root (the end-to-end tests need it).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_path_under;
+
+    #[test]
+    fn a_work_dir_does_not_match_another_it_prefixes() {
+        let cmd = "/usr/bin/containerd --config /tmp/w/e2e-12/config.toml";
+        assert!(names_path_under(cmd, "/tmp/w/e2e-12"));
+        assert!(names_path_under(cmd, "/tmp/w/e2e-12/"));
+        assert!(!names_path_under(cmd, "/tmp/w/e2e-1"));
+        assert!(names_path_under(
+            "lxc-start -P /tmp/w/e2e-1 -n x",
+            "/tmp/w/e2e-1"
+        ));
+        assert!(names_path_under("x --root=/tmp/w/e2e-1", "/tmp/w/e2e-1"));
+        assert!(!names_path_under("x --root=/tmp/w/e2e-10", "/tmp/w/e2e-1"));
+    }
 }

@@ -158,10 +158,9 @@ async fn make_pods(
 /// its lxcpath), in the host's pid namespace, except containerd itself.
 fn pod_memory(env: &CriEnv, containerd_pid: Option<i32>) -> Result<(host::Memory, Vec<String>)> {
     let host_ns = host::pid_ns(std::process::id() as i32).context("own pid namespace")?;
-    let work = env.work.to_string_lossy().into_owned();
     let mut total = host::Memory::default();
     let mut names: Vec<String> = Vec::new();
-    for p in host::processes_matching(&[&work]) {
+    for p in host::processes_under(&env.work) {
         if Some(p.pid) == containerd_pid || p.pid as u32 == std::process::id() {
             continue;
         }
@@ -189,10 +188,12 @@ async fn remove_pods(cri: &mut Cri, env: &CriEnv, pods: &[String]) {
         let _ = cri.remove_pod(id).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    let work = env.work.to_string_lossy().into_owned();
-    while Instant::now() < deadline
-        && !host::processes_matching(&[&work, "containerd-shim"]).is_empty()
-    {
+    let shims_left = || {
+        host::processes_under(&env.work)
+            .iter()
+            .any(|p| p.cmdline.contains("containerd-shim"))
+    };
+    while Instant::now() < deadline && shims_left() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
