@@ -37,11 +37,10 @@ command -v qemu-system-x86_64 >/dev/null || {
 # (systemd makes / shared, as on a node). Each takes about a
 # minute under TCG on a busy 2-core host (runc reference + shim), so the set stays small;
 # everything else runs on the build host.
-# `metrics` is left out for now: on the twin's cgroup v2 the shim's stats still differ from
-# runc's (an open finding, docs/testing.md#the-node-twin); TWIN_PARITY_CASES=metrics runs it.
+# `metrics` compares every field of cgroup v2 stats with runc's.
 default_parity="filesystem_view pause_resume sigkill_from_outside_exits_137 \
 seccomp_default_profile shim_killed_then_task_rm_leaves_nothing \
-exec_output_status_stdin_user_cwd mount_propagation_rshared_both_ways"
+exec_output_status_stdin_user_cwd mount_propagation_rshared_both_ways metrics"
 parity_cases="${TWIN_PARITY_CASES:-$default_parity}"
 
 image_dir="$(bash scripts/twin/image.sh)"

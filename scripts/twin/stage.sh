@@ -311,6 +311,10 @@ case_parity() {
     [ -x "$P/tests/parity" ] || die "no parity binary on the payload disk"
     local c bad=""
     export E2E_SHIM_DIR="$P/bin" E2E_CACHE=/nonexistent-twin-cache
+    # The harness puts its containerd (root, snapshots, so the containers' rootfs) under the
+    # temp dir, and trixie's /tmp is a tmpfs: a workload's files would be shared memory, not
+    # page cache, unlike a node's /var/lib/containerd. /var/tmp is on the disk.
+    export TMPDIR=/var/tmp
     for c in $(cat "$P/parity-cases"); do
         echo "== parity $c"
         # The e2e harness names the system containerd "1.6" whatever its version (1.7 here);

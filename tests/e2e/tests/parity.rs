@@ -1645,6 +1645,19 @@ fn metrics_shape(v: &serde_json::Value, path: &str, out: &mut Vec<(String, Strin
             {
                 return;
             }
+            // Counters that say how each runtime's own setup touched the container's cgroup,
+            // not what the stats report (both shims read the same cgroup files). Seen on the
+            // node twin's cgroup v2: runc's Go `runc init` runs in the container's cgroup,
+            // so its huge page faults and the init's kernel stack (forked there) are charged
+            // to it; LXC forks the init in its monitor's cgroup before moving it (a kernel
+            // stack is charged where it was allocated) and its setup leaves a page of shared
+            // memory charged to the container. Pressure stall totals depend on timing.
+            if matches!(leaf, "kernel_stack" | "shmem")
+                || leaf.starts_with("thp_")
+                || (leaf == "total" && path.contains("/psi/"))
+            {
+                return;
+            }
             let class = match n.as_u64() {
                 Some(u64::MAX) => "max".to_string(),
                 Some(x) if leaf == "limit" || leaf.ends_with("_limit") => x.to_string(),
