@@ -1021,6 +1021,18 @@ fn long_namespace_and_id(ctx: &Ctx) -> Result<Transcript> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The shim's lxcpath for this namespace (named after it) is empty now and the namespace
+    // is this test's alone: remove the directory (remove_dir: only if empty).
+    let prefix: String = namespace.chars().take(16).collect();
+    for entry in std::fs::read_dir(SHIM_LXCPATH)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
     Ok(t)
 }
 
