@@ -1614,6 +1614,14 @@ fn userns_transcript(env: &CriEnv, handler: &str, idmapped_volumes: bool) -> Res
         owner(&host.join("made"))?
     ));
     pod.finish()?;
+    // The bind sources the shim staged for the container's root (`<state dir>.binds/N`) are
+    // gone with the pod.
+    let staged: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .filter(|l| l.contains("containerd-shim-proxmox-lxc/") && l.contains(".binds/"))
+        .map(str::to_string)
+        .collect();
+    ensure!(staged.is_empty(), "staged binds left mounted: {staged:?}");
     Ok(text)
 }
 
@@ -1706,6 +1714,37 @@ fn case_user_namespaces(env: &CriEnv) -> Result<()> {
         ensure!(
             ours.ends_with("empty/made 0:0 host/made 0:0"),
             "shim: owners on the host:\n{ours}"
+        );
+    }
+    // What the kubelet is told (it refuses hostUsers: false pods on a handler without
+    // `user_namespaces`): containerd 2.1-2.3 introspect only runtime type
+    // io.containerd.runc.v2 (internal/cri/server/service.go `introspectRuntimeFeatures`), so
+    // this shim's handlers say false whatever its features document lists; runc's says what
+    // runc's features give (`user` and `mountExtensions.idmap`).
+    if idmapped_volumes {
+        let status = env.block_on(env.cri()?.status())?;
+        let userns_of = |name: &str| {
+            status
+                .runtime_handlers
+                .iter()
+                .find(|h| h.name == name)
+                .and_then(|h| h.features.as_ref())
+                .is_some_and(|f| f.user_namespaces)
+        };
+        eprintln!(
+            "user_namespaces: CRI handler features: runc {}, {} {}, {PLAIN_HANDLER} {}",
+            userns_of("runc"),
+            cri::env::HANDLER,
+            userns_of(cri::env::HANDLER),
+            userns_of(PLAIN_HANDLER)
+        );
+        ensure!(
+            userns_of("runc") == runc_idmaps,
+            "runc's handler: user_namespaces is not {runc_idmaps}"
+        );
+        ensure!(
+            !userns_of(cri::env::HANDLER) && !userns_of(PLAIN_HANDLER),
+            "containerd {v} now introspects this runtime: update README's user namespace row"
         );
     }
     // Everything as runc, where runc can run it.

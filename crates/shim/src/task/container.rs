@@ -789,8 +789,10 @@ fn prepare_dirs(
     let rootfs = bundle.join("rootfs");
     if !req.rootfs.is_empty() {
         std::fs::create_dir_all(&rootfs).ctx(|| format!("create {}", rootfs.display()))?;
+        // Before mounting: a later mount of several (or the idmapping after one) may fail
+        // with the earlier ones in place.
+        undo.rootfs = Some(rootfs.clone());
         rootfs::mount_rootfs(&req.rootfs, &rootfs, exits)?;
-        undo.rootfs = Some(rootfs);
     }
     rootfs::ensure_state_root()?;
     // Left by a shim that died: the id is ours now (reserved by the task service).
