@@ -1613,12 +1613,32 @@ fn userns_transcript(env: &CriEnv, handler: &str, idmapped_volumes: bool) -> Res
         owner(&empty.join("made"))?,
         owner(&host.join("made"))?
     ));
+    // An exec (kubectl exec) in a second container of the pod: in the pod's user namespace,
+    // as root there and as another user.
+    let sleeper_id = pod.run(&sleeper("userns-exec", &env.images.busybox))?;
+    env.block_on(c.wait_state(&sleeper_id, state::RUNNING, Duration::from_secs(30)))?;
+    let exec = env.block_on(c.sh(
+        &sleeper_id,
+        "cat /proc/self/uid_map; id -u; stat -c 'rootfs %u:%g' /; su -s /bin/sh nobody -c 'id -u' 2>&1 || true",
+    ))?;
+    text.push_str("\nexec:\n");
+    text.push_str(exec.trim_end());
+    let ids: Vec<String> = std::iter::once(pod.id.clone())
+        .chain(pod.containers.iter().cloned())
+        .collect();
     pod.finish()?;
     // The bind sources the shim staged for the container's root (`<state dir>.binds/N`) are
     // gone with the pod.
+    let dirs: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let state = shim::task::record::state_dir_for("k8s.io", id);
+            format!("{}/", shim::host::staged::binds_dir(&state).display())
+        })
+        .collect();
     let staged: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")?
         .lines()
-        .filter(|l| l.contains("containerd-shim-proxmox-lxc/") && l.contains(".binds/"))
+        .filter(|l| dirs.iter().any(|d| l.contains(d.as_str())))
         .map(str::to_string)
         .collect();
     ensure!(staged.is_empty(), "staged binds left mounted: {staged:?}");
@@ -1702,6 +1722,11 @@ fn case_user_namespaces(env: &CriEnv) -> Result<()> {
             text.contains("\nmade"),
             "{who}: could not write the volumes:\n{text}"
         );
+        let exec = text.split("\nexec:\n").nth(1).unwrap_or_default();
+        ensure!(
+            first_line(exec) == map && exec.contains("\n0\nrootfs 0:0\n65534"),
+            "{who}: the exec is not in the pod's user namespace as root (then nobody):\n{text}"
+        );
     }
     if idmapped_volumes {
         // Idmapped: the host's root owns them inside as the container's root, what the
@@ -1712,7 +1737,7 @@ fn case_user_namespaces(env: &CriEnv) -> Result<()> {
             "shim: hostPath owners inside:\n{ours}"
         );
         ensure!(
-            ours.ends_with("empty/made 0:0 host/made 0:0"),
+            ours.contains("\non the host: empty/made 0:0 host/made 0:0\n"),
             "shim: owners on the host:\n{ours}"
         );
     }
