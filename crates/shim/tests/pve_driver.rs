@@ -485,17 +485,7 @@ fn userns_plan(
         }
     }))
     .unwrap();
-    lxc_config::plan(&lxc_config::PlanRequest {
-        name: "u1",
-        spec: &spec,
-        bundle: dir,
-        state_dir,
-        facts: &lxc_config::NodeFacts {
-            cgroup: lxc_config::CgroupMode::Unified,
-            lxc_version: (5, 0, 2),
-        },
-    })
-    .unwrap()
+    common::plan_of("u1", dir, state_dir, &spec, lxc_config::CgroupMode::Unified)
 }
 
 /// An unprivileged CT as Proxmox makes one, with the spec's map: `unprivileged: 1` and the

@@ -189,7 +189,6 @@ impl MountClone {
     /// spec mounts, masked paths: `nested`) are cloned first and put back on the new mount.
     pub fn replace(self, destination: &str, nested: &[String]) -> std::result::Result<(), String> {
         use nix::sys::statvfs::FsFlags;
-        use std::os::fd::AsRawFd;
         let flags = nix::sys::statvfs::statvfs(destination)
             .map_err(|e| format!("read the mount flags at {destination}: {e}"))?
             .flags();
@@ -205,30 +204,12 @@ impl MountClone {
             }
         }
         if attr_set != 0 {
-            let attr = libc::mount_attr {
-                attr_set,
-                attr_clr: 0,
-                propagation: 0,
-                userns_fd: 0,
-            };
-            // SAFETY: valid descriptor, empty C string, a mount_attr of the size given.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_mount_setattr,
-                    self.tree.as_raw_fd(),
-                    c"".as_ptr(),
-                    libc::AT_EMPTY_PATH,
-                    &attr as *const libc::mount_attr,
-                    std::mem::size_of::<libc::mount_attr>(),
+            self.set_attr(attr_set, 0).map_err(|e| {
+                format!(
+                    "set the flags of the clone of {} for {destination}: {e}",
+                    self.source
                 )
-            };
-            if rc < 0 {
-                return Err(format!(
-                    "set the flags of the clone of {} for {destination}: {}",
-                    self.source,
-                    std::io::Error::last_os_error()
-                ));
-            }
+            })?;
         }
         let mut kept = Vec::new();
         for path in nested {
@@ -256,13 +237,21 @@ impl MountClone {
         also: u64,
     ) -> std::result::Result<(), String> {
         use std::os::fd::AsRawFd;
+        self.set_attr(libc::MOUNT_ATTR_IDMAP | also, userns.as_raw_fd() as u64)
+            .map_err(|e| format!("idmap the clone of {}: {e}", self.source))
+    }
+
+    /// `mount_setattr` on the detached tree: `attr_set` (`MOUNT_ATTR_*`), and the user
+    /// namespace descriptor with `MOUNT_ATTR_IDMAP`.
+    fn set_attr(&self, attr_set: u64, userns_fd: u64) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
         let attr = libc::mount_attr {
-            attr_set: libc::MOUNT_ATTR_IDMAP | also,
+            attr_set,
             attr_clr: 0,
             propagation: 0,
-            userns_fd: userns.as_raw_fd() as u64,
+            userns_fd,
         };
-        // SAFETY: valid descriptors, empty C string, a mount_attr of the size given.
+        // SAFETY: valid descriptor, empty C string, a mount_attr of the size given.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_mount_setattr,
@@ -274,11 +263,7 @@ impl MountClone {
             )
         };
         if rc < 0 {
-            return Err(format!(
-                "idmap the clone of {}: {}",
-                self.source,
-                std::io::Error::last_os_error()
-            ));
+            return Err(std::io::Error::last_os_error());
         }
         Ok(())
     }
