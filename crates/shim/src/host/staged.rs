@@ -8,7 +8,7 @@
 //! directory (`<state dir>.binds/N`), a slave of the source so mounts still propagate from the
 //! host, and LXC binds from there.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use log::warn;
@@ -69,10 +69,19 @@ pub fn stage(plan: &mut lxc_config::ContainerPlan, state_dir: &Path, owner: Owne
         let is_dir = std::fs::metadata(source)
             .ctx(|| format!("stat bind mount source {}", source.display()))?
             .is_dir();
+        // Mount points only, private as everything of the container's until covered.
         if is_dir {
-            std::fs::create_dir(&at).ctx(|| format!("create {}", at.display()))?;
+            std::fs::DirBuilder::new()
+                .mode(private::DIR_MODE)
+                .create(&at)
+                .ctx(|| format!("create {}", at.display()))?;
         } else {
-            std::fs::File::create(&at).ctx(|| format!("create {}", at.display()))?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(private::FILE_MODE)
+                .open(&at)
+                .ctx(|| format!("create {}", at.display()))?;
         }
         let mut flags = MsFlags::MS_BIND;
         if recursive {
