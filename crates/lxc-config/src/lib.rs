@@ -147,7 +147,7 @@ pub struct PveNative {
     pub cpuunits: Option<u64>,
     /// `hostname:` when the spec's hostname is a valid Proxmox `dns-name`.
     pub hostname: Option<String>,
-    /// `unprivileged: 1` when the spec asks for a user namespace.
+    /// `unprivileged: 1` when the container has a user namespace (its own or one it joins).
     pub unprivileged: bool,
 }
 

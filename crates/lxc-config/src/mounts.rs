@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::{Linux, Mount};
+use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, Mount};
 
 use crate::text;
 use crate::{Ignored, Lines, Places, PlanError};
@@ -187,12 +187,8 @@ fn options(
                 bind = true;
                 rec = true;
             }
-            "idmap" | "ridmap" => {
-                return Err(PlanError::unsupported(
-                    &of,
-                    "idmapped mounts are not supported",
-                ))
-            }
+            // Checked with the mount's mappings by the caller (`idmapped`).
+            "idmap" | "ridmap" => {}
             "tmpcopyup" => return Err(PlanError::unsupported(&of, "tmpcopyup is not supported")),
             o if is_recursive_attr(o) => {
                 return Err(PlanError::unsupported(
@@ -310,7 +306,13 @@ pub(crate) fn layout(
     lines: &mut Lines,
     ignored: &mut Vec<Ignored>,
 ) -> Result<Layout, PlanError> {
-    let converted = convert(spec_mounts, at.bundle, at.rootfs, ignored)?;
+    let converted = convert(
+        spec_mounts,
+        at.bundle,
+        at.rootfs,
+        ContainerIds::of(linux),
+        ignored,
+    )?;
     let spec_binds = converted
         .entries
         .iter()
@@ -462,11 +464,81 @@ fn writable_sysctl_files(
         .collect()
 }
 
+/// The container's user namespace mappings (`linux.uidMappings`/`gidMappings`), when it has a
+/// user namespace of its own or joins one.
+#[derive(Clone, Copy)]
+pub(crate) struct ContainerIds<'a> {
+    uid: &'a [LinuxIdMapping],
+    gid: &'a [LinuxIdMapping],
+}
+
+impl<'a> ContainerIds<'a> {
+    pub(crate) fn of(linux: &'a Linux) -> Option<ContainerIds<'a>> {
+        let has_userns = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::User);
+        let uid = linux.uid_mappings().as_deref().unwrap_or_default();
+        let gid = linux.gid_mappings().as_deref().unwrap_or_default();
+        (has_userns && !uid.is_empty() && !gid.is_empty()).then_some(ContainerIds { uid, gid })
+    }
+}
+
+/// Whether spec mount `m` is an idmapped mount (runtime-spec: `uidMappings`/`gidMappings`, or
+/// the `idmap`/`ridmap` option), checked against what LXC can make of it: LXC 5 idmaps a bind
+/// mount with the container's own user namespace (`idmap=container` in `lxc.mount.entry`,
+/// conf.c `lxc_idmapped_mounts_parent`), so the mount's mappings, if given, must be the
+/// container's. That is what containerd's CRI asks for a `hostUsers: false` pod: every mapped
+/// volume gets the pod's mappings.
+fn idmapped(
+    f: &str,
+    m: &Mount,
+    raw_opts: &[String],
+    bind: bool,
+    ids: Option<ContainerIds<'_>>,
+) -> Result<bool, PlanError> {
+    let (uid, gid) = (m.uid_mappings().as_deref(), m.gid_mappings().as_deref());
+    let by_option = raw_opts.iter().any(|o| o == "idmap" || o == "ridmap");
+    if uid.is_none() && gid.is_none() && !by_option {
+        return Ok(false);
+    }
+    let field = format!("{f}.uidMappings");
+    if uid.is_some() != gid.is_some() {
+        return Err(PlanError::invalid(
+            &field,
+            "an idmapped mount needs both uidMappings and gidMappings",
+        ));
+    }
+    if !bind {
+        return Err(PlanError::unsupported(
+            &field,
+            "only bind mounts can be idmapped (LXC's idmap=container)",
+        ));
+    }
+    let Some(ids) = ids else {
+        return Err(PlanError::unsupported(
+            &field,
+            "an idmapped mount needs the container's user namespace (linux.uidMappings/gidMappings): LXC idmaps mounts with it",
+        ));
+    };
+    if let (Some(uid), Some(gid)) = (uid, gid) {
+        if uid != ids.uid || gid != ids.gid {
+            return Err(PlanError::unsupported(
+                &field,
+                "mappings other than the container's (linux.uidMappings/gidMappings) are not supported: LXC idmaps mounts with the container's user namespace",
+            ));
+        }
+    }
+    Ok(true)
+}
+
 /// The spec's `mounts`, in order.
 pub(crate) fn convert(
     mounts: &[Mount],
     bundle: &Path,
     rootfs: &Path,
+    ids: Option<ContainerIds<'_>>,
     ignored: &mut Vec<Ignored>,
 ) -> Result<Mounts, PlanError> {
     let mut out = Mounts::default();
@@ -479,9 +551,13 @@ pub(crate) fn convert(
         let typ = m.typ().clone().unwrap_or_default();
         let raw_opts = m.options().clone().unwrap_or_default();
         let (opts, bind, rec) = options(&f, &raw_opts, typ == "bind")?;
+        let idmap = idmapped(&f, m, &raw_opts, bind, ids)?;
         if bind {
-            out.entries
-                .push(bind_mount(&f, m, bundle, dest, opts, rec, ignored)?);
+            let mut entry = bind_mount(&f, m, bundle, dest, opts, rec, ignored)?;
+            if idmap {
+                entry.options.push("idmap=container".into());
+            }
+            out.entries.push(entry);
             continue;
         }
         let typ = text::key_part(&format!("{f}.type"), &typ).map_err(|_| {
@@ -508,8 +584,7 @@ pub(crate) fn convert(
     Ok(out)
 }
 
-/// A spec mount's target, resolved in the image; the helper's directory is reserved and
-/// idmapped mounts are refused.
+/// A spec mount's target, resolved in the image; the helper's directory is reserved.
 fn destination(f: &str, m: &Mount, rootfs: &Path, fresh: &[String]) -> Result<String, PlanError> {
     let dest = text::abs_path(&format!("{f}.destination"), m.destination())?;
     let dest = resolve_in_rootfs(&format!("{f}.destination"), rootfs, &dest, fresh)?;
@@ -518,12 +593,6 @@ fn destination(f: &str, m: &Mount, rootfs: &Path, fresh: &[String]) -> Result<St
         return Err(PlanError::invalid(
             &format!("{f}.destination"),
             format!("{ctdir} is reserved for the runtime's helper"),
-        ));
-    }
-    if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-        return Err(PlanError::unsupported(
-            &format!("{f}.uidMappings"),
-            "idmapped mounts are not supported",
         ));
     }
     Ok(dest)
@@ -804,6 +873,7 @@ mod tests {
             &m,
             "/b".as_ref(),
             "/nonexistent-rootfs".as_ref(),
+            None,
             &mut ignored,
         )
         .unwrap();
@@ -830,12 +900,85 @@ mod tests {
     }
 
     #[test]
+    fn idmapped_binds_use_the_container_user_namespace_or_are_refused() {
+        let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        let other = serde_json::json!([{"containerID": 0, "hostID": 300000, "size": 65536}]);
+        let linux: Linux = serde_json::from_value(serde_json::json!({
+            "namespaces": [{"type": "mount"}, {"type": "user"}],
+            "uidMappings": map, "gidMappings": map
+        }))
+        .unwrap();
+        let run = |v: serde_json::Value, ids: Option<ContainerIds<'_>>| {
+            convert(
+                &mounts(serde_json::json!([v])),
+                "/b".as_ref(),
+                "/nonexistent-rootfs".as_ref(),
+                ids,
+                &mut Vec::new(),
+            )
+        };
+        let ids = ContainerIds::of(&linux);
+        assert!(ids.is_some());
+        // CRI's volume: the pod's mappings on an rbind.
+        let out = run(
+            serde_json::json!({"destination": "/v", "type": "bind", "source": "/",
+                "options": ["rbind", "rw"], "uidMappings": map, "gidMappings": map}),
+            ids,
+        )
+        .unwrap();
+        assert_eq!(
+            out.entries[0].lxc_value(),
+            "/ v none rbind,rw,idmap=container,create=dir 0 0"
+        );
+        // The option alone means the container's mappings.
+        let out = run(
+            serde_json::json!({"destination": "/v", "type": "bind", "source": "/",
+                "options": ["bind", "idmap"]}),
+            ids,
+        )
+        .unwrap();
+        assert_eq!(
+            out.entries[0].lxc_value(),
+            "/ v none bind,idmap=container,create=dir 0 0"
+        );
+        for (v, ids) in [
+            // Other mappings than the container's.
+            (
+                serde_json::json!({"destination": "/v", "type": "bind", "source": "/",
+                    "options": ["rbind"], "uidMappings": other, "gidMappings": other}),
+                ids,
+            ),
+            // Half of them.
+            (
+                serde_json::json!({"destination": "/v", "type": "bind", "source": "/",
+                    "options": ["rbind"], "uidMappings": map}),
+                ids,
+            ),
+            // Not a bind mount.
+            (
+                serde_json::json!({"destination": "/v", "type": "tmpfs", "source": "tmpfs",
+                    "uidMappings": map, "gidMappings": map}),
+                ids,
+            ),
+            // No user namespace.
+            (
+                serde_json::json!({"destination": "/v", "type": "bind", "source": "/",
+                    "options": ["rbind", "idmap"]}),
+                None,
+            ),
+        ] {
+            assert_eq!(run(v, ids).unwrap_err().field(), "mounts[0].uidMappings");
+        }
+    }
+
+    #[test]
     fn runtime_only_options_and_reserved_targets_are_refused() {
         let convert_one = |v: serde_json::Value| {
             convert(
                 &mounts(serde_json::json!([v])),
                 "/b".as_ref(),
                 "/nonexistent-rootfs".as_ref(),
+                None,
                 &mut Vec::new(),
             )
             .unwrap_err()

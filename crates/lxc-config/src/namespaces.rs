@@ -170,7 +170,10 @@ pub(crate) fn network(linux: &Linux, ns: &Namespaces, lines: &mut Lines) -> Resu
 }
 
 /// `linux.uidMappings`/`gidMappings` -> `lxc.idmap`; both are needed with a new user namespace
-/// and meaningless without one.
+/// and meaningless without one. A joined one (a Kubernetes container in its pod's, which
+/// containerd's CRI gives with the pod's mappings) may name them too: LXC then writes no map
+/// (start.c, `lxc_spawn`: `ns_share[LXC_NS_USER]`) but knows the container's root host ids
+/// from them, as for a new one.
 pub(crate) fn id_mappings(
     linux: &Linux,
     ns: &Namespaces,
@@ -178,18 +181,26 @@ pub(crate) fn id_mappings(
 ) -> Result<(), PlanError> {
     let uid_maps = linux.uid_mappings().clone().unwrap_or_default();
     let gid_maps = linux.gid_mappings().clone().unwrap_or_default();
-    if ns.is_new("user") {
-        if uid_maps.is_empty() || gid_maps.is_empty() {
+    match ns.how("user") {
+        Ns::New if uid_maps.is_empty() || gid_maps.is_empty() => {
             return Err(PlanError::invalid(
                 "linux.uidMappings",
                 "a new user namespace needs uid and gid mappings",
             ));
         }
-    } else if !uid_maps.is_empty() || !gid_maps.is_empty() {
-        return Err(PlanError::invalid(
-            "linux.uidMappings",
-            "mappings need a new user namespace",
-        ));
+        Ns::Join(_) if uid_maps.is_empty() != gid_maps.is_empty() => {
+            return Err(PlanError::invalid(
+                "linux.uidMappings",
+                "a joined user namespace's mappings need both uid and gid mappings",
+            ));
+        }
+        Ns::Host if !uid_maps.is_empty() || !gid_maps.is_empty() => {
+            return Err(PlanError::invalid(
+                "linux.uidMappings",
+                "mappings need a user namespace",
+            ));
+        }
+        _ => {}
     }
     let idmap = |kind: char, m: &LinuxIdMapping| {
         format!("{kind} {} {} {}", m.container_id(), m.host_id(), m.size())
@@ -384,6 +395,48 @@ mod tests {
                 "lxc.sysctl.net.ipv4.ip_forward = 1",
             ]
         );
+    }
+
+    #[test]
+    fn a_joined_user_namespace_keeps_its_mappings_for_lxc() {
+        let maps = |ns: serde_json::Value, uid: bool, gid: bool| {
+            let m = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            let mut v = json!({"namespaces": ns});
+            if uid {
+                v["uidMappings"] = m.clone();
+            }
+            if gid {
+                v["gidMappings"] = m;
+            }
+            linux(v)
+        };
+        let joined = json!([{"type": "mount"}, {"type": "user", "path": "/proc/7/ns/user"}]);
+        let l = maps(joined.clone(), true, true);
+        let ns = Namespaces::parse(&l).unwrap();
+        let mut lines = Lines::default();
+        ns.clone_and_share(&mut lines);
+        id_mappings(&l, &ns, &mut lines).unwrap();
+        assert_eq!(
+            rendered(&lines),
+            [
+                "lxc.namespace.clone = mnt",
+                "lxc.namespace.share.user = /proc/7/ns/user",
+                "lxc.idmap = u 0 100000 65536",
+                "lxc.idmap = g 0 100000 65536",
+            ]
+        );
+        // Joined without mappings: nothing to tell LXC; half of them: an error.
+        let l = maps(joined.clone(), false, false);
+        let ns = Namespaces::parse(&l).unwrap();
+        id_mappings(&l, &ns, &mut Lines::default()).unwrap();
+        let l = maps(joined, true, false);
+        let ns = Namespaces::parse(&l).unwrap();
+        assert!(id_mappings(&l, &ns, &mut Lines::default()).is_err());
+        // The host's user namespace takes none.
+        let l = maps(json!([{"type": "mount"}]), true, true);
+        let ns = Namespaces::parse(&l).unwrap();
+        let e = id_mappings(&l, &ns, &mut Lines::default()).unwrap_err();
+        assert_eq!(e.field(), "linux.uidMappings");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources, Spec};
 
-use crate::namespaces::Namespaces;
+use crate::namespaces::{Namespaces, Ns};
 use crate::{shares_to_weight, text, PveNative, DEFAULT_TAG_PREFIX};
 
 const MIB: i64 = 1024 * 1024;
@@ -17,7 +17,9 @@ pub(crate) fn native(
     resources: Option<&LinuxResources>,
 ) -> PveNative {
     let mut pve = PveNative {
-        unprivileged: ns.is_new("user"),
+        // Its root is not host root in a user namespace of its own or its pod's (a Kubernetes
+        // container joins the sandbox's).
+        unprivileged: ns.how("user") != Ns::Host,
         hostname: spec
             .hostname()
             .as_ref()

@@ -370,8 +370,8 @@ fn rejections_name_their_field() {
                 json!([{"destination": "/x", "type": "bind", "source": "/tmp", "options": ["idmap"]}]),
             ),
             l,
-            "mounts[0].options[0]",
-            "idmapped",
+            "mounts[0].uidMappings",
+            "needs the container's user namespace",
         ),
         (
             // runc applies `rro` recursively; LXC cannot, and must not pass it on silently.

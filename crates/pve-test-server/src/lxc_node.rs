@@ -181,7 +181,10 @@ pub fn render_lxc_config(
     );
     line("lxc.monitor.unshare", "1");
     line("lxc.tty.max", opt("tty").unwrap_or("2"));
-    if opt("unprivileged") == Some("1") {
+    // update_lxc_config: the default map only for an unprivileged CT without `lxc.idmap`
+    // entries of its own (`$custom_idmap`), which come with the raw lines below.
+    let custom_idmap = conf.lxc.iter().any(|(k, _)| k == "lxc.idmap");
+    if opt("unprivileged") == Some("1") && !custom_idmap {
         line("lxc.idmap", "u 0 100000 65536");
         line("lxc.idmap", "g 0 100000 65536");
     }
@@ -486,6 +489,39 @@ mod tests {
         );
         assert!(text.contains("lxc.cgroup2.memory.swap.max = 0\n"), "{text}");
         assert!(text.contains("lxc.cgroup2.cpu.weight = 10000\n"), "{text}");
+    }
+
+    #[test]
+    fn unprivileged_gets_the_default_map_unless_it_has_its_own() {
+        let idmaps = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("lxc.idmap"))
+                .map(str::to_string)
+                .collect()
+        };
+        let plain = CtConfig::parse(903, "ostype: unmanaged\nunprivileged: 1\n").unwrap();
+        let (text, _) = render_lxc_config(Path::new("/var/lib/lxc/903"), 903, &plain, true);
+        assert_eq!(
+            idmaps(&text),
+            [
+                "lxc.idmap = u 0 100000 65536",
+                "lxc.idmap = g 0 100000 65536"
+            ]
+        );
+        let custom = CtConfig::parse(
+            904,
+            "ostype: unmanaged\nunprivileged: 1\nlxc.idmap: u 0 2031616 65536\n\
+             lxc.idmap: g 0 2031616 65536\n",
+        )
+        .unwrap();
+        let (text, _) = render_lxc_config(Path::new("/var/lib/lxc/904"), 904, &custom, true);
+        assert_eq!(
+            idmaps(&text),
+            [
+                "lxc.idmap = u 0 2031616 65536",
+                "lxc.idmap = g 0 2031616 65536"
+            ]
+        );
     }
 
     #[test]

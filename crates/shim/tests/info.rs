@@ -174,14 +174,24 @@ fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
         );
     }
 
-    // Namespaces: all of runc's but user (not supported yet) and time (not exercised).
+    // Namespaces: all of runc's but time (not exercised); user among them.
     let ns = strings(&ours["linux"]["namespaces"]);
     let runc_ns = strings(&runc["linux"]["namespaces"]);
     assert!(ns.is_subset(&runc_ns));
+    assert!(
+        ns.contains("user"),
+        "user namespaces work (CRI case user_namespaces)"
+    );
     for extra in runc_ns.difference(&ns) {
+        assert!(["time"].contains(&extra.as_str()), "namespace {extra}");
+    }
+    // Idmapped mounts, which containerd 2.x and its CRI require with `user` for a
+    // hostUsers: false pod (runc lists them from 1.2 on).
+    assert_eq!(ours["linux"]["mountExtensions"]["idmap"]["enabled"], true);
+    if let Some(idmap) = runc["linux"]["mountExtensions"]["idmap"]["enabled"].as_bool() {
         assert!(
-            ["user", "time"].contains(&extra.as_str()),
-            "namespace {extra}"
+            idmap,
+            "runc says it has no idmapped mounts, the shim says it has"
         );
     }
 

@@ -458,3 +458,82 @@ async fn no_limit_shows_the_nodes_memory() {
     }
     driver.destroy(&name, &state_dir).await.unwrap();
 }
+
+/// A plan for a container with a user namespace, new (`ctr --uidmap`) or its pod's joined by
+/// path (a Kubernetes `hostUsers: false` container), mapped at `host_id`.
+fn userns_plan(
+    dir: &Path,
+    state_dir: &Path,
+    joined: bool,
+    host_id: u32,
+) -> lxc_config::ContainerPlan {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let user = if joined {
+        serde_json::json!({"type": "user", "path": "/proc/1/ns/user"})
+    } else {
+        serde_json::json!({"type": "user"})
+    };
+    let map = serde_json::json!([{"containerID": 0, "hostID": host_id, "size": 65536}]);
+    let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+        "ociVersion": "1.2.0",
+        "root": {"path": rootfs},
+        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "linux": {
+            "namespaces": [{"type": "mount"}, {"type": "pid"}, user],
+            "uidMappings": map, "gidMappings": map
+        }
+    }))
+    .unwrap();
+    common::plan_of("u1", dir, state_dir, &spec, lxc_config::CgroupMode::Unified)
+}
+
+/// An unprivileged CT as Proxmox makes one, with the spec's map: `unprivileged: 1` and the
+/// map as `lxc.idmap` entries of the CT config, where pve-container reads a custom map
+/// (src/PVE/LXC.pm `update_lxc_config` `$custom_idmap`, `parse_id_maps`) and then writes no
+/// default `u 0 100000 65536` of its own; the node loads them without a warning, and the LXC
+/// config it renders from them maps exactly the spec's range.
+#[tokio::test]
+async fn a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map() {
+    let server = server()
+        .backend(Arc::new(ExitsAtOnce))
+        .start()
+        .await
+        .unwrap();
+    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    for (joined, host_id, vmid) in [(false, 200000, 981000), (true, 2031616, 981001)] {
+        let (dir, state_dir) = scratch();
+        let driver =
+            PveDriver::new(&settings(dir.path(), &server, [vmid, vmid]), exits.clone()).unwrap();
+        let plan = userns_plan(dir.path(), &state_dir, joined, host_id);
+        let name = driver.create(&spec("u1", &plan, &state_dir)).await.unwrap();
+        let text = std::fs::read_to_string(server.context().config_path(vmid)).unwrap();
+        for want in [
+            "unprivileged: 1".to_string(),
+            format!("lxc.idmap: u 0 {host_id} 65536"),
+            format!("lxc.idmap: g 0 {host_id} 65536"),
+        ] {
+            assert!(text.contains(&want), "{want:?} missing in:\n{text}");
+        }
+        let include = std::fs::read_to_string(state_dir.join("pve-include.conf")).unwrap();
+        assert!(!include.contains("lxc.idmap"), "{include}");
+        let (conf, warnings) = CtConfig::parse_with_warnings(vmid, &text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (lxc, _) = pve_test_server::lxc_node::render_lxc_config(
+            &dir.path().join("lxc"),
+            vmid,
+            &conf,
+            true,
+        );
+        let idmaps: Vec<&str> = lxc.lines().filter(|l| l.starts_with("lxc.idmap")).collect();
+        assert_eq!(
+            idmaps,
+            [
+                format!("lxc.idmap = u 0 {host_id} 65536"),
+                format!("lxc.idmap = g 0 {host_id} 65536")
+            ],
+            "{lxc}"
+        );
+        driver.destroy(&name, &state_dir).await.unwrap();
+    }
+}

@@ -48,6 +48,9 @@ impl Driver for LxcDriver {
                 self.node.lxcpath().display()
             )));
         }
+        if spec.plan.pve.unprivileged {
+            searchable_lxcpath(self.node.lxcpath())?;
+        }
         crate::host::private::make_dir(&dir, crate::host::private::Owner::ROOT)?;
         crate::host::private::write_file(
             &dir.join("config"),
@@ -150,4 +153,29 @@ impl Driver for LxcDriver {
             .collect();
         Some(format!("LXC said: {}", lines.join(" | ")))
     }
+}
+
+/// LXC checks, as the container's root, that it may search the lxcpath (LXC's start.c,
+/// `do_start`: `access(lxcpath, X_OK)`, else "Could not access ... Please grant it x access"):
+/// for a container with a user namespace, the namespace's lxcpath and the configured one above
+/// it get search permission for others (0711: listing them stays root's).
+fn searchable_lxcpath(lxcpath: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !lxcpath.is_dir() {
+        crate::host::private::make_dir(lxcpath, crate::host::private::Owner::ROOT)?;
+    }
+    for dir in std::iter::once(lxcpath).chain(lxcpath.parent()) {
+        let mode = std::fs::metadata(dir)
+            .ctx(|| format!("stat {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(
+                dir,
+                std::fs::Permissions::from_mode((mode & 0o7777) | 0o011),
+            )
+            .ctx(|| format!("chmod {}", dir.display()))?;
+        }
+    }
+    Ok(())
 }

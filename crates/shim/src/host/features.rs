@@ -6,10 +6,15 @@
 //! principle; where runc lists more, the difference is deliberate and tested
 //! (tests/info.rs compares with `runc features`):
 //! - mount options: lxc-config's table (LXC's flags and propagation, `bind`, `rbind`); no
-//!   recursive attributes (`rro`, `rnosuid`, ...), `tmpcopyup`, `remount`, `acl`/`noacl` or
-//!   idmapped mounts.
-//! - namespaces: no `user` yet: a spec's own user namespace works (`ctr --uidmap`), but CRI's
-//!   `hostUsers: false` pods and idmapped mounts are not tested (see README).
+//!   recursive attributes (`rro`, `rnosuid`, ...), `tmpcopyup`, `remount`, `acl`/`noacl`.
+//! - namespaces: with `user` (a new one, `ctr --uidmap`, or a pod's joined by path, CRI's
+//!   `hostUsers: false`).
+//! - `mountExtensions.idmap`: idmapped bind mounts with the container's own mappings (what
+//!   containerd's CRI asks for: a pod's volumes carry the pod's mappings), through LXC's
+//!   `idmap=container`; other mappings are refused by name. containerd 2.x refuses a container
+//!   with idmapped mounts unless the runtime lists this (core/runtime/v2/task_manager.go,
+//!   `validateRuntimeFeatures`), and its CRI reports a handler's user namespace support from
+//!   `user` plus this (internal/cri/server/service.go, `supportsCRIUserns`).
 //! - seccomp actions: those LXC 5 applies as asked; `SCMP_ACT_KILL_PROCESS` and `SCMP_ACT_LOG`
 //!   are accepted but approximated (KILL, ALLOW), `TRACE` and `NOTIFY` are refused.
 //! - seccomp architectures: LXC loads the native ABI and its compat ABIs itself.
@@ -22,7 +27,7 @@ use serde_json::{json, Value};
 const CAPABILITIES: &[&str] = &ctinit_proto::CAPABILITY_NAMES;
 
 /// The namespaces a spec may ask for (new or joined by path).
-const NAMESPACES: &[&str] = &["cgroup", "ipc", "mount", "network", "pid", "uts"];
+const NAMESPACES: &[&str] = &["cgroup", "ipc", "mount", "network", "pid", "user", "uts"];
 
 const HOOKS: &[&str] = &[
     "prestart",
@@ -110,7 +115,7 @@ pub fn document(driver: &str) -> Value {
             "apparmor": { "enabled": apparmor_enabled() },
             "selinux": { "enabled": selinux_enabled() },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } },
+            "mountExtensions": { "idmap": { "enabled": true } },
         },
         "annotations": { "io.containerd.proxmox-lxc.driver": driver },
     })
@@ -129,7 +134,7 @@ mod tests {
     }
 
     #[test]
-    fn no_recursive_read_only_and_no_user_namespace_are_claimed() {
+    fn user_namespaces_and_idmap_but_no_recursive_read_only_are_claimed() {
         let doc = document("lxc");
         let options: Vec<&str> = doc["mountOptions"]
             .as_array()
@@ -140,7 +145,8 @@ mod tests {
         assert!(options.contains(&"rbind") && options.contains(&"ro"));
         assert!(!options.contains(&"rro"));
         let ns = doc["linux"]["namespaces"].as_array().unwrap();
-        assert!(!ns.iter().any(|n| n == "user"));
+        assert!(ns.iter().any(|n| n == "user"));
+        assert_eq!(doc["linux"]["mountExtensions"]["idmap"]["enabled"], true);
         assert_eq!(
             doc["annotations"]["io.containerd.proxmox-lxc.driver"],
             "lxc"

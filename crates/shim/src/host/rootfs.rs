@@ -6,18 +6,35 @@ use log::warn;
 
 use crate::config;
 use crate::errors::{IoContext, Result, ShimError};
+use crate::host::exits::ChildExits;
+use crate::host::idmap;
 
 /// Mounts containerd's rootfs mounts onto `target`, in order. Done in-process: the shim
 /// framework's helper forks and waits, which races with the reaper.
+///
+/// `uidmap=`/`gidmap=` options (containerd 2.x's overlay snapshotter for a `hostUsers: false`
+/// pod) are done as containerd's mount package does them for the runc shim
+/// (core/mount/mount_linux.go, `Mount.mount`): an overlay gets idmapped, read-only clones of
+/// its lower directories, any other mount is idmapped itself once mounted.
 pub fn mount_rootfs(
     mounts: &[containerd_shim::protos::types::mount::Mount],
     target: &Path,
+    exits: &ChildExits,
 ) -> Result<()> {
     use nix::mount::MsFlags;
     for m in mounts {
         let mut flags = MsFlags::empty();
         let mut data = Vec::new();
+        let (mut uidmap, mut gidmap) = (None, None);
         for opt in &m.options {
+            if let Some(map) = opt.strip_prefix("uidmap=") {
+                uidmap = Some(map);
+                continue;
+            }
+            if let Some(map) = opt.strip_prefix("gidmap=") {
+                gidmap = Some(map);
+                continue;
+            }
             match opt.as_str() {
                 "ro" => flags |= MsFlags::MS_RDONLY,
                 "rw" => {}
@@ -42,8 +59,25 @@ pub fn mount_rootfs(
         } else {
             Some(m.source.as_str())
         };
+        let userns = match (uidmap, gidmap) {
+            (Some(u), Some(g)) => Some(idmap::userns(u, g, exits)?),
+            (None, None) => None,
+            _ => {
+                return Err(ShimError::InvalidArgument(format!(
+                    "rootfs mount {:?}: uidmap= and gidmap= go together",
+                    m.source
+                )))
+            }
+        };
+        // Unmounted again once the overlay holds them (as containerd does).
+        let mut lower_clones = None;
+        if let (Some(userns), "overlay") = (&userns, m.type_.as_str()) {
+            let clones = idmap::LowerClones::make(&data, userns)?;
+            data = clones.options.clone();
+            lower_clones = Some(clones);
+        }
         let data = data.join(",");
-        nix::mount::mount(
+        let mounted = nix::mount::mount(
             source,
             target,
             fstype,
@@ -64,7 +98,16 @@ pub fn mount_rootfs(
                 ),
                 e.into(),
             )
-        })?;
+        });
+        drop(lower_clones);
+        mounted?;
+        if let (Some(userns), false) = (&userns, m.type_ == "overlay") {
+            let t = target.display().to_string();
+            MountClone::of(&t, false)
+                .and_then(|c| c.idmap(userns, 0).map(|()| c))
+                .and_then(|c| c.attach(&t))
+                .map_err(|e| ShimError::Internal(format!("idmap the rootfs mount: {e}")))?;
+        }
     }
     Ok(())
 }
@@ -146,7 +189,6 @@ impl MountClone {
     /// spec mounts, masked paths: `nested`) are cloned first and put back on the new mount.
     pub fn replace(self, destination: &str, nested: &[String]) -> std::result::Result<(), String> {
         use nix::sys::statvfs::FsFlags;
-        use std::os::fd::AsRawFd;
         let flags = nix::sys::statvfs::statvfs(destination)
             .map_err(|e| format!("read the mount flags at {destination}: {e}"))?
             .flags();
@@ -162,30 +204,12 @@ impl MountClone {
             }
         }
         if attr_set != 0 {
-            let attr = libc::mount_attr {
-                attr_set,
-                attr_clr: 0,
-                propagation: 0,
-                userns_fd: 0,
-            };
-            // SAFETY: valid descriptor, empty C string, a mount_attr of the size given.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_mount_setattr,
-                    self.tree.as_raw_fd(),
-                    c"".as_ptr(),
-                    libc::AT_EMPTY_PATH,
-                    &attr as *const libc::mount_attr,
-                    std::mem::size_of::<libc::mount_attr>(),
+            self.set_attr(attr_set, 0).map_err(|e| {
+                format!(
+                    "set the flags of the clone of {} for {destination}: {e}",
+                    self.source
                 )
-            };
-            if rc < 0 {
-                return Err(format!(
-                    "set the flags of the clone of {} for {destination}: {}",
-                    self.source,
-                    std::io::Error::last_os_error()
-                ));
-            }
+            })?;
         }
         let mut kept = Vec::new();
         for path in nested {
@@ -205,8 +229,47 @@ impl MountClone {
         Ok(())
     }
 
+    /// Makes the clone an idmapped mount with user namespace `userns` (and the attributes in
+    /// `also`, `MOUNT_ATTR_*`), as runc and containerd do with `mount_setattr`.
+    pub fn idmap(
+        &self,
+        userns: &std::os::fd::OwnedFd,
+        also: u64,
+    ) -> std::result::Result<(), String> {
+        use std::os::fd::AsRawFd;
+        self.set_attr(libc::MOUNT_ATTR_IDMAP | also, userns.as_raw_fd() as u64)
+            .map_err(|e| format!("idmap the clone of {}: {e}", self.source))
+    }
+
+    /// `mount_setattr` on the detached tree: `attr_set` (`MOUNT_ATTR_*`), and the user
+    /// namespace descriptor with `MOUNT_ATTR_IDMAP`.
+    fn set_attr(&self, attr_set: u64, userns_fd: u64) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let attr = libc::mount_attr {
+            attr_set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd,
+        };
+        // SAFETY: valid descriptor, empty C string, a mount_attr of the size given.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                self.tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                &attr as *const libc::mount_attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// `move_mount` of the detached clone onto `destination` in the current namespace.
-    fn attach(self, destination: &str) -> std::result::Result<(), String> {
+    pub fn attach(self, destination: &str) -> std::result::Result<(), String> {
         use std::os::fd::AsRawFd;
         let target = std::ffi::CString::new(destination)
             .map_err(|_| format!("mount destination {destination:?} contains a NUL byte"))?;

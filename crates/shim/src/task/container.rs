@@ -31,7 +31,7 @@ use crate::host::exits::ChildExits;
 use crate::host::hooks::{self, RunIn};
 use crate::host::private::{self, Owner};
 use crate::host::stdio::{ContainerStdio, ProcessIo, StdioPaths};
-use crate::host::{helper, node, rootfs};
+use crate::host::{helper, node, rootfs, staged};
 
 /// How long a container's helper may take to connect and get ready.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,6 +68,8 @@ pub struct Container {
 struct Undo {
     rootfs: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    /// The state directory whose staged binds (`host::staged`) go.
+    staged: Option<PathBuf>,
     driver: Option<(Arc<dyn Driver>, String)>,
 }
 
@@ -78,6 +80,9 @@ impl Undo {
             if let Err(e) = driver.destroy(name, &dir).await {
                 warn!("rollback: destroy {name}: {e}");
             }
+        }
+        if let Some(dir) = &self.staged {
+            staged::unstage(dir);
         }
         if let Some(dir) = &self.state_dir {
             let _ = std::fs::remove_dir_all(dir);
@@ -133,8 +138,10 @@ impl Container {
         // Everything of the container's is as private as containerd's own bundle (issue 12):
         // owned by the container's root (mapped under a user namespace), 0700/0600.
         let owner = Owner::for_spec(spec);
-        prepare_dirs(req, &bundle, &state_dir, owner, undo)?;
-        let (plan, init_spec) = plan(req, spec, &bundle, &state_dir, owner)?;
+        prepare_dirs(req, &bundle, &state_dir, owner, &env.exits, undo)?;
+        let (mut plan, init_spec) = plan(req, spec, &bundle, &state_dir, owner)?;
+        undo.staged = Some(state_dir.clone());
+        staged::stage(&mut plan, &state_dir, owner)?;
         let name = driver
             .create(&CreateSpec {
                 namespace: &env.namespace,
@@ -776,13 +783,16 @@ fn prepare_dirs(
     bundle: &Path,
     state_dir: &Path,
     owner: Owner,
+    exits: &ChildExits,
     undo: &mut Undo,
 ) -> Result<()> {
     let rootfs = bundle.join("rootfs");
     if !req.rootfs.is_empty() {
         std::fs::create_dir_all(&rootfs).ctx(|| format!("create {}", rootfs.display()))?;
-        rootfs::mount_rootfs(&req.rootfs, &rootfs)?;
-        undo.rootfs = Some(rootfs);
+        // Before mounting: a later mount of several (or the idmapping after one) may fail
+        // with the earlier ones in place.
+        undo.rootfs = Some(rootfs.clone());
+        rootfs::mount_rootfs(&req.rootfs, &rootfs, exits)?;
     }
     rootfs::ensure_state_root()?;
     // Left by a shim that died: the id is ours now (reserved by the task service).
@@ -919,6 +929,7 @@ pub async fn teardown(
     if let Err(e) = driver.destroy(name, state_dir).await {
         warn!("destroy {name}: {e}");
     }
+    staged::unstage(state_dir);
     if state_dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(state_dir) {
             warn!("remove {}: {e}", state_dir.display());

@@ -119,3 +119,100 @@ async fn a_second_create_of_one_id_leaves_the_first_alone() {
         .unwrap();
     assert!(matches!(third, ShimError::InvalidArgument(_)), "{third}");
 }
+
+/// containerd's idmap options on the rootfs mount, malformed or unusable: a Create fails with
+/// an error naming what was wrong and leaves nothing (no rootfs mount, no state directory, no
+/// idmapped lower-dir clones).
+#[tokio::test]
+async fn bad_rootfs_idmap_options_fail_cleanly() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED bad_rootfs_idmap_options_fail_cleanly: needs root (mounts, user namespaces)"
+        );
+        return;
+    }
+    let clones = || -> Vec<String> {
+        std::fs::read_dir(crate::config::STATE_ROOT)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&format!("ovl-idmapped-{}-", std::process::id())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let namespace = format!("shim-idmap-{}", std::process::id());
+    let (events, _queue) = Events::channel();
+    let exits = ChildExits::start().await.unwrap();
+    let service = TaskService::with(&namespace, events, exits, Arc::new(ExitSignal::default()));
+    let work = tempfile::tempdir().unwrap();
+    let upper = work.path().join("upper");
+    let lower = work.path().join("lower");
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&lower).unwrap();
+    for (i, (maps, lowerdirs, want)) in [
+        (
+            ["uidmap=0:100000:65536", "gidmap=0:100000"],
+            lower.display().to_string(),
+            "gidmap=0:100000",
+        ),
+        (
+            ["uidmap=0:100000:65536", "gidmap=0:100000:65536"],
+            format!("{}:/nonexistent-layer", lower.display()),
+            "/nonexistent-layer",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bundle = tempfile::tempdir().unwrap();
+        oci_spec::runtime::Spec::default()
+            .save(bundle.path().join("config.json"))
+            .unwrap();
+        let mut options = vec![
+            format!("lowerdir={lowerdirs}"),
+            format!("upperdir={}", upper.display()),
+            format!("workdir={}", work.path().join("work").display()),
+        ];
+        options.extend(maps.iter().map(|s| s.to_string()));
+        let mount = containerd_shim::protos::types::mount::Mount {
+            type_: "overlay".into(),
+            source: "overlay".into(),
+            options,
+            ..Default::default()
+        };
+        let req = CreateTaskRequest {
+            id: format!("idmap{i}"),
+            bundle: bundle.path().display().to_string(),
+            rootfs: vec![mount],
+            ..Default::default()
+        };
+        // A driver that refuses at once, should the Create get that far.
+        let gate = Arc::new(Notify::new());
+        gate.notify_one();
+        let driver: Arc<dyn Driver> = Arc::new(GatedDriver {
+            entered: Arc::new(Notify::new()),
+            gate,
+        });
+        let err = service
+            .create_task(&req, move |_| Ok(driver))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(want), "{err} does not name {want}");
+        let rootfs = bundle.path().join("rootfs");
+        assert!(
+            !std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .contains(&rootfs.display().to_string()),
+            "rootfs left mounted"
+        );
+        assert!(!record::state_dir_for(&namespace, &req.id).exists());
+        assert!(
+            clones().is_empty(),
+            "idmapped lower dirs left: {:?}",
+            clones()
+        );
+    }
+}

@@ -55,13 +55,24 @@ pub fn plan_with(
             .unwrap(),
     ));
     spec.set_annotations(Some(annotations));
+    plan_of(name, dir, state_dir, &spec, lxc_config::CgroupMode::Legacy)
+}
+
+/// The plan of `spec` for a node with LXC 5.0.2 and cgroup mode `cgroup`.
+pub fn plan_of(
+    name: &str,
+    dir: &Path,
+    state_dir: &Path,
+    spec: &oci_spec::runtime::Spec,
+    cgroup: lxc_config::CgroupMode,
+) -> lxc_config::ContainerPlan {
     lxc_config::plan(&lxc_config::PlanRequest {
         name,
-        spec: &spec,
+        spec,
         bundle: dir,
         state_dir,
         facts: &lxc_config::NodeFacts {
-            cgroup: lxc_config::CgroupMode::Legacy,
+            cgroup,
             lxc_version: (5, 0, 2),
         },
     })
