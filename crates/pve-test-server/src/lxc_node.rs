@@ -794,6 +794,23 @@ mod tests {
     }
 
     #[test]
+    fn reads_systemctl_show_and_picks_the_supervisor() {
+        let st = UnitState::parse(
+            "MainPID=4242\nControlGroup=/system.slice/system-pve\\x2dcontainer.slice/pve-container@901.service\n\
+             Result=success\nActiveState=deactivating\n",
+        );
+        assert_eq!(st.main_pid, 4242);
+        assert_eq!(st.result, "success");
+        assert!(st.running(), "ExecStop still runs: {st:?}");
+        assert!(st.control_group.ends_with("pve-container@901.service"));
+        let ended = UnitState::parse("ActiveState=failed\nResult=exit-code\nMainPID=0\n");
+        assert!(!ended.running());
+        // The unit's `lxc-start -n %i` has no -P: another lxcpath never goes through systemd.
+        let (sup, why) = detect_supervisor(Path::new("/tmp/other-lxcpath"));
+        assert_eq!(sup, Supervisor::Own, "{why}");
+    }
+
+    #[test]
     fn finds_a_symlink_in_the_rootfs_path() {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real/rootfs");
