@@ -12,7 +12,7 @@
 #   TWIN=skip            do nothing, say so, exit 0 (where QEMU cannot run)
 #   TWIN_ACCEL=kvm|tcg   force the accelerator (default: KVM when /dev/kvm is a usable hardware
 #                        KVM, TCG otherwise: nested PVM's KVM cannot run a stock kernel)
-#   TWIN_TIMEOUT=SECONDS bound on the whole VM run (default 1500)
+#   TWIN_TIMEOUT=SECONDS bound on the whole VM run (default 2100)
 #   TWIN_PARITY_CASES    parity case names to run inside (default: the cgroup/node ones below)
 #   TWIN_PVE_CASES       tests of the e2e pve binary for the `pve` case (default: below)
 #   TWIN_NO_BUILD=1      use the binaries already in target/debug as they are
@@ -117,13 +117,13 @@ if [ "$shell" = 1 ]; then
 fi
 log="$work/console.log"
 set +e
-timeout --kill-after=10 "${TWIN_TIMEOUT:-1500}" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log" |
+timeout --kill-after=10 "${TWIN_TIMEOUT:-2100}" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log" |
     grep --line-buffered -E 'TWIN: |^---- |Kernel panic|KVM internal error'
 qemu_rc=${PIPESTATUS[0]}
 set -e
 echo "twin: console log: ${log#"$repo/"}"
 if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
-    echo "twin: FAIL: the VM did not finish within ${TWIN_TIMEOUT:-1500}s" >&2
+    echo "twin: FAIL: the VM did not finish within ${TWIN_TIMEOUT:-2100}s" >&2
     exit 1
 fi
 if ! grep -q 'TWIN: DONE' "$log"; then

@@ -340,14 +340,15 @@ case_pve() {
     for t in $(cat "$P/pve-cases"); do
         echo "== pve $t"
         log="$LOGS/pve-$t.log"
+        SECONDS=0
         "$P/tests/pve" --exact --test-threads 1 --nocapture "$t" >"$log" 2>&1
         # A pass counts only if the test ran (not skipped) and took the systemd path.
         if grep -q ' 1 passed; 0 failed' "$log" &&
             grep -q "test node: CTs' lxc-start run through systemd" "$log"; then
-            echo "TWIN: PASS pve::$t" >/dev/ttyS0
+            echo "TWIN: PASS pve::$t (${SECONDS}s)" >/dev/ttyS0
         else
             bad="$bad $t"
-            echo "TWIN: FAIL pve::$t (log: $log)" >/dev/ttyS0
+            echo "TWIN: FAIL pve::$t (${SECONDS}s, log: $log)" >/dev/ttyS0
             grep -v '^$' "$log" | tail -n 25 >/dev/ttyS0
             # The test's containerd keeps its log in the e2e logs dir (paths::log_dir).
             cdlog="$(find / -xdev -path '*/target/e2e-logs/pve-containerd.log' 2>/dev/null | head -1)"
