@@ -354,7 +354,8 @@ case_pve() {
             cdlog="$(find / -xdev -path '*/target/e2e-logs/pve-containerd.log' 2>/dev/null | head -1)"
             [ -z "$cdlog" ] || grep -E 'level=(error|warning)' "$cdlog" | tail -n 15 >/dev/ttyS0
         fi
-        grep -E '^(BENCH|API requests|pve-container@)' "$log" || true
+        # Numbers and placement on the console, where the harness keeps them.
+        grep -E '^(BENCH|API requests|pve-container@)' "$log" | sed 's/^/pve: /' >/dev/ttyS0 || true
     done
     # What the tests' own checks cannot see: units systemd still runs, CT cgroups.
     systemctl list-units --all --no-legend --plain 'pve-container@*'
