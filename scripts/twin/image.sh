@@ -54,6 +54,55 @@ TimeoutStartSec=infinity
 
 [Install]
 WantedBy=multi-user.target'
+# Proxmox's CT unit, as pve-container installs it (src/pve-container@.service, the slice
+# src/system-pve\x2dcontainer.slice, into /usr/lib/systemd/system), so the pve driver's test
+# node starts CTs with `systemctl start pve-container@VMID` as PVE::LXC::vm_start does, and
+# systemd's own start limits (none set: 5 starts in 10 s), stop handling (KillMode=mixed,
+# ExecStop) and cgroup placement (Delegate=yes) apply. Verbatim but for the comments.
+pve="$tmp/pve"
+mkdir -p "$pve"
+cat >"$pve/pve-container@.service" <<'UNIT'
+[Unit]
+Description=PVE LXC Container: %i
+DefaultDependencies=No
+After=lxc.service
+Wants=lxc.service
+Documentation=man:lxc-start man:lxc man:pct
+
+[Service]
+Type=simple
+Delegate=yes
+KillMode=mixed
+TimeoutStopSec=120s
+ExecStart=/usr/bin/lxc-start -F -n %i
+ExecStop=/usr/share/lxc/pve-container-stop-wrapper %i
+StandardOutput=null
+StandardError=file:/run/pve/ct-%i.stderr
+UNIT
+cat >"$pve/system-pve\\x2dcontainer.slice" <<'UNIT'
+[Unit]
+Description=PVE LXC Container Slice
+DefaultDependencies=No
+Documentation=man:pct
+UNIT
+# pve-container's src/pve-container-stop-wrapper (Perl there) in sh: restart when the CT asked
+# for a reboot, lxc-stop when systemd stops a running unit, nothing when lxc-start exited by
+# itself. The node's "is this a CT" test is /etc/pve/lxc/VMID.conf; the test node keeps its CT
+# configs elsewhere, so the CT's LXC config stands for it.
+cat >"$pve/pve-container-stop-wrapper" <<'WRAPPER'
+#!/bin/sh
+vmid="${1:-}"
+[ -n "$vmid" ] || exit 1
+case "$vmid" in *[!0-9]*) exit 0 ;; esac
+[ -e "/var/lib/lxc/$vmid/config" ] || exit 0
+if rm "/var/lib/lxc/$vmid/reboot" 2>/dev/null; then
+    exec systemctl --no-block restart "pve-container@$vmid.service"
+elif [ "${EXIT_CODE:-}" != exited ]; then
+    exec lxc-stop -n "$vmid"
+fi
+exit 0
+WRAPPER
+chmod 0755 "$pve/pve-container-stop-wrapper"
 mmdebstrap --variant=minbase --mode=root --include="$include" \
     --customize-hook='echo twin >"$1/etc/hostname"' \
     --customize-hook='echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" >"$1/etc/fstab"' \
@@ -61,6 +110,8 @@ mmdebstrap --variant=minbase --mode=root --include="$include" \
     --customize-hook="printf '%s\n' '$stage_unit' >\"\$1/etc/systemd/system/twin-stage.service\"" \
     --customize-hook='chroot "$1" systemctl enable twin-stage.service' \
     --customize-hook='for t in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer dpkg-db-backup.timer; do chroot "$1" systemctl mask "$t" >/dev/null 2>&1 || true; done' \
+    --customize-hook="cp '$pve/pve-container@.service' '$pve/system-pve\\x2dcontainer.slice' \"\$1/usr/lib/systemd/system/\"" \
+    --customize-hook="install -m 0755 '$pve/pve-container-stop-wrapper' \"\$1/usr/share/lxc/\"" \
     --customize-hook='cp -L "$1/vmlinuz" "$1/initrd.img" "$1/../"' \
     "$suite" "$root" "$mirror" >&2
 du -sh "$root" >&2

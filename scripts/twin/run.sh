@@ -12,8 +12,9 @@
 #   TWIN=skip            do nothing, say so, exit 0 (where QEMU cannot run)
 #   TWIN_ACCEL=kvm|tcg   force the accelerator (default: KVM when /dev/kvm is a usable hardware
 #                        KVM, TCG otherwise: nested PVM's KVM cannot run a stock kernel)
-#   TWIN_TIMEOUT=SECONDS bound on the whole VM run (default 1500)
+#   TWIN_TIMEOUT=SECONDS bound on the whole VM run (default 2100)
 #   TWIN_PARITY_CASES    parity case names to run inside (default: the cgroup/node ones below)
+#   TWIN_PVE_CASES       tests of the e2e pve binary for the `pve` case (default: below)
 #   TWIN_NO_BUILD=1      use the binaries already in target/debug as they are
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -42,6 +43,14 @@ default_parity="filesystem_view pause_resume sigkill_from_outside_exits_137 \
 seccomp_default_profile shim_killed_then_task_rm_leaves_nothing \
 exec_output_status_stdin_user_cwd mount_propagation_rshared_both_ways metrics"
 parity_cases="${TWIN_PARITY_CASES:-$default_parity}"
+# The pve driver's tests that matter on a node (systemd starts the CTs there): lifecycle and
+# runc-like behaviour, faults leave nothing, twenty runs under systemd's start limit, limits
+# and stats at Proxmox's cgroup level. The benchmark only on request.
+default_pve="pve_driver_runc_parity_cases_and_lifecycle \
+pve_driver_faults_give_clear_errors_and_leave_nothing \
+pve_driver_twenty_back_to_back_runs_stay_under_systemds_start_limit \
+pve_driver_limits_and_stats_use_proxmoxs_cgroup_level"
+pve_cases="${TWIN_PVE_CASES:-$default_pve}"
 
 image_dir="$(bash scripts/twin/image.sh)"
 
@@ -59,6 +68,10 @@ strip --strip-debug -o "$payload/bin/containerd-shim-proxmox-lxc-v2" target/debu
 parity_bin="$(ls -t target/debug/deps/parity-* 2>/dev/null | grep -v '\.d$' | head -1 || true)"
 [ -n "$parity_bin" ] || { echo "twin: FAIL: no parity test binary in target/debug/deps" >&2; exit 1; }
 strip --strip-debug -o "$payload/tests/parity" "$parity_bin"
+pve_bin="$(ls -t target/debug/deps/pve-* 2>/dev/null | grep -v '\.d$' | head -1 || true)"
+[ -n "$pve_bin" ] || { echo "twin: FAIL: no pve test binary in target/debug/deps" >&2; exit 1; }
+strip --strip-debug -o "$payload/tests/pve" "$pve_bin"
+echo "$pve_cases" >"$payload/pve-cases"
 target/debug/e2e-env image --out "$payload/image.tar" >&2
 # The operator's package, made by packaging/build-deb.sh from the binary under test.
 SHIM_BINARY="$payload/bin/containerd-shim-proxmox-lxc-v2" DEB_COMPRESS=gzip bash packaging/build-deb.sh >&2
@@ -103,13 +116,13 @@ if [ "$shell" = 1 ]; then
 fi
 log="$work/console.log"
 set +e
-timeout --kill-after=10 "${TWIN_TIMEOUT:-1500}" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log" |
+timeout --kill-after=10 "${TWIN_TIMEOUT:-2100}" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log" |
     grep --line-buffered -E 'TWIN: |^---- |Kernel panic|KVM internal error'
 qemu_rc=${PIPESTATUS[0]}
 set -e
 echo "twin: console log: ${log#"$repo/"}"
 if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
-    echo "twin: FAIL: the VM did not finish within ${TWIN_TIMEOUT:-1500}s" >&2
+    echo "twin: FAIL: the VM did not finish within ${TWIN_TIMEOUT:-2100}s" >&2
     exit 1
 fi
 if ! grep -q 'TWIN: DONE' "$log"; then

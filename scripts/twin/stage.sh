@@ -8,7 +8,8 @@
 # Usage (in the twin): bash /payload/stage.sh [CASE...]   (no CASE: every case, in order)
 # The payload: deb/*.deb (the package under test), bin/containerd-shim-proxmox-lxc-v2 (for the
 # parity binary), tests/parity (the host-built e2e parity test binary), image.tar (the busybox
-# OCI image), examples/ (the repository's examples), parity-cases (parity case names to run).
+# OCI image), examples/ (the repository's examples), parity-cases (parity case names to run),
+# tests/pve and pve-cases (the e2e pve test binary and the tests of it to run).
 set -u
 P="${TWIN_PAYLOAD:-/payload}"
 LOGS=/var/log/twin
@@ -331,6 +332,46 @@ case_parity() {
     [ -z "$bad" ] || die "parity cases failed:$bad"
 }
 
+# The pve driver end to end (the host-built tests/e2e `pve` test binary) against the twin's
+# containerd, with the test node starting CTs as a node does: `systemctl start
+# pve-container@VMID` through pve-container's unit (image.sh), so systemd's start limit, stop
+# handling and cgroup placement apply. One run per test named in the payload's pve-cases.
+case_pve() {
+    [ -x "$P/tests/pve" ] || die "no pve test binary on the payload disk"
+    systemctl cat pve-container@.service >/dev/null || die "pve-container@.service is not installed"
+    local t bad="" log cdlog
+    export E2E_SHIM_DIR="$P/bin" E2E_CACHE=/nonexistent-twin-cache
+    for t in $(cat "$P/pve-cases"); do
+        echo "== pve $t"
+        log="$LOGS/pve-$t.log"
+        SECONDS=0
+        "$P/tests/pve" --exact --test-threads 1 --nocapture "$t" >"$log" 2>&1
+        # A pass counts only if the test ran (not skipped) and took the systemd path.
+        if grep -q ' 1 passed; 0 failed' "$log" &&
+            grep -q "test node: CTs' lxc-start run through systemd" "$log"; then
+            echo "TWIN: PASS pve::$t (${SECONDS}s)" >/dev/ttyS0
+        else
+            bad="$bad $t"
+            echo "TWIN: FAIL pve::$t (${SECONDS}s, log: $log)" >/dev/ttyS0
+            grep -v '^$' "$log" | tail -n 25 >/dev/ttyS0
+            # The test's containerd keeps its log in the e2e logs dir (paths::log_dir).
+            cdlog="$(find / -xdev -path '*/target/e2e-logs/pve-containerd.log' 2>/dev/null | head -1)"
+            [ -z "$cdlog" ] || grep -E 'level=(error|warning)' "$cdlog" | tail -n 15 >/dev/ttyS0
+        fi
+        # Numbers and placement on the console, where the harness keeps them.
+        grep -E '^(BENCH|API requests|pve-container@)' "$log" | sed 's/^/pve: /' >/dev/ttyS0 || true
+    done
+    # What the tests' own checks cannot see: units systemd still runs, CT cgroups.
+    systemctl list-units --all --no-legend --plain 'pve-container@*'
+    if systemctl list-units --no-legend --plain --state=active,activating,deactivating 'pve-container@*' | grep -q .; then
+        bad="$bad units-left"
+    fi
+    if [ -n "$(find /sys/fs/cgroup/lxc /sys/fs/cgroup/lxc.monitor -mindepth 1 -maxdepth 1 -name '99*' 2>/dev/null)" ]; then
+        bad="$bad cgroups-left"
+    fi
+    [ -z "$bad" ] || die "pve cases failed:$bad"
+}
+
 case_purge_leaves_nothing() {
     dpkg-query -W containerd-shim-proxmox-lxc >/dev/null 2>&1 || die "the package is not installed"
     local id
@@ -357,6 +398,9 @@ case_purge_leaves_nothing() {
 all_cases=(node_facts deb_install containerd_runtime_entry ctr_run_rm restart_keeps_containers
     cgroup_limits_parity oom_137_and_event update_parity pause_freezes_cgroup apparmor_parity parity
     purge_leaves_nothing)
+
+# pve before the last case (the purge), so the purge's "nothing left" covers it too.
+all_cases=("${all_cases[@]:0:${#all_cases[@]}-1}" pve "${all_cases[@]: -1}")
 
 [ "${1:-}" = --functions-only ] && return 0 2>/dev/null
 

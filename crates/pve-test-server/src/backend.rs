@@ -126,6 +126,15 @@ pub trait NodeBackend: Send + Sync + 'static {
     /// Whether the CT runs now (the source of `status: running|stopped`).
     async fn is_running(&self, ctx: &NodeContext, vmid: u32) -> bool;
 
+    /// Whether starts go through the host's systemd, which enforces the unit's start limit
+    /// itself (the server then does not imitate it).
+    fn enforces_start_limit(&self) -> bool {
+        false
+    }
+
+    /// `systemctl reset-failed pve-container@VMID`, where starts go through systemd.
+    fn reset_failed(&self, _vmid: u32) {}
+
     /// The PID of the CT's init, when running and known.
     async fn init_pid(&self, _ctx: &NodeContext, _vmid: u32) -> Option<u32> {
         None

@@ -901,8 +901,9 @@ impl Inner {
                 }
                 // PVE::LXC `vm_start` runs `systemctl start pve-container@VMID`; systemd
                 // refuses a unit started too often (pve-container@.service sets no
-                // StartLimit*, so 5 per 10 s) and systemctl says so on stderr.
-                if !inner.unit_start_allowed(vmid) {
+                // StartLimit*, so 5 per 10 s) and systemctl says so on stderr. A backend that
+                // starts through the host's systemd gets that from systemd itself.
+                if !inner.backend.enforces_start_limit() && !inner.unit_start_allowed(vmid) {
                     let unit = format!("pve-container@{vmid}.service");
                     log.line(format!(
                         "Job for {unit} failed because start of the service was attempted too often."

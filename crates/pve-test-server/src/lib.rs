@@ -34,6 +34,8 @@ pub use backend::{BackendResult, InMemoryBackend, NodeBackend, NodeContext, Task
 pub use ctconf::{lxc_conf_key_validity, CtConfig, LxcKeyValidity};
 pub use fault::{Fault, FaultRule};
 pub use handlers::parse_upid;
-pub use lxc_node::LxcNodeBackend;
+pub use lxc_node::{
+    ct_unit, running_ct_units, unit_state_blocking, LxcNodeBackend, Supervisor, UnitState,
+};
 pub use server::{ServerError, StartLimit, TestServer, TestServerBuilder, ALL_PRIVILEGES};
 pub use tls::TlsError;

@@ -5,10 +5,18 @@
 //!   `update_lxc_config` does (`<lxcpath>/VMID/config`; the table in DESIGN.md: arch, the
 //!   ostype's common.conf, hostname, memory/swap/cpu as `lxc.cgroup2.*`, `env` as
 //!   `lxc.environment.runtime`, the raw `lxc.*` lines appended verbatim, so an `lxc.include`
-//!   is honoured), then `lxc-start -F -n VMID -P <lxcpath>` runs under this backend's own
-//!   supervision as `pve-container@VMID` does under systemd: stdin and stdout /dev/null,
-//!   stderr to a file, in its own process group. The task ends once LXC reports RUNNING.
-//! - Stop: `lxc-stop --kill`; shutdown: `lxc-stop --timeout`; destroy: the LXC directory.
+//!   is honoured), then `lxc-start -F -n VMID` runs as [`Supervisor`] says:
+//!   - on a host booted with systemd that has `pve-container@.service` (the node twin,
+//!     scripts/twin/image.sh installs pve-container's unit) and `lxcpath` `/var/lib/lxc`:
+//!     `systemctl start pve-container@VMID`, as pve-container's `PVE::LXC::vm_start` does
+//!     (src/PVE/LXC.pm), so systemd's start limit, stop handling and cgroup placement apply;
+//!   - elsewhere (a build host without systemd) under this backend's own supervision,
+//!     imitating the unit: stdin and stdout /dev/null, stderr to a file, in its own process
+//!     group, and the server imitates systemd's start limit.
+//!
+//!   The task ends once LXC reports RUNNING (`vm_start`'s `monitor_start` waits for that).
+//! - Stop: `lxc-stop --kill`; shutdown: `lxc-stop --timeout` (`PVE::LXC::vm_stop`), then
+//!   the wait for `lxc-start` to end; destroy: the LXC directory.
 //!
 //! The cgroup layout is Proxmox's: limits on `lxc/VMID`, the CT's processes in `lxc/VMID/ns`,
 //! the monitor in `lxc.monitor/VMID`.
@@ -22,7 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -38,8 +46,194 @@ use crate::ctconf::CtConfig;
 pub struct LxcNodeBackend {
     lxcpath: PathBuf,
     stderr_dir: PathBuf,
-    /// `lxc-start -F` pids by VMID, while they run.
+    supervisor: Supervisor,
+    /// `lxc-start -F` pids by VMID, while they run ([`Supervisor::Own`]).
     running: Arc<Mutex<BTreeMap<u32, u32>>>,
+}
+
+/// Who runs a CT's `lxc-start -F`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Supervisor {
+    /// systemd, through `pve-container@VMID.service`, as on a node.
+    Systemd,
+    /// This backend itself, imitating the unit (no systemd, or no unit, on this host).
+    Own,
+}
+
+/// pve-container's template unit (src/pve-container@.service).
+pub const UNIT_TEMPLATE: &str = "pve-container@.service";
+/// Where systemd looks for system units (systemd.unit(5), "System Unit Search Path"), the
+/// ones a package or an admin installs to.
+const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
+/// The unit's `lxc-start -F -n %i` has no `-P`: LXC's default lxcpath.
+const DEFAULT_LXCPATH: &str = "/var/lib/lxc";
+/// The unit's `StandardError=file:/run/pve/ct-%i.stderr`.
+const PVE_RUN_DIR: &str = "/run/pve";
+
+/// The unit of a CT.
+pub fn ct_unit(vmid: u32) -> String {
+    format!("pve-container@{vmid}.service")
+}
+
+/// Which supervisor fits this host for CTs in `lxcpath`, and why (for the log).
+pub fn detect_supervisor(lxcpath: &Path) -> (Supervisor, String) {
+    // sd_booted(3): /run/systemd/system exists only when systemd is PID 1.
+    let pid1 = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+    if !Path::new("/run/systemd/system").is_dir() || pid1.trim() != "systemd" {
+        return (
+            Supervisor::Own,
+            format!(
+                "PID 1 is {:?}, not systemd: the test node supervises lxc-start itself",
+                pid1.trim()
+            ),
+        );
+    }
+    let Some(unit) = UNIT_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(UNIT_TEMPLATE))
+        .find(|p| p.is_file())
+    else {
+        return (
+            Supervisor::Own,
+            format!("systemd runs, but no {UNIT_TEMPLATE} is installed: the test node supervises lxc-start itself"),
+        );
+    };
+    if lxcpath != Path::new(DEFAULT_LXCPATH) {
+        return (
+            Supervisor::Own,
+            format!(
+                "lxcpath {} is not the unit's {DEFAULT_LXCPATH}: the test node supervises lxc-start itself",
+                lxcpath.display()
+            ),
+        );
+    }
+    (
+        Supervisor::Systemd,
+        format!(
+            "CTs start through systemd: systemctl start pve-container@VMID ({})",
+            unit.display()
+        ),
+    )
+}
+
+/// What `systemctl show` says of a CT's unit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitState {
+    /// `ActiveState`: active, activating, deactivating, inactive, failed, ...
+    pub active: String,
+    /// `Result`: success, exit-code, signal, start-limit-hit, ...
+    pub result: String,
+    /// `MainPID`: the unit's `lxc-start` while it runs, else 0.
+    pub main_pid: u32,
+    /// `ControlGroup`: the unit's own cgroup.
+    pub control_group: String,
+}
+
+impl UnitState {
+    /// Whether the unit's `lxc-start` (or its ExecStop) still runs.
+    pub fn running(&self) -> bool {
+        matches!(
+            self.active.as_str(),
+            "active" | "activating" | "deactivating" | "reloading" | "refreshing"
+        )
+    }
+
+    fn parse(text: &str) -> UnitState {
+        let mut st = UnitState::default();
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("ActiveState", v)) => st.active = v.to_string(),
+                Some(("Result", v)) => st.result = v.to_string(),
+                Some(("MainPID", v)) => st.main_pid = v.parse().unwrap_or(0),
+                Some(("ControlGroup", v)) => st.control_group = v.to_string(),
+                _ => {}
+            }
+        }
+        st
+    }
+}
+
+/// `systemctl show` of a CT's unit (blocking).
+pub fn unit_state_blocking(vmid: u32) -> Result<UnitState, String> {
+    let out = std::process::Command::new("systemctl")
+        .args([
+            "show",
+            "-p",
+            "ActiveState",
+            "-p",
+            "Result",
+            "-p",
+            "MainPID",
+            "-p",
+            "ControlGroup",
+            &ct_unit(vmid),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("systemctl show: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "systemctl show {}: {}",
+            ct_unit(vmid),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(UnitState::parse(&String::from_utf8_lossy(&out.stdout)))
+}
+
+async fn unit_state(vmid: u32) -> Result<UnitState, String> {
+    tokio::task::spawn_blocking(move || unit_state_blocking(vmid))
+        .await
+        .map_err(|e| format!("systemctl show: {e}"))?
+}
+
+/// `pve-container@VMID` units that still run (their `lxc-start` or ExecStop), by VMID:
+/// what a CT left behind on a systemd host. Empty where systemd does not run.
+pub fn running_ct_units() -> Vec<(u32, String)> {
+    let Ok(out) = std::process::Command::new("systemctl")
+        .args([
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "--full",
+            "pve-container@*.service",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            // UNIT LOAD ACTIVE SUB DESCRIPTION...
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let vmid = cols
+                .first()?
+                .strip_prefix("pve-container@")?
+                .strip_suffix(".service")?
+                .parse()
+                .ok()?;
+            let st = UnitState {
+                active: cols.get(2)?.to_string(),
+                ..UnitState::default()
+            };
+            st.running().then(|| {
+                (
+                    vmid,
+                    format!("{} {}", cols[0], cols[2..4.min(cols.len())].join(" ")),
+                )
+            })
+        })
+        .collect()
 }
 
 /// How long a CT may take to reach RUNNING.
@@ -50,12 +244,23 @@ const STOP_WAIT: Duration = Duration::from_secs(30);
 impl LxcNodeBackend {
     /// A backend with its containers in `lxcpath` and `lxc-start`'s stderr files in
     /// `stderr_dir` (Proxmox: the journal of `pve-container@VMID`).
+    /// Where systemd runs with pve-container's unit (see [`detect_supervisor`]) CTs start
+    /// through it; the choice is logged.
     pub fn new(lxcpath: impl Into<PathBuf>, stderr_dir: impl Into<PathBuf>) -> Self {
+        let lxcpath = lxcpath.into();
+        let (supervisor, why) = detect_supervisor(&lxcpath);
+        tracing::info!(?supervisor, "test node: {why}");
         LxcNodeBackend {
-            lxcpath: lxcpath.into(),
+            lxcpath,
             stderr_dir: stderr_dir.into(),
+            supervisor,
             running: Arc::default(),
         }
+    }
+
+    /// Who runs the CTs' `lxc-start` here.
+    pub fn supervisor(&self) -> Supervisor {
+        self.supervisor
     }
 
     /// The LXC config file of a CT.
@@ -64,7 +269,10 @@ impl LxcNodeBackend {
     }
 
     fn stderr_path(&self, vmid: u32) -> PathBuf {
-        self.stderr_dir.join(format!("pve-container@{vmid}.stderr"))
+        match self.supervisor {
+            Supervisor::Systemd => Path::new(PVE_RUN_DIR).join(format!("ct-{vmid}.stderr")),
+            Supervisor::Own => self.stderr_dir.join(format!("pve-container@{vmid}.stderr")),
+        }
     }
 
     async fn lxc_info(&self, vmid: u32, flag: &str) -> Option<String> {
@@ -115,23 +323,96 @@ impl LxcNodeBackend {
     /// collide with the old cgroup, and LXC would leave one behind.
     async fn wait_supervised_exit(&self, vmid: u32) -> BackendResult {
         let deadline = tokio::time::Instant::now() + STOP_WAIT;
-        while self.supervised(vmid) {
+        while self.supervised(vmid).await? {
             if tokio::time::Instant::now() > deadline {
                 return Err(format!(
                     "lxc-start of CT {vmid} did not exit within {}s after the CT stopped",
                     STOP_WAIT.as_secs()
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // systemctl is a process per look: poll it less often than the map.
+            let pause = match self.supervisor {
+                Supervisor::Systemd => 50,
+                Supervisor::Own => 10,
+            };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         Ok(())
     }
 
-    fn supervised(&self, vmid: u32) -> bool {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&vmid)
+    /// Whether the CT's `lxc-start` (under systemd: its unit, ExecStop included) still runs.
+    async fn supervised(&self, vmid: u32) -> Result<bool, String> {
+        Ok(match self.supervisor {
+            Supervisor::Systemd => unit_state(vmid).await?.running(),
+            Supervisor::Own => self
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&vmid),
+        })
+    }
+
+    /// `PVE::LXC::vm_start` from `systemctl start` on: the unit's `lxc-start -F -n VMID`
+    /// (stderr to `/run/pve/ct-VMID.stderr`, which vm_start removes first since "systemd does
+    /// not truncate log files"), then the wait for RUNNING or the unit's end.
+    async fn start_unit(&self, vmid: u32, log: &TaskLog) -> BackendResult {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(PVE_RUN_DIR)
+            .map_err(|e| format!("create {PVE_RUN_DIR}: {e}"))?;
+        let stderr_path = self.stderr_path(vmid);
+        let _ = std::fs::remove_file(&stderr_path);
+        let unit = ct_unit(vmid);
+        let before = unit_state(vmid).await?;
+        if before.running() {
+            // On a node too: `systemctl start` of a unit that is still active does nothing.
+            log.line(format!(
+                "note: {unit} is still {} from a previous run: systemctl start does nothing",
+                before.active
+            ));
+            tracing::warn!(vmid, "{unit} still {} at start", before.active);
+        }
+        let out = tokio::process::Command::new("systemctl")
+            .arg("start")
+            .arg(&unit)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| format!("systemctl start {unit}: {e}"))?;
+        if !out.status.success() {
+            // PVE::Tools::run_command: the command's stderr into the task log, then dies.
+            for l in String::from_utf8_lossy(&out.stderr).lines() {
+                log.line(l.to_string());
+            }
+            return Err(format!(
+                "command 'systemctl start pve-container@{vmid}' failed: exit code {}\n",
+                out.status.code().unwrap_or(-1)
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if self.is_running_now(vmid).await {
+                return Ok(());
+            }
+            let st = unit_state(vmid).await?;
+            if !st.running() {
+                tracing::info!(vmid, ?st, "{unit} ended during the start");
+                if before.running() {
+                    // The run that ended was the previous one; this start never happened.
+                    return Err(format!(
+                        "startup for container '{vmid}' failed: {unit} was still {} from a previous run",
+                        before.active
+                    ));
+                }
+                return start_outcome(vmid, &stderr_path);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = self.lxc_stop(vmid, None).await;
+                return Err(format!("CT {vmid} did not start within {START_TIMEOUT:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn is_running_now(&self, vmid: u32) -> bool {
@@ -289,6 +570,22 @@ pub fn first_symlink(path: &Path) -> Option<PathBuf> {
     None
 }
 
+/// The outcome of a start whose `lxc-start` ended before LXC reported RUNNING: a CT whose
+/// init ended at once ran; anything on lxc-start's stderr means a failed start
+/// (`vm_start`: "startup for container 'VMID' failed", after the stderr log).
+fn start_outcome(vmid: u32, stderr_path: &Path) -> BackendResult {
+    let err = std::fs::read_to_string(stderr_path).unwrap_or_default();
+    if err.trim().is_empty() {
+        return Ok(());
+    }
+    let last: Vec<&str> = err.lines().rev().take(5).collect();
+    let detail: Vec<&str> = last.into_iter().rev().collect();
+    Err(format!(
+        "startup for container '{vmid}' failed: {}",
+        detail.join(" | ")
+    ))
+}
+
 fn cgroup_v2_host() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
@@ -331,9 +628,13 @@ impl NodeBackend for LxcNodeBackend {
         }
         std::fs::write(dir.join("config"), &text)
             .map_err(|e| format!("write {}/config: {e}", dir.display()))?;
+        if self.supervisor == Supervisor::Systemd {
+            return self.start_unit(vmid, log).await;
+        }
         std::fs::create_dir_all(&self.stderr_dir)
             .map_err(|e| format!("create {}: {e}", self.stderr_dir.display()))?;
-        // A destroyed CT's VMID may be reused while its lxc-start still cleans up.
+        // A destroyed CT's VMID may be reused while its lxc-start still cleans up (systemd
+        // would start the unit again only after its previous run ended).
         self.wait_supervised_exit(vmid).await?;
         let stderr = std::fs::File::create(self.stderr_path(vmid))
             .map_err(|e| format!("create stderr file: {e}"))?;
@@ -368,17 +669,7 @@ impl NodeBackend for LxcNodeBackend {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if done_rx.borrow().is_some() {
-                let err = std::fs::read_to_string(self.stderr_path(vmid)).unwrap_or_default();
-                let last: Vec<&str> = err.lines().rev().take(5).collect();
-                let detail: Vec<&str> = last.into_iter().rev().collect();
-                // A CT whose init ended at once ran; anything else is a failed start.
-                if err.trim().is_empty() {
-                    return Ok(());
-                }
-                return Err(format!(
-                    "startup for container '{vmid}' failed: {}",
-                    detail.join(" | ")
-                ));
+                return start_outcome(vmid, &self.stderr_path(vmid));
             }
             if self.is_running_now(vmid).await {
                 return Ok(());
@@ -433,6 +724,20 @@ impl NodeBackend for LxcNodeBackend {
 
     async fn is_running(&self, _ctx: &NodeContext, vmid: u32) -> bool {
         self.is_running_now(vmid).await
+    }
+
+    fn enforces_start_limit(&self) -> bool {
+        self.supervisor == Supervisor::Systemd
+    }
+
+    fn reset_failed(&self, vmid: u32) {
+        if self.supervisor == Supervisor::Systemd {
+            let _ = std::process::Command::new("systemctl")
+                .arg("reset-failed")
+                .arg(ct_unit(vmid))
+                .stdin(Stdio::null())
+                .status();
+        }
     }
 
     async fn init_pid(&self, _ctx: &NodeContext, vmid: u32) -> Option<u32> {
@@ -522,6 +827,23 @@ mod tests {
                 "lxc.idmap = g 0 2031616 65536"
             ]
         );
+    }
+
+    #[test]
+    fn reads_systemctl_show_and_picks_the_supervisor() {
+        let st = UnitState::parse(
+            "MainPID=4242\nControlGroup=/system.slice/system-pve\\x2dcontainer.slice/pve-container@901.service\n\
+             Result=success\nActiveState=deactivating\n",
+        );
+        assert_eq!(st.main_pid, 4242);
+        assert_eq!(st.result, "success");
+        assert!(st.running(), "ExecStop still runs: {st:?}");
+        assert!(st.control_group.ends_with("pve-container@901.service"));
+        let ended = UnitState::parse("ActiveState=failed\nResult=exit-code\nMainPID=0\n");
+        assert!(!ended.running());
+        // The unit's `lxc-start -n %i` has no -P: another lxcpath never goes through systemd.
+        let (sup, why) = detect_supervisor(Path::new("/tmp/other-lxcpath"));
+        assert_eq!(sup, Supervisor::Own, "{why}");
     }
 
     #[test]

@@ -429,6 +429,7 @@ impl TestServer {
     }
     /// `systemctl reset-failed pve-container@VMID`: forgets the unit's start-limit state.
     pub fn reset_failed(&self, vmid: u32) {
+        self.inner.backend.reset_failed(vmid);
         self.inner
             .start_limit_state
             .lock()

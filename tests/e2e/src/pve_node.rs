@@ -1,8 +1,9 @@
 //! The Proxmox VE node the `pve` driver's end-to-end tests run against (`tests/pve.rs`, and the
 //! CRI tests in `tests/cri`): the in-process Proxmox API test server playing the node with real
 //! LXC ([`pve_test_server::LxcNodeBackend`]: CT config -> LXC config as pve-container does,
-//! `lxc-start -F` in `/var/lib/lxc` as `pve-container@VMID`), and the shim config that points
-//! the `pve` driver at it.
+//! `lxc-start -F` in `/var/lib/lxc` as `pve-container@VMID`: through systemd and that unit
+//! where the host has both, as in the node twin, else under the test node's own supervision),
+//! and the shim config that points the `pve` driver at it.
 //!
 //! The test server is a test double of a Proxmox VE node (none can be installed here): it checks
 //! every request against the Proxmox API schema and behaves as pve-container where the shim can
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use pve_test_server::{LxcNodeBackend, TestServer};
+use pve_test_server::{LxcNodeBackend, Supervisor, TestServer};
 
 use crate::host::{self, Proc};
 
@@ -28,6 +29,8 @@ pub const TAG_PREFIX: &str = "k8s";
 pub struct PveNode {
     pub rt: tokio::runtime::Runtime,
     pub server: TestServer,
+    /// The node side: who runs the CTs' `lxc-start` ([`LxcNodeBackend::supervisor`]).
+    pub backend: Arc<LxcNodeBackend>,
     /// The node's copy of `/etc/pve/lxc` and its lock directory.
     pub config_dir: PathBuf,
     pub lock_dir: PathBuf,
@@ -55,6 +58,14 @@ impl PveNode {
             .enable_all()
             .build()?;
         let backend = Arc::new(LxcNodeBackend::new(LXCPATH, work.join("ct-stderr")));
+        // Said once per node, so a run's output shows which path it proved.
+        eprintln!(
+            "test node: CTs' lxc-start run {}",
+            match backend.supervisor() {
+                Supervisor::Systemd => "through systemd (systemctl start pve-container@VMID)",
+                Supervisor::Own => "under the test node's own supervision (no systemd with pve-container@.service here)",
+            }
+        );
         let server = rt
             .block_on(
                 TestServer::builder()
@@ -62,7 +73,7 @@ impl PveNode {
                     .lock_dir(&lock_dir)
                     .token(TOKEN_ID, TOKEN_SECRET)
                     .task_duration(Duration::ZERO)
-                    .backend(backend)
+                    .backend(backend.clone())
                     .start(),
             )
             .context("start the Proxmox API test server")?;
@@ -92,6 +103,7 @@ impl PveNode {
         Ok(PveNode {
             rt,
             server,
+            backend,
             config_dir,
             lock_dir,
             ca_file,
@@ -154,7 +166,11 @@ impl PveNode {
         host::processes()
             .into_iter()
             .filter(|p| {
-                p.cmdline.starts_with("lxc-start ")
+                // `lxc-start` as the test node spawns it, `/usr/bin/lxc-start` as the unit does.
+                p.cmdline
+                    .split(' ')
+                    .next()
+                    .is_some_and(|a| a.rsplit('/').next() == Some("lxc-start"))
                     && p.cmdline
                         .split(' ')
                         .skip_while(|a| *a != "-n")
@@ -185,10 +201,20 @@ impl PveNode {
         }
     }
 
+    /// `pve-container@VMID` units of this range that still run (systemd hosts).
+    pub fn running_units(&self) -> Vec<String> {
+        pve_test_server::running_ct_units()
+            .into_iter()
+            .filter(|(vmid, _)| (self.range[0]..=self.range[1]).contains(vmid))
+            .map(|(_, unit)| unit)
+            .collect()
+    }
+
     /// Everything of the range left on the node: CT configs, LXC containers in `/var/lib/lxc`,
     /// `lxc-start` processes (after waiting for their cleanup), LXC's cgroups of the CTs
     /// (Proxmox's `lxc/VMID` and `lxc.monitor/VMID`, which the test node sets up, and LXC's
-    /// default `lxc.payload.VMID[-N]`, `lxc.monitor.VMID`; removed when found), held CT locks.
+    /// default `lxc.payload.VMID[-N]`, `lxc.monitor.VMID`; removed when found), held CT locks,
+    /// and under systemd `pve-container@VMID` units that still run.
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (vmid, _) in self.ct_configs() {
@@ -196,6 +222,20 @@ impl PveNode {
         }
         if let Err(e) = self.wait_lxc_starts_gone(Duration::from_secs(10)) {
             out.push(format!("{e:#}"));
+        }
+        if self.backend.supervisor() == Supervisor::Systemd {
+            // The unit's ExecStop (the stop wrapper) runs after lxc-start has exited.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut units = self.running_units();
+            while !units.is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                units = self.running_units();
+            }
+            out.extend(
+                units
+                    .into_iter()
+                    .map(|u| format!("unit still running: {u}")),
+            );
         }
         for vmid in self.range[0]..=self.range[1] {
             let dir = Path::new(LXCPATH).join(vmid.to_string());

@@ -2,7 +2,8 @@
 //! io.containerd.proxmox-lxc.v2 --runtime-config-path CONFIG` with `driver = "pve"`, against the
 //! in-process Proxmox API test server, which plays the node with real LXC
 //! ([`pve_test_server::LxcNodeBackend`]: CT config -> LXC config as pve-container does,
-//! `lxc-start -F` in `/var/lib/lxc` as `pve-container@VMID`).
+//! `lxc-start -F` in `/var/lib/lxc` as `pve-container@VMID`: on a host with systemd and
+//! pve-container's unit, the node twin's `pve` case, through `systemctl start`).
 //!
 //! The test server is a test double of a Proxmox VE node (none can be installed here): it checks
 //! every request against the Proxmox API schema and behaves as pve-container where the shim can
@@ -16,7 +17,7 @@ use e2e::cmd::{self, Background, Output};
 use e2e::image::BUSYBOX_IMAGE;
 use e2e::pve_node::PveNode;
 use e2e::{paths, Containerd, ContainerdVersion, SHIM_RUNTIME};
-use pve_test_server::{Fault, FaultRule};
+use pve_test_server::{Fault, FaultRule, Supervisor};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Each test its own range: both share /var/lib/lxc (as CTs of one node do) but not the
@@ -281,6 +282,24 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
         while !env.cts().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
+        // containerd unmounts the bundle's rootfs and removes the bundle only after `shim
+        // delete` returned (and the CT with it), in that background job too; a slow node (the
+        // twin under emulation) shows the gap.
+        let bundle = env
+            .cd
+            .work
+            .join("state/io.containerd.runtime.v2.task")
+            .join(e2e::NAMESPACE)
+            .join("pve-crash");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while bundle.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ensure!(
+            !bundle.exists(),
+            "containerd did not remove {} after the CT was destroyed",
+            bundle.display()
+        );
         env.no_leftovers("after a crashed shim")?;
         ensure!(
             !e2e::host::pid_alive(task_pid),
@@ -508,6 +527,29 @@ fn pve_driver_limits_and_stats_use_proxmoxs_cgroup_level() -> Result<()> {
             path == inner,
             "init's memory cgroup {path}, expected {inner}"
         );
+        if env.node.backend.supervisor() == Supervisor::Systemd {
+            // As on a node: the unit's main process is `lxc-start -F -n VMID`, which LXC moves
+            // out of the unit's cgroup into `lxc.monitor/VMID` (update_lxc_config's
+            // lxc.cgroup.dir.monitor), while the CT's init is in `lxc/VMID/ns` (above).
+            let unit = pve_test_server::ct_unit(vmid);
+            let st = pve_test_server::unit_state_blocking(vmid).map_err(anyhow::Error::msg)?;
+            ensure!(st.active == "active" && st.main_pid > 0, "{unit}: {st:?}");
+            let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", st.main_pid))?
+                .replace('\0', " ");
+            ensure!(
+                cmdline.trim_end() == format!("/usr/bin/lxc-start -F -n {vmid}"),
+                "{unit}'s main process: {cmdline:?}"
+            );
+            let monitor = std::fs::read_to_string(format!("/proc/{}/cgroup", st.main_pid))?;
+            ensure!(
+                monitor.trim() == format!("0::/lxc.monitor/{vmid}"),
+                "{unit}'s lxc-start is in {monitor:?}, expected /lxc.monitor/{vmid}"
+            );
+            println!(
+                "{unit}: active, lxc-start pid {} in /lxc.monitor/{vmid} (unit cgroup {}), init in {inner}",
+                st.main_pid, st.control_group
+            );
+        }
         let outer = if v1 {
             PathBuf::from(format!(
                 "/sys/fs/cgroup/memory/lxc/{vmid}/memory.limit_in_bytes"
