@@ -310,7 +310,7 @@ pub(crate) fn layout(
     lines: &mut Lines,
     ignored: &mut Vec<Ignored>,
 ) -> Result<Layout, PlanError> {
-    let converted = convert(spec_mounts, at.bundle, at.rootfs, ignored)?;
+    let converted = convert(spec_mounts, at.bundle, at.rootfs, at.plain_cgroup2, ignored)?;
     let spec_binds = converted
         .entries
         .iter()
@@ -467,6 +467,7 @@ pub(crate) fn convert(
     mounts: &[Mount],
     bundle: &Path,
     rootfs: &Path,
+    plain_cgroup2: bool,
     ignored: &mut Vec<Ignored>,
 ) -> Result<Mounts, PlanError> {
     let mut out = Mounts::default();
@@ -496,6 +497,12 @@ pub(crate) fn convert(
             opts: &opts,
         };
         let taken_over = match typ.as_str() {
+            // Without a cgroup namespace on cgroup v2, the node's whole tree (see Places).
+            "cgroup" | "cgroup2" if plain_cgroup2 => {
+                out.entries
+                    .push(fs_mount(&f, m, "cgroup2".into(), dest, opts)?);
+                continue;
+            }
             "cgroup" | "cgroup2" => cgroup_mount(&target, &mut out, ignored)?,
             "tmpfs" if dest == "/dev" => dev_tmpfs(&target, &mut out, ignored),
             "devpts" if dest == "/dev/pts" => devpts(&target, ignored),
@@ -804,6 +811,7 @@ mod tests {
             &m,
             "/b".as_ref(),
             "/nonexistent-rootfs".as_ref(),
+            false,
             &mut ignored,
         )
         .unwrap();
@@ -830,12 +838,36 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_without_its_namespace_on_v2_is_a_plain_cgroup2_mount() {
+        // containerd's spec of a privileged CRI container: type "cgroup", writable.
+        let m = mounts(serde_json::json!([
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "rw"]}
+        ]));
+        let out = convert(
+            &m,
+            "/b".as_ref(),
+            "/nonexistent-rootfs".as_ref(),
+            true,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert!(out.auto.is_empty(), "{:?}", out.auto);
+        let values: Vec<String> = out.entries.iter().map(MountEntry::lxc_value).collect();
+        assert_eq!(
+            values,
+            ["cgroup sys/fs/cgroup cgroup2 nosuid,noexec,nodev,relatime,rw,create=dir 0 0"]
+        );
+    }
+
+    #[test]
     fn runtime_only_options_and_reserved_targets_are_refused() {
         let convert_one = |v: serde_json::Value| {
             convert(
                 &mounts(serde_json::json!([v])),
                 "/b".as_ref(),
                 "/nonexistent-rootfs".as_ref(),
+                false,
                 &mut Vec::new(),
             )
             .unwrap_err()
@@ -869,6 +901,7 @@ mod tests {
             bundle: "/b".as_ref(),
             rootfs: "/nonexistent-rootfs".as_ref(),
             state_dir: "/s",
+            plain_cgroup2: false,
         };
         let files = ["/proc/sys/net/ipv4/ip_forward".to_string()];
         let mut lines = Lines::default();
@@ -904,6 +937,7 @@ mod tests {
             bundle: "/b".as_ref(),
             rootfs: "/nonexistent-rootfs".as_ref(),
             state_dir: "/s",
+            plain_cgroup2: false,
         };
         let layout = layout(&m, &linux, &at, &[], &mut Lines::default(), &mut Vec::new()).unwrap();
         assert_eq!(layout.spec_binds.len(), 5, "the tmpfs is no bind");
