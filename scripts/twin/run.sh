@@ -47,9 +47,10 @@ exec_output_status_stdin_user_cwd mount_propagation_rshared_both_ways"
 parity_cases="${TWIN_PARITY_CASES:-$default_parity}"
 # CRI cases that concern a node (issue 9 item 5), each run with both drivers: a pod of two
 # containers with logs, ExecSync, stats, UpdateContainerResources and both kinds of stop
-# (lifecycle), streaming exec, the security context, cgroup v2 limits against runc's, and
-# pods' AppArmor confinement against runc's. Everything else runs on the build host.
-default_cri="lifecycle exec_streaming security_context resources apparmor_confinement"
+# (lifecycle), streaming exec, the security context, a privileged pod (no cgroup namespace on
+# v2), cgroup v2 limits against runc's, and pods' AppArmor confinement against runc's.
+# Everything else runs on the build host.
+default_cri="lifecycle exec_streaming security_context privileged resources apparmor_confinement"
 cri_cases="${TWIN_CRI_CASES:-$default_cri}"
 
 image_dir="$(bash scripts/twin/image.sh)"

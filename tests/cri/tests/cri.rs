@@ -1275,17 +1275,19 @@ fn confinement_of(pid: i32) -> String {
 
 /// Pods' AppArmor confinement is runc's. With AppArmor on (a Proxmox VE node, the node twin)
 /// containerd's CRI plugin asks for its default profile (`cri-containerd.apparmor.d`) for every
-/// container that asks for none, nothing for `Unconfined`, and the named profile for
-/// `Localhost`; runc applies it at the workload's execve and to every exec. The same pod runs
-/// under the `runc` handler and under the shim, and the confinement of the sandbox, each
-/// container's workload (read on the host) and an ExecSync in it (read inside) must be the same:
-/// no container of the shim's may run unconfined where runc's would not. Without AppArmor (this
-/// build host) both have none, and the case proves only that they agree.
+/// container that asks for none, nothing for `Unconfined` nor for a privileged container, and
+/// the named profile for `Localhost`; runc applies it at the workload's execve and to every
+/// exec. The same pod runs under the `runc` handler and under the shim, and the confinement of
+/// the sandbox, each container's workload (read on the host) and an ExecSync in it (read
+/// inside) must be the same: no container of the shim's may run unconfined where runc's would
+/// not. Without AppArmor (this build host) both have none, and the case proves only that they
+/// agree.
 fn case_apparmor_confinement(env: &CriEnv) -> Result<()> {
     const LOCALHOST_PROFILE: &str = "lxc-container-default-cgns";
     let mut c = env.cri()?;
-    let mut containers: Vec<(&str, Option<v1::SecurityProfile>, &str)> = vec![
-        ("default", None, ""),
+    // (name, profile, the profile in the older string field, privileged)
+    let mut containers: Vec<(&str, Option<v1::SecurityProfile>, &str, bool)> = vec![
+        ("default", None, "", false),
         (
             "unconfined",
             Some(v1::SecurityProfile {
@@ -1293,7 +1295,10 @@ fn case_apparmor_confinement(env: &CriEnv) -> Result<()> {
                 localhost_ref: String::new(),
             }),
             "unconfined",
+            false,
         ),
+        // containerd asks for no profile for a privileged container that names none.
+        ("privileged", None, "", true),
     ];
     // A profile of the node's own, by name (LXC's, loaded on every node with LXC); containerd
     // refuses a Localhost profile where AppArmor is off, under runc too.
@@ -1307,19 +1312,28 @@ fn case_apparmor_confinement(env: &CriEnv) -> Result<()> {
                 localhost_ref: LOCALHOST_PROFILE.to_string(),
             }),
             &localhost_deprecated,
+            false,
         ));
     }
     let mut seen: Vec<BTreeMap<String, String>> = Vec::new();
     for (label, handler) in [("runc", RUNC_HANDLER), ("lxc", cri::env::HANDLER)] {
-        let mut pod = run_pod_with(env, &format!("aa-{label}"), handler, |_| {})?;
+        // A privileged pod, so that it may hold the privileged container; the others are not.
+        let mut pod = run_pod_with(env, &format!("aa-{label}"), handler, |p| {
+            p.linux
+                .get_or_insert_with(Default::default)
+                .security_context
+                .get_or_insert_with(Default::default)
+                .privileged = true;
+        })?;
         let mut got = BTreeMap::new();
         let status = env.block_on(c.pod_status(&pod.id))?;
         let sandbox = client::pod_pid(&status).ok_or_else(|| anyhow!("no sandbox pid"))?;
         got.insert("sandbox".to_string(), confinement_of(sandbox));
-        for (name, profile, deprecated) in &containers {
+        for (name, profile, deprecated, privileged) in &containers {
             let mut cfg = sleeper(name, &env.images.busybox);
             {
                 let s = sec(&mut cfg);
+                s.privileged = *privileged;
                 s.apparmor = profile.clone();
                 // containerd 1.6 reads only the older string field (the kubelet sends both).
                 #[allow(deprecated)]
