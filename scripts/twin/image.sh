@@ -18,6 +18,7 @@ packages=(
     apparmor lxc lxcfs uidmap          # LXC 6 with its AppArmor profiles, lxcfs, id maps
     containerd runc busybox-static     # containerd as a service, runc as the reference
     containernetworking-plugins iproute2 procps util-linux psmisc e2fsprogs
+    docker-registry                    # the CRI suite's local registry (it starts its own)
 )
 key=$( (cat "$0"; echo "$suite") | sha256sum | cut -c1-16)
 out="$repo/target/twin/image-$key"
@@ -112,6 +113,7 @@ mmdebstrap --variant=minbase --mode=root --include="$include" \
     --customize-hook='for t in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer dpkg-db-backup.timer; do chroot "$1" systemctl mask "$t" >/dev/null 2>&1 || true; done' \
     --customize-hook="cp '$pve/pve-container@.service' '$pve/system-pve\\x2dcontainer.slice' \"\$1/usr/lib/systemd/system/\"" \
     --customize-hook="install -m 0755 '$pve/pve-container-stop-wrapper' \"\$1/usr/share/lxc/\"" \
+    --customize-hook='chroot "$1" systemctl mask docker-registry.service >/dev/null' \
     --customize-hook='cp -L "$1/vmlinuz" "$1/initrd.img" "$1/../"' \
     "$suite" "$root" "$mirror" >&2
 du -sh "$root" >&2

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The node twin's host harness: builds or reuses the twin image (scripts/twin/image.sh), packs
-# the freshly built shim, its .deb, the e2e parity test binary and the stage script onto a small
+# the freshly built shim, its .deb, the e2e parity and CRI test binaries and the stage script onto a small
 # payload disk (mke2fs -d, no loop device), boots the twin under QEMU with the image as a
 # throw-away snapshot, and reads the stage's `TWIN: PASS|FAIL|SKIP` lines from the serial
 # console. Exit status 0 only when the stage finished and no case failed.
@@ -12,9 +12,11 @@
 #   TWIN=skip            do nothing, say so, exit 0 (where QEMU cannot run)
 #   TWIN_ACCEL=kvm|tcg   force the accelerator (default: KVM when /dev/kvm is a usable hardware
 #                        KVM, TCG otherwise: nested PVM's KVM cannot run a stock kernel)
-#   TWIN_TIMEOUT=SECONDS bound on the whole VM run (default 2100)
+#   TWIN_TIMEOUT=SECONDS bound on the whole VM run (default 2700)
 #   TWIN_PARITY_CASES    parity case names to run inside (default: the cgroup/node ones below)
 #   TWIN_PVE_CASES       tests of the e2e pve binary for the `pve` case (default: below)
+#   TWIN_CRI_CASES       CRI case names (tests/cri) to run inside, each with the lxc and the pve
+#                        driver (default: the node ones below)
 #   TWIN_NO_BUILD=1      use the binaries already in target/debug as they are
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -51,6 +53,13 @@ pve_driver_faults_give_clear_errors_and_leave_nothing \
 pve_driver_twenty_back_to_back_runs_stay_under_systemds_start_limit \
 pve_driver_limits_and_stats_use_proxmoxs_cgroup_level"
 pve_cases="${TWIN_PVE_CASES:-$default_pve}"
+# CRI cases that concern a node (issue 9 item 5), each run with both drivers: a pod of two
+# containers with logs, ExecSync, stats, UpdateContainerResources and both kinds of stop
+# (lifecycle), streaming exec, the security context, a privileged pod (no cgroup namespace on
+# v2), cgroup v2 limits against runc's, and pods' AppArmor confinement against runc's.
+# Everything else runs on the build host.
+default_cri="lifecycle exec_streaming security_context privileged resources apparmor_confinement"
+cri_cases="${TWIN_CRI_CASES:-$default_cri}"
 
 image_dir="$(bash scripts/twin/image.sh)"
 
@@ -72,6 +81,12 @@ pve_bin="$(ls -t target/debug/deps/pve-* 2>/dev/null | grep -v '\.d$' | head -1 
 [ -n "$pve_bin" ] || { echo "twin: FAIL: no pve test binary in target/debug/deps" >&2; exit 1; }
 strip --strip-debug -o "$payload/tests/pve" "$pve_bin"
 echo "$pve_cases" >"$payload/pve-cases"
+# The cri crate's unit-test binary is named cri-HASH too: cargo names the suite's own (a no-op
+# when it is built already, as after scripts/test.sh's workspace build).
+cri_bin="$(cargo test -p cri --test cri --no-run 2>&1 | tee /dev/stderr |
+    sed -n 's/^ *Executable tests\/cri.rs (\(.*\))$/\1/p' | tail -1)"
+[ -n "$cri_bin" ] || { echo "twin: FAIL: cargo named no executable for tests/cri.rs" >&2; exit 1; }
+strip --strip-debug -o "$payload/tests/cri" "$cri_bin"
 target/debug/e2e-env image --out "$payload/image.tar" >&2
 # The operator's package, made by packaging/build-deb.sh from the binary under test.
 SHIM_BINARY="$payload/bin/containerd-shim-proxmox-lxc-v2" DEB_COMPRESS=gzip bash packaging/build-deb.sh >&2
@@ -79,6 +94,7 @@ cp target/debian/containerd-shim-proxmox-lxc_*_amd64.deb "$payload/deb/"
 cp -r examples "$payload/examples"
 cp scripts/twin/stage.sh "$payload/stage.sh"
 echo "$parity_cases" >"$payload/parity-cases"
+echo "$cri_cases" >"$payload/cri-cases"
 echo "$*" >"$payload/cases"
 size_mb=$(( $(du -sm "$payload" | cut -f1) + 64 ))
 mke2fs -q -t ext4 -L twin-payload -d "$payload" "$work/payload.img" "${size_mb}M" >&2
@@ -121,7 +137,7 @@ log="$work/console.log"
 # int3" a few seconds into the boot) is an emulation flake, not a finding: boot once more.
 for attempt in 1 2; do
     set +e
-    timeout --kill-after=10 "${TWIN_TIMEOUT:-2100}" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log" |
+    timeout --kill-after=10 "${TWIN_TIMEOUT:-2700}" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log" |
         grep --line-buffered -E 'TWIN: |^---- |Kernel panic|KVM internal error'
     qemu_rc=${PIPESTATUS[0]}
     set -e
@@ -134,7 +150,7 @@ for attempt in 1 2; do
 done
 echo "twin: console log: ${log#"$repo/"}"
 if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
-    echo "twin: FAIL: the VM did not finish within ${TWIN_TIMEOUT:-2100}s" >&2
+    echo "twin: FAIL: the VM did not finish within ${TWIN_TIMEOUT:-2700}s" >&2
     exit 1
 fi
 if ! grep -q 'TWIN: DONE' "$log"; then

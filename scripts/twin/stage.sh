@@ -7,9 +7,10 @@
 #
 # Usage (in the twin): bash /payload/stage.sh [CASE...]   (no CASE: every case, in order)
 # The payload: deb/*.deb (the package under test), bin/containerd-shim-proxmox-lxc-v2 (for the
-# parity binary), tests/parity (the host-built e2e parity test binary), image.tar (the busybox
-# OCI image), examples/ (the repository's examples), parity-cases (parity case names to run),
-# tests/pve and pve-cases (the e2e pve test binary and the tests of it to run).
+# parity binary), tests/parity (the host-built e2e parity test binary), tests/cri (the host-built
+# CRI test binary), image.tar (the busybox OCI image), examples/ (the repository's examples),
+# parity-cases and cri-cases (the case names to run of each), tests/pve and pve-cases (the e2e
+# pve test binary and the tests of it to run).
 set -u
 P="${TWIN_PAYLOAD:-/payload}"
 LOGS=/var/log/twin
@@ -92,6 +93,11 @@ cleanup_task() {
     "${CTR[@]}" container rm "$1" >/dev/null 2>&1
 }
 runtimes() { echo "$RUNC_RT $SHIM_RT"; }
+# The label the e2e and CRI harnesses give the system containerd in test names: its MAJOR.MINOR
+# as `containerd --version` says it ("containerd github.com/containerd/containerd 1.7.24~ds1").
+containerd_label() {
+    containerd --version | awk '{ v = $3; sub(/^v/, "", v); split(v, p, "."); print p[1] "." p[2] }'
+}
 short() { [ "$1" = "$SHIM_RT" ] && echo lxc || echo runc; }
 
 # ---- cases ------------------------------------------------------------------------------------
@@ -310,17 +316,18 @@ case_apparmor_parity() {
 # runc vs this shim, one run per case named in the payload's parity-cases.
 case_parity() {
     [ -x "$P/tests/parity" ] || die "no parity binary on the payload disk"
-    local c bad=""
+    local c bad="" v
     export E2E_SHIM_DIR="$P/bin" E2E_CACHE=/nonexistent-twin-cache
     # The harness puts its containerd (root, snapshots, so the containers' rootfs) under the
     # temp dir, and trixie's /tmp is a tmpfs: a workload's files would be shared memory, not
     # page cache, unlike a node's /var/lib/containerd. /var/tmp is on the disk.
     export TMPDIR=/var/tmp
+    v="$(containerd_label)"
     for c in $(cat "$P/parity-cases"); do
         echo "== parity $c"
-        # The e2e harness names the system containerd "1.6" whatever its version (1.7 here);
-        # the other versions it knows are not in the twin and show as ignored.
-        if "$P/tests/parity" --exact --test-threads 1 "containerd-1.6::proxmox-lxc::$c" 2>&1 |
+        # The e2e harness labels the system containerd by its version (1.7 here); the other
+        # versions it knows are not in the twin and show as ignored.
+        if "$P/tests/parity" --exact --test-threads 1 "containerd-$v::proxmox-lxc::$c" 2>&1 |
             tee "$LOGS/parity-$c.log" | grep -q ' 1 passed; 0 failed'; then
             echo "TWIN: PASS parity::$c" >/dev/ttyS0
         else
@@ -372,6 +379,66 @@ case_pve() {
     [ -z "$bad" ] || die "pve cases failed:$bad"
 }
 
+# The host-built CRI test binary (tests/cri) against the twin's own containerd (/usr/bin: 1.7):
+# each case named in the payload's cri-cases with the lxc driver (containerd-1.7::CASE) and with
+# the pve driver against the Proxmox API test server in the binary, real LXC
+# (containerd-1.7-pve::CASE). One run of the binary for all (one registry, one containerd per
+# driver); each test's result is its own line on the console.
+case_cri() {
+    [ -x "$P/tests/cri" ] || die "no cri binary on the payload disk"
+    export E2E_SHIM_DIR="$P/bin" E2E_CACHE=/nonexistent-twin-cache
+    local v c name rc result bad="" listed want=() skip=()
+    v="$(containerd_label)"
+    listed="$("$P/tests/cri" --list 2>/dev/null | sed -n 's/: test$//p')"
+    for c in $(cat "$P/cri-cases"); do
+        local found=0
+        for name in "containerd-$v::$c" "containerd-$v-pve::$c"; do
+            if grep -qxF "$name" <<<"$listed"; then
+                want+=("$name")
+                found=1
+            fi
+        done
+        [ $found = 1 ] || die "no CRI case $c for containerd $v (cases: cri --list)"
+    done
+    # libtest-mimic takes one filter: every other test is skipped by its exact name.
+    while read -r name; do
+        printf '%s\n' "${want[@]}" | grep -qxF "$name" || skip+=(--skip "$name")
+    done <<<"$listed"
+    echo "== cri ${want[*]}"
+    "$P/tests/cri" --exact --test-threads 1 "${skip[@]}" >"$LOGS/cri.out" 2>&1
+    rc=$?
+    cat "$LOGS/cri.out"
+    # A case's own output follows "test NAME ... " on the same line, so the result is read
+    # from the summary: the names under the last "failures:" failed, the others that started
+    # passed, and nothing passed without a "test result:" line (a crash).
+    local failures
+    failures="$(awk '$0 == "failures:" { n = NR } { line[NR] = $0 }
+        END { if (n) for (i = n + 1; i <= NR; i++) if (line[i] ~ /^    [^ ]/) { sub(/^    /, "", line[i]); print line[i] } }' \
+        "$LOGS/cri.out")"
+    for name in "${want[@]}"; do
+        result="no result"
+        if ! awk -v n="$name" '$1 == "test" && $2 == n { found = 1 } END { exit !found }' "$LOGS/cri.out"; then
+            result="did not start"
+        elif grep -qxF "$name" <<<"$failures"; then
+            result="failed"
+        elif grep -q '^test result: ' "$LOGS/cri.out"; then
+            result=ok
+        fi
+        if [ "$result" = ok ]; then
+            echo "TWIN: PASS cri::$name" >/dev/ttyS0
+        else
+            bad="$bad $name"
+            echo "TWIN: FAIL cri::$name: $result (log: $LOGS/cri.out)" >/dev/ttyS0
+        fi
+    done
+    if [ -n "$bad" ] || [ $rc != 0 ]; then
+        grep -v '^$' "$LOGS/cri.out" | grep -vE '^test .* ok$' | tail -n 40 >/dev/ttyS0
+    fi
+    [ -z "$bad" ] || die "CRI cases failed:$bad"
+    # Exit 101 with every case passed: the teardown found leftovers (the log says which).
+    [ $rc = 0 ] || die "the cri binary exited $rc (teardown leftovers? see $LOGS/cri.out)"
+}
+
 case_purge_leaves_nothing() {
     dpkg-query -W containerd-shim-proxmox-lxc >/dev/null 2>&1 || die "the package is not installed"
     local id
@@ -397,7 +464,7 @@ case_purge_leaves_nothing() {
 
 all_cases=(node_facts deb_install containerd_runtime_entry ctr_run_rm restart_keeps_containers
     cgroup_limits_parity oom_137_and_event update_parity pause_freezes_cgroup apparmor_parity parity
-    purge_leaves_nothing)
+    cri purge_leaves_nothing)
 
 # pve before the last case (the purge), so the purge's "nothing left" covers it too.
 all_cases=("${all_cases[@]:0:${#all_cases[@]}-1}" pve "${all_cases[@]: -1}")

@@ -123,6 +123,7 @@ mod tests {
             bundle: "/b".as_ref(),
             rootfs: "/nonexistent-rootfs".as_ref(),
             state_dir: "/s",
+            plain_cgroup2: false,
         };
         let d = nodes(&l, &at, &["/dev".to_string()]).unwrap();
         assert_eq!(d.allow, ["c 10:229 rwm", "c 5:2 rwm"]);
@@ -148,6 +149,7 @@ mod tests {
             bundle: "/b".as_ref(),
             rootfs: "/nonexistent-rootfs".as_ref(),
             state_dir: "/s",
+            plain_cgroup2: false,
         };
         let e = nodes(&l, &at, &[]).unwrap_err();
         assert_eq!(e.field(), "linux.devices[0].major");

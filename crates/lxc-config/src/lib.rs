@@ -233,6 +233,12 @@ pub(crate) struct Places<'a> {
     pub rootfs: &'a Path,
     /// The state directory, absolute and normalised.
     pub state_dir: &'a str,
+    /// The node has cgroup v2 alone and the container no cgroup namespace (containerd gives a
+    /// privileged CRI container none): LXC's cgroup automount refuses that (cgfsng_mount:
+    /// "Force-mounting the unified cgroup hierarchy without cgroup namespace support is
+    /// currently not supported"), so a cgroup mount becomes a plain `cgroup2` mount, as runc
+    /// mounts it.
+    pub plain_cgroup2: bool,
 }
 
 /// Turns a spec into a container plan. Reads, never writes: the metadata of bind-mount sources
@@ -274,6 +280,8 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         bundle: req.bundle,
         rootfs: &root.path,
         state_dir: &state_dir,
+        plain_cgroup2: matches!(req.facts.cgroup, CgroupMode::Unified)
+            && ns.how("cgroup") == namespaces::Ns::Host,
     };
     let spec_mounts = spec.mounts().clone().unwrap_or_default();
     let layout = mounts::layout(

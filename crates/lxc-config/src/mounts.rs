@@ -311,6 +311,7 @@ pub(crate) fn layout(
         at.bundle,
         at.rootfs,
         ContainerIds::of(linux),
+        at.plain_cgroup2,
         ignored,
     )?;
     let spec_binds = converted
@@ -539,6 +540,7 @@ pub(crate) fn convert(
     bundle: &Path,
     rootfs: &Path,
     ids: Option<ContainerIds<'_>>,
+    plain_cgroup2: bool,
     ignored: &mut Vec<Ignored>,
 ) -> Result<Mounts, PlanError> {
     let mut out = Mounts::default();
@@ -572,6 +574,12 @@ pub(crate) fn convert(
             opts: &opts,
         };
         let taken_over = match typ.as_str() {
+            // Without a cgroup namespace on cgroup v2, the node's whole tree (see Places).
+            "cgroup" | "cgroup2" if plain_cgroup2 => {
+                out.entries
+                    .push(fs_mount(&f, m, "cgroup2".into(), dest, opts)?);
+                continue;
+            }
             "cgroup" | "cgroup2" => cgroup_mount(&target, &mut out, ignored)?,
             "tmpfs" if dest == "/dev" => dev_tmpfs(&target, &mut out, ignored),
             "devpts" if dest == "/dev/pts" => devpts(&target, ignored),
@@ -874,6 +882,7 @@ mod tests {
             "/b".as_ref(),
             "/nonexistent-rootfs".as_ref(),
             None,
+            false,
             &mut ignored,
         )
         .unwrap();
@@ -914,6 +923,7 @@ mod tests {
                 "/b".as_ref(),
                 "/nonexistent-rootfs".as_ref(),
                 ids,
+                false,
                 &mut Vec::new(),
             )
         };
@@ -972,6 +982,30 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_without_its_namespace_on_v2_is_a_plain_cgroup2_mount() {
+        // containerd's spec of a privileged CRI container: type "cgroup", writable.
+        let m = mounts(serde_json::json!([
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "rw"]}
+        ]));
+        let out = convert(
+            &m,
+            "/b".as_ref(),
+            "/nonexistent-rootfs".as_ref(),
+            None,
+            true,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert!(out.auto.is_empty(), "{:?}", out.auto);
+        let values: Vec<String> = out.entries.iter().map(MountEntry::lxc_value).collect();
+        assert_eq!(
+            values,
+            ["cgroup sys/fs/cgroup cgroup2 nosuid,noexec,nodev,relatime,rw,create=dir 0 0"]
+        );
+    }
+
+    #[test]
     fn runtime_only_options_and_reserved_targets_are_refused() {
         let convert_one = |v: serde_json::Value| {
             convert(
@@ -979,6 +1013,7 @@ mod tests {
                 "/b".as_ref(),
                 "/nonexistent-rootfs".as_ref(),
                 None,
+                false,
                 &mut Vec::new(),
             )
             .unwrap_err()
@@ -1012,6 +1047,7 @@ mod tests {
             bundle: "/b".as_ref(),
             rootfs: "/nonexistent-rootfs".as_ref(),
             state_dir: "/s",
+            plain_cgroup2: false,
         };
         let files = ["/proc/sys/net/ipv4/ip_forward".to_string()];
         let mut lines = Lines::default();
@@ -1047,6 +1083,7 @@ mod tests {
             bundle: "/b".as_ref(),
             rootfs: "/nonexistent-rootfs".as_ref(),
             state_dir: "/s",
+            plain_cgroup2: false,
         };
         let layout = layout(&m, &linux, &at, &[], &mut Lines::default(), &mut Vec::new()).unwrap();
         assert_eq!(layout.spec_binds.len(), 5, "the tmpfs is no bind");

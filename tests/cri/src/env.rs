@@ -2,6 +2,9 @@
 //! `proxmox-lxc` runtime handler, CNI (Debian's bridge + host-local + loopback) on a bridge and
 //! subnet of its own, registry hosts for the local registry, `restrict_oom_score_adj = true`
 //! (root lacks CAP_SYS_RESOURCE on these machines), and the pause image from that registry.
+//! AppArmor is left on (`disable_apparmor = false`, containerd's default): on a node with
+//! AppArmor (Proxmox VE, the node twin) the CRI plugin gives every non-privileged container its
+//! default profile `cri-containerd.apparmor.d`, as on a real node; elsewhere it does nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -611,7 +614,7 @@ oom_score = 0
 
 [plugins."{plugin_runtime}"]
   restrict_oom_score_adj = true
-  disable_apparmor = true
+  disable_apparmor = false
 
 [plugins."{plugin_runtime}".containerd]
   default_runtime_name = "runc"
@@ -637,7 +640,7 @@ oom_score = 0
 {nri}
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
-  disable_apparmor = true
+  disable_apparmor = false
   sandbox_image = "{pause_image}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"

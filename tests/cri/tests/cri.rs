@@ -12,14 +12,18 @@
 //! (`config_body`). Each points the shim's lxcpath into the run's work dir, and the cases check
 //! the LXC containers appear there: the proof that runtime options reach the shim.
 //!
-//! The same cases run once more with the `pve` driver (`containerd-1.6-pve::CASE`): the shim's
+//! VERSION is the containerd's own (`containerd --version`): the system's is 1.6 on this build
+//! host (Debian 12) and 1.7 in the node twin (Debian 13).
+//!
+//! The same cases run once more with the `pve` driver (`containerd-SYSTEM-pve::CASE`, on the
+//! system's containerd: `containerd-1.6-pve` here, `containerd-1.7-pve` in the twin): the shim's
 //! `ConfigPath` file says `driver = "pve"` and points at the Proxmox API test server, which plays
 //! the node with real LXC (CT configs in its own copy of /etc/pve/lxc, `lxc-start -F` in
 //! /var/lib/lxc as `pve-container@VMID` does). There every container is a CT: the cases find
 //! it by its tag, check it is listed in `/cluster/resources` with the pod's tags, and check that
 //! no CT config, LXC container, lock or `lxc-start` is left.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -75,14 +79,22 @@ enum Driver {
     Pve,
 }
 
-/// The label of the environment that runs the `pve` driver (containerd 1.6).
-const PVE_LABEL: &str = "c1.6pve";
+/// The end of the label of the environment that runs the `pve` driver (`c1.6pve`).
+const PVE_LABEL_SUFFIX: &str = "pve";
 
 fn driver_of(env: &CriEnv) -> Driver {
-    if env.label == PVE_LABEL {
+    if env.label.ends_with(PVE_LABEL_SUFFIX) {
         Driver::Pve
     } else {
         Driver::Lxc
+    }
+}
+
+/// The name the case's tests carry for this environment (`containerd-1.7-pve`).
+fn test_prefix(env: &CriEnv) -> String {
+    match driver_of(env) {
+        Driver::Lxc => format!("containerd-{}", env.version.name),
+        Driver::Pve => format!("containerd-{}-pve", env.version.name),
     }
 }
 
@@ -93,7 +105,7 @@ fn env_for(version: &ContainerdVersion, driver: Driver) -> Result<Arc<CriEnv>> {
     let mut map = envs().lock().unwrap_or_else(|e| e.into_inner());
     let label = match driver {
         Driver::Lxc => format!("c{}", version.name),
-        Driver::Pve => PVE_LABEL.to_string(),
+        Driver::Pve => format!("c{}{PVE_LABEL_SUFFIX}", version.name),
     };
     let entry = map.entry(label.clone()).or_insert_with(|| {
         let use_config_path = version.name == "1.6";
@@ -310,7 +322,10 @@ fn run_pod<'a>(
     run_pod_on(env, cri::env::HANDLER, name, tweak)
 }
 
-/// A pod under runtime handler `handler` (`runc` for the reference).
+/// The runtime handler of the reference: runc through containerd's own shim.
+const RUNC_HANDLER: &str = "runc";
+
+/// As `run_pod`, with runtime handler `handler` (`RUNC_HANDLER` for the reference).
 fn run_pod_on<'a>(
     env: &'a CriEnv,
     handler: &str,
@@ -540,9 +555,17 @@ fn sleeper(name: &str, image: &str) -> v1::ContainerConfig {
     )
 }
 
-/// The container's cgroup directory for a v1 controller (or the v2 dir), from its init pid.
+/// Whether the node has the cgroup v2 hierarchy alone at /sys/fs/cgroup (a Proxmox VE node, the
+/// node twin), rather than v1 controllers (this build host's hybrid layout).
+fn cgroup_v2_only() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").is_file()
+}
+
+/// The container's cgroup directory where its limits are, from its init pid: the v1
+/// controller's, or on a v2-only node the one v2 directory.
 fn cgroup_dir(pid: i32, controller: &str) -> Result<PathBuf> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let v2 = cgroup_v2_only();
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, ctrls, path) = (
@@ -550,7 +573,11 @@ fn cgroup_dir(pid: i32, controller: &str) -> Result<PathBuf> {
             parts.next().unwrap_or(""),
             parts.next().unwrap_or(""),
         );
-        if ctrls.split(',').any(|c| c == controller) {
+        if v2 && ctrls.is_empty() {
+            let dir = PathBuf::from("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+            return Ok(limit_level(dir));
+        }
+        if !v2 && ctrls.split(',').any(|c| c == controller) {
             let dir = PathBuf::from("/sys/fs/cgroup")
                 .join(ctrls)
                 .join(path.trim_start_matches('/'));
@@ -572,6 +599,44 @@ fn limit_level(dir: PathBuf) -> PathBuf {
     match dir.parent() {
         Some(parent) if proxmox_inner => parent.to_path_buf(),
         _ => dir,
+    }
+}
+
+/// A container's memory and CPU limits as its cgroup files hold them, on cgroup v1 or v2.
+#[derive(Debug, PartialEq, Eq)]
+struct Limits {
+    /// `memory.limit_in_bytes` (v1) or `memory.max` (v2).
+    memory: String,
+    /// `cpu.cfs_quota_us` (v1) or the first field of `cpu.max` (v2).
+    cpu_quota: String,
+    /// `cpu.cfs_period_us` (v1) or the second field of `cpu.max` (v2).
+    cpu_period: String,
+    /// `cpu.shares` (v1) or `cpu.weight` (v2): the runtime converts CRI's shares to a weight
+    /// on v2, so that value is compared with runc's rather than with the shares asked for.
+    cpu_weight: String,
+}
+
+fn limits_of(pid: i32) -> Result<Limits> {
+    let mem = cgroup_dir(pid, "memory")?;
+    let cpu = cgroup_dir(pid, "cpu")?;
+    if cgroup_v2_only() {
+        let max = read_trim(&cpu.join("cpu.max"))?;
+        let (quota, period) = max
+            .split_once(' ')
+            .ok_or_else(|| anyhow!("cpu.max of {}: {max:?}", cpu.display()))?;
+        Ok(Limits {
+            memory: read_trim(&mem.join("memory.max"))?,
+            cpu_quota: quota.to_string(),
+            cpu_period: period.to_string(),
+            cpu_weight: read_trim(&cpu.join("cpu.weight"))?,
+        })
+    } else {
+        Ok(Limits {
+            memory: read_trim(&mem.join("memory.limit_in_bytes"))?,
+            cpu_quota: read_trim(&cpu.join("cpu.cfs_quota_us"))?,
+            cpu_period: read_trim(&cpu.join("cpu.cfs_period_us"))?,
+            cpu_weight: read_trim(&cpu.join("cpu.shares"))?,
+        })
     }
 }
 
@@ -750,15 +815,12 @@ fn case_lifecycle(env: &CriEnv) -> Result<()> {
             ..Default::default()
         },
     ))?;
-    let mem_dir = cgroup_dir(pid, "memory")?;
-    let limit = read_trim(&mem_dir.join("memory.limit_in_bytes"))?;
+    let limits = limits_of(pid)?;
     ensure!(
-        limit == (96u64 << 20).to_string(),
-        "memory limit after update: {limit}"
+        limits.memory == (96u64 << 20).to_string() && limits.cpu_quota == "30000",
+        "limits after update (want memory {}, cpu quota 30000): {limits:?}",
+        96u64 << 20
     );
-    let cpu_dir = cgroup_dir(pid, "cpu")?;
-    let quota = read_trim(&cpu_dir.join("cpu.cfs_quota_us"))?;
-    ensure!(quota == "30000", "cpu quota after update: {quota}");
     if driver_of(env) == Driver::Pve {
         // The Proxmox GUI shows what is enforced: the CT config follows the update.
         let vmids = pve::cts_of(&graceful);
@@ -1187,17 +1249,165 @@ fn case_masked_paths(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
-/// CPU quota/shares and memory limit land in the container's cgroup (v1 here), under the pod's
-/// cgroup parent.
+/// Whether the node's kernel has AppArmor on (a Proxmox VE node does; this build host does not).
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim() == "Y")
+}
+
+/// Whether AppArmor profile `name` is loaded on the node.
+fn apparmor_profile_loaded(name: &str) -> bool {
+    std::fs::read_to_string("/sys/kernel/security/apparmor/profiles").is_ok_and(|text| {
+        text.lines().any(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(" ("))
+        })
+    })
+}
+
+/// An AppArmor label as the kernel shows it (`PROFILE (MODE)`), with a profile in the
+/// `unconfined` mode shown as `unconfined`: Debian ships `runc` as such a profile, which runc's
+/// workloads inherit when no profile is asked for; it confines nothing, as plain `unconfined`.
+fn confinement_label(text: &str) -> String {
+    let t = text.trim();
+    match t.strip_suffix(" (unconfined)") {
+        Some(_) => "unconfined".to_string(),
+        None => t.to_string(),
+    }
+}
+
+/// The AppArmor confinement of host process `pid`, read from the host side
+/// (`/proc/PID/attr/apparmor/current`, or `attr/current` on kernels without the former), or
+/// what reading it said where AppArmor is off.
+fn confinement_of(pid: i32) -> String {
+    let specific = format!("/proc/{pid}/attr/apparmor/current");
+    let generic = format!("/proc/{pid}/attr/current");
+    match std::fs::read_to_string(&specific).or_else(|_| std::fs::read_to_string(&generic)) {
+        Ok(text) => confinement_label(&text),
+        Err(e) => format!("unreadable ({})", e.kind()),
+    }
+}
+
+/// Pods' AppArmor confinement is runc's. With AppArmor on (a Proxmox VE node, the node twin)
+/// containerd's CRI plugin asks for its default profile (`cri-containerd.apparmor.d`) for every
+/// container that asks for none, nothing for `Unconfined` nor for a privileged container, and
+/// the named profile for `Localhost`; runc applies it at the workload's execve and to every
+/// exec. The same pod runs under the `runc` handler and under the shim, and the confinement of
+/// the sandbox, each container's workload (read on the host) and an ExecSync in it (read
+/// inside) must be the same: no container of the shim's may run unconfined where runc's would
+/// not. Without AppArmor (this build host) both have none, and the case proves only that they
+/// agree.
+fn case_apparmor_confinement(env: &CriEnv) -> Result<()> {
+    const LOCALHOST_PROFILE: &str = "lxc-container-default-cgns";
+    let mut c = env.cri()?;
+    // (name, profile, the profile in the older string field, privileged)
+    let mut containers: Vec<(&str, Option<v1::SecurityProfile>, &str, bool)> = vec![
+        ("default", None, "", false),
+        (
+            "unconfined",
+            Some(v1::SecurityProfile {
+                profile_type: v1::security_profile::ProfileType::Unconfined as i32,
+                localhost_ref: String::new(),
+            }),
+            "unconfined",
+            false,
+        ),
+        // containerd asks for no profile for a privileged container that names none.
+        ("privileged", None, "", true),
+    ];
+    // A profile of the node's own, by name (LXC's, loaded on every node with LXC); containerd
+    // refuses a Localhost profile where AppArmor is off, under runc too.
+    let localhost = apparmor_enabled() && apparmor_profile_loaded(LOCALHOST_PROFILE);
+    let localhost_deprecated = format!("localhost/{LOCALHOST_PROFILE}");
+    if localhost {
+        containers.push((
+            "localhost",
+            Some(v1::SecurityProfile {
+                profile_type: v1::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: LOCALHOST_PROFILE.to_string(),
+            }),
+            &localhost_deprecated,
+            false,
+        ));
+    }
+    let mut seen: Vec<BTreeMap<String, String>> = Vec::new();
+    for (label, handler) in [("runc", RUNC_HANDLER), ("lxc", cri::env::HANDLER)] {
+        // A privileged pod, so that it may hold the privileged container; the others are not.
+        let mut pod = run_pod_on(env, handler, &format!("aa-{label}"), |p| {
+            p.linux
+                .get_or_insert_with(Default::default)
+                .security_context
+                .get_or_insert_with(Default::default)
+                .privileged = true;
+        })?;
+        let mut got = BTreeMap::new();
+        let status = env.block_on(c.pod_status(&pod.id))?;
+        let sandbox = client::pod_pid(&status).ok_or_else(|| anyhow!("no sandbox pid"))?;
+        got.insert("sandbox".to_string(), confinement_of(sandbox));
+        for (name, profile, deprecated, privileged) in &containers {
+            let mut cfg = sleeper(name, &env.images.busybox);
+            {
+                let s = sec(&mut cfg);
+                s.privileged = *privileged;
+                s.apparmor = profile.clone();
+                // containerd 1.6 reads only the older string field (the kubelet sends both).
+                #[allow(deprecated)]
+                {
+                    s.apparmor_profile = deprecated.to_string();
+                }
+            }
+            let id = pod.run(&cfg)?;
+            env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
+            let pid = env.block_on(c.container_pid(&id))?;
+            got.insert(format!("{name}: workload"), confinement_of(pid));
+            let (code, out, err) =
+                env.block_on(c.exec_sync(&id, &["cat", "/proc/self/attr/current"], 10))?;
+            let exec = if code == 0 {
+                confinement_label(&out)
+            } else {
+                format!("exit {code}: {}", err.trim())
+            };
+            got.insert(format!("{name}: exec"), exec);
+        }
+        pod.finish()?;
+        seen.push(got);
+    }
+    let (runc, shim) = (&seen[0], &seen[1]);
+    println!(
+        "{}::apparmor_confinement (AppArmor {}):",
+        test_prefix(env),
+        if apparmor_enabled() { "on" } else { "off" }
+    );
+    for (what, r) in runc {
+        println!("  {what:<22} runc: {r:<40} shim: {}", shim[what]);
+    }
+    if apparmor_enabled() {
+        // The reference itself: containerd applied its default profile under runc.
+        ensure!(
+            runc["default: workload"] == "cri-containerd.apparmor.d (enforce)",
+            "runc's container without a profile runs as {:?}, not under containerd's default \
+             profile: the CRI plugin did not apply AppArmor",
+            runc["default: workload"]
+        );
+    }
+    let differ: Vec<String> = runc
+        .iter()
+        .filter(|(what, r)| shim.get(*what) != Some(r))
+        .map(|(what, r)| format!("{what}: runc {r:?}, shim {:?}", shim.get(what)))
+        .collect();
+    ensure!(
+        differ.is_empty(),
+        "AppArmor confinement differs from runc's:\n{}",
+        differ.join("\n")
+    );
+    Ok(())
+}
+
+/// CPU quota/shares and memory limit land in the container's cgroup (v1 on this build host, v2
+/// on a node), under the pod's cgroup parent, with the values runc's container gets from the
+/// same container config (the same pod under the `runc` handler).
 fn case_resources(env: &CriEnv) -> Result<()> {
     let mut c = env.cri()?;
-    let mut pod = run_pod(env, "res", |_| {})?;
-    let parent = pod
-        .config
-        .linux
-        .as_ref()
-        .map(|l| l.cgroup_parent.clone())
-        .unwrap_or_default();
     let mut cfg = sleeper("limited", &env.images.busybox);
     {
         let r = res(&mut cfg);
@@ -1206,11 +1416,23 @@ fn case_resources(env: &CriEnv) -> Result<()> {
         r.cpu_shares = 512;
         r.memory_limit_in_bytes = 64 << 20;
     }
+    let mut reference = run_pod_on(env, RUNC_HANDLER, "res-runc", |_| {})?;
+    let rid = reference.run(&cfg)?;
+    env.block_on(c.wait_state(&rid, state::RUNNING, Duration::from_secs(20)))?;
+    let runc_limits = limits_of(env.block_on(c.container_pid(&rid))?)?;
+    reference.finish()?;
+
+    let mut pod = run_pod(env, "res", |_| {})?;
+    let parent = pod
+        .config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
     let id = pod.run(&cfg)?;
     env.block_on(c.wait_state(&id, state::RUNNING, Duration::from_secs(20)))?;
     let pid = env.block_on(c.container_pid(&id))?;
     let mem = cgroup_dir(pid, "memory")?;
-    let cpu = cgroup_dir(pid, "cpu")?;
     match driver_of(env) {
         Driver::Lxc => ensure!(
             mem.to_string_lossy()
@@ -1232,22 +1454,38 @@ fn case_resources(env: &CriEnv) -> Result<()> {
             // Said on every run rather than passed over: the pod-level cgroup (the kubelet's
             // accounting and limits of the pod as a whole) does not hold pve CTs.
             println!(
-                "NOTE containerd-1.6-pve::resources: the container's cgroup is its CT's ({path}), \
+                "NOTE {}::resources: the container's cgroup is its CT's ({path}), \
                  not under the pod's cgroup parent {parent}: the pve driver keeps Proxmox's \
-                 layout and does not apply linux.cgroupsPath (docs/pve-driver.md)"
+                 layout and does not apply linux.cgroupsPath (docs/pve-driver.md)",
+                test_prefix(env)
             );
         }
     }
-    let checks = [
-        (mem.join("memory.limit_in_bytes"), (64u64 << 20).to_string()),
-        (cpu.join("cpu.cfs_quota_us"), "50000".to_string()),
-        (cpu.join("cpu.cfs_period_us"), "100000".to_string()),
-        (cpu.join("cpu.shares"), "512".to_string()),
-    ];
-    for (file, want) in checks {
-        let got = read_trim(&file)?;
-        ensure!(got == want, "{}: {got}, want {want}", file.display());
-    }
+    let limits = limits_of(pid)?;
+    println!(
+        "{}::resources: cgroup v{}: runc's {runc_limits:?}, the shim's {limits:?}",
+        test_prefix(env),
+        if cgroup_v2_only() { 2 } else { 1 }
+    );
+    let want = Limits {
+        memory: (64u64 << 20).to_string(),
+        cpu_quota: "50000".into(),
+        cpu_period: "100000".into(),
+        // v1 keeps the shares; v2's weight is the runtime's conversion (runc's is the model).
+        cpu_weight: if cgroup_v2_only() {
+            runc_limits.cpu_weight.clone()
+        } else {
+            "512".into()
+        },
+    };
+    ensure!(
+        runc_limits == want,
+        "runc's container (the reference) has {runc_limits:?}, want {want:?}"
+    );
+    ensure!(
+        limits == runc_limits,
+        "the shim's container has {limits:?}, runc's {runc_limits:?}"
+    );
     pod.finish()
 }
 
@@ -1541,7 +1779,11 @@ const USERNS_HOST_ID: u32 = 31 * 65536;
 /// its rootfs and volumes inside, and the host owners of the files it made in them.
 fn userns_transcript(env: &CriEnv, handler: &str, idmapped_volumes: bool) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
-    let tag = if handler == "runc" { "runc" } else { "shim" };
+    let tag = if handler == RUNC_HANDLER {
+        "runc"
+    } else {
+        "shim"
+    };
     // An emptyDir (the kubelet makes it 0777, root's) and a hostPath with files of root's and
     // of uid 1000's.
     let empty = env.scratch(&format!("userns-{tag}-empty"));
@@ -2090,11 +2332,10 @@ fn case_example_pod(env: &CriEnv) -> Result<()> {
         "example pod exec user/caps: {user:?}"
     );
     let pid = env.block_on(c.container_pid(id))?;
-    let quota = read_trim(&cgroup_dir(pid, "cpu")?.join("cpu.cfs_quota_us"))?;
-    let mem = read_trim(&cgroup_dir(pid, "memory")?.join("memory.limit_in_bytes"))?;
+    let limits = limits_of(pid)?;
     ensure!(
-        quota == "50000" && mem == (64u64 << 20).to_string(),
-        "example pod limits: quota {quota}, memory {mem}"
+        limits.cpu_quota == "50000" && limits.memory == (64u64 << 20).to_string(),
+        "example pod limits: {limits:?}"
     );
     pod.finish()
 }
@@ -2290,7 +2531,8 @@ fn case_pve_cts_listed(env: &CriEnv) -> Result<()> {
             pve::LXCPATH
         );
         println!(
-            "containerd-1.6-pve: {what} is CT {vmid} named {:?}, tags {tags}",
+            "{}: {what} is CT {vmid} named {:?}, tags {tags}",
+            test_prefix(env),
             ct.name.as_deref().unwrap_or("")
         );
         listed.push((cid.to_string(), vmid));
@@ -2337,7 +2579,7 @@ fn main() {
     if let Some(reason) = &skip {
         eprintln!("cri: SKIPPING every CRI test: {reason}");
     }
-    let main_cases: [(&str, Case); 12] = [
+    let main_cases: [(&str, Case); 13] = [
         ("lifecycle", case_lifecycle),
         ("exec_streaming", case_exec_streaming),
         ("networking", case_networking),
@@ -2347,6 +2589,7 @@ fn main() {
         ("privileged", case_privileged),
         ("masked_paths", case_masked_paths),
         ("resources", case_resources),
+        ("apparmor_confinement", case_apparmor_confinement),
         ("share_process_namespace", case_share_process_namespace),
         ("sysctls", case_sysctls),
         (
@@ -2367,7 +2610,7 @@ fn main() {
         ("user_namespaces", case_user_namespaces),
     ];
     // Every case on every containerd with the lxc driver (1.6 passes options by ConfigPath, 1.7
-    // and 2.1 inline), and on containerd 1.6 with the pve driver.
+    // and 2.1 inline), and on the system's containerd with the pve driver.
     let mut setups: Vec<(
         String,
         std::result::Result<ContainerdVersion, String>,
@@ -2376,7 +2619,12 @@ fn main() {
         .into_iter()
         .map(|(name, version)| (name, version, Driver::Lxc))
         .collect();
-    setups.push(("1.6-pve".into(), ContainerdVersion::system(), Driver::Pve));
+    let system = ContainerdVersion::system();
+    let system_name = system
+        .as_ref()
+        .map(|v| v.name.clone())
+        .unwrap_or_else(|_| "system".into());
+    setups.push((format!("{system_name}-pve"), system, Driver::Pve));
     for (name, version, driver) in setups {
         let mut cases: Vec<(&str, Case)> = main_cases
             .iter()
@@ -2424,11 +2672,11 @@ fn main() {
         .collect();
     for env in started {
         for l in env.teardown() {
-            leftovers.push(format!("containerd-{}: {l}", env.version.name));
+            leftovers.push(format!("{}: {l}", test_prefix(&env)));
         }
     }
     for l in pve::teardown() {
-        leftovers.push(format!("containerd-1.6-pve: {l}"));
+        leftovers.push(format!("the pve node: {l}"));
     }
     if let Some(Ok(shared)) = SHARED.get() {
         shared.registry.stop();

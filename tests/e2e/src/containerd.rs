@@ -16,7 +16,7 @@ use crate::{host, image, paths, NAMESPACE};
 /// scripts/setup.sh into the cache dir.
 #[derive(Clone, Debug)]
 pub struct ContainerdVersion {
-    /// Short name used in test names: "1.6", "1.7", "2.1".
+    /// Short name used in test names: "1.6", "1.7", "2.1" (the system's from its `--version`).
     pub name: String,
     /// Directory with `containerd` and `ctr` (and, for unpacked ones, their runc shim).
     pub bin_dir: PathBuf,
@@ -58,13 +58,14 @@ impl ContainerdVersion {
         })
     }
 
-    /// The version a benchmark's `--containerd NAME` names: "1.6" is Debian's, others are
-    /// unpacked by scripts/setup.sh.
+    /// The version a benchmark's `--containerd NAME` names: the system's own when NAME is its
+    /// version (`containerd --version`, "1.6" on bookworm) or "system", otherwise one unpacked
+    /// by scripts/setup.sh.
     pub fn named(name: &str) -> Result<Self, String> {
-        if name == "1.6" {
-            Self::system()
-        } else {
-            Self::cached(name)
+        match Self::system() {
+            Ok(system) if name == "system" || system.name == name => Ok(system),
+            Err(e) if name == "system" => Err(e),
+            _ => Self::cached(name),
         }
     }
 
@@ -87,13 +88,23 @@ impl ContainerdVersion {
         })
     }
 
-    /// Every version the tests know, each with why it cannot run, if it cannot.
+    /// Every version the tests know, each with why it cannot run, if it cannot, labelled by its
+    /// real version: the system's as `containerd --version` says (1.6 on bookworm, 1.7 on
+    /// trixie; "system" when it is missing), then the unpacked 2.1 and 1.7 unless the system's
+    /// is that version already (one set of test names per version).
     pub fn all() -> Vec<(String, Result<Self, String>)> {
-        vec![
-            ("1.6".into(), Self::system()),
-            ("2.1".into(), Self::cached("2.1")),
-            ("1.7".into(), Self::cached("1.7")),
-        ]
+        let system = Self::system();
+        let system_name = system
+            .as_ref()
+            .map(|v| v.name.clone())
+            .unwrap_or_else(|_| "system".into());
+        let mut out = vec![(system_name.clone(), system)];
+        for name in ["2.1", "1.7"] {
+            if name != system_name {
+                out.push((name.into(), Self::cached(name)));
+            }
+        }
+        out
     }
 
     pub fn containerd(&self) -> PathBuf {

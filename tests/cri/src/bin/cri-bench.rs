@@ -62,7 +62,7 @@ fn parse() -> Result<Args> {
     let mut args = Args {
         layouts: parse_layouts("1x1,1x3,10x1,50x1")?,
         shim_dir: e2e::paths::workspace_root().join("target/release"),
-        version: "1.6".into(),
+        version: "system".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

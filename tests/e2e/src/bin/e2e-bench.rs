@@ -20,7 +20,7 @@
 //! to compare a change before/after in the same run.
 //!
 //! ```text
-//! e2e-bench [--runs N] [--containers K] [--shim-dir DIR] [--containerd 1.6|1.7|2.1]
+//! e2e-bench [--runs N] [--containers K] [--shim-dir DIR] [--containerd system|1.6|1.7|2.1]
 //! ```
 
 use std::path::PathBuf;
@@ -51,7 +51,7 @@ fn parse() -> Result<Args> {
         runs: 30,
         containers: 5,
         shim_dir: paths::workspace_root().join("target/release"),
-        version: "1.6".into(),
+        version: "system".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

@@ -2,7 +2,7 @@
 //! by hand), with the local images imported.
 //!
 //! ```text
-//! e2e-env start --work DIR [--containerd 1.6|1.7|2.1] [--shim-dir DIR]
+//! e2e-env start --work DIR [--containerd system|1.6|1.7|2.1] [--shim-dir DIR]
 //!     starts containerd in DIR, imports the images, prints shell assignments:
 //!     E2E_CTR (ctr with address and namespace), E2E_ADDRESS, E2E_IMAGE, E2E_APP_IMAGE, E2E_LOG
 //! e2e-env stop --work DIR
@@ -34,7 +34,7 @@ fn parse() -> Result<Args> {
     let mut args = Args {
         command,
         work: None,
-        version: "1.6".into(),
+        version: "system".into(),
         shim_dir: paths::shim_dir(),
         out: None,
     };
@@ -52,7 +52,6 @@ fn parse() -> Result<Args> {
 }
 
 fn version(name: &str) -> Result<ContainerdVersion> {
-    let name = if name == "system" { "1.6" } else { name };
     ContainerdVersion::named(name).map_err(|e| anyhow!(e))
 }
 
@@ -93,7 +92,7 @@ fn run() -> Result<bool> {
                 return Ok(true);
             }
             let name = std::fs::read_to_string(work.join("e2e-env.version"))
-                .unwrap_or_else(|_| "1.6".into());
+                .unwrap_or_else(|_| "system".into());
             let shim_dir = std::fs::read_to_string(work.join("e2e-env.shim-dir"))
                 .map(PathBuf::from)
                 .unwrap_or(args.shim_dir);
