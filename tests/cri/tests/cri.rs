@@ -1151,19 +1151,22 @@ fn case_security_context(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
+/// Makes a pod privileged (it may then hold privileged containers).
+fn privileged_pod(p: &mut v1::PodSandboxConfig) {
+    p.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .privileged = true;
+}
+
 /// A privileged container in a privileged pod (CNI daemons, device plugins): every capability
 /// of the node, the node's devices, no masked /proc paths. (/sys is not checked: the pod's
 /// network namespace already has a read-only sysfs from the sandbox, and sysfs is one
 /// superblock per network namespace, under runc too.)
 fn case_privileged(env: &CriEnv) -> Result<()> {
     let mut c = env.cri()?;
-    let mut pod = run_pod(env, "priv", |p| {
-        p.linux
-            .get_or_insert_with(Default::default)
-            .security_context
-            .get_or_insert_with(Default::default)
-            .privileged = true;
-    })?;
+    let mut pod = run_pod(env, "priv", privileged_pod)?;
     let masked = masked_proc_file()?;
     let probe = format!(
         "grep CapEff /proc/self/status; \
@@ -1333,13 +1336,7 @@ fn case_apparmor_confinement(env: &CriEnv) -> Result<()> {
     let mut seen: Vec<BTreeMap<String, String>> = Vec::new();
     for (label, handler) in [("runc", RUNC_HANDLER), ("lxc", cri::env::HANDLER)] {
         // A privileged pod, so that it may hold the privileged container; the others are not.
-        let mut pod = run_pod_on(env, handler, &format!("aa-{label}"), |p| {
-            p.linux
-                .get_or_insert_with(Default::default)
-                .security_context
-                .get_or_insert_with(Default::default)
-                .privileged = true;
-        })?;
+        let mut pod = run_pod_on(env, handler, &format!("aa-{label}"), privileged_pod)?;
         let mut got = BTreeMap::new();
         let status = env.block_on(c.pod_status(&pod.id))?;
         let sandbox = client::pod_pid(&status).ok_or_else(|| anyhow!("no sandbox pid"))?;
@@ -1706,13 +1703,7 @@ fn case_mount_propagation(env: &CriEnv) -> Result<()> {
             env.scratch(&format!("propagation-{name}")),
         )?);
     }
-    let mut pod = run_pod(env, "propagation", |p| {
-        p.linux
-            .get_or_insert_with(Default::default)
-            .security_context
-            .get_or_insert_with(Default::default)
-            .privileged = true;
-    })?;
+    let mut pod = run_pod(env, "propagation", privileged_pod)?;
     let script = "for d in both tohost none; do \
                     mount -t tmpfs cri-in /$d/in && echo made-in-container > /$d/in/f || exit 1; done; \
                   touch /both/ready; while [ ! -e /both/go ]; do sleep 0.02; done; \
