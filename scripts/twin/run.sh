@@ -81,10 +81,17 @@ pve_bin="$(ls -t target/debug/deps/pve-* 2>/dev/null | grep -v '\.d$' | head -1 
 [ -n "$pve_bin" ] || { echo "twin: FAIL: no pve test binary in target/debug/deps" >&2; exit 1; }
 strip --strip-debug -o "$payload/tests/pve" "$pve_bin"
 echo "$pve_cases" >"$payload/pve-cases"
-# The cri crate's unit-test binary is named cri-HASH too: cargo names the suite's own (a no-op
-# when it is built already, as after scripts/test.sh's workspace build).
-cri_bin="$(cargo test -p cri --test cri --no-run 2>&1 | tee /dev/stderr |
-    sed -n 's/^ *Executable tests\/cri.rs (\(.*\))$/\1/p' | tail -1)"
+# The cri crate's unit-test binary is named cri-HASH too: cargo names the suite's own. The
+# whole workspace, so that the features are those scripts/test.sh built with (a no-op after it;
+# `-p cri` alone would rebuild dependencies with other features). Captured, then shown on
+# stderr: `tee /dev/stderr` would reopen a caller's log file and truncate it.
+if ! cargo_out="$(cargo test --workspace --no-run 2>&1)"; then
+    echo "$cargo_out" >&2
+    echo "twin: FAIL: cargo test --workspace --no-run failed" >&2
+    exit 1
+fi
+echo "$cargo_out" | grep -E 'Executable tests/cri.rs|Finished' >&2 || true
+cri_bin="$(sed -n 's/^ *Executable tests\/cri.rs (\(.*\))$/\1/p' <<<"$cargo_out" | tail -1)"
 [ -n "$cri_bin" ] || { echo "twin: FAIL: cargo named no executable for tests/cri.rs" >&2; exit 1; }
 strip --strip-debug -o "$payload/tests/cri" "$cri_bin"
 target/debug/e2e-env image --out "$payload/image.tar" >&2
