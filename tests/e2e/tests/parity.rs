@@ -1631,6 +1631,51 @@ fn pause_resume(ctx: &Ctx) -> Result<Transcript> {
 /// as runc's shim reads `max`), other numbers by zero / non-zero / u64::MAX, arrays by length
 /// class, so usage that legitimately differs still has to be present and of the same kind.
 /// (ctr's JSON leaves zero fields out, so "0" and "absent" are the same here.)
+/// Memory counters whose zero or non-zero says how the host's page cache, reclaim and timing
+/// stood at that moment, or how each runtime's own setup touched the container's cgroup; not
+/// what the stats report (both shims read the same cgroup files). The runc and shim runs of
+/// one case share the image's page cache, charged to whichever container touched a page first.
+/// Each family was seen flipping between runs on one runtime or the other:
+/// - dirty/writeback pages: the kernel's flusher; active/inactive lists (file and anonymous):
+///   the kernel's LRU choice (file pages are compared as a sum by the caller, anonymous ones
+///   through `rss`/`anon`);
+/// - mapped file pages and major faults: whether the busybox binary's pages were in the page
+///   cache and whose cgroup they were charged to; reclaim and refault counters
+///   (`pgpgout`, `workingset_*`, `pgscan*`, `pgsteal*`, ...): memory pressure on the host;
+///   transparent huge pages: alignment and khugepaged;
+/// - on the node twin's cgroup v2: runc's Go `runc init` runs in the container's cgroup, so the
+///   init's kernel stack (forked there) is charged to it, while LXC forks the init in its
+///   monitor's cgroup and moves it (a kernel stack stays charged where it was allocated); LXC's
+///   setup leaves one page of shared memory there; pressure-stall totals depend on timing.
+fn host_dependent_counter(path: &str, leaf: &str) -> bool {
+    const FAMILIES: &[&str] = &[
+        "dirty",
+        "writeback",
+        "active_file",
+        "active_anon",
+        "mapped_file",
+        "file_mapped",
+        "maj_fault",
+        "pgmajfault",
+        "pgpgout",
+        "workingset_",
+        "pgscan",
+        "pgsteal",
+        "pgrefill",
+        "pgactivate",
+        "pgdeactivate",
+        "pglazyfree",
+        "pgdemote",
+        "pgpromote",
+        "zswap",
+        "thp",
+        "rss_huge",
+        "kernel_stack",
+        "shmem",
+    ];
+    FAMILIES.iter().any(|f| leaf.contains(f)) || (leaf == "total" && path.contains("/psi/"))
+}
+
 fn metrics_shape(v: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
     use serde_json::Value;
     match v {
@@ -1650,24 +1695,7 @@ fn metrics_shape(v: &serde_json::Value, path: &str, out: &mut Vec<(String, Strin
         }
         Value::Number(n) => {
             let leaf = path.rsplit('/').next().unwrap_or("");
-            // Dirty and under-writeback pages come and go with the kernel's flusher; whether
-            // page cache sits on the active or the inactive list is the kernel's LRU choice
-            // (compared as a sum by the caller).
-            if leaf.contains("dirty") || leaf.contains("writeback") || leaf.ends_with("active_file")
-            {
-                return;
-            }
-            // Counters that say how each runtime's own setup touched the container's cgroup,
-            // not what the stats report (both shims read the same cgroup files). Seen on the
-            // node twin's cgroup v2: runc's Go `runc init` runs in the container's cgroup,
-            // so its huge page faults and the init's kernel stack (forked there) are charged
-            // to it; LXC forks the init in its monitor's cgroup before moving it (a kernel
-            // stack is charged where it was allocated) and its setup leaves a page of shared
-            // memory charged to the container. Pressure stall totals depend on timing.
-            if matches!(leaf, "kernel_stack" | "shmem")
-                || leaf.starts_with("thp_")
-                || (leaf == "total" && path.contains("/psi/"))
-            {
+            if host_dependent_counter(path, leaf) {
                 return;
             }
             let class = match n.as_u64() {
