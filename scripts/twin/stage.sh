@@ -435,6 +435,13 @@ case_cri() {
         grep -v '^$' "$LOGS/cri.out" | grep -vE '^test .* ok$' | tail -n 40 >/dev/ttyS0
     fi
     [ -z "$bad" ] || die "CRI cases failed:$bad"
+    # The pve driver's pods must have had their CTs started by systemd, as on a node
+    # (pve-container@VMID through the test node, e2e::pve_node), not by the fallback.
+    if printf '%s\n' "${want[@]}" | grep -q -- '-pve::'; then
+        grep -m1 "test node: CTs" "$LOGS/cri.out" | sed 's/^/cri: /' >/dev/ttyS0
+        grep -q "test node: CTs' lxc-start run through systemd" "$LOGS/cri.out" ||
+            die "the pve driver's CRI cases did not start CTs through systemd (see $LOGS/cri.out)"
+    fi
     # Exit 101 with every case passed: the teardown found leftovers (the log says which).
     [ $rc = 0 ] || die "the cri binary exited $rc (teardown leftovers? see $LOGS/cri.out)"
 }
