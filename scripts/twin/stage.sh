@@ -262,6 +262,23 @@ case_pause_freezes_cgroup() {
 # (containerd's generated default profile via --apparmor-default-profile), a profile that is
 # not loaded fails the create (the shim's error names it), and without a profile the shim's
 # container runs under the same confinement as runc's.
+# Device rules (on cgroup v2 a BPF device program: runc's own, and LXC's for the shim): a
+# device node the container makes itself is not usable without a rule, `--device` adds the
+# node and its rule, /dev/null stays usable; the same under runc and the shim.
+case_device_rules_parity() {
+    local rt got
+    [ -c /dev/fuse ] || skip "no /dev/fuse in this twin"
+    for rt in $(runtimes); do
+        got="$("${CTR[@]}" run --rm --runtime "$rt" "$IMAGE" "devdeny-$(short $rt)" sh -c \
+            'mknod /tmp/fuse c 10 229 || echo mknod-failed; (exec 3<>/tmp/fuse) 2>/dev/null && echo open-ok || echo open-denied; echo x >/dev/null && echo null-ok' |
+            tr '\n' ' ')"
+        expect_eq "$rt: a node the container made itself, no rule" "${got% }" "open-denied null-ok"
+        got="$("${CTR[@]}" run --rm --runtime "$rt" --device /dev/fuse "$IMAGE" "devallow-$(short $rt)" sh -c \
+            '(exec 3<>/dev/fuse) 2>/dev/null && echo open-ok || echo open-denied' | tr '\n' ' ')"
+        expect_eq "$rt: --device /dev/fuse" "${got% }" "open-ok"
+    done
+}
+
 case_apparmor_parity() {
     local rt id out rc runc_none=""
     for rt in $(runtimes); do
@@ -470,7 +487,8 @@ case_purge_leaves_nothing() {
 }
 
 all_cases=(node_facts deb_install containerd_runtime_entry ctr_run_rm restart_keeps_containers
-    cgroup_limits_parity oom_137_and_event update_parity pause_freezes_cgroup apparmor_parity parity
+    cgroup_limits_parity oom_137_and_event update_parity pause_freezes_cgroup device_rules_parity
+    apparmor_parity parity
     cri purge_leaves_nothing)
 
 # pve before the last case (the purge), so the purge's "nothing left" covers it too.
