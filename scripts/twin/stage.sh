@@ -350,6 +350,13 @@ case_parity() {
         else
             bad="$bad $c"
             echo "TWIN: FAIL parity::$c (log: $LOGS/parity-$c.log)" >/dev/ttyS0
+            # The lines where the shim's transcript differs from runc's, then the log's end.
+            awk '/^-- runc:/ { s = 1; next } /^-- proxmox-lxc:/ { s = 2; next } /^failures:/ { s = 0 }
+                s == 1 { print > "/tmp/parity-runc" } s == 2 { print > "/tmp/parity-shim" }' \
+                "$LOGS/parity-$c.log"
+            [ -f /tmp/parity-runc ] && [ -f /tmp/parity-shim ] &&
+                diff /tmp/parity-runc /tmp/parity-shim | grep '^[<>]' | sed 's/^</  runc:/; s/^>/  shim:/' >/dev/ttyS0
+            rm -f /tmp/parity-runc /tmp/parity-shim
             grep -v '^$' "$LOGS/parity-$c.log" | tail -n 25 >/dev/ttyS0
         fi
     done
