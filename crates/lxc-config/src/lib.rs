@@ -206,6 +206,12 @@ pub const DEVICES_DIR: &str = "devices";
 /// The `lxc.hook.mount` command that makes the root filesystem read-only (see `root.readonly`).
 pub const READONLY_ROOT_HOOK: &str = "/bin/mount -o remount,bind,ro \"${LXC_ROOTFS_MOUNT}\" #";
 
+/// Name (in the state directory) of the symlink the shim points at the container's OOM kill
+/// counter file once its cgroup is known (v2 `memory.events`, v1 `memory.oom_control`).
+pub const OOM_COUNTER_LINK_NAME: &str = "oom-counter";
+/// Name (in the state directory) of the copy of that file the `lxc.hook.stop` hook takes.
+pub const OOM_COUNTER_AT_STOP_NAME: &str = "oom-counter.at-stop";
+
 /// Tag prefix for the Kubernetes tags (matches the shim's default `tag_prefix`).
 pub const DEFAULT_TAG_PREFIX: &str = "k8s";
 
@@ -263,6 +269,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     let ns = Namespaces::parse(&linux)?;
 
     console_and_init_lines(root.readonly, &mut lines);
+    oom_counter_at_stop_hook(&state_dir, &mut lines)?;
     ns.clone_and_share(&mut lines);
     namespaces::hostname(spec, &ns, &mut lines, &mut ignored)?;
     namespaces::network(&linux, &ns, &mut lines)?;
@@ -389,14 +396,50 @@ fn console_and_init_lines(readonly_root: bool, lines: &mut Lines) {
     }
 }
 
+/// A stop hook that copies the container's OOM kill counter before LXC removes its cgroup.
+///
+/// The init's OOM kill counts in `memory.events` before the init dies, but LXC removes the
+/// container's cgroup right after (src/lxc/start.c, `lxc_end`: the `stop` hooks, then
+/// `payload_destroy`), and the kernel may deliver the file's change notification later still
+/// (cgroup_file_notify waits out 10 ms between two notifications and drops a pending one with
+/// the file). runc's shim reads the counter from a cgroup that lives until delete; here this
+/// hook keeps the last value where the shim can read it after the cgroup is gone. `cp` into
+/// the 0600 file [`ContainerPlan::write_state_files`] made keeps that mode; the trailing `#`
+/// turns the arguments LXC appends into a comment.
+fn oom_counter_at_stop_hook(state_dir: &str, lines: &mut Lines) -> Result<(), PlanError> {
+    let dir = Path::new(state_dir);
+    let source = dir.join(OOM_COUNTER_LINK_NAME);
+    let copy = dir.join(OOM_COUNTER_AT_STOP_NAME);
+    let (Some(source), Some(copy)) = (source.to_str(), copy.to_str()) else {
+        return Err(PlanError::request("state_dir", "is not UTF-8"));
+    };
+    let command = shlex::try_join(["/bin/cp", "--", source, copy])
+        .map_err(|e| PlanError::request("state_dir", e.to_string()))?;
+    lines.push("lxc.hook.stop", format!("{command} #"));
+    Ok(())
+}
+
 impl ContainerPlan {
+    /// Where the `lxc.hook.stop` hook copies the OOM kill counter (see
+    /// [`OOM_COUNTER_AT_STOP_NAME`]).
+    pub fn oom_counter_at_stop_path(&self) -> PathBuf {
+        self.seccomp_path.with_file_name(OOM_COUNTER_AT_STOP_NAME)
+    }
+
     /// Writes what the config refers to in the state directory, before the start: the seccomp
     /// policy at [`ContainerPlan::seccomp_path`] and the device nodes of
-    /// [`ContainerPlan::devices`] (mknod, chmod, chown; an existing node is replaced). This is
-    /// the crate's only write to the filesystem; it needs root for the device nodes.
+    /// [`ContainerPlan::devices`] (mknod, chmod, chown; an existing node is replaced), and the
+    /// empty 0600 file the stop hook fills. This is the crate's only write to the filesystem;
+    /// it needs root for the device nodes.
     pub fn write_state_files(&self) -> std::io::Result<()> {
         use std::os::unix::ffi::OsStrExt;
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.oom_counter_at_stop_path())?;
         if let Some(profile) = &self.seccomp_profile {
             std::fs::write(&self.seccomp_path, profile)?;
             std::fs::set_permissions(&self.seccomp_path, std::fs::Permissions::from_mode(0o644))?;

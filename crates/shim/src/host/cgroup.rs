@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::LinuxResources;
@@ -244,6 +246,55 @@ impl ContainerCgroup {
     pub fn memory_dir(&self) -> Option<&Path> {
         self.dir("memory").ok()
     }
+
+    /// The file whose `oom_kill` line counts the container's OOM kills: v2 `memory.events`,
+    /// v1 `memory.oom_control` (Linux >= 4.13 has the line there).
+    pub fn oom_counter_file(&self) -> Option<PathBuf> {
+        let name = if self.unified_only {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        self.memory_dir().map(|d| d.join(name))
+    }
+}
+
+/// The OOM kills of one container: what its cgroup had counted when the shim began to watch
+/// it, and how many the shim has reported since. The live watch and the init's exit share it,
+/// so that a kill is reported once, by whichever sees it first.
+#[derive(Debug)]
+pub struct OomLedger {
+    baseline: u64,
+    reported: AtomicU64,
+}
+
+impl OomLedger {
+    /// Starts counting from what `counter_file` says now (0 if it cannot say).
+    pub fn starting_at(counter_file: &Path) -> OomLedger {
+        OomLedger {
+            baseline: read_oom_kills(counter_file).unwrap_or(0),
+            reported: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes note that the counter stands at `total`; true if that shows kills not reported
+    /// yet (they count as reported from now on).
+    pub fn take_new_kills(&self, total: u64) -> bool {
+        let kills = total.saturating_sub(self.baseline);
+        self.reported.fetch_max(kills, Ordering::SeqCst) < kills
+    }
+
+    /// Takes note of one OOM reported from a v1 notification, which may come before the
+    /// kernel counts the kill.
+    pub fn note_reported(&self) {
+        self.reported.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The `oom_kill` counter in `file` (see [`ContainerCgroup::oom_counter_file`]); `None` if the
+/// file cannot be read or has no such line (an empty copy: the stop hook did not run).
+pub fn read_oom_kills(file: &Path) -> Option<u64> {
+    oom_kills(&std::fs::read_to_string(file).ok()?)
 }
 
 /// The directory to remove for a container's cgroup `dir`, if `dir` is named for it (see
@@ -375,9 +426,13 @@ async fn read_when_ready(fd: &AsyncFd<std::os::fd::OwnedFd>, buf: &mut [u8]) -> 
 }
 
 /// Watches a v1 memory cgroup for OOM kills through `cgroup.event_control` + an eventfd, and
-/// calls `on_oom` for each. Ends when the cgroup goes away (the kernel signals the eventfd
-/// then too). Must be called from within the shim's tokio runtime.
-pub fn watch_oom_v1(memory_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Result<()> {
+/// calls `on_oom` for each (noted in `ledger`). Ends when the cgroup goes away (the kernel
+/// signals the eventfd then too). Must be called from within the shim's tokio runtime.
+pub fn watch_oom_v1(
+    memory_dir: &Path,
+    ledger: Arc<OomLedger>,
+    on_oom: impl Fn() + Send + 'static,
+) -> Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if efd < 0 {
@@ -397,22 +452,24 @@ pub fn watch_oom_v1(memory_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Re
         let mut buf = [0u8; 8];
         while read_when_ready(&efd, &mut buf).await == Some(8) {
             // The eventfd also fires when the cgroup is removed: that is the end, not an OOM.
+            // An OOM that came together with the removal is left to the init's exit, which
+            // reads the counter the stop hook kept.
             if !memory_dir.exists() {
                 return;
             }
+            ledger.note_reported();
             on_oom();
         }
     });
     Ok(())
 }
 
-/// The `oom_kill` counter of a v2 `memory.events` file.
-fn oom_kills(events: &str) -> u64 {
+/// The `oom_kill` counter of a v2 `memory.events` or v1 `memory.oom_control` file.
+fn oom_kills(events: &str) -> Option<u64> {
     events
         .lines()
         .find_map(|l| l.strip_prefix("oom_kill "))
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Whether a buffer of inotify events holds `IN_IGNORED`: the watch is gone with its file.
@@ -431,11 +488,15 @@ fn watch_removed(events: &[u8]) -> bool {
     false
 }
 
-/// Watches a v2 cgroup's `memory.events` with inotify (the kernel signals every change of the
-/// file) and calls `on_oom` each time its `oom_kill` counter grows, as runc's shim reports
-/// them. Ends when the file goes away with its cgroup. Must be called from within the shim's
-/// tokio runtime.
-pub fn watch_oom_v2(cgroup_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Result<()> {
+/// Watches a v2 cgroup's `memory.events` with inotify (the kernel signals changes of the file,
+/// at most one per 10 ms) and calls `on_oom` each time its `oom_kill` counter shows kills
+/// `ledger` has not seen, as runc's shim reports them. Ends when the file goes away with its
+/// cgroup. Must be called from within the shim's tokio runtime.
+pub fn watch_oom_v2(
+    cgroup_dir: &Path,
+    ledger: Arc<OomLedger>,
+    on_oom: impl Fn() + Send + 'static,
+) -> Result<()> {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let events = cgroup_dir.join("memory.events");
@@ -456,16 +517,13 @@ pub fn watch_oom_v2(cgroup_dir: &Path, on_oom: impl Fn() + Send + 'static) -> Re
         ));
     }
     let fd = register(fd)?;
-    let mut seen = oom_kills(&std::fs::read_to_string(&events).unwrap_or_default());
     tokio::spawn(async move {
         let mut buf = [0u8; 4096];
         while let Some(n) = read_when_ready(&fd, &mut buf).await {
             let gone = watch_removed(&buf[..n]);
             match std::fs::read_to_string(&events) {
                 Ok(text) => {
-                    let now = oom_kills(&text);
-                    if now > seen {
-                        seen = now;
+                    if oom_kills(&text).is_some_and(|total| ledger.take_new_kills(total)) {
                         on_oom();
                     }
                 }
@@ -545,9 +603,29 @@ mod tests {
 
     #[test]
     fn parses_the_oom_kill_counter() {
-        assert_eq!(oom_kills("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n"), 2);
-        assert_eq!(oom_kills("oom 1\n"), 0);
-        assert_eq!(oom_kills(""), 0);
+        assert_eq!(oom_kills("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n"), Some(2));
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n";
+        assert_eq!(oom_kills(v1), Some(4));
+        assert_eq!(oom_kills("oom 1\n"), None);
+        assert_eq!(oom_kills(""), None);
+    }
+
+    #[test]
+    fn the_ledger_reports_each_kill_once_from_either_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("memory.events");
+        std::fs::write(&events, "oom 3\noom_kill 2\n").unwrap();
+        let ledger = OomLedger::starting_at(&events);
+        // Kills from before the watch are not this container's news.
+        assert!(!ledger.take_new_kills(2));
+        assert!(ledger.take_new_kills(3));
+        // The exit reading the same total again reports nothing more.
+        assert!(!ledger.take_new_kills(3));
+        // A v1 notification counted ahead of the kernel's counter is not reported twice.
+        ledger.note_reported();
+        assert!(!ledger.take_new_kills(4));
+        assert!(ledger.take_new_kills(5));
+        assert_eq!(read_oom_kills(&dir.path().join("missing")), None);
     }
 
     // The watcher runs on the runtime's worker while the test blocks in recv_timeout.
@@ -557,7 +635,8 @@ mod tests {
         let events = dir.path().join("memory.events");
         std::fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
         let (tx, rx) = mpsc::channel();
-        watch_oom_v2(dir.path(), move || {
+        let ledger = Arc::new(OomLedger::starting_at(&events));
+        watch_oom_v2(dir.path(), ledger, move || {
             let _ = tx.send(());
         })
         .unwrap();

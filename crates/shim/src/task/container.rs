@@ -26,7 +26,7 @@ use super::process::{describe, Pending, Process, Status};
 use super::record::{state_dir_for, BundleRecord};
 use crate::driver::{CreateSpec, Driver, InitExit};
 use crate::errors::{IoContext, Result, ShimError};
-use crate::host::cgroup::ContainerCgroup;
+use crate::host::cgroup::{read_oom_kills, ContainerCgroup, OomLedger};
 use crate::host::exits::ChildExits;
 use crate::host::hooks::{self, RunIn};
 use crate::host::private::{self, Owner};
@@ -56,6 +56,8 @@ pub struct Container {
     execs: Mutex<HashMap<String, Arc<Process>>>,
     /// Found once the init runs; None where it cannot be found (no pids, stats, freeze).
     cgroup: Option<ContainerCgroup>,
+    /// The OOM kills reported for this container (with a cgroup that has a memory controller).
+    oom: Option<Arc<OomLedger>>,
     rootfs_mounted: bool,
     exec_seq: AtomicU32,
     hooks: Option<Hooks>,
@@ -183,6 +185,9 @@ impl Container {
         let cgroup = ContainerCgroup::of_pid(pid)
             .ok()
             .map(|c| c.at_limit_level(&name));
+        let oom = cgroup
+            .as_ref()
+            .and_then(|cg| oom_ledger(cg, &state_dir));
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle: bundle.clone(),
@@ -192,6 +197,7 @@ impl Container {
             init: Process::new("", started.io, Pending::Init(started.conn)),
             execs: Mutex::new(HashMap::new()),
             cgroup,
+            oom,
             rootfs_mounted: !req.rootfs.is_empty(),
             exec_seq: AtomicU32::new(0),
             hooks: plan.hooks.clone(),
@@ -309,29 +315,45 @@ impl Container {
     }
 
     fn watch_oom(&self) {
-        let Some(cg) = &self.cgroup else { return };
+        let (Some(cg), Some(ledger)) = (&self.cgroup, &self.oom) else {
+            return;
+        };
         let Some(dir) = cg.memory_dir().map(Path::to_path_buf) else {
             return;
         };
-        let events = self.env.events.clone();
-        let id = self.id.clone();
-        let watch_dir = dir.clone();
         let watch = if cg.is_v2() {
             crate::host::cgroup::watch_oom_v2
         } else {
             crate::host::cgroup::watch_oom_v1
         };
-        if let Err(e) = watch(&dir, move || {
-            if !watch_dir.exists() {
-                return;
-            }
-            let event = TaskOOM {
-                container_id: id.clone(),
-                ..Default::default()
-            };
-            events.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(event));
-        }) {
+        let events = self.env.events.clone();
+        let id = self.id.clone();
+        if let Err(e) = watch(&dir, ledger.clone(), move || publish_oom(&events, &id)) {
             warn!("OOM notifications unavailable: {e}");
+        }
+    }
+
+    /// Reports an OOM kill the live watch missed, before the init's exit is published (as
+    /// runc's shim orders them). The init's own kill counts before it dies, but LXC removes
+    /// the cgroup right after, often before the change notification reaches the watch: the
+    /// counter is read from the cgroup if it is still there, else from the copy the
+    /// `lxc.hook.stop` hook took just before LXC removed it.
+    fn report_missed_oom(&self) {
+        let (Some(cg), Some(ledger)) = (&self.cgroup, &self.oom) else {
+            return;
+        };
+        let total = cg
+            .oom_counter_file()
+            .and_then(|live| read_oom_kills(&live))
+            .or_else(|| {
+                read_oom_kills(&self.state_dir.join(lxc_config::OOM_COUNTER_AT_STOP_NAME))
+            });
+        match total {
+            Some(total) if ledger.take_new_kills(total) => {
+                publish_oom(&self.env.events, &self.id);
+            }
+            Some(_) => {}
+            None => debug!("{}: no OOM kill counter left to read at exit", self.id),
         }
     }
 
@@ -340,6 +362,7 @@ impl Container {
     async fn finish_when_init_exits(self: Arc<Self>, exit: InitExit) {
         let code = exit.await;
         let at = SystemTime::now();
+        self.report_missed_oom();
         if crate::host::cgroup::shares_pid_namespace(&self.bundle) {
             if let Some(cg) = &self.cgroup {
                 cg.kill_all();
@@ -838,6 +861,26 @@ fn plan(
         )
     })?;
     Ok((plan, init_spec))
+}
+
+/// Starts the OOM kill count of a container in `cg` and points the stop hook's source
+/// (`lxc_config::OOM_COUNTER_LINK_NAME` in `state_dir`) at its counter file.
+fn oom_ledger(cg: &ContainerCgroup, state_dir: &Path) -> Option<Arc<OomLedger>> {
+    let counter = cg.oom_counter_file()?;
+    let link = state_dir.join(lxc_config::OOM_COUNTER_LINK_NAME);
+    let _ = std::fs::remove_file(&link);
+    if let Err(e) = std::os::unix::fs::symlink(&counter, &link) {
+        warn!("{}: {e}; an OOM kill of the init may go unreported", link.display());
+    }
+    Some(Arc::new(OomLedger::starting_at(&counter)))
+}
+
+fn publish_oom(events: &Events, id: &str) {
+    let event = TaskOOM {
+        container_id: id.to_string(),
+        ..Default::default()
+    };
+    events.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(event));
 }
 
 /// Create's start step: stdio made, the container started by its driver, its helper
