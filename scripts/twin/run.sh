@@ -56,9 +56,10 @@ pve_cases="${TWIN_PVE_CASES:-$default_pve}"
 # CRI cases that concern a node (issue 9 item 5), each run with both drivers: a pod of two
 # containers with logs, ExecSync, stats, UpdateContainerResources and both kinds of stop
 # (lifecycle), streaming exec, the security context, a privileged pod (no cgroup namespace on
-# v2), cgroup v2 limits against runc's, and pods' AppArmor confinement against runc's.
+# v2), cgroup v2 limits against runc's, pods' AppArmor confinement against runc's, and an OOM
+# kill reported as OOMKilled (TaskOOM read from memory.events of a cgroup LXC removes at exit).
 # Everything else runs on the build host.
-default_cri="lifecycle exec_streaming security_context privileged resources apparmor_confinement"
+default_cri="lifecycle exec_streaming security_context privileged resources apparmor_confinement oom_killed"
 cri_cases="${TWIN_CRI_CASES:-$default_cri}"
 
 image_dir="$(bash scripts/twin/image.sh)"

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::errors::{Result, ShimError};
 
 pub const HOST_CONFIG_PATH: &str = "/etc/containerd-shim-proxmox-lxc/config.toml";
+/// Names another host file in containerd's environment, which its shims inherit: for a second
+/// containerd on one node, or a test rig. It matters where containerd passes no runtime options
+/// of ours: a task with a user namespace (`ctr --uidmap`, CRI's `hostUsers: false`) gets
+/// containerd's IO owner options instead (client `WithUIDOwner`), so its `ConfigPath` is lost.
+pub const HOST_CONFIG_ENV: &str = "CONTAINERD_SHIM_PROXMOX_LXC_CONFIG";
 pub const DEFAULT_LXCPATH: &str = "/var/lib/containerd-shim-proxmox-lxc";
 /// Per-container state directories (helper, specs, control sockets). Under /run so it is a
 /// tmpfs and short enough for unix socket paths.
@@ -123,8 +128,12 @@ impl ShimConfig {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// The host file if it exists, else the defaults.
+    /// The host file if it exists, else the defaults. A file named by [`HOST_CONFIG_ENV`] must
+    /// exist.
     pub fn load_host() -> Result<ShimConfig> {
+        if let Some(named) = std::env::var_os(HOST_CONFIG_ENV).filter(|p| !p.is_empty()) {
+            return Self::load_file(Path::new(&named));
+        }
         let path = Path::new(HOST_CONFIG_PATH);
         if path.exists() {
             Self::load_file(path)

@@ -206,7 +206,8 @@ Run by containerd (flags of the shim protocol):
   flags: -namespace NS -id ID -address ADDR -publish-binary BIN -bundle DIR -debug
 
 Configuration: {config}
-  (optional; containerd's runtime options ConfigPath, or an inline options table on
+  (optional; ${config_env} in containerd's environment names another file;
+  containerd's runtime options ConfigPath, or an inline options table on
   containerd 1.7+, override it). Select the runtime with --runtime {runtime}
   (ctr) or a RuntimeClass whose handler names a runtime of this type (Kubernetes).
 ",
@@ -214,5 +215,6 @@ Configuration: {config}
         version = env!("CARGO_PKG_VERSION"),
         runtime = RUNTIME_NAME,
         config = shim::config::HOST_CONFIG_PATH,
+        config_env = shim::config::HOST_CONFIG_ENV,
     )
 }

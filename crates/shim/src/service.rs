@@ -223,6 +223,14 @@ impl Shim for Service {
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        if BundleRecord::is_finished(&bundle) {
+            info!("delete {}: already taken down by its shim", self.id);
+            return Ok(DeleteResponse {
+                exit_status: 128 + libc::SIGKILL as u32,
+                exited_at: MessageField::some(timestamp(SystemTime::now())),
+                ..Default::default()
+            });
+        }
         let record = BundleRecord::read(&bundle);
         let (state_dir, rootfs_mounted, pid) = match &record {
             Some(r) => (r.state_dir.clone(), r.rootfs_mounted, r.init_pid),

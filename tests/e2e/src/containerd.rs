@@ -123,6 +123,9 @@ pub struct Containerd {
     pub work: PathBuf,
     pub address: PathBuf,
     pub shim_dir: PathBuf,
+    /// The shim's host configuration file, passed through containerd's environment
+    /// (`CONTAINERD_SHIM_PROXMOX_LXC_CONFIG`), if not the system's.
+    pub shim_host_config: Option<PathBuf>,
     child: Mutex<Option<std::process::Child>>,
 }
 
@@ -166,6 +169,17 @@ impl Containerd {
     /// containerd). The process is detached (own session), so it may outlive the caller when
     /// `e2e-env start` runs it; `stop`/`teardown` end it.
     pub fn start(version: ContainerdVersion, work: &Path, shim_dir: &Path) -> Result<Self> {
+        Self::start_with_shim_config(version, work, shim_dir, None)
+    }
+
+    /// [`Containerd::start`], its shims reading `shim_host_config` as their host file (the
+    /// configuration a task gets where containerd passes no runtime options of the shim's).
+    pub fn start_with_shim_config(
+        version: ContainerdVersion,
+        work: &Path,
+        shim_dir: &Path,
+        shim_host_config: Option<&Path>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(work).with_context(|| format!("create {}", work.display()))?;
         let work = work.canonicalize()?;
         let address = work.join("containerd.sock");
@@ -179,6 +193,7 @@ impl Containerd {
             version,
             address,
             shim_dir: shim_dir.to_path_buf(),
+            shim_host_config: shim_host_config.map(Path::to_path_buf),
             child: Mutex::new(None),
             work,
         };
@@ -195,6 +210,7 @@ impl Containerd {
             version,
             address: work.join("containerd.sock"),
             shim_dir: shim_dir.to_path_buf(),
+            shim_host_config: None,
             child: Mutex::new(None),
             work,
         })
@@ -300,6 +316,9 @@ oom_score = 0
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if let Some(file) = &self.shim_host_config {
+            cmd.env("CONTAINERD_SHIM_PROXMOX_LXC_CONFIG", file);
+        }
         // SAFETY: setsid is async-signal-safe; a session of its own keeps terminal signals
         // (a ^C on the demo) from reaching containerd before the teardown does its work.
         unsafe {

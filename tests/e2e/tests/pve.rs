@@ -42,7 +42,15 @@ impl Env {
         std::fs::create_dir_all(&work)?;
         let node = PveNode::start(&work, range, task_timeout_secs, "")?;
         let version = ContainerdVersion::system().map_err(anyhow::Error::msg)?;
-        let cd = Containerd::start(version, &work.join("containerd"), &paths::shim_dir())?;
+        // The shims read the node's config as their host file too: a task with a user
+        // namespace reaches the shim without the runtime options (see the shim's
+        // `config::HOST_CONFIG_ENV`), as on a Proxmox node whose host file selects `pve`.
+        let cd = Containerd::start_with_shim_config(
+            version,
+            &work.join("containerd"),
+            &paths::shim_dir(),
+            Some(&node.shim_config),
+        )?;
         cd.import_images()?;
         Ok(Env { node, cd, work })
     }
@@ -171,6 +179,64 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
         expect(&out, 0, "bar baz\n", "env")?;
         let out = env.ctr_run("pve-cwd", &["--cwd", "/tmp"], &["pwd"])?;
         expect(&out, 0, "/tmp\n", "cwd")?;
+
+        // An unprivileged CT (Proxmox's own default for new CTs): a user namespace as
+        // `ctr --uidmap/--gidmap` asks for it, on a remapped snapshot owned by host id 100000.
+        // The CT config says `unprivileged: 1` with the spec's map as `lxc.idmap` lines
+        // (pve-container's own default map would be 0 100000 65536 too, but the spec decides),
+        // and the workload sees the map, is root inside and owns its rootfs, as under runc
+        // (parity case `userns_uidmap` for the plain driver).
+        let userns = [
+            "-d",
+            "--null-io",
+            "--uidmap",
+            "0:100000:65536",
+            "--gidmap",
+            "0:100000:65536",
+        ];
+        let args = env.run_args("pve-userns", &userns, &["sleep", "60"]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.cd.ctr_ok(&refs)?;
+        env.cd
+            .wait_task_status("pve-userns", "RUNNING", RUN_TIMEOUT)?;
+        let cts = env.cts();
+        ensure!(cts.len() == 1, "one CT expected, found {cts:?}");
+        let conf = std::fs::read_to_string(
+            env.node
+                .server
+                .context()
+                .config_dir
+                .join(format!("{}.conf", cts[0])),
+        )?;
+        ensure!(
+            conf.contains("unprivileged: 1")
+                && conf.contains("lxc.idmap: u 0 100000 65536")
+                && conf.contains("lxc.idmap: g 0 100000 65536"),
+            "unprivileged CT config:\n{conf}"
+        );
+        let out = env.cd.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "u1",
+            "pve-userns",
+            "sh",
+            "-c",
+            "cat /proc/1/uid_map /proc/1/gid_map; id -u; stat -c %u:%g /etc/passwd",
+        ])?;
+        expect(
+            &out,
+            0,
+            "         0     100000      65536\n         0     100000      65536\n0\n0:0\n",
+            "unprivileged CT",
+        )?;
+        env.cd
+            .ctr_ok(&["task", "kill", "-s", "KILL", "pve-userns"])?;
+        env.cd
+            .wait_task_status("pve-userns", "STOPPED", RUN_TIMEOUT)?;
+        env.cd.ctr_ok(&["task", "rm", "pve-userns"])?;
+        env.cd.ctr_ok(&["container", "rm", "pve-userns"])?;
+        env.no_leftovers("after the unprivileged CT")?;
 
         let args = env.run_args("pve-stdin", &["--rm"], &["sh", "-c", "cat; echo eof"]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();

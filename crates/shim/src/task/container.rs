@@ -76,11 +76,14 @@ struct Undo {
 }
 
 impl Undo {
-    async fn run(self) {
+    /// Takes everything back; false if the container could not be destroyed.
+    async fn run(self) -> bool {
+        let mut destroyed = true;
         if let Some((driver, name)) = &self.driver {
             let dir = self.state_dir.clone().unwrap_or_default();
             if let Err(e) = driver.destroy(name, &dir).await {
                 warn!("rollback: destroy {name}: {e}");
+                destroyed = false;
             }
         }
         if let Some(dir) = &self.staged {
@@ -92,6 +95,7 @@ impl Undo {
         if let Some(rootfs) = &self.rootfs {
             rootfs::unmount_rootfs(rootfs);
         }
+        destroyed
     }
 }
 
@@ -121,8 +125,11 @@ impl Container {
             Ok(container) => Ok(container),
             Err(e) => {
                 warn!("create {} failed: {e}; rolling back", req.id);
-                undo.run().await;
-                BundleRecord::remove(&bundle);
+                if undo.run().await {
+                    BundleRecord::finished(&bundle);
+                } else {
+                    BundleRecord::remove(&bundle);
+                }
                 Err(e)
             }
         }
@@ -185,9 +192,7 @@ impl Container {
         let cgroup = ContainerCgroup::of_pid(pid)
             .ok()
             .map(|c| c.at_limit_level(&name));
-        let oom = cgroup
-            .as_ref()
-            .and_then(|cg| oom_ledger(cg, &state_dir));
+        let oom = cgroup.as_ref().and_then(|cg| oom_ledger(cg, &state_dir));
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle: bundle.clone(),
@@ -345,9 +350,7 @@ impl Container {
         let total = cg
             .oom_counter_file()
             .and_then(|live| read_oom_kills(&live))
-            .or_else(|| {
-                read_oom_kills(&self.state_dir.join(lxc_config::OOM_COUNTER_AT_STOP_NAME))
-            });
+            .or_else(|| read_oom_kills(&self.state_dir.join(lxc_config::OOM_COUNTER_AT_STOP_NAME)));
         match total {
             Some(total) if ledger.take_new_kills(total) => {
                 publish_oom(&self.env.events, &self.id);
@@ -870,7 +873,10 @@ fn oom_ledger(cg: &ContainerCgroup, state_dir: &Path) -> Option<Arc<OomLedger>> 
     let link = state_dir.join(lxc_config::OOM_COUNTER_LINK_NAME);
     let _ = std::fs::remove_file(&link);
     if let Err(e) = std::os::unix::fs::symlink(&counter, &link) {
-        warn!("{}: {e}; an OOM kill of the init may go unreported", link.display());
+        warn!(
+            "{}: {e}; an OOM kill of the init may go unreported",
+            link.display()
+        );
     }
     Some(Arc::new(OomLedger::starting_at(&counter)))
 }
@@ -969,9 +975,13 @@ pub async fn teardown(
     bundle: &Path,
     rootfs_mounted: bool,
 ) {
-    if let Err(e) = driver.destroy(name, state_dir).await {
-        warn!("destroy {name}: {e}");
-    }
+    let destroyed = match driver.destroy(name, state_dir).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("destroy {name}: {e}");
+            false
+        }
+    };
     staged::unstage(state_dir);
     if state_dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(state_dir) {
@@ -981,5 +991,9 @@ pub async fn teardown(
     if rootfs_mounted {
         rootfs::unmount_rootfs(&bundle.join("rootfs"));
     }
-    BundleRecord::remove(bundle);
+    if destroyed {
+        BundleRecord::finished(bundle);
+    } else {
+        BundleRecord::remove(bundle);
+    }
 }

@@ -10,6 +10,12 @@ use crate::errors::{Result, ShimError};
 use crate::host::private::{self, Owner};
 
 pub const BUNDLE_RECORD_FILE: &str = "proxmox-lxc-state.json";
+/// Left in the bundle in place of the record once the shim itself took everything down
+/// (Delete, or a failed Create's rollback). containerd 1.6 runs `shim delete` whenever a shim
+/// disconnects, a normal exit included (runtime/v2/manager.go, `startShim`'s onClose calls
+/// `cleanupAfterDeadShim`); without the record, that would search the node for CTs tagged for
+/// the container, an API request per container for nothing.
+pub const BUNDLE_DONE_FILE: &str = "proxmox-lxc-done";
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BundleRecord {
@@ -40,6 +46,19 @@ impl BundleRecord {
     pub fn remove(bundle: &Path) {
         let _ = std::fs::remove_file(bundle.join(BUNDLE_RECORD_FILE));
     }
+
+    /// Replaces the record with [`BUNDLE_DONE_FILE`]: nothing is left to undo.
+    pub fn finished(bundle: &Path) {
+        if let Err(e) = private::write_file(&bundle.join(BUNDLE_DONE_FILE), b"", Owner::ROOT) {
+            log::debug!("mark {} done: {e}", bundle.display());
+        }
+        Self::remove(bundle);
+    }
+
+    /// Whether the shim already took down what it made from this bundle.
+    pub fn is_finished(bundle: &Path) -> bool {
+        bundle.join(BUNDLE_DONE_FILE).exists() && !bundle.join(BUNDLE_RECORD_FILE).exists()
+    }
 }
 
 /// The state directory of container `namespace/id` (helper, specs, sockets, logs).
@@ -50,6 +69,19 @@ pub fn state_dir_for(namespace: &str, id: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finished_bundle_has_no_record_left_and_says_so() {
+        let bundle = tempfile::tempdir().unwrap();
+        assert!(!BundleRecord::is_finished(bundle.path()));
+        std::fs::write(bundle.path().join(BUNDLE_RECORD_FILE), b"{}").unwrap();
+        BundleRecord::finished(bundle.path());
+        assert!(BundleRecord::is_finished(bundle.path()));
+        assert!(!bundle.path().join(BUNDLE_RECORD_FILE).exists());
+        // A record written later (a new Create in the same bundle) counts again.
+        std::fs::write(bundle.path().join(BUNDLE_RECORD_FILE), b"{}").unwrap();
+        assert!(!BundleRecord::is_finished(bundle.path()));
+    }
 
     #[test]
     fn record_keeps_the_earlier_format() {
