@@ -1036,6 +1036,7 @@ const LXC_KEYS: &[&str] = &[
     "lxc.pty.max",
     "lxc.init.cmd",
     "lxc.hook.mount",
+    "lxc.hook.stop",
     "lxc.namespace.clone",
     "lxc.uts.name",
     "lxc.idmap",
