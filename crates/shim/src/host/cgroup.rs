@@ -603,7 +603,10 @@ mod tests {
 
     #[test]
     fn parses_the_oom_kill_counter() {
-        assert_eq!(oom_kills("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n"), Some(2));
+        assert_eq!(
+            oom_kills("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n"),
+            Some(2)
+        );
         let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n";
         assert_eq!(oom_kills(v1), Some(4));
         assert_eq!(oom_kills("oom 1\n"), None);

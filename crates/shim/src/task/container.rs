@@ -185,9 +185,7 @@ impl Container {
         let cgroup = ContainerCgroup::of_pid(pid)
             .ok()
             .map(|c| c.at_limit_level(&name));
-        let oom = cgroup
-            .as_ref()
-            .and_then(|cg| oom_ledger(cg, &state_dir));
+        let oom = cgroup.as_ref().and_then(|cg| oom_ledger(cg, &state_dir));
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle: bundle.clone(),
@@ -352,9 +350,7 @@ impl Container {
         let total = cg
             .oom_counter_file()
             .and_then(|live| read_oom_kills(&live))
-            .or_else(|| {
-                read_oom_kills(&self.state_dir.join(lxc_config::OOM_COUNTER_AT_STOP_NAME))
-            });
+            .or_else(|| read_oom_kills(&self.state_dir.join(lxc_config::OOM_COUNTER_AT_STOP_NAME)));
         match total {
             Some(total) if ledger.take_new_kills(total) => {
                 publish_oom(&self.env.events, &self.id);
@@ -877,7 +873,10 @@ fn oom_ledger(cg: &ContainerCgroup, state_dir: &Path) -> Option<Arc<OomLedger>> 
     let link = state_dir.join(lxc_config::OOM_COUNTER_LINK_NAME);
     let _ = std::fs::remove_file(&link);
     if let Err(e) = std::os::unix::fs::symlink(&counter, &link) {
-        warn!("{}: {e}; an OOM kill of the init may go unreported", link.display());
+        warn!(
+            "{}: {e}; an OOM kill of the init may go unreported",
+            link.display()
+        );
     }
     Some(Arc::new(OomLedger::starting_at(&counter)))
 }
