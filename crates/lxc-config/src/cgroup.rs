@@ -769,6 +769,7 @@ mod tests {
         let facts = |cgroup, major| NodeFacts {
             cgroup,
             lxc_version: (major, 0, 0),
+            mount_setattr: crate::MountSetattr::ALL,
         };
         let mut ignored = Vec::new();
         let plan = section(&linux, &facts(CgroupMode::Unified, 6), &[], &mut ignored).unwrap();

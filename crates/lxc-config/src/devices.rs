@@ -109,6 +109,7 @@ fn node(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MountSetattr;
     use serde_json::json;
 
     #[test]
@@ -124,6 +125,7 @@ mod tests {
             rootfs: "/nonexistent-rootfs".as_ref(),
             state_dir: "/s",
             plain_cgroup2: false,
+            mount_setattr: MountSetattr::ALL,
         };
         let d = nodes(&l, &at, &["/dev".to_string()]).unwrap();
         assert_eq!(d.allow, ["c 10:229 rwm", "c 5:2 rwm"]);
@@ -150,6 +152,7 @@ mod tests {
             rootfs: "/nonexistent-rootfs".as_ref(),
             state_dir: "/s",
             plain_cgroup2: false,
+            mount_setattr: MountSetattr::ALL,
         };
         let e = nodes(&l, &at, &[]).unwrap_err();
         assert_eq!(e.field(), "linux.devices[0].major");

@@ -21,7 +21,9 @@ use namespaces::Namespaces;
 
 pub use cgroup::{cgroup_settings, shares_to_weight, DeviceRule};
 pub use ctinit_proto::InitSpec;
-pub use mounts::{supported_options as supported_mount_options, MountEntry, PeerBind};
+pub use mounts::{
+    supported_options as supported_mount_options, LaterMount, MountEntry, PeerBind, RecursiveAttrs,
+};
 pub use pve::native_resources as pve_native_resources;
 pub use render::{PveOptions, PveRender};
 
@@ -39,6 +41,27 @@ pub enum CgroupMode {
 pub struct NodeFacts {
     pub cgroup: CgroupMode,
     pub lxc_version: (u32, u32, u32),
+    /// What the kernel's mount_setattr(2) can do (recursive mount attributes need it).
+    pub mount_setattr: MountSetattr,
+}
+
+/// What the running kernel's mount_setattr(2) offers, found out at run time (as runc does
+/// not: it lists the recursive attributes whatever the kernel and fails when it applies them).
+/// The default is nothing: recursive mount attributes are then refused by name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MountSetattr {
+    /// The system call exists (Linux 5.12).
+    pub available: bool,
+    /// It knows `MOUNT_ATTR_NOSYMFOLLOW` (Linux 5.14): `rnosymfollow`, `rsymfollow`.
+    pub nosymfollow: bool,
+}
+
+impl MountSetattr {
+    /// A kernel with all of it.
+    pub const ALL: MountSetattr = MountSetattr {
+        available: true,
+        nosymfollow: true,
+    };
 }
 
 /// Everything [`plan`] needs.
@@ -190,6 +213,10 @@ pub struct ContainerPlan {
     /// Spec bind mounts that must share mounts with the host both ways (`rshared` rootfs):
     /// the shim re-makes them in the container's mount namespace once LXC is done.
     pub host_peer_binds: Vec<PeerBind>,
+    /// Spec bind mounts with recursive attributes (`rro`, `rnosuid`, ...), in the order LXC
+    /// mounts them: the shim applies them in the container's mount namespace once LXC is
+    /// done, after re-making [`ContainerPlan::host_peer_binds`].
+    pub recursive_attrs: Vec<RecursiveAttrs>,
     /// Proxmox tags (already valid `pve-tag-list` elements) and description text.
     pub tags: Vec<String>,
     pub description: String,
@@ -245,6 +272,8 @@ pub(crate) struct Places<'a> {
     /// currently not supported"), so a cgroup mount becomes a plain `cgroup2` mount, as runc
     /// mounts it.
     pub plain_cgroup2: bool,
+    /// Whether recursive mount attributes can be applied (see [`MountSetattr`]).
+    pub mount_setattr: MountSetattr,
 }
 
 /// Turns a spec into a container plan. Reads, never writes: the metadata of bind-mount sources
@@ -289,6 +318,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         state_dir: &state_dir,
         plain_cgroup2: matches!(req.facts.cgroup, CgroupMode::Unified)
             && ns.how("cgroup") == namespaces::Ns::Host,
+        mount_setattr: req.facts.mount_setattr,
     };
     let spec_mounts = spec.mounts().clone().unwrap_or_default();
     let layout = mounts::layout(
@@ -306,6 +336,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
     let mut host_peer_binds =
         mounts::host_peer_binds(&layout.spec_binds, rootfs_propagation.as_deref());
     mounts::find_nested(&mut host_peer_binds, &all_mounts);
+    let recursive_attrs = mounts::recursive_attrs(&layout.recursive, &all_mounts);
     let cgroups = cgroup::section(&linux, req.facts, &devices.allow, &mut ignored)?;
     let pve = pve::native(spec, &ns, linux.resources().as_ref());
     let (tags, description) = pve::kube_metadata(spec.annotations().as_ref(), &name);
@@ -328,6 +359,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<ContainerPlan, PlanError> {
         seccomp_path,
         mounts: all_mounts,
         host_peer_binds,
+        recursive_attrs,
         tags,
         description,
         pve,

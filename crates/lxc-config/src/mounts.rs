@@ -5,7 +5,7 @@ use std::path::Path;
 use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, Mount};
 
 use crate::text;
-use crate::{Ignored, Lines, Places, PlanError};
+use crate::{Ignored, Lines, MountSetattr, Places, PlanError};
 
 /// Mount flags LXC understands itself (its mount option and propagation tables). Anything else
 /// is passed to the filesystem as data (`size=`, `mode=`, ...).
@@ -54,25 +54,91 @@ pub(crate) const PROPAGATION: &[&str] = &[
 /// LXC's own options; a spec must not be able to smuggle them in.
 const LXC_ONLY: &[&str] = &["optional", "relative", "create=dir", "create=file"];
 
-/// The OCI mount options this translation honours: LXC's flags and propagation, plus `bind` and
-/// `rbind`. What the runtime's features document reports (`mountOptions`).
-pub fn supported_options() -> Vec<&'static str> {
+/// runc's recursive mount attributes (libcontainer/specconv/spec_linux.go, `recAttrFlags`):
+/// the word, whether it clears the attribute, and the `MOUNT_ATTR_*` bit. LXC 5 has no such
+/// option (it would pass the word to the filesystem as data, which a bind mount ignores), so they
+/// are kept off the LXC entry and applied by the shim with mount_setattr(2) and AT_RECURSIVE.
+const RECURSIVE_ATTRS: &[(&str, bool, u64)] = &[
+    ("rro", false, libc::MOUNT_ATTR_RDONLY),
+    ("rrw", true, libc::MOUNT_ATTR_RDONLY),
+    ("rnosuid", false, libc::MOUNT_ATTR_NOSUID),
+    ("rsuid", true, libc::MOUNT_ATTR_NOSUID),
+    ("rnodev", false, libc::MOUNT_ATTR_NODEV),
+    ("rdev", true, libc::MOUNT_ATTR_NODEV),
+    ("rnoexec", false, libc::MOUNT_ATTR_NOEXEC),
+    ("rexec", true, libc::MOUNT_ATTR_NOEXEC),
+    ("rnodiratime", false, libc::MOUNT_ATTR_NODIRATIME),
+    ("rdiratime", true, libc::MOUNT_ATTR_NODIRATIME),
+    ("rrelatime", false, libc::MOUNT_ATTR_RELATIME),
+    ("rnorelatime", true, libc::MOUNT_ATTR_RELATIME),
+    ("rnoatime", false, libc::MOUNT_ATTR_NOATIME),
+    ("ratime", true, libc::MOUNT_ATTR_NOATIME),
+    ("rstrictatime", false, libc::MOUNT_ATTR_STRICTATIME),
+    ("rnostrictatime", true, libc::MOUNT_ATTR_STRICTATIME),
+    ("rnosymfollow", false, libc::MOUNT_ATTR_NOSYMFOLLOW),
+    ("rsymfollow", true, libc::MOUNT_ATTR_NOSYMFOLLOW),
+];
+
+/// The recursive attribute words this kernel's mount_setattr(2) can apply.
+fn recursive_attr_words(support: MountSetattr) -> impl Iterator<Item = &'static str> {
+    RECURSIVE_ATTRS
+        .iter()
+        .filter(move |(_, _, flag)| {
+            support.available && (support.nosymfollow || *flag != libc::MOUNT_ATTR_NOSYMFOLLOW)
+        })
+        .map(|(word, _, _)| *word)
+}
+
+/// The OCI mount options this translation honours: LXC's flags and propagation, `bind` and
+/// `rbind`, and the recursive attributes the kernel can apply (`support`). What the runtime's
+/// features document reports (`mountOptions`).
+pub fn supported_options(support: MountSetattr) -> Vec<&'static str> {
     let mut all: Vec<&'static str> = FLAGS
         .iter()
         .chain(PROPAGATION)
         .chain(&["bind", "rbind"])
         .copied()
+        .chain(recursive_attr_words(support))
         .collect();
     all.sort_unstable();
     all
 }
 
-/// runc's recursive mount attributes (`rro`, `rnosuid`, ... applied with mount_setattr and
-/// AT_RECURSIVE): LXC 5 has no such option and would pass the word to the filesystem as data,
-/// where a bind mount ignores it, so a `rro` volume would stay writable.
-fn is_recursive_attr(o: &str) -> bool {
-    o.strip_prefix('r')
-        .is_some_and(|rest| FLAGS.contains(&rest) && !FLAGS.contains(&o))
+/// A mount's recursive attributes as runc computes them (specconv `parseMountOptions`): a
+/// word that sets an attribute takes it out of the cleared ones and the other way round, so
+/// the last of `rro`/`rrw` wins, as `ro`/`rw` do (runc 1.2, commit 7795ca466 "specconv:
+/// handle recursive attribute clearing more consistently"). The access-time values are an
+/// enumeration, not bits: any of them also clears the whole `MOUNT_ATTR__ATIME` field, as
+/// mount_setattr(2) demands (runc commit 5560d55bf). Unlike runc, a later access-time word
+/// replaces an earlier one in `attr_set` (`rnoatime,rstrictatime` is strictatime), where runc
+/// would pass both bits and the kernel refuse the mount with EINVAL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct AttrChange {
+    set: u64,
+    clr: u64,
+}
+
+impl AttrChange {
+    fn apply(&mut self, clear: bool, flag: u64) {
+        let atime = flag & libc::MOUNT_ATTR__ATIME == flag;
+        if clear {
+            self.clr |= flag;
+            self.set &= !flag;
+        } else {
+            if atime {
+                self.set &= !libc::MOUNT_ATTR__ATIME;
+            }
+            self.set |= flag;
+            self.clr &= !flag;
+        }
+        if atime {
+            self.clr |= libc::MOUNT_ATTR__ATIME;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set == 0 && self.clr == 0
+    }
 }
 
 /// One rendered mount, before LXC syntax.
@@ -140,6 +206,18 @@ pub(crate) struct Mounts {
     pub auto: Vec<String>,
     /// `lxc.autodev.tmpfs.size` in bytes, from the spec's own `/dev` tmpfs.
     pub dev_tmpfs_size: Option<u64>,
+    /// The bind entries with recursive attributes.
+    pub recursive: Vec<RecursiveBind>,
+}
+
+/// A bind entry (by its index in the entries) and its recursive attributes.
+#[derive(Debug)]
+pub(crate) struct RecursiveBind {
+    entry: usize,
+    /// N of the spec's `mounts[N]`.
+    field_index: usize,
+    attrs: AttrChange,
+    words: Vec<&'static str>,
 }
 
 /// A tmpfs `size=` value (bytes, or with a k/m/g suffix as tmpfs takes it) in bytes; `None`
@@ -160,15 +238,31 @@ fn tmpfs_size_bytes(value: &str) -> Option<u64> {
     n.checked_mul(factor)
 }
 
+/// A spec mount's options, sorted out.
+#[derive(Debug, Default)]
+struct Options {
+    /// What goes on to LXC's entry (flags, propagation, filesystem data).
+    lxc: Vec<String>,
+    bind: bool,
+    /// `rbind`: the submounts come along.
+    rec: bool,
+    /// The recursive attributes (see [`AttrChange`]) and their words, in order.
+    attrs: AttrChange,
+    attr_words: Vec<&'static str>,
+}
+
 fn options(
     field: &str,
     raw: &[String],
     is_bind: bool,
-) -> Result<(Vec<String>, bool, bool), PlanError> {
-    // returns (options for LXC, bind, recursive)
-    let mut out = Vec::new();
-    let mut bind = is_bind;
-    let mut rec = false;
+    support: MountSetattr,
+    ignored: &mut Vec<Ignored>,
+) -> Result<Options, PlanError> {
+    let mut out = Options {
+        bind: is_bind,
+        ..Options::default()
+    };
+    let mut unsupported = None;
     for (i, o) in raw.iter().enumerate() {
         let of = format!("{field}.options[{i}]");
         let o = text::value(&of, o)?;
@@ -181,26 +275,56 @@ fn options(
                 format!("{o:?} is not a mount option"),
             ));
         }
+        if let Some(&(word, clear, flag)) = RECURSIVE_ATTRS.iter().find(|(w, _, _)| *w == o) {
+            if unsupported.is_none() && !recursive_attr_words(support).any(|w| w == word) {
+                unsupported = Some((of, word, flag));
+            }
+            out.attrs.apply(clear, flag);
+            out.attr_words.push(word);
+            continue;
+        }
         match o.as_str() {
-            "bind" => bind = true,
+            "bind" => out.bind = true,
             "rbind" => {
-                bind = true;
-                rec = true;
+                out.bind = true;
+                out.rec = true;
             }
             // Checked with the mount's mappings by the caller (`idmapped`).
             "idmap" | "ridmap" => {}
             "tmpcopyup" => return Err(PlanError::unsupported(&of, "tmpcopyup is not supported")),
-            o if is_recursive_attr(o) => {
-                return Err(PlanError::unsupported(
-                    &of,
-                    format!("{o} (recursive mount attributes) is not supported"),
-                ))
-            }
             "remount" => return Err(PlanError::unsupported(&of, "remount is not supported")),
-            _ => out.push(o),
+            _ => out.lxc.push(o),
         }
     }
-    Ok((out, bind, rec))
+    if out.attr_words.is_empty() {
+        return Ok(out);
+    }
+    if !out.bind {
+        // runc parses them on any mount but applies them to bind mounts only
+        // (libcontainer/rootfs_linux.go, `mountToRootfs`: `setRecAttr` in the "bind" case).
+        ignored.push(Ignored::new(
+            &format!("{field}.options"),
+            &format!(
+                "{}: recursive attributes apply to bind mounts only, as in runc",
+                out.attr_words.join(",")
+            ),
+        ));
+        out.attrs = AttrChange::default();
+        out.attr_words.clear();
+        return Ok(out);
+    }
+    if let Some((of, word, flag)) = unsupported {
+        let (since, what) = if flag == libc::MOUNT_ATTR_NOSYMFOLLOW && support.available {
+            ("5.14", "MOUNT_ATTR_NOSYMFOLLOW")
+        } else {
+            ("5.12", "mount_setattr(2)")
+        };
+        return Err(PlanError::unsupported(
+            &of,
+            format!("{word} (a recursive mount attribute) needs {what} (Linux {since}), which this kernel lacks"),
+        ));
+    }
+    Ok(out)
 }
 
 /// Resolves a container path against the image, as runc's securejoin does: symlinks in the
@@ -312,6 +436,7 @@ pub(crate) fn layout(
         at.rootfs,
         ContainerIds::of(linux),
         at.plain_cgroup2,
+        at.mount_setattr,
         ignored,
     )?;
     let spec_binds = converted
@@ -348,6 +473,7 @@ pub(crate) fn layout(
         entries,
         fresh,
         spec_binds,
+        recursive: converted.recursive,
     })
 }
 
@@ -357,6 +483,8 @@ pub(crate) struct Layout {
     pub fresh: Vec<String>,
     /// The spec's bind mounts, for [`host_peer_binds`].
     pub spec_binds: Vec<MountEntry>,
+    /// The binds with recursive attributes (indices into `entries`), for [`recursive_attrs`].
+    pub recursive: Vec<RecursiveBind>,
 }
 
 /// A spec bind mount that must stay in the host's peer group (see [`host_peer_binds`]).
@@ -422,6 +550,89 @@ pub(crate) fn find_nested(peer_binds: &mut [PeerBind], all: &[MountEntry]) {
             .map(|m| m.destination.clone())
             .collect();
     }
+}
+
+/// A spec bind mount's recursive attributes (`rro`, `rnosuid`, ... as runc names them), for
+/// the shim to apply with mount_setattr(2) and AT_RECURSIVE in the container's mount namespace.
+///
+/// runc applies them right after it made the bind (libcontainer/rootfs_linux.go,
+/// `mountToRootfs` -> `setRecAttr`), so they reach the bind's submounts but not the container's
+/// own mounts made later below it (later spec mounts, masked and read-only paths). LXC cannot
+/// apply them at all, and the shim can only act once LXC has made every mount: it sets
+/// `later` aside, applies the attributes, and puts `later` back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecursiveAttrs {
+    /// The spec field (`mounts[N]`), for errors.
+    pub field: String,
+    /// Absolute path inside the container (resolved in the image, as LXC's entry).
+    pub destination: String,
+    /// `MOUNT_ATTR_*` bits to set and to clear (`struct mount_attr`).
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    /// The spec's words for them, in order (`rro`, `rnosuid`, ...), for errors.
+    pub words: Vec<String>,
+    /// The container's own mounts LXC makes at or below `destination` after the bind, in the
+    /// order LXC makes them.
+    pub later: Vec<LaterMount>,
+}
+
+/// A mount LXC makes after a bind with recursive attributes, at or below its destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaterMount {
+    /// Absolute path inside the container.
+    pub path: String,
+    /// LXC skips it when it cannot be made (masked and read-only paths: a missing path, or
+    /// the one of a masked path's two entries that does not fit).
+    pub optional: bool,
+}
+
+/// The order in which LXC makes the mount entries (indices into `all`): every entry but the
+/// idmapped ones in order, then the idmapped ones, which LXC attaches after all the others
+/// (LXC 5 conf.c: `mount_entry` skips them, `lxc_idmapped_mounts_child` attaches the
+/// detached mounts its parent made, after `setup_mount_entries`).
+fn lxc_mount_order(all: &[MountEntry]) -> Vec<usize> {
+    let idmapped = |m: &MountEntry| m.options.iter().any(|o| o.starts_with("idmap="));
+    let (mut order, late): (Vec<usize>, Vec<usize>) =
+        (0..all.len()).partition(|&i| !idmapped(&all[i]));
+    order.extend(late);
+    order
+}
+
+/// The binds of `recursive` (indices into `all`, every mount entry in config order) with the
+/// mounts LXC makes after each at or below its destination.
+pub(crate) fn recursive_attrs(
+    recursive: &[RecursiveBind],
+    all: &[MountEntry],
+) -> Vec<RecursiveAttrs> {
+    let order = lxc_mount_order(all);
+    let mut out: Vec<(usize, RecursiveAttrs)> = recursive
+        .iter()
+        .filter_map(|r| {
+            let bind = all.get(r.entry)?;
+            let at = order.iter().position(|&i| i == r.entry)?;
+            let prefix = format!("{}/", bind.destination.trim_end_matches('/'));
+            let later = order[at + 1..]
+                .iter()
+                .map(|&i| &all[i])
+                .filter(|m| m.destination == bind.destination || m.destination.starts_with(&prefix))
+                .map(|m| LaterMount {
+                    path: m.destination.clone(),
+                    optional: m.optional,
+                })
+                .collect();
+            let attrs = RecursiveAttrs {
+                field: format!("mounts[{}]", r.field_index),
+                destination: bind.destination.clone(),
+                attr_set: r.attrs.set,
+                attr_clr: r.attrs.clr,
+                words: r.words.iter().map(|w| w.to_string()).collect(),
+                later,
+            };
+            Some((at, attrs))
+        })
+        .collect();
+    out.sort_by_key(|(at, _)| *at);
+    out.into_iter().map(|(_, attrs)| attrs).collect()
 }
 
 /// The state directory, read-only at the helper's place.
@@ -541,6 +752,7 @@ pub(crate) fn convert(
     rootfs: &Path,
     ids: Option<ContainerIds<'_>>,
     plain_cgroup2: bool,
+    support: MountSetattr,
     ignored: &mut Vec<Ignored>,
 ) -> Result<Mounts, PlanError> {
     let mut out = Mounts::default();
@@ -552,12 +764,21 @@ pub(crate) fn convert(
         fresh.push(dest.clone());
         let typ = m.typ().clone().unwrap_or_default();
         let raw_opts = m.options().clone().unwrap_or_default();
-        let (opts, bind, rec) = options(&f, &raw_opts, typ == "bind")?;
-        let idmap = idmapped(&f, m, &raw_opts, bind, ids)?;
-        if bind {
-            let mut entry = bind_mount(&f, m, bundle, dest, opts, rec, ignored)?;
+        let parsed = options(&f, &raw_opts, typ == "bind", support, ignored)?;
+        let opts = parsed.lxc;
+        let idmap = idmapped(&f, m, &raw_opts, parsed.bind, ids)?;
+        if parsed.bind {
+            let mut entry = bind_mount(&f, m, bundle, dest, opts, parsed.rec, ignored)?;
             if idmap {
                 entry.options.push("idmap=container".into());
+            }
+            if !parsed.attrs.is_empty() {
+                out.recursive.push(RecursiveBind {
+                    entry: out.entries.len(),
+                    field_index: i,
+                    attrs: parsed.attrs,
+                    words: parsed.attr_words,
+                });
             }
             out.entries.push(entry);
             continue;
@@ -883,6 +1104,7 @@ mod tests {
             "/nonexistent-rootfs".as_ref(),
             None,
             false,
+            MountSetattr::ALL,
             &mut ignored,
         )
         .unwrap();
@@ -924,6 +1146,7 @@ mod tests {
                 "/nonexistent-rootfs".as_ref(),
                 ids,
                 false,
+                MountSetattr::ALL,
                 &mut Vec::new(),
             )
         };
@@ -994,6 +1217,7 @@ mod tests {
             "/nonexistent-rootfs".as_ref(),
             None,
             true,
+            MountSetattr::ALL,
             &mut Vec::new(),
         )
         .unwrap();
@@ -1014,6 +1238,7 @@ mod tests {
                 "/nonexistent-rootfs".as_ref(),
                 None,
                 false,
+                MountSetattr::ALL,
                 &mut Vec::new(),
             )
             .unwrap_err()
@@ -1048,6 +1273,7 @@ mod tests {
             rootfs: "/nonexistent-rootfs".as_ref(),
             state_dir: "/s",
             plain_cgroup2: false,
+            mount_setattr: MountSetattr::ALL,
         };
         let files = ["/proc/sys/net/ipv4/ip_forward".to_string()];
         let mut lines = Lines::default();
@@ -1084,6 +1310,7 @@ mod tests {
             rootfs: "/nonexistent-rootfs".as_ref(),
             state_dir: "/s",
             plain_cgroup2: false,
+            mount_setattr: MountSetattr::ALL,
         };
         let layout = layout(&m, &linux, &at, &[], &mut Lines::default(), &mut Vec::new()).unwrap();
         assert_eq!(layout.spec_binds.len(), 5, "the tmpfs is no bind");
@@ -1121,26 +1348,230 @@ mod tests {
     }
 
     #[test]
-    fn recursive_attributes_are_told_apart_from_plain_flags() {
-        for o in [
-            "rro",
-            "rrw",
-            "rnosuid",
-            "rnoexec",
-            "rnodev",
-            "ratime",
-            "rnosymfollow",
-        ] {
-            assert!(is_recursive_attr(o), "{o}");
+    fn recursive_attribute_words_are_runcs_and_follow_the_kernel() {
+        let all = supported_options(MountSetattr::ALL);
+        let words: Vec<&str> = RECURSIVE_ATTRS.iter().map(|(w, _, _)| *w).collect();
+        assert_eq!(words.len(), 18);
+        for w in &words {
+            assert!(all.contains(w), "{w}");
+            // runc's naming: `r` and the plain flag.
+            assert!(FLAGS.contains(&&w[1..]), "{w}");
         }
-        for o in [
-            "ro", "rw", "relatime", "rprivate", "rshared", "rbind", "size=1m",
-        ] {
-            assert!(!is_recursive_attr(o), "{o}");
+        assert!(all.contains(&"rbind") && all.contains(&"rslave"));
+        // No mount_setattr: none of them.
+        let none = supported_options(MountSetattr::default());
+        assert!(!none.iter().any(|o| words.contains(o)), "{none:?}");
+        assert_eq!(all.len(), none.len() + 18);
+        // Linux 5.12 and 5.13: all but the symlink ones.
+        let old = supported_options(MountSetattr {
+            available: true,
+            nosymfollow: false,
+        });
+        assert_eq!(old.len(), none.len() + 16);
+        assert!(!old.contains(&"rnosymfollow") && !old.contains(&"rsymfollow"));
+        assert!(old.contains(&"rro") && old.contains(&"rrw"));
+    }
+
+    fn parse(words: &[&str], support: MountSetattr) -> Result<(Options, Vec<Ignored>), PlanError> {
+        let raw: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        let mut ignored = Vec::new();
+        let is_bind = words.iter().any(|w| *w == "bind" || *w == "rbind");
+        options("mounts[0]", &raw, is_bind, support, &mut ignored).map(|o| (o, ignored))
+    }
+
+    fn attrs(words: &[&str]) -> (u64, u64) {
+        let (o, _) = parse(words, MountSetattr::ALL).unwrap();
+        (o.attrs.set, o.attrs.clr)
+    }
+
+    #[test]
+    fn recursive_attributes_set_and_clear_as_runc_parses_them() {
+        use libc::{
+            MOUNT_ATTR_NOATIME as NOATIME, MOUNT_ATTR_NODEV as NODEV,
+            MOUNT_ATTR_NODIRATIME as NODIRATIME, MOUNT_ATTR_NOEXEC as NOEXEC,
+            MOUNT_ATTR_NOSUID as NOSUID, MOUNT_ATTR_NOSYMFOLLOW as NOSYMFOLLOW,
+            MOUNT_ATTR_RDONLY as RDONLY, MOUNT_ATTR_STRICTATIME as STRICTATIME,
+            MOUNT_ATTR__ATIME as ATIME,
+        };
+        assert_eq!(attrs(&["rbind", "rro"]), (RDONLY, 0));
+        assert_eq!(attrs(&["rbind", "rrw"]), (0, RDONLY));
+        // A pair: the last word wins, as with ro/rw.
+        assert_eq!(attrs(&["rbind", "rro", "rrw"]), (0, RDONLY));
+        assert_eq!(attrs(&["rbind", "rrw", "rro"]), (RDONLY, 0));
+        assert_eq!(
+            attrs(&["rbind", "rnosuid", "rsuid", "rnosuid"]),
+            (NOSUID, 0)
+        );
+        assert_eq!(
+            attrs(&["rbind", "rnosuid", "rdev", "rnoexec"]),
+            (NOSUID | NOEXEC, NODEV)
+        );
+        assert_eq!(attrs(&["rbind", "rnodiratime"]), (NODIRATIME, 0));
+        assert_eq!(attrs(&["rbind", "rdiratime"]), (0, NODIRATIME));
+        assert_eq!(attrs(&["rbind", "rnosymfollow"]), (NOSYMFOLLOW, 0));
+        assert_eq!(attrs(&["rbind", "rsymfollow"]), (0, NOSYMFOLLOW));
+        // Access times are one field: every word clears all of it, the last one set stays.
+        assert_eq!(attrs(&["rbind", "rnoatime"]), (NOATIME, ATIME));
+        assert_eq!(attrs(&["rbind", "rrelatime"]), (0, ATIME));
+        assert_eq!(attrs(&["rbind", "rnorelatime"]), (0, ATIME));
+        assert_eq!(attrs(&["rbind", "ratime"]), (0, ATIME));
+        assert_eq!(
+            attrs(&["rbind", "rnoatime", "rstrictatime"]),
+            (STRICTATIME, ATIME)
+        );
+        assert_eq!(attrs(&["rbind", "rnoatime", "ratime"]), (0, ATIME));
+        assert_eq!(
+            attrs(&["rbind", "rstrictatime", "ratime"]),
+            (STRICTATIME, ATIME)
+        );
+        assert_eq!(
+            attrs(&["rbind", "rnoatime", "rro", "rnodiratime"]),
+            (NOATIME | RDONLY | NODIRATIME, ATIME)
+        );
+        // The words stay off LXC's entry; the plain flags go on.
+        let (o, ignored) = parse(
+            &["rbind", "ro", "rro", "nosuid", "rnoexec"],
+            MountSetattr::ALL,
+        )
+        .unwrap();
+        assert_eq!(o.lxc, ["ro", "nosuid"]);
+        assert_eq!(o.attr_words, ["rro", "rnoexec"]);
+        assert!(o.bind && o.rec && ignored.is_empty());
+        // Words runc does not know are filesystem data, as there.
+        let (o, _) = parse(&["bind", "rsync"], MountSetattr::ALL).unwrap();
+        assert_eq!(o.lxc, ["rsync"]);
+        assert!(o.attrs.is_empty());
+    }
+
+    #[test]
+    fn recursive_attributes_need_mount_setattr_and_a_bind() {
+        // No mount_setattr: refused, naming the option.
+        let err = parse(&["rbind", "rro"], MountSetattr::default()).unwrap_err();
+        assert_eq!(err.field(), "mounts[0].options[1]");
+        let text = err.to_string();
+        assert!(
+            text.contains("rro") && text.contains("mount_setattr"),
+            "{text}"
+        );
+        // Linux 5.12/5.13: the symlink attribute alone is refused.
+        let old = MountSetattr {
+            available: true,
+            nosymfollow: false,
+        };
+        assert!(parse(&["rbind", "rro", "rnoexec"], old).is_ok());
+        let err = parse(&["rbind", "rro", "rnosymfollow"], old).unwrap_err();
+        assert_eq!(err.field(), "mounts[0].options[2]");
+        assert!(err.to_string().contains("MOUNT_ATTR_NOSYMFOLLOW"), "{err}");
+        // Not a bind: ignored, as runc ignores them there, whatever the kernel.
+        for support in [MountSetattr::ALL, MountSetattr::default()] {
+            let (o, ignored) = parse(&["rro", "nosuid", "size=1m"], support).unwrap();
+            assert!(o.attrs.is_empty() && o.attr_words.is_empty());
+            assert_eq!(o.lxc, ["nosuid", "size=1m"]);
+            assert_eq!(ignored.len(), 1);
+            assert_eq!(ignored[0].field, "mounts[0].options");
+            assert!(ignored[0].reason.contains("rro"), "{:?}", ignored[0]);
         }
-        let supported = supported_options();
-        assert!(supported.contains(&"rbind") && supported.contains(&"rslave"));
-        assert!(!supported.iter().any(|o| is_recursive_attr(o)));
+    }
+
+    #[test]
+    fn recursive_attributes_leave_out_the_mounts_lxc_makes_after_the_bind() {
+        let m = mounts(serde_json::json!([
+            {"destination": "/data/early", "type": "tmpfs"},
+            {"destination": "/data", "type": "bind", "source": "/", "options": ["rbind", "rro"]},
+            {"destination": "/data/tmp", "type": "tmpfs"},
+            {"destination": "/datax", "type": "tmpfs"},
+            {"destination": "/data/sub", "type": "bind", "source": "/", "options": ["rbind", "rnoexec", "rnosuid"]},
+            {"destination": "/data", "type": "tmpfs", "options": ["rro"]}
+        ]));
+        let linux: Linux = serde_json::from_value(serde_json::json!({
+            "maskedPaths": ["/data/secret"], "readonlyPaths": ["/data/ro"]}))
+        .unwrap();
+        let at = Places {
+            bundle: "/b".as_ref(),
+            rootfs: "/nonexistent-rootfs".as_ref(),
+            state_dir: "/s",
+            plain_cgroup2: false,
+            mount_setattr: MountSetattr::ALL,
+        };
+        let mut ignored = Vec::new();
+        let layout = layout(&m, &linux, &at, &[], &mut Lines::default(), &mut ignored).unwrap();
+        // The tmpfs's rro is ignored, as by runc.
+        assert_eq!(ignored.len(), 1, "{ignored:?}");
+        assert_eq!(ignored[0].field, "mounts[5].options");
+        let rec = recursive_attrs(&layout.recursive, &layout.entries);
+        let later = |r: &RecursiveAttrs| -> Vec<(String, bool)> {
+            r.later
+                .iter()
+                .map(|l| (l.path.clone(), l.optional))
+                .collect()
+        };
+        assert_eq!(rec.len(), 2);
+        assert_eq!(rec[0].field, "mounts[1]");
+        assert_eq!(rec[0].destination, "/data");
+        assert_eq!(
+            (rec[0].attr_set, rec[0].attr_clr),
+            (libc::MOUNT_ATTR_RDONLY, 0)
+        );
+        assert_eq!(rec[0].words, ["rro"]);
+        let l = |p: &str, optional: bool| (p.to_string(), optional);
+        assert_eq!(
+            later(&rec[0]),
+            [
+                l("/data/tmp", false),
+                l("/data/sub", false),
+                l("/data", false),
+                // The masked path's two alternatives, then the read-only path.
+                l("/data/secret", true),
+                l("/data/secret", true),
+                l("/data/ro", true),
+            ]
+        );
+        assert_eq!(rec[1].field, "mounts[4]");
+        assert_eq!(rec[1].destination, "/data/sub");
+        assert_eq!(
+            (rec[1].attr_set, rec[1].attr_clr),
+            (libc::MOUNT_ATTR_NOEXEC | libc::MOUNT_ATTR_NOSUID, 0)
+        );
+        assert_eq!(rec[1].words, ["rnoexec", "rnosuid"]);
+        assert!(later(&rec[1]).is_empty());
+    }
+
+    #[test]
+    fn lxc_attaches_idmapped_binds_after_every_other_entry() {
+        let entry = |dest: &str, idmap: bool| MountEntry {
+            source: "/".into(),
+            destination: dest.into(),
+            fstype: "none".into(),
+            options: if idmap {
+                vec!["rbind".into(), "idmap=container".into()]
+            } else {
+                vec!["rbind".into()]
+            },
+            create_dir: Some(true),
+            optional: false,
+        };
+        let all = [
+            entry("/a", true),
+            entry("/a/b", false),
+            entry("/c", true),
+            entry("/a/d", false),
+        ];
+        assert_eq!(lxc_mount_order(&all), [1, 3, 0, 2]);
+        let rec = |entry| RecursiveBind {
+            entry,
+            field_index: entry,
+            attrs: AttrChange {
+                set: libc::MOUNT_ATTR_RDONLY,
+                clr: 0,
+            },
+            words: vec!["rro"],
+        };
+        // The idmapped /a comes after /a/b and /a/d: nothing of them is later.
+        let out = recursive_attrs(&[rec(0), rec(1)], &all);
+        assert_eq!(out[0].destination, "/a/b");
+        assert!(out[0].later.is_empty());
+        assert_eq!(out[1].destination, "/a");
+        assert!(out[1].later.is_empty());
     }
 
     #[test]

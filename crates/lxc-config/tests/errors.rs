@@ -374,17 +374,6 @@ fn rejections_name_their_field() {
             "needs the container's user namespace",
         ),
         (
-            // runc applies `rro` recursively; LXC cannot, and must not pass it on silently.
-            with(
-                &min,
-                "/mounts",
-                json!([{"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind", "rro"]}]),
-            ),
-            l,
-            "mounts[0].options[1]",
-            "rro (recursive mount attributes) is not supported",
-        ),
-        (
             with(
                 &min,
                 "/mounts",
@@ -616,4 +605,51 @@ fn init_spec_for_exec_process() {
     assert!(s.terminal);
     assert!(s.capabilities.is_none());
     assert_eq!(s.stdio, Default::default());
+}
+
+#[test]
+fn recursive_mount_attributes_need_mount_setattr() {
+    let spec = with(
+        &common::fixture("minimal"),
+        "/mounts",
+        json!([{"destination": "/x", "type": "bind", "source": "/tmp",
+                "options": ["rbind", "ro", "rro", "rnosuid"]}]),
+    );
+    let spec: oci_spec::runtime::Spec = serde_json::from_value(spec).unwrap();
+    let plan = |mount_setattr| {
+        lxc_config::plan(&lxc_config::PlanRequest {
+            name: "c1",
+            spec: &spec,
+            bundle: std::path::Path::new(common::BUNDLE),
+            state_dir: std::path::Path::new(common::STATE),
+            facts: &lxc_config::NodeFacts {
+                mount_setattr,
+                ..common::facts(CgroupMode::Legacy)
+            },
+        })
+    };
+    // A kernel without mount_setattr(2) (before 5.12): refused, naming the option, never
+    // passed on to LXC, which would leave the submounts writable.
+    let err = plan(lxc_config::MountSetattr::default()).unwrap_err();
+    assert_eq!(err.field(), "mounts[0].options[2]", "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("mounts[0].options[2]: not supported: rro"),
+        "{err}"
+    );
+    // With it: the words stay off LXC's entry and go to the shim.
+    let plan = plan(lxc_config::MountSetattr::ALL).unwrap();
+    let entry = plan.mounts.iter().find(|m| m.destination == "/x").unwrap();
+    assert_eq!(entry.lxc_value(), "/tmp x none rbind,ro,create=dir 0 0");
+    assert_eq!(plan.recursive_attrs.len(), 1);
+    let r = &plan.recursive_attrs[0];
+    assert_eq!(
+        (r.field.as_str(), r.destination.as_str()),
+        ("mounts[0]", "/x")
+    );
+    assert_eq!(r.words, ["rro", "rnosuid"]);
+    assert_eq!(
+        (r.attr_set, r.attr_clr),
+        (libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID, 0)
+    );
 }

@@ -124,6 +124,7 @@ fn lxc6_include_has_no_v1_reset() {
     let legacy = lxc_config::NodeFacts {
         cgroup: CgroupMode::Legacy,
         lxc_version: (6, 0, 4),
+        mount_setattr: lxc_config::MountSetattr::ALL,
     };
     let req = lxc_config::PlanRequest {
         facts: &legacy,

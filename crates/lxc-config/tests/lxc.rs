@@ -53,6 +53,7 @@ fn node_facts() -> NodeFacts {
     NodeFacts {
         cgroup,
         lxc_version: (5, 0, 2),
+        mount_setattr: lxc_config::MountSetattr::ALL,
     }
 }
 

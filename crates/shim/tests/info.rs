@@ -118,10 +118,27 @@ fn strings(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// runc's recursive mount attributes: `r` + a plain flag (`rro`, `rnosuid`, ...).
-fn is_recursive_attr(o: &str, plain: &std::collections::BTreeSet<String>) -> bool {
-    o.strip_prefix('r').is_some_and(|rest| plain.contains(rest))
-}
+/// runc's recursive mount attributes (libcontainer/specconv, `recAttrFlags`).
+const RECURSIVE_ATTRS: &[&str] = &[
+    "rro",
+    "rrw",
+    "rnosuid",
+    "rsuid",
+    "rnodev",
+    "rdev",
+    "rnoexec",
+    "rexec",
+    "rnodiratime",
+    "rdiratime",
+    "rrelatime",
+    "rnorelatime",
+    "rnoatime",
+    "ratime",
+    "rstrictatime",
+    "rnostrictatime",
+    "rnosymfollow",
+    "rsymfollow",
+];
 
 #[test]
 fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
@@ -131,10 +148,22 @@ fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
         assert!(ours.get(key).is_some(), "features lack {key}: {ours}");
     }
     let options = strings(&ours["mountOptions"]);
-    assert!(
-        !options.contains("rro"),
-        "rro is not supported: {options:?}"
-    );
+    // The recursive attributes where this kernel's mount_setattr(2) applies them (all of them
+    // on Linux 5.14 and later), none where it cannot.
+    let support = shim::host::mount_attrs::kernel_support();
+    for attr in RECURSIVE_ATTRS {
+        let symlinks = attr.ends_with("symfollow");
+        let expected = if symlinks {
+            support.nosymfollow
+        } else {
+            support.available
+        };
+        assert_eq!(
+            options.contains(*attr),
+            expected,
+            "{attr} with mount_setattr {support:?}: {options:?}"
+        );
+    }
     let Ok(out) = Command::new("runc").arg("features").output() else {
         eprintln!("info: SKIP the comparison with runc: runc is not installed");
         return;
@@ -157,9 +186,9 @@ fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
     }
     assert_eq!(strings(&ours["hooks"]), strings(&runc["hooks"]));
 
-    // Mount options: the same words; runc's extra ones are exactly the recursive attributes
-    // (mount_setattr), tmpcopyup, remount and acl/noacl (MS_POSIXACL, not in LXC's flag table),
-    // which LXC does not apply.
+    // Mount options: the same words; runc's extra ones are exactly tmpcopyup, remount and
+    // acl/noacl (MS_POSIXACL, not in LXC's flag table), which LXC does not apply, and the
+    // recursive attributes the kernel cannot apply (runc lists them whatever the kernel).
     let runc_options = strings(&runc["mountOptions"]);
     assert!(
         options.is_subset(&runc_options),
@@ -167,8 +196,9 @@ fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
         options.difference(&runc_options).collect::<Vec<_>>()
     );
     for extra in runc_options.difference(&options) {
+        // Which recursive attributes the kernel lacks was checked above.
         assert!(
-            is_recursive_attr(extra, &options)
+            RECURSIVE_ATTRS.contains(&extra.as_str())
                 || ["tmpcopyup", "remount", "acl", "noacl"].contains(&extra.as_str()),
             "runc supports mount option {extra}, the shim neither does nor says why"
         );

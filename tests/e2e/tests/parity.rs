@@ -351,10 +351,11 @@ fn cases() -> Vec<Case> {
             propagation_rslave,
         ),
         case("mount_propagation_rprivate_neither", propagation_rprivate),
-        Case {
-            compare: false,
-            ..case("bind_mount_rro_applied_or_refused_by_name", bind_mount_rro)
-        },
+        case("bind_mount_rro_submount_read_only", bind_mount_rro),
+        case(
+            "bind_mount_rnosuid_rnoexec_reach_submounts_not_later_mounts",
+            bind_mount_rnosuid_rnoexec,
+        ),
         case("network_namespace_private", net_private),
         case("network_host", net_host),
         case("hostname", hostname),
@@ -847,58 +848,129 @@ fn propagation_rprivate(ctx: &Ctx) -> Result<Transcript> {
 /// A host tmpfs under the bind source, unmounted when dropped.
 struct HostSubmount(PathBuf);
 
+impl HostSubmount {
+    /// The bind source of `bind_dir` with a tmpfs at `sub`.
+    fn under_bind_dir(ctx: &Ctx) -> Result<(PathBuf, HostSubmount)> {
+        let dir = bind_dir(ctx)?;
+        let sub = dir.join("sub");
+        std::fs::create_dir_all(&sub)?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "e2e-rattr", &sub.to_string_lossy()])
+            .status()?;
+        ensure!(status.success(), "mount a tmpfs at {}", sub.display());
+        Ok((dir, HostSubmount(sub)))
+    }
+}
+
 impl Drop for HostSubmount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
 
+/// The options (mountinfo's fifth and sixth fields) of the mounts at and below /host, sorted:
+/// the clones the shim puts back after applying recursive attributes come last in the table.
+const HOST_MOUNTS: &str = "grep ' /host' /proc/self/mountinfo | cut -d' ' -f5,6 | sort";
+
+/// The per-mount options mountinfo shows for `point` in `out`.
+fn mount_options(out: &Output, point: &str) -> Result<Vec<String>> {
+    let stdout = out.stdout_str();
+    let line = stdout
+        .lines()
+        .find(|l| l.split(' ').next() == Some(point))
+        .with_context(|| format!("no mount at {point}: {}", shown(out)))?;
+    Ok(line
+        .split(' ')
+        .nth(1)
+        .unwrap_or("")
+        .split(',')
+        .map(str::to_string)
+        .collect())
+}
+
 fn bind_mount_rro(ctx: &Ctx) -> Result<Transcript> {
-    // `rro` (recursive read-only, mount_setattr): runc makes the submount read-only too and
-    // lists `rro` in its features. The shim does not list it (LXC cannot apply it) and must
-    // refuse it by name rather than hand out a writable submount.
-    let dir = bind_dir(ctx)?;
-    let sub = dir.join("sub");
-    std::fs::create_dir_all(&sub)?;
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "e2e-rro", &sub.to_string_lossy()])
-        .status()?;
-    ensure!(status.success(), "mount a tmpfs at {}", sub.display());
-    let submount = HostSubmount(sub.clone());
+    // `rro` (recursive read-only: mount_setattr with AT_RECURSIVE), what containerd asks for a
+    // Kubernetes `recursiveReadOnly: Enabled` volume: the bind and the host's submount under
+    // it are read-only, and a write to either fails with EROFS.
+    let (dir, submount) = HostSubmount::under_bind_dir(ctx)?;
     let mount = format!(
         "type=bind,src={},dst=/host,options=rbind:rro",
         dir.display()
     );
-    let (t, out) = simple(
-        ctx,
-        &["--mount", &mount],
-        "touch /host/sub/nope; echo \"status=$?\"",
-        None,
-    )?;
-    if ctx.is_shim() {
+    let script = format!(
+        "{HOST_MOUNTS}; touch /host/nope; echo \"status=$?\"; touch /host/sub/nope; echo \"status=$?\""
+    );
+    let (t, out) = simple(ctx, &["--mount", &mount], &script, None)?;
+    let written = dir.join("nope").exists() || submount.0.join("nope").exists();
+    drop(submount);
+    expect_status(&out, 0)?;
+    for point in ["/host", "/host/sub"] {
+        let options = mount_options(&out, point)?;
         ensure!(
-            out.status.0 != 0,
-            "the shim ran a spec with an rro mount: {}",
+            options.first().map(String::as_str) == Some("ro"),
+            "{point} is not read-only: {}",
             shown(&out)
         );
-        ensure!(
-            out.stderr_str().contains("rro"),
-            "the error does not name the option (rro): {}",
-            out.stderr_str()
-        );
-    } else {
-        expect_output(
-            &out,
-            0,
-            "status=1\n",
-            "touch: /host/sub/nope: Read-only file system\n",
-        )?;
     }
-    let written = sub.join("nope").exists();
+    ensure!(
+        out.stdout_str().ends_with("status=1\nstatus=1\n"),
+        "{}",
+        shown(&out)
+    );
+    expect_eq(
+        "stderr",
+        out.stderr_str(),
+        "touch: /host/nope: Read-only file system\ntouch: /host/sub/nope: Read-only file system\n",
+    )?;
+    ensure!(!written, "a recursively read-only mount was written");
+    Ok(t)
+}
+
+fn bind_mount_rnosuid_rnoexec(ctx: &Ctx) -> Result<Transcript> {
+    // Two more recursive attributes on the bind and the host's submount under it, but not on
+    // a tmpfs the spec mounts below the bind after it (runc applies them right after the bind,
+    // before its later mounts): a program copied onto the submount cannot run, one copied onto
+    // the later tmpfs can.
+    let (dir, submount) = HostSubmount::under_bind_dir(ctx)?;
+    std::fs::create_dir_all(dir.join("later"))?;
+    let mount = format!(
+        "type=bind,src={},dst=/host,options=rbind:rnosuid:rnoexec",
+        dir.display()
+    );
+    let later = "type=tmpfs,src=tmpfs,dst=/host/later";
+    let script = format!(
+        "{HOST_MOUNTS}; cp /bin/busybox /host/sub/true && /host/sub/true; echo \"status=$?\"; \
+         cp /bin/busybox /host/later/true && /host/later/true; echo \"status=$?\""
+    );
+    let (t, out) = simple(ctx, &["--mount", &mount, "--mount", later], &script, None)?;
     drop(submount);
-    ensure!(!written, "a recursively read-only submount was written");
-    ctx.cd.force_remove(&ctx.id);
-    assert_nothing_left(ctx.cd, &ctx.id)?;
+    expect_status(&out, 0)?;
+    for point in ["/host", "/host/sub"] {
+        let options = mount_options(&out, point)?;
+        ensure!(
+            ["nosuid", "noexec", "rw"]
+                .iter()
+                .all(|o| options.iter().any(|x| x == o)),
+            "{point} lacks rnosuid/rnoexec: {}",
+            shown(&out)
+        );
+    }
+    let options = mount_options(&out, "/host/later")?;
+    ensure!(
+        !options.iter().any(|o| o == "nosuid" || o == "noexec"),
+        "the later tmpfs got the bind's recursive attributes: {}",
+        shown(&out)
+    );
+    ensure!(
+        out.stdout_str().ends_with("status=126\nstatus=0\n"),
+        "{}",
+        shown(&out)
+    );
+    expect_eq(
+        "stderr",
+        out.stderr_str(),
+        "sh: /host/sub/true: Permission denied\n",
+    )?;
     Ok(t)
 }
 

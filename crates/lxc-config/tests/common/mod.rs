@@ -21,6 +21,7 @@ pub fn facts(mode: CgroupMode) -> NodeFacts {
     NodeFacts {
         cgroup: mode,
         lxc_version: (5, 0, 2),
+        mount_setattr: lxc_config::MountSetattr::ALL,
     }
 }
 

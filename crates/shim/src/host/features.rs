@@ -5,8 +5,11 @@
 //! Every entry is something this runtime honours end to end, not what LXC could do in
 //! principle; where runc lists more, the difference is deliberate and tested
 //! (tests/info.rs compares with `runc features`):
-//! - mount options: lxc-config's table (LXC's flags and propagation, `bind`, `rbind`); no
-//!   recursive attributes (`rro`, `rnosuid`, ...), `tmpcopyup`, `remount`, `acl`/`noacl`.
+//! - mount options: lxc-config's table (LXC's flags and propagation, `bind`, `rbind`), and
+//!   runc's recursive attributes (`rro`, `rnosuid`, ...) where this kernel's mount_setattr(2)
+//!   applies them (probed at run time; runc lists them whatever the kernel): the shim applies
+//!   them to the bind and its submounts once LXC has mounted everything (host/mount_attrs.rs).
+//!   No `tmpcopyup`, `remount`, `acl`/`noacl`.
 //! - namespaces: with `user` (a new one, `ctr --uidmap`, or a pod's joined by path, CRI's
 //!   `hostUsers: false`).
 //! - `mountExtensions.idmap`: idmapped bind mounts with the container's own mappings (what
@@ -101,7 +104,9 @@ pub fn document(driver: &str) -> Value {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
         "hooks": HOOKS,
-        "mountOptions": lxc_config::supported_mount_options(),
+        "mountOptions": lxc_config::supported_mount_options(
+            crate::host::mount_attrs::kernel_support()
+        ),
         "linux": {
             "namespaces": NAMESPACES,
             "capabilities": capabilities(read_cap_last_cap()),
@@ -134,7 +139,7 @@ mod tests {
     }
 
     #[test]
-    fn user_namespaces_and_idmap_but_no_recursive_read_only_are_claimed() {
+    fn user_namespaces_idmap_and_the_kernels_recursive_attributes_are_claimed() {
         let doc = document("lxc");
         let options: Vec<&str> = doc["mountOptions"]
             .as_array()
@@ -143,7 +148,14 @@ mod tests {
             .filter_map(|v| v.as_str())
             .collect();
         assert!(options.contains(&"rbind") && options.contains(&"ro"));
-        assert!(!options.contains(&"rro"));
+        let support = crate::host::mount_attrs::kernel_support();
+        assert_eq!(options.contains(&"rro"), support.available);
+        assert_eq!(options.contains(&"rnosymfollow"), support.nosymfollow);
+        assert_eq!(
+            options,
+            lxc_config::supported_mount_options(support),
+            "sorted, as runc's"
+        );
         let ns = doc["linux"]["namespaces"].as_array().unwrap();
         assert!(ns.iter().any(|n| n == "user"));
         assert_eq!(doc["linux"]["mountExtensions"]["idmap"]["enabled"], true);

@@ -48,6 +48,7 @@ pub fn node_facts() -> lxc_config::NodeFacts {
             lxc_config::CgroupMode::Legacy
         },
         lxc_version: lxc_version(),
+        mount_setattr: crate::host::mount_attrs::kernel_support(),
     }
 }
 

@@ -12,6 +12,10 @@
 //! profile), so the shim does it from the host once the init's helper reported `Ready`, before
 //! the workload starts: a short-lived child (`SELF tidy-container PID MASKED...`, one thread,
 //! so that it may `setns` into the container's mount namespace) makes the changes there.
+//!
+//! The same child does what LXC's mount entries cannot express: binds that must stay peers of
+//! their host mounts (`lxc_config::PeerBind`), then recursive mount attributes
+//! (`lxc_config::RecursiveAttrs`, see [`crate::host::mount_attrs`]).
 
 use std::os::fd::AsFd;
 use std::time::Duration;
@@ -23,6 +27,7 @@ use nix::sched::{setns, CloneFlags};
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::command::run_command;
 use crate::host::exits::ChildExits;
+use crate::host::mount_attrs;
 
 /// The hidden subcommand of the shim binary that does the work in the container.
 pub const SUBCOMMAND: &str = "tidy-container";
@@ -36,22 +41,33 @@ const LXC_BOOT_ID: &str = "/dev/.lxc-boot-id";
 /// below DST.
 const PEER_BIND: &str = "--peer-bind";
 
-/// Host side: tidies the mount namespace of the container whose init has host pid `pid`, and
-/// re-makes `peer_binds` there as peers of their host mounts (LXC made them slaves).
+/// What LXC's mount entries could not express, for [`tidy`] to make.
+#[derive(Clone, Copy)]
+pub struct MountFixes<'a> {
+    pub peer_binds: &'a [lxc_config::PeerBind],
+    pub recursive_attrs: &'a [lxc_config::RecursiveAttrs],
+}
+
+/// Host side: tidies the mount namespace of the container whose init has host pid `pid`,
+/// re-makes the peer binds there as peers of their host mounts (LXC made them slaves), then
+/// applies the recursive mount attributes.
 pub async fn tidy(
     exits: &ChildExits,
     pid: u32,
     masked_paths: &[String],
-    peer_binds: &[lxc_config::PeerBind],
+    fixes: MountFixes<'_>,
 ) -> Result<()> {
     let exe = std::env::current_exe().ctx(|| "locate the shim binary".to_string())?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg(SUBCOMMAND).arg(pid.to_string());
-    for b in peer_binds {
+    for b in fixes.peer_binds {
         let kind = if b.recursive { "rbind" } else { "bind" };
         let count = b.nested.len().to_string();
         cmd.args([PEER_BIND, &b.source, &b.destination, kind, &count]);
         cmd.args(&b.nested);
+    }
+    for r in fixes.recursive_attrs {
+        cmd.args(mount_attrs::to_args(r));
     }
     cmd.args(masked_paths);
     let out = run_command(exits, cmd, Duration::from_secs(10)).await?;
@@ -64,11 +80,16 @@ pub async fn tidy(
     Ok(())
 }
 
-/// Child side (`SELF tidy-container PID [--peer-bind SRC DST rbind|bind N NESTED...]... MASKED...`). Must
-/// run before any thread is started.
+/// Child side (`SELF tidy-container PID [--peer-bind SRC DST rbind|bind N NESTED...]...
+/// [--rec-attrs FIELD DST SET CLR WORDS N LATER...]... MASKED...`). Must run before any thread
+/// is started.
 pub fn run(args: &[String]) -> std::result::Result<(), String> {
     let usage = || {
-        format!("usage: {SUBCOMMAND} PID [{PEER_BIND} SRC DST rbind|bind N NESTED...]... [MASKED_PATH...]")
+        format!(
+            "usage: {SUBCOMMAND} PID [{PEER_BIND} SRC DST rbind|bind N NESTED...]... \
+             [{} FIELD DST SET CLR WORDS N LATER...]... [MASKED_PATH...]",
+            mount_attrs::ARG
+        )
     };
     let (pid, mut masked) = match args.split_first() {
         Some((pid, masked)) => (pid, masked),
@@ -87,6 +108,12 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
         let (nested, rest) = rest.split_at(count);
         let clone = crate::host::rootfs::MountClone::of(src, kind == "rbind")?;
         peer_binds.push((clone, dst.clone(), nested.to_vec()));
+        masked = rest;
+    }
+    let mut recursive_attrs = Vec::new();
+    while masked.first().map(String::as_str) == Some(mount_attrs::ARG) {
+        let (attrs, rest) = mount_attrs::from_args(masked).ok_or_else(usage)?;
+        recursive_attrs.push(attrs);
         masked = rest;
     }
     let pid: u32 = pid
@@ -111,6 +138,10 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
 
     for (clone, destination, nested) in peer_binds {
         clone.replace(&destination, &nested)?;
+    }
+    // After the peer binds, which are new mounts; in LXC's order of the binds.
+    for attrs in &recursive_attrs {
+        mount_attrs::apply(attrs)?;
     }
 
     // Only the filesystem ids change: CAP_SYS_ADMIN (for the mounts below) stays, the file

@@ -211,7 +211,14 @@ impl Container {
         });
         container.init.state().pid = pid;
         container
-            .set_up_started(spec, &plan.host_peer_binds, started.pty)
+            .set_up_started(
+                spec,
+                crate::host::tidy::MountFixes {
+                    peer_binds: &plan.host_peer_binds,
+                    recursive_attrs: &plan.recursive_attrs,
+                },
+                started.pty,
+            )
             .await?;
         record.init_pid = pid;
         record.write(&bundle)?;
@@ -225,7 +232,7 @@ impl Container {
     async fn set_up_started(
         &self,
         spec: &Spec,
-        peer_binds: &[lxc_config::PeerBind],
+        mount_fixes: crate::host::tidy::MountFixes<'_>,
         pty: Option<std::os::fd::OwnedFd>,
     ) -> Result<()> {
         let pid = self.init.pid();
@@ -234,7 +241,7 @@ impl Container {
             .as_ref()
             .and_then(|l| l.masked_paths().clone())
             .unwrap_or_default();
-        crate::host::tidy::tidy(&self.env.exits, pid, &masked_paths, peer_binds).await?;
+        crate::host::tidy::tidy(&self.env.exits, pid, &masked_paths, mount_fixes).await?;
         if let Some(h) = &self.hooks {
             let mut create_runtime = h.prestart().clone().unwrap_or_default();
             create_runtime.extend(h.create_runtime().clone().unwrap_or_default());

@@ -74,6 +74,7 @@ pub fn plan_of(
         facts: &lxc_config::NodeFacts {
             cgroup,
             lxc_version: (5, 0, 2),
+            mount_setattr: lxc_config::MountSetattr::ALL,
         },
     })
     .unwrap()
