@@ -43,7 +43,7 @@ command -v qemu-system-x86_64 >/dev/null || {
 # `metrics` compares every field of cgroup v2 stats with runc's.
 default_parity="filesystem_view pause_resume sigkill_from_outside_exits_137 \
 seccomp_default_profile shim_killed_then_task_rm_leaves_nothing \
-exec_output_status_stdin_user_cwd mount_propagation_rshared_both_ways metrics"
+exec_output_status_stdin_user_cwd mount_propagation_rshared_both_ways metrics userns_uidmap"
 parity_cases="${TWIN_PARITY_CASES:-$default_parity}"
 # The pve driver's tests that matter on a node (systemd starts the CTs there): lifecycle and
 # runc-like behaviour, faults leave nothing, twenty runs under systemd's start limit, limits

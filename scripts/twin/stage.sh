@@ -167,6 +167,42 @@ case_ctr_run_rm() {
     true
 }
 
+# Proxmox's rule for unprivileged CTs, which runc does not have: where shadow's newuidmap is
+# installed, LXC maps a user namespace only within root's ranges of /etc/subuid and /etc/subgid.
+# Inside root:100000:65536 (what the stage gives root, as Proxmox VE does) the shim runs it
+# as runc does; outside it the shim refuses the create before making anything, naming the file
+# and the line to add, where runc runs it. Nothing may be left behind.
+case_userns_subid_rule() {
+    command -v newuidmap >/dev/null || skip "no newuidmap here: LXC writes the maps itself"
+    local out rc id
+    for rt in $(runtimes); do
+        id="twin-subid-$(short $rt)"
+        out="$("${CTR[@]}" run --rm --runtime "$rt" --uidmap 0:100000:65536 --gidmap 0:100000:65536 \
+            "$IMAGE" "$id" sh -c 'id -u; cat /proc/self/uid_map')"
+        rc=$?
+        echo "$rt inside root's range: $out"
+        expect_eq "$rt exit status inside root's range" "$rc" 0
+        expect_eq "$rt output inside root's range" "$(echo $out)" "0 0 100000 65536"
+    done
+    out="$("${CTR[@]}" run --rm --runtime "$RUNC_RT" --uidmap 0:300000:65536 --gidmap 0:300000:65536 \
+        "$IMAGE" twin-subid-out-runc sh -c 'id -u')"
+    rc=$?
+    expect_eq "runc outside root's range" "$rc/$out" "0/0"
+    local before
+    before="$(ls /run/containerd-shim-proxmox-lxc 2>/dev/null)"
+    out="$("${CTR[@]}" run --rm --runtime "$SHIM_RT" --uidmap 0:300000:65536 --gidmap 0:300000:65536 \
+        "$IMAGE" twin-subid-out-lxc sh -c 'id -u' 2>&1)"
+    rc=$?
+    echo "the shim outside root's range: $out"
+    [ "$rc" != 0 ] || die "the shim ran a user namespace outside root's /etc/subuid ranges"
+    echo "$out" | grep -q 'not root.s in /etc/subuid.*root:300000:65536' ||
+        die "the refusal does not name /etc/subuid and the line to add: $out"
+    "${CTR[@]}" container rm twin-subid-out-lxc >/dev/null 2>&1
+    expect_eq "state directories after the refusal" "$(ls /run/containerd-shim-proxmox-lxc 2>/dev/null)" "$before"
+    pgrep -f 'lxc-start.*twin-subid' && die "an lxc-start of the refused container runs"
+    true
+}
+
 case_restart_keeps_containers() {
     local id=twin-restart pid pid2
     "${CTR[@]}" run -d --runtime "$SHIM_RT" "$IMAGE" "$id" sh -c 'sleep 100000' || die "ctr run -d failed"
@@ -388,6 +424,14 @@ case_pve() {
             # The test's containerd keeps its log in the e2e logs dir (paths::log_dir).
             cdlog="$(find / -xdev -path '*/target/e2e-logs/pve-containerd.log' 2>/dev/null | head -1)"
             [ -z "$cdlog" ] || grep -E 'level=(error|warning)' "$cdlog" | tail -n 15 >/dev/ttyS0
+            # What LXC said for each CT whose unit failed: pve-container@.service sends
+            # lxc-start's stderr to /run/pve/ct-VMID.stderr.
+            local unit vmid
+            for unit in $(systemctl list-units --all --no-legend --plain --state=failed 'pve-container@*' | awk '{print $1}'); do
+                vmid="${unit#pve-container@}" vmid="${vmid%.service}"
+                echo "-- $unit: /run/pve/ct-$vmid.stderr" >/dev/ttyS0
+                tail -n 20 "/run/pve/ct-$vmid.stderr" >/dev/ttyS0 2>&1 || true
+            done
         fi
         # Numbers and placement on the console, where the harness keeps them.
         grep -E '^(BENCH|API requests|pve-container@)' "$log" | sed 's/^/pve: /' >/dev/ttyS0 || true
@@ -494,7 +538,7 @@ case_purge_leaves_nothing() {
 }
 
 all_cases=(node_facts deb_install containerd_runtime_entry ctr_run_rm restart_keeps_containers
-    cgroup_limits_parity oom_137_and_event update_parity pause_freezes_cgroup device_rules_parity
+    userns_subid_rule cgroup_limits_parity oom_137_and_event update_parity pause_freezes_cgroup device_rules_parity
     apparmor_parity parity
     cri purge_leaves_nothing)
 
@@ -505,6 +549,13 @@ all_cases=("${all_cases[@]:0:${#all_cases[@]}-1}" pve "${all_cases[@]: -1}")
 
 exec 2>&1
 say "stage begins on $(uname -n): $(uname -r), $(nproc) cpus"
+# As a Proxmox VE node: its installer gives root the id range of unprivileged CTs in
+# /etc/subuid and /etc/subgid. LXC insists on such an entry where shadow's newuidmap is
+# installed, as here (src/lxc/idmap_utils.c, lxc_map_ids; the shim checks it before the start,
+# crates/shim/src/host/subid.rs); runc needs none.
+for f in /etc/subuid /etc/subgid; do
+    grep -qx 'root:100000:65536' "$f" 2>/dev/null || echo 'root:100000:65536' >>"$f"
+done
 cases=("$@")
 [ ${#cases[@]} = 0 ] && [ -f "$P/cases" ] && read -r -a cases <"$P/cases"
 [ ${#cases[@]} = 0 ] && cases=("${all_cases[@]}")

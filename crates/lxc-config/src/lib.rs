@@ -460,8 +460,8 @@ impl ContainerPlan {
 
     /// Writes what the config refers to in the state directory, before the start: the seccomp
     /// policy at [`ContainerPlan::seccomp_path`] and the device nodes of
-    /// [`ContainerPlan::devices`] (mknod, chmod, chown; an existing node is replaced), and the
-    /// empty 0600 file the stop hook fills. This is the crate's only write to the filesystem;
+    /// [`ContainerPlan::devices`] (mknod, chmod, chown; an existing node is replaced), the
+    /// empty 0600 file the stop hook fills and the hook's source link, at `/dev/null` for now. This is the crate's only write to the filesystem;
     /// it needs root for the device nodes.
     pub fn write_state_files(&self) -> std::io::Result<()> {
         use std::os::unix::ffi::OsStrExt;
@@ -472,6 +472,15 @@ impl ContainerPlan {
             .truncate(true)
             .mode(0o600)
             .open(self.oom_counter_at_stop_path())?;
+        // Until the shim knows the container's cgroup and points the link there, the hook
+        // copies nothing (and does not fail: a container that dies before that would get
+        // "Failed to run lxc.hook.stop" in its start error).
+        let link = self.seccomp_path.with_file_name(OOM_COUNTER_LINK_NAME);
+        match std::fs::remove_file(&link) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::os::unix::fs::symlink("/dev/null", &link)?;
         if let Some(profile) = &self.seccomp_profile {
             std::fs::write(&self.seccomp_path, profile)?;
             std::fs::set_permissions(&self.seccomp_path, std::fs::Permissions::from_mode(0o644))?;

@@ -19,4 +19,5 @@ pub mod private;
 pub mod rootfs;
 pub mod staged;
 pub mod stdio;
+pub mod subid;
 pub mod tidy;

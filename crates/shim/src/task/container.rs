@@ -147,6 +147,7 @@ impl Container {
         // Everything of the container's is as private as containerd's own bundle (issue 12):
         // owned by the container's root (mapped under a user namespace), 0700/0600.
         let owner = Owner::for_spec(spec);
+        crate::host::subid::check_new_user_namespace(spec)?;
         prepare_dirs(req, &bundle, &state_dir, owner, &env.exits, undo)?;
         let (mut plan, init_spec) = plan(req, spec, &bundle, &state_dir, owner)?;
         undo.staged = Some(state_dir.clone());
@@ -878,8 +879,12 @@ fn plan(
 fn oom_ledger(cg: &ContainerCgroup, state_dir: &Path) -> Option<Arc<OomLedger>> {
     let counter = cg.oom_counter_file()?;
     let link = state_dir.join(lxc_config::OOM_COUNTER_LINK_NAME);
-    let _ = std::fs::remove_file(&link);
-    if let Err(e) = std::os::unix::fs::symlink(&counter, &link) {
+    // Replaced in one rename: the hook may run at any time (a container that dies now).
+    let next = state_dir.join(format!("{}.next", lxc_config::OOM_COUNTER_LINK_NAME));
+    let _ = std::fs::remove_file(&next);
+    if let Err(e) =
+        std::os::unix::fs::symlink(&counter, &next).and_then(|()| std::fs::rename(&next, &link))
+    {
         warn!(
             "{}: {e}; an OOM kill of the init may go unreported",
             link.display()
