@@ -85,6 +85,17 @@ impl Env {
             .collect()
     }
 
+    /// CT `vmid`'s config as the test node keeps it (its /etc/pve/lxc/VMID.conf).
+    fn ct_config(&self, vmid: u32) -> Result<String> {
+        let path = self
+            .node
+            .server
+            .context()
+            .config_dir
+            .join(format!("{vmid}.conf"));
+        Ok(std::fs::read_to_string(path)?)
+    }
+
     /// `/cluster/resources?type=vm` through the API, as an operator's tool would see it.
     fn resources(&self) -> Result<Vec<pve_client::ClusterResource>> {
         self.node.resources()
@@ -201,13 +212,7 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
             .wait_task_status("pve-userns", "RUNNING", RUN_TIMEOUT)?;
         let cts = env.cts();
         ensure!(cts.len() == 1, "one CT expected, found {cts:?}");
-        let conf = std::fs::read_to_string(
-            env.node
-                .server
-                .context()
-                .config_dir
-                .join(format!("{}.conf", cts[0])),
-        )?;
+        let conf = env.ct_config(cts[0])?;
         ensure!(
             conf.contains("unprivileged: 1")
                 && conf.contains("lxc.idmap: u 0 100000 65536")
@@ -268,13 +273,7 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
         let tags = ct.tags.clone().unwrap_or_default();
         ensure!(tags.contains("k8s-cid-"), "CT tags {tags:?}");
         println!("CT {} running with tags {tags:?}", cts[0]);
-        let conf = std::fs::read_to_string(
-            env.node
-                .server
-                .context()
-                .config_dir
-                .join(format!("{}.conf", cts[0])),
-        )?;
+        let conf = env.ct_config(cts[0])?;
         ensure!(
             conf.contains("ostype: unmanaged") && conf.contains("onboot: 0"),
             "CT config:\n{conf}"
