@@ -57,9 +57,10 @@ pve_cases="${TWIN_PVE_CASES:-$default_pve}"
 # containers with logs, ExecSync, stats, UpdateContainerResources and both kinds of stop
 # (lifecycle), streaming exec, the security context, a privileged pod (no cgroup namespace on
 # v2), cgroup v2 limits against runc's, pods' AppArmor confinement against runc's, and an OOM
-# kill reported as OOMKilled (TaskOOM read from memory.events of a cgroup LXC removes at exit).
+# kill reported as OOMKilled (TaskOOM read from memory.events of a cgroup LXC removes at exit),
+# and a pids limit (CRI's unified pids.max) against runc's.
 # Everything else runs on the build host.
-default_cri="lifecycle exec_streaming security_context privileged resources apparmor_confinement oom_killed"
+default_cri="lifecycle exec_streaming security_context privileged resources apparmor_confinement oom_killed pids_limit"
 cri_cases="${TWIN_CRI_CASES:-$default_cri}"
 
 image_dir="$(bash scripts/twin/image.sh)"

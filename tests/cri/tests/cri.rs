@@ -2109,6 +2109,64 @@ fn case_exec_tty(env: &CriEnv) -> Result<()> {
     pod.finish()
 }
 
+/// cgroup v2: a container's pids limit through CRI's `unified` resources (`pids.max`; the
+/// kubelet's pod-level pids limit is on its own pod cgroup, not the runtime's), under runc and
+/// under the shim: the same `pids.max` where the container's limits are, and forks beyond it
+/// refused inside the container. On cgroup v1 there is no `unified`: said, not run.
+fn case_pids_limit(env: &CriEnv) -> Result<()> {
+    if !cgroup_v2_only() {
+        eprintln!(
+            "cri: {}::pids_limit: SKIP on this cgroup v1 host (CRI's unified resources are v2 \
+             files); the node twin runs it",
+            test_prefix(env)
+        );
+        return Ok(());
+    }
+    const LIMIT: usize = 16;
+    let mut c = env.cri()?;
+    let mut cfg = sleeper("pids", &env.images.busybox);
+    res(&mut cfg)
+        .unified
+        .insert("pids.max".into(), LIMIT.to_string());
+    let view = |c: &mut Cri, id: &str| -> Result<(String, bool, bool)> {
+        env.block_on(c.wait_state(id, state::RUNNING, Duration::from_secs(20)))?;
+        let pid = env.block_on(c.container_pid(id))?;
+        let max = read_trim(&cgroup_dir(pid, "pids")?.join("pids.max"))?;
+        let (_, _, err) = env.block_on(c.exec_sync(
+            id,
+            &["sh", "-c", "for i in $(seq 40); do sleep 30 & done"],
+            30,
+        ))?;
+        // Read on the host: inside, at the limit, even `ls` could not fork.
+        let current: usize = read_trim(&cgroup_dir(pid, "pids")?.join("pids.current"))?
+            .parse()
+            .unwrap_or(usize::MAX);
+        Ok((max, err.contains("fork"), current <= LIMIT))
+    };
+    let mut reference = run_pod_on(env, RUNC_HANDLER, "pids-runc", |_| {})?;
+    let rid = reference.run(&cfg)?;
+    let runc = view(&mut c, &rid)?;
+    reference.finish()?;
+    let mut pod = run_pod(env, "pids", |_| {})?;
+    let id = pod.run(&cfg)?;
+    let ours = view(&mut c, &id)?;
+    println!(
+        "{}::pids_limit: (pids.max, a fork refused, pids.current within the limit): runc's \
+         {runc:?}, the shim's {ours:?}",
+        test_prefix(env)
+    );
+    let want = (LIMIT.to_string(), true, true);
+    ensure!(
+        runc == want,
+        "runc's container (the reference): {runc:?}, want {want:?}"
+    );
+    ensure!(
+        ours == runc,
+        "the shim's container: {ours:?}, runc's {runc:?}"
+    );
+    pod.finish()
+}
+
 /// A container that exceeds its memory limit is OOM-killed: exit 137, reason OOMKilled (the
 /// kubelet's restart and event logic keys on it).
 fn case_oom_killed(env: &CriEnv) -> Result<()> {
@@ -2588,12 +2646,13 @@ fn main() {
             case_mounts_and_termination_message,
         ),
     ];
-    let extra: [(&str, Case); 10] = [
+    let extra: [(&str, Case); 11] = [
         ("one_shim_per_pod", case_one_shim_per_pod),
         ("mount_propagation", case_mount_propagation),
         ("example_pod", case_example_pod),
         ("exec_tty", case_exec_tty),
         ("oom_killed", case_oom_killed),
+        ("pids_limit", case_pids_limit),
         ("restart_attempt", case_restart_attempt),
         ("crash_loop", case_crash_loop),
         ("log_reopen", case_log_reopen),
