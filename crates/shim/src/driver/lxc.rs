@@ -2,6 +2,7 @@
 //! `lxc-start -F` runs as a child of the shim (its stdio is /dev/null: the workload's stdio
 //! goes through the in-container helper).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -62,6 +63,14 @@ impl Driver for LxcDriver {
 
     async fn start(&self, name: &str, state_dir: &Path) -> Result<StartedInit> {
         let from_monitor = self.node.watch_exit(name).await?;
+        // LXC creates its log 0640; made here first, it stays as private as the rest (0600).
+        let log = log_path(state_dir);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(crate::host::private::FILE_MODE)
+            .open(&log)
+            .ctx(|| format!("create {}", log.display()))?;
         let mut cmd = std::process::Command::new("lxc-start");
         cmd.arg("-F")
             .arg("-n")
