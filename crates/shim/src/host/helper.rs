@@ -96,9 +96,22 @@ fn seal_helper(installed: &Path) -> std::io::Result<std::fs::File> {
         memfd.set_len(0)?;
         memfd.write_all(ct_init_bin::HELPER)?;
     }
-    // SAFETY: fcntl on a descriptor `memfd` owns.
-    if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    // F_SEAL_WRITE fails with EBUSY while a page of the file has references beyond its
+    // mappings (mm/memfd.c, `memfd_wait_for_pins`, which waits about 75 ms): pages just written
+    // can still sit in another CPU's LRU batch, which only drains there. Seen once in a
+    // thousand execs under load; a few more tries, each after a short pause, get past it.
+    let mut pause = std::time::Duration::from_millis(2);
+    for attempt in 0.. {
+        // SAFETY: fcntl on a descriptor `memfd` owns.
+        if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } == 0 {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EBUSY) || attempt == 4 {
+            return Err(err);
+        }
+        std::thread::sleep(pause);
+        pause *= 2;
     }
     Ok(memfd)
 }
