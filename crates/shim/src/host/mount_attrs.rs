@@ -30,38 +30,40 @@ pub fn kernel_support() -> MountSetattr {
 /// hides it), EINVAL (an attribute it does not know: NOSYMFOLLOW before 5.14) or EPERM (no
 /// CAP_SYS_ADMIN, so nothing could be applied anyway) mean it would not.
 fn probe(attr_set: u64) -> Errno {
-    match mount_setattr(libc::AT_FDCWD, None, attr_set, 0) {
+    let attr = mount_attr(attr_set, 0, 0);
+    let flags = libc::AT_RECURSIVE | libc::AT_EMPTY_PATH;
+    match mount_setattr(-1, c"", flags as libc::c_uint, &attr) {
         Ok(()) => Errno::UnknownErrno,
         Err(e) => e,
     }
 }
 
-/// `mount_setattr(dirfd, path, AT_RECURSIVE, {attr_set, attr_clr})`; no path: descriptor -1
-/// with AT_EMPTY_PATH (the probe).
-fn mount_setattr(
-    dirfd: libc::c_int,
-    path: Option<&std::ffi::CStr>,
-    attr_set: u64,
-    attr_clr: u64,
-) -> std::result::Result<(), Errno> {
-    let attr = libc::mount_attr {
+/// A `struct mount_attr` without a propagation change.
+pub(crate) fn mount_attr(attr_set: u64, attr_clr: u64, userns_fd: u64) -> libc::mount_attr {
+    libc::mount_attr {
         attr_set,
         attr_clr,
         propagation: 0,
-        userns_fd: 0,
-    };
-    let (dirfd, path, flags) = match path {
-        Some(p) => (dirfd, p.as_ptr(), libc::AT_RECURSIVE),
-        None => (-1, c"".as_ptr(), libc::AT_RECURSIVE | libc::AT_EMPTY_PATH),
-    };
+        userns_fd,
+    }
+}
+
+/// mount_setattr(2): the shim's one call of it (recursive attributes here, the clones of
+/// [`MountClone`]).
+pub(crate) fn mount_setattr(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_uint,
+    attr: &libc::mount_attr,
+) -> std::result::Result<(), Errno> {
     // SAFETY: a valid C string and a mount_attr of the size given; nothing is kept.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             dirfd,
-            path,
-            flags as libc::c_uint,
-            &attr as *const libc::mount_attr,
+            path.as_ptr(),
+            flags,
+            attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
     };
@@ -191,7 +193,9 @@ fn put_back(aside: Vec<(MountClone, &str)>) -> std::result::Result<(), String> {
 fn set_attrs(r: &RecursiveAttrs) -> std::result::Result<(), String> {
     let path = std::ffi::CString::new(r.destination.as_str())
         .map_err(|_| format!("{}: {:?} contains a NUL byte", r.field, r.destination))?;
-    mount_setattr(libc::AT_FDCWD, Some(&path), r.attr_set, r.attr_clr).map_err(|e| {
+    let attr = mount_attr(r.attr_set, r.attr_clr, 0);
+    let flags = libc::AT_RECURSIVE as libc::c_uint;
+    mount_setattr(libc::AT_FDCWD, &path, flags, &attr).map_err(|e| {
         let why = match e {
             // fs/namespace.c, `can_change_locked_flags`: a mount a user namespace got from the
             // host keeps the host's ro/nosuid/nodev/noexec/atime flags (runc fails alike).

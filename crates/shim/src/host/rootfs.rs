@@ -244,28 +244,11 @@ impl MountClone {
     /// `mount_setattr` on the detached tree: `attr_set` (`MOUNT_ATTR_*`), and the user
     /// namespace descriptor with `MOUNT_ATTR_IDMAP`.
     fn set_attr(&self, attr_set: u64, userns_fd: u64) -> std::io::Result<()> {
+        use crate::host::mount_attrs::{mount_attr, mount_setattr};
         use std::os::fd::AsRawFd;
-        let attr = libc::mount_attr {
-            attr_set,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd,
-        };
-        // SAFETY: valid descriptor, empty C string, a mount_attr of the size given.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                self.tree.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH,
-                &attr as *const libc::mount_attr,
-                std::mem::size_of::<libc::mount_attr>(),
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        let attr = mount_attr(attr_set, 0, userns_fd);
+        let flags = libc::AT_EMPTY_PATH as libc::c_uint;
+        mount_setattr(self.tree.as_raw_fd(), c"", flags, &attr).map_err(std::io::Error::from)
     }
 
     /// `move_mount` of the detached clone onto `destination` in the current namespace.
