@@ -28,11 +28,6 @@ impl Report {
     }
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
 /// Runs every check of the configuration at `path`, in order; a check that the later ones
 /// depend on (config, secret, reaching the API) ends the run when it fails.
 pub async fn check(path: &Path) -> Report {
@@ -41,7 +36,7 @@ pub async fn check(path: &Path) -> Report {
         return r;
     };
     for tool in ["lxc-start", "lxc-attach", "lxc-info"] {
-        if on_path(tool) {
+        if crate::host::command::on_path(tool).is_some() {
             r.ok(format!("{tool} found"));
         } else {
             r.problem(format!("{tool} is not on PATH: install the lxc package"));

@@ -12,6 +12,14 @@ use crate::host::exits::ChildExits;
 /// the pipe open.
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
+/// The first `program` in the directories of PATH, as a shell (and LXC's `on_path`) finds it.
+pub fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
 /// Output of a command the shim ran to completion.
 pub struct CommandOutput {
     pub code: i32,
