@@ -223,13 +223,15 @@ impl Shim for Service {
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let killed = |pid: u32| DeleteResponse {
+            pid,
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: MessageField::some(timestamp(SystemTime::now())),
+            ..Default::default()
+        };
         if BundleRecord::is_finished(&bundle) {
             info!("delete {}: already taken down by its shim", self.id);
-            return Ok(DeleteResponse {
-                exit_status: 128 + libc::SIGKILL as u32,
-                exited_at: MessageField::some(timestamp(SystemTime::now())),
-                ..Default::default()
-            });
+            return Ok(killed(0));
         }
         let record = BundleRecord::read(&bundle);
         let (state_dir, rootfs_mounted, pid) = match &record {
@@ -249,12 +251,7 @@ impl Shim for Service {
             }
             Err(e) => warn!("delete: cannot watch children: {e}"),
         }
-        Ok(DeleteResponse {
-            pid,
-            exit_status: 128 + libc::SIGKILL as u32,
-            exited_at: MessageField::some(timestamp(SystemTime::now())),
-            ..Default::default()
-        })
+        Ok(killed(pid))
     }
 
     async fn wait(&mut self) {

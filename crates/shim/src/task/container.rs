@@ -125,11 +125,7 @@ impl Container {
             Ok(container) => Ok(container),
             Err(e) => {
                 warn!("create {} failed: {e}; rolling back", req.id);
-                if undo.run().await {
-                    BundleRecord::finished(&bundle);
-                } else {
-                    BundleRecord::remove(&bundle);
-                }
+                BundleRecord::close(&bundle, undo.run().await);
                 Err(e)
             }
         }
@@ -1003,9 +999,5 @@ pub async fn teardown(
     if rootfs_mounted {
         rootfs::unmount_rootfs(&bundle.join("rootfs"));
     }
-    if destroyed {
-        BundleRecord::finished(bundle);
-    } else {
-        BundleRecord::remove(bundle);
-    }
+    BundleRecord::close(bundle, destroyed);
 }

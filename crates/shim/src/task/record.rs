@@ -43,14 +43,18 @@ impl BundleRecord {
         serde_json::from_slice(&bytes).ok()
     }
 
-    pub fn remove(bundle: &Path) {
+    fn remove(bundle: &Path) {
         let _ = std::fs::remove_file(bundle.join(BUNDLE_RECORD_FILE));
     }
 
-    /// Replaces the record with [`BUNDLE_DONE_FILE`]: nothing is left to undo.
-    pub fn finished(bundle: &Path) {
-        if let Err(e) = private::write_file(&bundle.join(BUNDLE_DONE_FILE), b"", Owner::ROOT) {
-            log::debug!("mark {} done: {e}", bundle.display());
+    /// Removes the record after a teardown. If the container was `destroyed`, the record is
+    /// replaced with [`BUNDLE_DONE_FILE`]: nothing is left to undo. If not, nothing marks the
+    /// bundle, so a later `shim delete` still searches for what is left.
+    pub fn close(bundle: &Path, destroyed: bool) {
+        if destroyed {
+            if let Err(e) = private::write_file(&bundle.join(BUNDLE_DONE_FILE), b"", Owner::ROOT) {
+                log::debug!("mark {} done: {e}", bundle.display());
+            }
         }
         Self::remove(bundle);
     }
@@ -75,7 +79,13 @@ mod tests {
         let bundle = tempfile::tempdir().unwrap();
         assert!(!BundleRecord::is_finished(bundle.path()));
         std::fs::write(bundle.path().join(BUNDLE_RECORD_FILE), b"{}").unwrap();
-        BundleRecord::finished(bundle.path());
+        BundleRecord::close(bundle.path(), false);
+        assert!(
+            !BundleRecord::is_finished(bundle.path()),
+            "not destroyed: not finished"
+        );
+        std::fs::write(bundle.path().join(BUNDLE_RECORD_FILE), b"{}").unwrap();
+        BundleRecord::close(bundle.path(), true);
         assert!(BundleRecord::is_finished(bundle.path()));
         assert!(!bundle.path().join(BUNDLE_RECORD_FILE).exists());
         // A record written later (a new Create in the same bundle) counts again.
