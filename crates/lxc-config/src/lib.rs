@@ -451,6 +451,14 @@ fn oom_counter_at_stop_hook(state_dir: &str, lines: &mut Lines) -> Result<(), Pl
     Ok(())
 }
 
+/// Removes the file at `path`; one that is not there is fine.
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl ContainerPlan {
     /// Where the `lxc.hook.stop` hook copies the OOM kill counter (see
     /// [`OOM_COUNTER_AT_STOP_NAME`]).
@@ -476,10 +484,7 @@ impl ContainerPlan {
         // copies nothing (and does not fail: a container that dies before that would get
         // "Failed to run lxc.hook.stop" in its start error).
         let link = self.seccomp_path.with_file_name(OOM_COUNTER_LINK_NAME);
-        match std::fs::remove_file(&link) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        remove_if_present(&link)?;
         std::os::unix::fs::symlink("/dev/null", &link)?;
         if let Some(profile) = &self.seccomp_profile {
             std::fs::write(&self.seccomp_path, profile)?;
@@ -489,10 +494,7 @@ impl ContainerPlan {
             if let Some(dir) = d.host_path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            match std::fs::remove_file(&d.host_path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            remove_if_present(&d.host_path)?;
             let kind = match d.kind {
                 'b' => libc::S_IFBLK,
                 'p' => libc::S_IFIFO,
