@@ -1,14 +1,16 @@
 //! `containerd-shim-proxmox-lxc-init`: the static helper LXC runs as the container's init
-//! (and `lxc-attach` runs for an exec). Usage: `HELPER SOCKET SPEC_FILE`.
+//! (and `lxc-attach`, or its own `--attach` mode, runs for an exec). Usage: `HELPER SOCKET
+//! SPEC_FILE`; the host-side modes are in `host`.
 //!
 //! It connects to the shim's socket, takes its stdio (or makes a pty), sets up the process the
 //! way runc does (rlimits, oom_score_adj, umask, AppArmor profile on exec, no_new_privs,
 //! bounding set, user and groups with capabilities kept across the switch, the exact
 //! capability sets, cwd, env, PATH lookup), reports `Ready`, waits for `Start` and `execve`s the workload, which keeps this
-//! PID (PID 1 for the init). It never forks. See `ctinit-proto` for the protocol.
+//! PID (PID 1 for the init). It never forks, but for `--attach`, to enter a pid namespace. See `ctinit-proto` for the protocol.
 
 mod apparmor;
 mod caps;
+mod host;
 mod lookup;
 mod sealed;
 mod sys;
@@ -29,10 +31,25 @@ use nix::sys::socket::{
 use crate::sys::Failure;
 
 fn main() {
-    // First of all: never run from a file a container could write (see `sealed`). Failing
-    // that (seccomp, no /proc), the read-only bind mount LXC ran the helper from is the guard.
-    let _ = sealed::reexec_sealed();
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        // The host-side modes (see `host`): the shim runs them from its own copy.
+        Some(ctinit_proto::DUMP_SECCOMP_ARG) => host::dump_seccomp_main(&args[2..]),
+        Some(ctinit_proto::ATTACH_ARG) => match host::attach(&args[2..]) {
+            // In the container now, from the sealed memfd the shim passed.
+            Ok([socket, spec]) => args = vec![args[0].clone(), socket, spec],
+            Err(failure) => {
+                eprintln!("containerd-shim-proxmox-lxc-init: {failure}");
+                std::process::exit(1);
+            }
+        },
+        // First of all: never run from a file a container could write (see `sealed`).
+        // Failing that (seccomp, no /proc), the read-only bind mount LXC ran the helper from
+        // is the guard.
+        _ => {
+            let _ = sealed::reexec_sealed();
+        }
+    }
     if args.len() != 3 {
         eprintln!(
             "usage: {} SOCKET SPEC_FILE\n(the in-container helper of containerd-shim-proxmox-lxc-v2)",

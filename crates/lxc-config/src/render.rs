@@ -133,6 +133,25 @@ impl ContainerPlan {
         self.rootfs_propagation.clone()
     }
 
+    /// Whether LXC's monitor (`lxc-start`) must see the container stop: it moves the spec's
+    /// `linux.netDevices` back to the host under their own names when the container's network
+    /// namespace ends (LXC's network.c, `lxc_restore_phys_nics_to_netns`); the kernel alone
+    /// would give a physical one a new name and destroy a virtual one.
+    pub fn needs_monitor_at_stop(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|(k, v)| k.starts_with("lxc.net.") && k.ends_with(".type") && v == "phys")
+    }
+
+    /// [`ContainerPlan::render_lxc`] for a container whose monitor may go once the init runs:
+    /// `lxc.monitor.signal.pdeath = 0` (LXC >= 3.1, start.c `do_start`) keeps the init alive
+    /// when `lxc-start` ends, instead of the default SIGKILL.
+    pub fn render_lxc_without_monitor(&self) -> String {
+        let mut out = self.render_lxc();
+        line(&mut out, "lxc.monitor.signal.pdeath", "0");
+        out
+    }
+
     /// A complete `lxc.container.conf` for plain LXC (`lxc-start -n NAME -P LXCPATH`). It
     /// includes no distribution config: all security comes from the spec.
     pub fn render_lxc(&self) -> String {

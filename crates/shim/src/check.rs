@@ -43,6 +43,7 @@ pub async fn check(path: &Path) -> Report {
         }
     }
     if config.driver() == DriverKind::Lxc {
+        check_ptrace(&mut r);
         r.ok("driver \"lxc\": no Proxmox VE checks needed");
         return r;
     }
@@ -63,6 +64,22 @@ pub async fn check(path: &Path) -> Report {
     check_backup_jobs(&client, &pve, &mut r).await;
     check_dirs(&pve, &mut r);
     r
+}
+
+/// The lxc driver reads a container's seccomp filters with ptrace, once, to give its execs the
+/// same (driver/lxc.rs); Yama's mode 3 forbids ptrace even to root.
+fn check_ptrace(r: &mut Report) {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope");
+    match scope.as_deref().map(str::trim) {
+        Ok("3") => r.problem(
+            "kernel.yama.ptrace_scope is 3 (no ptrace at all): the lxc driver cannot read a \
+             container's seccomp filters for its execs, and Create fails; use 0, 1 or 2",
+        ),
+        Ok(mode) => r.ok(format!(
+            "kernel.yama.ptrace_scope is {mode}: root may ptrace"
+        )),
+        Err(_) => r.ok("no Yama ptrace restrictions"),
+    }
 }
 
 /// The config file, or the defaults where there is none; `None` when it does not parse.

@@ -3,7 +3,8 @@
 //! delete`, from the bundle's record) are the only two places that name a concrete driver, so
 //! a new driver is one file plus one arm in each.
 //!
-//! - [`lxc`]: plain LXC on this host, `lxc-start -F` a child of the shim.
+//! - [`lxc`]: plain LXC on this host, `lxc-start -F` a child of the shim until the init
+//!   runs, the init the shim's own child from then on.
 //! - [`pve`]: each container a Proxmox VE CT, started through the API.
 //! - [`lxc_node`]: what both share, since both end as an LXC container: `lxc-attach`, whether
 //!   it runs, and its init's exit from LXC's monitor.
@@ -43,10 +44,22 @@ pub type InitExit = Pin<Box<dyn Future<Output = u32> + Send>>;
 
 /// A started container.
 pub struct StartedInit {
-    /// A child of the shim that lives as long as the container (`lxc-start -F`), if the driver
-    /// has one: the helper's accept gives up early when it dies.
+    /// A child of the shim that lives while the container starts (`lxc-start -F`), if the
+    /// driver has one: the helper's accept gives up early when it dies.
     pub supervisor: Option<u32>,
-    pub exit: InitExit,
+    /// The init's exit, where the driver knows it from the start (from LXC's monitor);
+    /// `None` where [`Driver::supervise`] gives it.
+    pub exit: Option<InitExit>,
+}
+
+/// How an exec's helper gets into the running container.
+pub struct ExecCommand {
+    pub command: std::process::Command,
+    /// The command forks the helper into the container, writes the helper's host pid and a
+    /// newline to stdout and exits: the helper is then the shim's own child (the shim is a
+    /// subreaper), and its exit is the exec's. Otherwise the command stays the helper's
+    /// parent until the exec ends, and its exit is the exec's (`lxc-attach`).
+    pub detaches: bool,
 }
 
 impl std::fmt::Debug for StartedInit {
@@ -85,8 +98,22 @@ pub trait Driver: Send + Sync {
     /// Starts the container's init (the helper), watching for its exit from before the start.
     async fn start(&self, name: &str, state_dir: &Path) -> Result<StartedInit>;
 
-    /// The command that runs `helper_args` inside the running container as an exec.
-    fn exec_command(&self, name: &str, helper_args: &[String]) -> std::process::Command;
+    /// Once the init (host pid `init_pid`) is up and waits for Start: returns its exit. A
+    /// driver that lets its supervisor go here takes over the init (the plain driver: the
+    /// init becomes the shim's child, see `lxc.rs`); the default keeps the start's `exit`.
+    async fn supervise(
+        &self,
+        name: &str,
+        _init_pid: u32,
+        _state_dir: &Path,
+        exit: Option<InitExit>,
+    ) -> Result<InitExit> {
+        exit.ok_or_else(|| ShimError::Internal(format!("no way to learn the exit of {name}")))
+    }
+
+    /// The command that runs `helper_args` (the helper, its socket, its spec) inside the
+    /// running container as an exec.
+    fn exec_command(&self, name: &str, helper_args: &[String]) -> Result<ExecCommand>;
 
     /// Stops the container if it runs and removes what `create` made. Idempotent: a missing
     /// container is not an error.

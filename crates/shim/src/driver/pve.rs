@@ -27,7 +27,7 @@ use pve_client::{
 };
 
 use super::lxc_node::{init_exit, LxcNode};
-use super::{container_hash, CreateSpec, Driver, DriverRecord, StartedInit};
+use super::{container_hash, CreateSpec, Driver, DriverRecord, ExecCommand, StartedInit};
 use crate::config::PveSection;
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::exits::ChildExits;
@@ -298,12 +298,15 @@ impl Driver for PveDriver {
         debug!("CT {vmid} started ({} status polls)", outcome.polls);
         Ok(StartedInit {
             supervisor: None,
-            exit: init_exit(name, from_monitor, None),
+            exit: Some(init_exit(name, from_monitor, None)),
         })
     }
 
-    fn exec_command(&self, name: &str, helper_args: &[String]) -> std::process::Command {
-        self.node.attach_command(name, helper_args)
+    fn exec_command(&self, name: &str, helper_args: &[String]) -> Result<ExecCommand> {
+        Ok(ExecCommand {
+            command: self.node.attach_command(name, helper_args),
+            detaches: false,
+        })
     }
 
     async fn destroy(&self, name: &str, _state_dir: &Path) -> Result<()> {

@@ -59,6 +59,11 @@ impl ContainerCgroup {
     pub fn of_pid(pid: u32) -> Result<ContainerCgroup> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .ctx(|| format!("read /proc/{pid}/cgroup"))?;
+        Self::from_proc_text(&text, pid)
+    }
+
+    /// The cgroups a `/proc/PID/cgroup` text names (one kept from earlier: `pid` may be gone).
+    pub fn from_proc_text(text: &str, pid: u32) -> Result<ContainerCgroup> {
         let mounts = mounts()?;
         let mut dirs = HashMap::new();
         let mut unified_only = true;
@@ -221,6 +226,27 @@ impl ContainerCgroup {
         for dir in self.dirs.values() {
             if let Some(target) = owned_cgroup_dir(dir, id, name) {
                 remove_tree(&target);
+            }
+        }
+    }
+
+    /// Removes the cgroups of LXC's monitor of container `name` (`lxc.monitor/NAME`, or
+    /// LXC's default `lxc.monitor.NAME`) once that monitor is gone: LXC removes them itself
+    /// only when its monitor sees the container stop. The shared `lxc.monitor` parent stays:
+    /// another container's monitor may be creating its own cgroup in it.
+    pub fn remove_lxc_monitor(&self, name: &str) {
+        for dir in self.dirs.values() {
+            let Some(file_name) = dir.file_name().and_then(|f| f.to_str()) else {
+                continue;
+            };
+            let in_monitor_dir = dir
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|p| p == "lxc.monitor");
+            let named =
+                file_name == format!("lxc.monitor.{name}") || (file_name == name && in_monitor_dir);
+            if named && !name.is_empty() {
+                remove_tree(dir);
             }
         }
     }

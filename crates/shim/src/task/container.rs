@@ -463,7 +463,7 @@ impl Container {
                 _ => return Err(ShimError::FailedPrecondition("exec has no spec".into())),
             }
         };
-        let (pid, attach_exit) = match self.attach_exec(exec, &spec, stdio).await {
+        let (pid, exit) = match self.attach_exec(exec, &spec, stdio).await {
             Ok(started) => started,
             Err(e) => {
                 exec.record_exit(255, SystemTime::now());
@@ -487,7 +487,7 @@ impl Container {
         drop(guard);
         let (events, id, exec) = (self.env.events.clone(), self.id.clone(), exec.clone());
         tokio::spawn(async move {
-            let code = attach_exit.await.unwrap_or(255);
+            let code = exit.await.unwrap_or(255);
             let code = u32::try_from(code).unwrap_or(255);
             events.exit(&id, &exec, code, SystemTime::now()).await;
         });
@@ -511,12 +511,37 @@ impl Container {
         let socket = self.state_dir.join(&sock_name);
         let listener = helper::Listener::bind(&socket)?;
         private::restrict(&socket, owner)?;
-        let mut child = self.spawn_exec_command(&spec_name, &sock_name)?;
-        let attach_pid = child.id();
-        let attach_exit = self.env.exits.wait(attach_pid as i32);
+        let (mut child, detaches) = self.spawn_exec_command(&spec_name, &sock_name)?;
+        let command_pid = child.id();
+        let command_exit = self.env.exits.wait(command_pid as i32);
         let stderr = child.stderr.take();
+        let stdout = child.stdout.take();
+        let exits = self.env.exits.clone();
+        // The exec's helper: the command's child that it handed over, or its own child.
+        let helper = async {
+            if !detaches {
+                return Ok((command_pid, command_exit));
+            }
+            let line = blocking(move || {
+                let mut line = String::new();
+                if let Some(out) = stdout {
+                    let _ =
+                        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+                }
+                line
+            })
+            .await?;
+            let code = command_exit.await.unwrap_or(-1);
+            match line.trim().parse::<u32>() {
+                Ok(pid) if code == 0 => Ok((pid, exits.wait(pid as i32))),
+                _ => Err(ShimError::Internal(format!(
+                    "the exec command failed (exit status {code})"
+                ))),
+            }
+        };
         let result = async {
-            let supervisor = helper::Supervisor::Exec(attach_pid);
+            let (helper_pid, helper_exit) = helper.await?;
+            let supervisor = helper::Supervisor::Exec(helper_pid);
             let conn = helper::accept(listener, HELPER_TIMEOUT, Some(supervisor)).await?;
             let (conn, pid, pty) = helper::handshake(conn, stdio, HELPER_TIMEOUT).await?;
             // The exec command leaves the helper outside the container's cgroups
@@ -528,7 +553,7 @@ impl Container {
                 exec.io.attach_pty(master).await?;
             }
             helper::start(conn, HELPER_TIMEOUT).await?;
-            Ok::<u32, ShimError>(pid)
+            Ok::<_, ShimError>((pid, helper_exit))
         }
         .await;
         let _ = std::fs::remove_file(&spec_path);
@@ -540,7 +565,7 @@ impl Container {
             text
         });
         match result {
-            Ok(pid) => {
+            Ok((pid, exit)) => {
                 // The exec command's stderr carries only its own errors; drained so it never
                 // blocks.
                 tokio::spawn(async move {
@@ -550,13 +575,13 @@ impl Container {
                         }
                     }
                 });
-                Ok((pid, attach_exit))
+                Ok((pid, exit))
             }
             Err(e) => {
-                kill_pid(attach_pid);
+                kill_pid(command_pid);
                 match read_stderr.await.unwrap_or_default().trim() {
                     "" => Err(e),
-                    m => Err(ShimError::Internal(format!("{e} (lxc-attach: {m})"))),
+                    m => Err(ShimError::Internal(format!("{e} (exec command: {m})"))),
                 }
             }
         }
@@ -565,7 +590,11 @@ impl Container {
     /// The helper's directory is gone from the container once its init runs (see `tidy`): the
     /// exec's helper, socket and spec reach it as descriptors that the exec command passes
     /// on, named through the container's /proc/self/fd.
-    fn spawn_exec_command(&self, spec_name: &str, sock_name: &str) -> Result<std::process::Child> {
+    fn spawn_exec_command(
+        &self,
+        spec_name: &str,
+        sock_name: &str,
+    ) -> Result<(std::process::Child, bool)> {
         let open_path = |name: &str, path_only: bool| {
             let path = self.state_dir.join(name);
             let mut opts = std::fs::OpenOptions::new();
@@ -583,7 +612,8 @@ impl Container {
         ];
         let fds: Vec<i32> = passed.iter().map(|f| f.as_raw_fd()).collect();
         let args: Vec<String> = fds.iter().map(|fd| format!("/proc/self/fd/{fd}")).collect();
-        let mut cmd = self.driver.exec_command(&self.name, &args);
+        let exec = self.driver.exec_command(&self.name, &args)?;
+        let mut cmd = exec.command;
         // SAFETY: only fcntl, async-signal-safe, between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -595,10 +625,16 @@ impl Container {
                 Ok(())
             });
         }
+        let stdout = if exec.detaches {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        };
         cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
+            .stdout(stdout)
             .stderr(std::process::Stdio::piped());
-        cmd.spawn().ctx(|| "run lxc-attach".to_string())
+        let child = cmd.spawn().ctx(|| "run the exec command".to_string())?;
+        Ok((child, exec.detaches))
     }
 
     /// Exec: the process is made (spec, stdio), not started.
@@ -920,12 +956,16 @@ async fn start_init(
     let (conn, pid, pty) = helper::handshake(conn, stdio, HELPER_TIMEOUT)
         .await
         .map_err(explain)?;
+    let exit = driver
+        .supervise(name, pid, state_dir, started.exit)
+        .await
+        .map_err(explain)?;
     Ok(StartedInit {
         io,
         conn,
         pid,
         pty,
-        exit: started.exit,
+        exit,
     })
 }
 

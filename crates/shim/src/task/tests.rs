@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::*;
-use crate::driver::{CreateSpec, DriverRecord, StartedInit};
+use crate::driver::{CreateSpec, DriverRecord, ExecCommand, StartedInit};
 
 #[test]
 fn a_reserved_id_is_taken_until_released() {
@@ -38,8 +38,8 @@ impl Driver for GatedDriver {
     async fn start(&self, _name: &str, _state_dir: &Path) -> Result<StartedInit> {
         Err(ShimError::Internal("gated driver: never started".into()))
     }
-    fn exec_command(&self, _name: &str, _args: &[String]) -> std::process::Command {
-        std::process::Command::new("false")
+    fn exec_command(&self, _name: &str, _args: &[String]) -> Result<ExecCommand> {
+        Err(ShimError::Internal("gated driver: no execs".into()))
     }
     async fn destroy(&self, _name: &str, _state_dir: &Path) -> Result<()> {
         Ok(())
