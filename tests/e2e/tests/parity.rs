@@ -364,6 +364,10 @@ fn cases() -> Vec<Case> {
         case("capabilities_add_drop", caps_add_drop),
         case("capabilities_privileged", caps_privileged),
         case("seccomp_default_profile", seccomp_default),
+        case(
+            "seccomp_default_profile_reaches_exec_signal_status",
+            seccomp_exec,
+        ),
         case("user_from_image", user_numeric),
         case("userns_uidmap", userns_uidmap),
         case("userns_exec_and_tty", userns_exec_and_tty),
@@ -1230,6 +1234,64 @@ fn seccomp_default(ctx: &Ctx) -> Result<Transcript> {
         "unshare must be refused: {}",
         shown(&out)
     );
+    Ok(t)
+}
+
+/// An exec gets the container's seccomp filter (the shim's lxc driver copies it from the
+/// init, runc loads it from config.json), and an exec killed by a signal reports 128+N.
+fn seccomp_exec(ctx: &Ctx) -> Result<Transcript> {
+    ctx.run_detached(&["--seccomp", "--null-io"], "exec sleep 1000")?;
+    let mut t = Transcript::default();
+    let id = ctx.id.as_str();
+    if ctx.is_shim() {
+        // The shim's lxc driver lets LXC's monitor go once the container runs: the init is the
+        // shim's child, and no `lxc-start` is left for the container.
+        let init: u32 = ctx
+            .cd
+            .ctr(&["task", "ls"])?
+            .stdout_str()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{id} ")))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| anyhow!("no pid of {id} in ctr task ls"))?;
+        let shim = host::processes_matching(&["containerd-shim-proxmox-lxc-v2", id]);
+        let parent = host::processes()
+            .into_iter()
+            .find(|p| p.pid == init as i32)
+            .map(|p| p.ppid);
+        ensure!(
+            shim.iter().any(|s| Some(s.pid) == parent),
+            "the init {init} should be the shim's child (parent {parent:?}, shims {shim:?})"
+        );
+        let monitors = host::processes_matching(&["lxc-start", id]);
+        ensure!(monitors.is_empty(), "lxc-start left: {monitors:?}");
+    }
+    let script = "grep '^Seccomp:' /proc/self/status; unshare -U true; echo \"unshare=$?\"";
+    let out = ctx
+        .cd
+        .ctr(&["task", "exec", "--exec-id", "e1", id, "sh", "-c", script])?;
+    t.add_output("exec1 ", &out);
+    ensure!(
+        out.stdout_str().starts_with("Seccomp:\t2\nunshare=1\n"),
+        "the exec must run under the container's filter: {}",
+        shown(&out)
+    );
+    let out = ctx.cd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e2",
+        id,
+        "sh",
+        "-c",
+        "kill -9 $$",
+    ])?;
+    t.add("exec2 status", out.status.0.to_string());
+    expect_status(&out, 137)?;
+    ctx.cd
+        .ctr_ok(&["task", "kill", "--signal", "SIGKILL", id])?;
+    ctx.cd
+        .wait_task_status(id, "STOPPED", Duration::from_secs(20))?;
     Ok(t)
 }
 
