@@ -99,19 +99,24 @@ impl LxcDriver {
         (lxc_start, lxc_start_exit): (u32, oneshot::Receiver<i32>),
     ) -> Result<(Adopted, InitExit)> {
         let exits = self.node.exits();
-        // 1. The filters LXC loaded for the init, which execs must get too.
+        // 1. The filters LXC loaded for the init, which execs must get too (none: an empty
+        //    file, without starting the helper).
         let seccomp = state_dir.join(SECCOMP_DUMP_NAME);
-        let mut dump = std::process::Command::new(state_dir.join(ctinit_proto::HELPER_NAME));
-        dump.arg(ctinit_proto::DUMP_SECCOMP_ARG)
-            .arg(init_pid.to_string())
-            .arg(&seccomp)
-            .env_clear();
-        let out = run_command(exits, dump, STEP_LIMIT).await?;
-        if out.code != 0 {
-            return Err(ShimError::Internal(format!(
-                "read the seccomp filters of the container's init, for its execs: {}",
-                out.stderr.trim()
-            )));
+        if has_seccomp_filters(init_pid)? {
+            let mut dump = std::process::Command::new(state_dir.join(ctinit_proto::HELPER_NAME));
+            dump.arg(ctinit_proto::DUMP_SECCOMP_ARG)
+                .arg(init_pid.to_string())
+                .arg(&seccomp)
+                .env_clear();
+            let out = run_command(exits, dump, STEP_LIMIT).await?;
+            if out.code != 0 {
+                return Err(ShimError::Internal(format!(
+                    "read the seccomp filters of the container's init, for its execs: {}",
+                    out.stderr.trim()
+                )));
+            }
+        } else {
+            private::write_file(&seccomp, b"", Owner::ROOT)?;
         }
         // 2. What Delete (or `shim delete`) needs to find the cgroups without the monitor.
         let proc_cgroup = |pid: u32| {
@@ -125,7 +130,9 @@ impl LxcDriver {
             init_cgroup.as_bytes(),
             Owner::ROOT,
         )?;
-        // 3. lxc-start goes; its child, the init, passes to the shim.
+        // 3. lxc-start goes; its child, the init, passes to the shim. The pidfd, taken while
+        //    lxc-start still holds the init (a zombie at worst), is sure to name it.
+        let pidfd = pidfd_open(init_pid).ctx(|| format!("pidfd_open {init_pid}"))?;
         let init_exit = exits.wait(init_pid as i32);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(lxc_start as i32),
@@ -144,7 +151,6 @@ impl LxcDriver {
             Ok(cg) => cg.remove_lxc_monitor(name),
             Err(e) => warn!("{name}: LXC monitor's cgroup: {e}"),
         }
-        let pidfd = pidfd_open(init_pid).ctx(|| format!("pidfd_open {init_pid}"))?;
         debug!("{name}: init {init_pid} adopted from lxc-start {lxc_start}");
         let exit: InitExit = Box::pin(async move {
             init_exit
@@ -182,6 +188,17 @@ impl LxcDriver {
         .await
         .map_err(|e| ShimError::Internal(format!("stop {e}")))?
     }
+}
+
+/// Whether `pid` runs under seccomp filters (`Seccomp: 2` in /proc/PID/status; a kernel
+/// without seccomp has no such line).
+fn has_seccomp_filters(pid: u32) -> Result<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ctx(|| format!("read /proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .filter_map(|l| l.strip_prefix("Seccomp:"))
+        .any(|mode| mode.trim() != "0"))
 }
 
 /// The parent pid of `pid`, from /proc/PID/stat (after the command name, which may hold
