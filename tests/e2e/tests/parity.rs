@@ -112,6 +112,20 @@ impl Ctx<'_> {
         self.runtime == SHIM_RUNTIME
     }
 
+    /// `ctr task exec --exec-id EXEC_ID ID sh -c SCRIPT` in the case's container.
+    fn exec_sh(&self, exec_id: &str, script: &str) -> Result<Output> {
+        self.cd.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            exec_id,
+            &self.id,
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
     fn runtime_flag(&self) -> String {
         format!("--runtime={}", self.runtime)
     }
@@ -1267,25 +1281,14 @@ fn seccomp_exec(ctx: &Ctx) -> Result<Transcript> {
         ensure!(monitors.is_empty(), "lxc-start left: {monitors:?}");
     }
     let script = "grep '^Seccomp:' /proc/self/status; unshare -U true; echo \"unshare=$?\"";
-    let out = ctx
-        .cd
-        .ctr(&["task", "exec", "--exec-id", "e1", id, "sh", "-c", script])?;
+    let out = ctx.exec_sh("e1", script)?;
     t.add_output("exec1 ", &out);
     ensure!(
         out.stdout_str().starts_with("Seccomp:\t2\nunshare=1\n"),
         "the exec must run under the container's filter: {}",
         shown(&out)
     );
-    let out = ctx.cd.ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "e2",
-        id,
-        "sh",
-        "-c",
-        "kill -9 $$",
-    ])?;
+    let out = ctx.exec_sh("e2", "kill -9 $$")?;
     t.add("exec2 status", out.status.0.to_string());
     expect_status(&out, 137)?;
     ctx.cd
