@@ -495,7 +495,8 @@ impl Container {
     }
 
     /// Runs the exec's helper in the container through the driver's exec command and lets it
-    /// start the process. Returns its pid and the exit of the exec command.
+    /// start the process. Returns its pid and its exit (the exec command's, where that stays
+    /// its parent).
     async fn attach_exec(
         &self,
         exec: &Process,
@@ -539,13 +540,18 @@ impl Container {
                 ))),
             }
         };
+        // What to kill if the exec does not start: the helper once known (a detaching
+        // command is gone by then, and its pid may be another process's).
+        let mut started_pid = command_pid;
         let result = async {
             let (helper_pid, helper_exit) = helper.await?;
+            started_pid = helper_pid;
             let supervisor = helper::Supervisor::Exec(helper_pid);
             let conn = helper::accept(listener, HELPER_TIMEOUT, Some(supervisor)).await?;
             let (conn, pid, pty) = helper::handshake(conn, stdio, HELPER_TIMEOUT).await?;
-            // The exec command leaves the helper outside the container's cgroups
-            // (`--elevated-privileges=CGROUP`, driver/lxc_node.rs): it joins them here, before
+            // The exec command leaves the helper outside the container's cgroups (`lxc-attach
+            // --elevated-privileges=CGROUP`, driver/lxc_node.rs; the helper's `--attach` forks
+            // in the shim's): it joins them here, before
             // the workload starts, so that an exec works in a container at its pids limit.
             let cgroup = self.cgroup()?;
             blocking(move || cgroup.enter(pid)).await??;
@@ -578,7 +584,7 @@ impl Container {
                 Ok((pid, exit))
             }
             Err(e) => {
-                kill_pid(command_pid);
+                kill_pid(started_pid);
                 match read_stderr.await.unwrap_or_default().trim() {
                     "" => Err(e),
                     m => Err(ShimError::Internal(format!("{e} (exec command: {m})"))),
