@@ -254,7 +254,15 @@ case_oom_137_and_event() {
         wait $evpid 2>/dev/null
         grep "$id" "$ev" | grep -E '/tasks/(oom|exit)' || true
         expect_eq "$rt exit status at the 32 MiB limit" "$rc" 137
-        grep "/tasks/oom" "$ev" | grep -q "$id" || die "$rt: no /tasks/oom event for $id (TaskOOM from memory.events)"
+        if ! grep "/tasks/oom" "$ev" | grep -q "$id"; then
+            # runc's shim, the reference, lost the event once in the twin (2026-12-02, exit
+            # 137 reported, no TaskOOM), most likely because the cgroup went before its watch
+            # read memory.events: the race this shim closes by reading the counter itself
+            # before it publishes the exit. Only this shim must have it.
+            [ "$(short $rt)" = runc ] || die "$rt: no /tasks/oom event for $id (TaskOOM from memory.events)"
+            echo "NOTE: $rt (the reference) lost the TaskOOM event for $id this time"
+            continue
+        fi
         echo "ok: $rt TaskOOM event"
     done
 }
