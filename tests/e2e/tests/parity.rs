@@ -1260,18 +1260,14 @@ fn seccomp_exec(ctx: &Ctx) -> Result<Transcript> {
     if ctx.is_shim() {
         // The shim's lxc driver lets LXC's monitor go once the container runs: the init is the
         // shim's child, and no `lxc-start` is left for the container.
-        let init: u32 = ctx
+        let init = ctx
             .cd
-            .ctr(&["task", "ls"])?
-            .stdout_str()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{id} ")))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .task_pid(id)?
             .ok_or_else(|| anyhow!("no pid of {id} in ctr task ls"))?;
         let shim = host::processes_matching(&["containerd-shim-proxmox-lxc-v2", id]);
         let parent = host::processes()
             .into_iter()
-            .find(|p| p.pid == init as i32)
+            .find(|p| p.pid == init)
             .map(|p| p.ppid);
         ensure!(
             shim.iter().any(|s| Some(s.pid) == parent),
