@@ -20,7 +20,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -46,14 +45,14 @@ const STEP_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct LxcDriver {
     node: LxcNode,
-    /// Set by create: the container keeps `lxc-start` as its supervisor (see the module doc).
-    keeps_monitor: AtomicBool,
     run: Mutex<Run>,
 }
 
 /// Where the container's supervision stands.
 enum Run {
-    /// Not started, or supervised by LXC's monitor for its whole life.
+    /// Created: LXC's monitor will go once the init waits for Start.
+    Adoptable,
+    /// Supervised by LXC's monitor for its whole life (see the module doc), or not created.
     Monitored,
     /// `lxc-start` runs until the init waits for Start.
     Starting {
@@ -75,7 +74,6 @@ impl LxcDriver {
     pub fn new(lxcpath: PathBuf, exits: ChildExits) -> Self {
         LxcDriver {
             node: LxcNode::new(lxcpath, exits),
-            keeps_monitor: AtomicBool::new(false),
             run: Mutex::new(Run::Monitored),
         }
     }
@@ -219,43 +217,6 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// The `CLONE_NEW*` flags of the namespaces `pid` is in and the shim is not: what an exec
-/// joins (`setns` refuses to re-enter the caller's own user namespace).
-fn namespaces_to_join(pid: u32) -> Result<libc::c_int> {
-    use std::os::unix::fs::MetadataExt;
-    const KINDS: [(&str, libc::c_int); 8] = [
-        ("user", libc::CLONE_NEWUSER),
-        ("mnt", libc::CLONE_NEWNS),
-        ("pid", libc::CLONE_NEWPID),
-        ("uts", libc::CLONE_NEWUTS),
-        ("ipc", libc::CLONE_NEWIPC),
-        ("net", libc::CLONE_NEWNET),
-        ("cgroup", libc::CLONE_NEWCGROUP),
-        // CLONE_NEWTIME (Linux >= 5.6); not named by every libc crate target.
-        ("time", 0x80),
-    ];
-    let mut flags = 0;
-    for (kind, flag) in KINDS {
-        let theirs = match std::fs::metadata(format!("/proc/{pid}/ns/{kind}")) {
-            Ok(m) => m,
-            // A kernel without that kind of namespace.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && kind == "time" => continue,
-            Err(e) => {
-                return Err(ShimError::io(
-                    format!("namespaces of the container's init {pid}"),
-                    e,
-                ))
-            }
-        };
-        let ours = std::fs::metadata(format!("/proc/self/ns/{kind}"))
-            .map_err(|e| ShimError::io("the shim's own namespaces", e))?;
-        if (theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()) {
-            flags |= flag;
-        }
-    }
-    Ok(flags)
-}
-
 /// Where lxc-start logs; read back to explain a failed start.
 fn log_path(state_dir: &Path) -> PathBuf {
     state_dir.join("lxc.log")
@@ -276,24 +237,23 @@ impl Driver for LxcDriver {
         if spec.plan.pve.unprivileged {
             searchable_lxcpath(self.node.lxcpath())?;
         }
-        let keeps_monitor = spec.plan.needs_monitor_at_stop();
-        self.keeps_monitor.store(keeps_monitor, Ordering::SeqCst);
-        let config = if keeps_monitor {
-            spec.plan.render_lxc()
+        let (config, run) = if spec.plan.needs_monitor_at_stop() {
+            (spec.plan.render_lxc(), Run::Monitored)
         } else {
-            spec.plan.render_lxc_without_monitor()
+            (spec.plan.render_lxc_without_monitor(), Run::Adoptable)
         };
         private::make_dir(&dir, Owner::ROOT)?;
         private::write_file(&dir.join("config"), config.as_bytes(), Owner::ROOT)?;
+        *self.run() = run;
         Ok(name.to_string())
     }
 
     async fn start(&self, name: &str, state_dir: &Path) -> Result<StartedInit> {
-        let keeps_monitor = self.keeps_monitor.load(Ordering::SeqCst);
-        let from_monitor = if keeps_monitor {
-            Some(self.node.watch_exit(name).await?)
-        } else {
+        let adoptable = matches!(*self.run(), Run::Adoptable);
+        let from_monitor = if adoptable {
             None
+        } else {
+            Some(self.node.watch_exit(name).await?)
         };
         // LXC creates its log 0640; made here first, it stays as private as the rest (0600).
         let log = log_path(state_dir);
@@ -372,7 +332,7 @@ impl Driver for LxcDriver {
                 "exec helper arguments {helper_args:?}"
             )));
         };
-        let flags = namespaces_to_join(adopted.init_pid)?;
+        let flags = crate::host::namespaces::to_join(adopted.init_pid)?;
         let pidfd = adopted
             .pidfd
             .try_clone()

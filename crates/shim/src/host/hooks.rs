@@ -71,17 +71,6 @@ pub async fn run_all(
     Ok(())
 }
 
-fn has_own_user_namespace(pid: u32) -> bool {
-    let of = |p: &str| std::fs::read_link(p).ok();
-    match (
-        of(&format!("/proc/{pid}/ns/user")),
-        of("/proc/self/ns/user"),
-    ) {
-        (Some(theirs), Some(ours)) => theirs != ours,
-        _ => false,
-    }
-}
-
 async fn run_one(exits: &ChildExits, hook: &Hook, state: &[u8], place: RunIn) -> Result<()> {
     let args = hook.args().clone().unwrap_or_default();
     let mut cmd = match place {
@@ -100,7 +89,7 @@ async fn run_one(exits: &ChildExits, hook: &Hook, state: &[u8], place: RunIn) ->
                 .args(["--mount", "--uts", "--ipc", "--net", "--pid"]);
             // runc runs these hooks as the container's root: in its user namespace where it
             // has one (nsenter then becomes uid/gid 0 there); joining one's own is refused.
-            if has_own_user_namespace(pid) {
+            if super::namespaces::differs(pid, "user").unwrap_or(false) {
                 cmd.arg("--user");
             }
             if root {

@@ -1,7 +1,7 @@
 //! Mechanics of this host, known to no particular driver or RPC: exits of children, commands,
 //! the in-container helper, stdio, OCI hooks, cgroups and their metrics, device nodes, the
-//! rootfs, recursive mount attributes, the node's facts, LXC's monitor socket, the OCI features
-//! document, and tidying LXC's traces in a container.
+//! rootfs, recursive mount attributes, namespaces to join, the node's facts, LXC's monitor
+//! socket, the OCI features document, and tidying LXC's traces in a container.
 
 pub mod cgroup;
 pub mod command;
@@ -14,6 +14,7 @@ pub mod idmap;
 pub mod lxcmon;
 pub mod metrics;
 pub mod mount_attrs;
+pub mod namespaces;
 pub mod node;
 pub mod private;
 pub mod rootfs;
