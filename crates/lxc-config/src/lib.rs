@@ -11,6 +11,7 @@ mod render;
 mod rootfs;
 mod seccomp;
 mod security;
+mod state_files;
 mod text;
 
 use std::path::{Path, PathBuf};
@@ -451,71 +452,7 @@ fn oom_counter_at_stop_hook(state_dir: &str, lines: &mut Lines) -> Result<(), Pl
     Ok(())
 }
 
-/// Removes the file at `path`; one that is not there is fine.
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
 impl ContainerPlan {
-    /// Where the `lxc.hook.stop` hook copies the OOM kill counter (see
-    /// [`OOM_COUNTER_AT_STOP_NAME`]).
-    pub fn oom_counter_at_stop_path(&self) -> PathBuf {
-        self.seccomp_path.with_file_name(OOM_COUNTER_AT_STOP_NAME)
-    }
-
-    /// Writes what the config refers to in the state directory, before the start: the seccomp
-    /// policy at [`ContainerPlan::seccomp_path`] and the device nodes of
-    /// [`ContainerPlan::devices`] (mknod, chmod, chown; an existing node is replaced), the
-    /// empty 0600 file the stop hook fills and the hook's source link, at `/dev/null` for now. This is the crate's only write to the filesystem;
-    /// it needs root for the device nodes.
-    pub fn write_state_files(&self) -> std::io::Result<()> {
-        use std::os::unix::ffi::OsStrExt;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(self.oom_counter_at_stop_path())?;
-        // Until the shim knows the container's cgroup and points the link there, the hook
-        // copies nothing (and does not fail: a container that dies before that would get
-        // "Failed to run lxc.hook.stop" in its start error).
-        let link = self.seccomp_path.with_file_name(OOM_COUNTER_LINK_NAME);
-        remove_if_present(&link)?;
-        std::os::unix::fs::symlink("/dev/null", &link)?;
-        if let Some(profile) = &self.seccomp_profile {
-            std::fs::write(&self.seccomp_path, profile)?;
-            std::fs::set_permissions(&self.seccomp_path, std::fs::Permissions::from_mode(0o644))?;
-        }
-        for d in &self.devices {
-            if let Some(dir) = d.host_path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            remove_if_present(&d.host_path)?;
-            let kind = match d.kind {
-                'b' => libc::S_IFBLK,
-                'p' => libc::S_IFIFO,
-                _ => libc::S_IFCHR,
-            };
-            let path = std::ffi::CString::new(d.host_path.as_os_str().as_bytes())
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let dev = libc::makedev(d.major, d.minor);
-            // SAFETY: a valid NUL-terminated path; mknod does not keep the pointer.
-            if unsafe { libc::mknod(path.as_ptr(), kind | (d.file_mode & 0o7777), dev) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            std::fs::set_permissions(
-                &d.host_path,
-                std::fs::Permissions::from_mode(d.file_mode & 0o7777),
-            )?;
-            std::os::unix::fs::chown(&d.host_path, Some(d.uid), Some(d.gid))?;
-        }
-        Ok(())
-    }
-
     /// The raw LXC lines other than rootfs, mounts and cgroups, in render order.
     pub fn lxc_entries(&self) -> &[(String, String)] {
         &self.entries

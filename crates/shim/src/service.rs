@@ -243,11 +243,10 @@ impl Shim for Service {
         match ChildExits::start().await {
             Ok(exits) => {
                 let recorded = record.as_ref().map(|r| (&r.driver, r.name.as_str()));
-                let (driver, names) =
-                    crate::driver::recover(recorded, &self.namespace, &self.id, exits).await;
-                for name in names {
-                    teardown(driver.as_ref(), &name, &state_dir, &bundle, rootfs_mounted).await;
-                }
+                let containers =
+                    crate::driver::recover(recorded, &self.namespace, &self.id, &state_dir, exits)
+                        .await;
+                teardown(&containers, &state_dir, &bundle, rootfs_mounted).await;
             }
             Err(e) => warn!("delete: cannot watch children: {e}"),
         }

@@ -15,8 +15,8 @@ use pve_test_server::{
     TestServer,
 };
 use shim::config::PveSection;
-use shim::driver::pve::PveDriver;
-use shim::driver::{CreateSpec, Driver};
+use shim::driver::pve::{PveContainer, PveDriver};
+use shim::driver::{CreateSpec, Driver, NodeContainer};
 
 const TOKEN: &str = "root@pam!drv";
 const SECRET: &str = "7a1e5c3b-2d4f-4e6a-8b9c-0d1e2f3a4b5c";
@@ -107,7 +107,7 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
         })
         .await
         .unwrap();
-    assert_eq!(name, "980001");
+    assert_eq!(name.name(), "980001");
     let conf = std::fs::read_to_string(server.context().config_path(980001)).unwrap();
     for want in [
         "ostype: unmanaged",
@@ -126,14 +126,14 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
         assert!(conf.contains(want), "{want:?} missing in:\n{conf}");
     }
     assert_eq!(server.total_requests(), 0, "create needs no API request");
-    driver.start(&name, &state_dir).await.unwrap();
+    name.start().await.unwrap();
     // The node loads the config with Proxmox's raw-key rules and warns about (and drops)
     // every key it does not accept: the driver writes none of those.
     for upid in server.tasks().iter().filter(|u| u.contains(":vzstart:")) {
         let log = server.task_log(upid).unwrap();
         assert!(log.iter().all(|l| !l.starts_with("WARN")), "{log:?}");
     }
-    driver.destroy(&name, &state_dir).await.unwrap();
+    name.destroy().await.unwrap();
     let counts: BTreeMap<String, u64> = server.request_counts();
     println!(
         "requests per lifecycle: {} {counts:?}",
@@ -155,7 +155,7 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
     assert!(server.total_requests() <= 8, "{counts:?}");
     assert!(!server.context().config_path(980001).exists());
     // Destroying again is not an error.
-    driver.destroy(&name, &state_dir).await.unwrap();
+    name.destroy().await.unwrap();
 }
 
 #[tokio::test]
@@ -176,15 +176,11 @@ async fn failures_carry_proxmox_message() {
         FaultRule::new(Fault::FailTask("no space left (injected)".into()))
             .on("POST", "/nodes/{node}/lxc/{vmid}/status/start"),
     );
-    let err = driver
-        .start(&name, &state_dir)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = name.start().await.unwrap_err().to_string();
     assert!(err.contains("no space left (injected)"), "{err}");
     let found = driver.find_by_container("default", "c2").await.unwrap();
-    assert_eq!(found, vec![name.parse::<u32>().unwrap()]);
-    driver.destroy(&name, &state_dir).await.unwrap();
+    assert_eq!(found, vec![name.name().parse::<u32>().unwrap()]);
+    name.destroy().await.unwrap();
     assert!(driver
         .find_by_container("default", "c2")
         .await
@@ -226,9 +222,9 @@ async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
             .create(&spec("run-rm", &plan, &state_dir))
             .await
             .unwrap();
-        driver.start(&name, &state_dir).await.unwrap();
-        driver.destroy(&name, &state_dir).await.unwrap();
-        used.push(name);
+        name.start().await.unwrap();
+        name.destroy().await.unwrap();
+        used.push(name.name().to_string());
     }
     let distinct: std::collections::BTreeSet<&String> = used.iter().collect();
     assert_eq!(distinct.len(), 20, "VMIDs reused: {used:?}");
@@ -263,8 +259,8 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
         .await
         .unwrap();
     // The one start the limit allows.
-    driver.start(&name, &state_dir).await.unwrap();
-    driver.start(&name, &state_dir).await.unwrap();
+    name.start().await.unwrap();
+    name.start().await.unwrap();
     let refused = server
         .tasks()
         .iter()
@@ -280,7 +276,7 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
         refused, 1,
         "the second start was refused once, then retried"
     );
-    driver.destroy(&name, &state_dir).await.unwrap();
+    name.destroy().await.unwrap();
 }
 
 /// A start task that ends with `WARNINGS: n` left a running CT: success, as in Proxmox.
@@ -302,11 +298,11 @@ async fn a_start_with_warnings_is_a_start() {
         .on("POST", "/nodes/{node}/lxc/{vmid}/status/start"),
     );
     // A raw key Proxmox does not accept: dropped with a task warning, the CT starts.
-    let path = server.context().config_path(name.parse().unwrap());
+    let path = server.context().config_path(name.name().parse().unwrap());
     let mut conf = std::fs::read_to_string(&path).unwrap();
     conf.push_str("lxc.no.such.key: 1\n");
     std::fs::write(&path, conf).unwrap();
-    driver.start(&name, &state_dir).await.unwrap();
+    name.start().await.unwrap();
     let status = server
         .tasks()
         .into_iter()
@@ -321,7 +317,7 @@ async fn a_start_with_warnings_is_a_start() {
                 && l.contains("unable to parse config: lxc.no.such.key")),
         "{status:?}"
     );
-    driver.destroy(&name, &state_dir).await.unwrap();
+    name.destroy().await.unwrap();
 }
 
 /// Update of a running container's resources: the CT config shows the new limits (what the
@@ -344,39 +340,38 @@ async fn an_update_shows_its_limits_in_the_ct_config() {
         .create(&spec("updated", &plan, &state_dir))
         .await
         .unwrap();
-    driver.start(&name, &state_dir).await.unwrap();
+    name.start().await.unwrap();
     let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(serde_json::json!({
         "memory": {"limit": 200 * 1024 * 1024, "swap": 264 * 1024 * 1024},
         "cpu": {"quota": 150000, "period": 100000, "shares": 1024}
     }))
     .unwrap();
-    driver.update_resources(&name, &resources).await.unwrap();
-    let conf =
-        std::fs::read_to_string(server.context().config_path(name.parse().unwrap())).unwrap();
+    name.update_resources(&resources).await.unwrap();
+    let conf = std::fs::read_to_string(server.context().config_path(name.name().parse().unwrap()))
+        .unwrap();
     for want in ["memory: 200", "swap: 64", "cpulimit: 1.5", "cpuunits: 39"] {
         assert!(conf.lines().any(|l| l == want), "{want:?} in\n{conf}");
     }
     // Nothing Proxmox shows: no request.
     server.reset_counts();
-    driver
-        .update_resources(&name, &Default::default())
-        .await
-        .unwrap();
+    name.update_resources(&Default::default()).await.unwrap();
     assert_eq!(server.total_requests(), 0);
 
     let mut limited = settings.clone();
     limited.token_id = LIMITED.into();
     let weak = PveDriver::new(&limited, exits).unwrap();
-    let err = weak
-        .update_resources(&name, &resources)
+    let vmid = name.name().parse().unwrap();
+    let err = PveContainer::recovered(weak, vmid)
+        .update_resources(&resources)
         .await
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("Permission check failed") && err.contains(&format!("update CT {name}")),
+        err.contains("Permission check failed")
+            && err.contains(&format!("update CT {}", name.name())),
         "{err}"
     );
-    driver.destroy(&name, &state_dir).await.unwrap();
+    name.destroy().await.unwrap();
 }
 
 /// Lost quorum: pmxcfs makes /etc/pve read-only (the test node: a read-only bind mount of its
@@ -406,7 +401,7 @@ async fn lost_quorum_fails_create_and_start_saying_so() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no quorum"), "{err}");
-    let err = match driver.start(&created, &state_dir).await {
+    let err = match created.start().await {
         Ok(_) => panic!("a start without quorum succeeded"),
         Err(e) => e.to_string(),
     };
@@ -418,7 +413,7 @@ async fn lost_quorum_fails_create_and_start_saying_so() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(configs.len(), 1, "only the CT made before: {configs:?}");
-    driver.destroy(&created, &state_dir).await.unwrap();
+    created.destroy().await.unwrap();
 }
 
 /// Without limits in the spec the CT config shows the node's memory and swap (what the
@@ -435,8 +430,8 @@ async fn no_limit_shows_the_nodes_memory() {
         .create(&spec("unlimited", &plan, &state_dir))
         .await
         .unwrap();
-    let conf =
-        std::fs::read_to_string(server.context().config_path(name.parse().unwrap())).unwrap();
+    let conf = std::fs::read_to_string(server.context().config_path(name.name().parse().unwrap()))
+        .unwrap();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
     let mib = |key: &str| -> u64 {
         let kib: u64 = meminfo
@@ -456,7 +451,7 @@ async fn no_limit_shows_the_nodes_memory() {
     ] {
         assert!(conf.lines().any(|l| l == want), "{want:?} in\n{conf}");
     }
-    driver.destroy(&name, &state_dir).await.unwrap();
+    name.destroy().await.unwrap();
 }
 
 /// A plan for a container with a user namespace, new (`ctr --uidmap`) or its pod's joined by
@@ -534,6 +529,6 @@ async fn a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map() {
             ],
             "{lxc}"
         );
-        driver.destroy(&name, &state_dir).await.unwrap();
+        name.destroy().await.unwrap();
     }
 }

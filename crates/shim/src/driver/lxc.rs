@@ -15,20 +15,22 @@
 //! A container that moves `linux.netDevices` in keeps its monitor: LXC gives those back to
 //! the host when it sees the container stop (`ContainerPlan::needs_monitor_at_stop`).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use log::{debug, warn};
 use tokio::sync::oneshot;
 
-use super::lxc_node::{init_exit, LxcNode};
-use super::{CreateSpec, Driver, DriverRecord, ExecCommand, InitExit, StartedInit};
+use super::exec_command::{self, fd_path, Handover};
+use super::lxc_node::{init_exit, LxcNode, Monitored};
+use super::{
+    CreateSpec, Driver, DriverRecord, ExecFiles, ExecSpawner, InitExit, NodeContainer, Running,
+    SpawnedExec, Starting,
+};
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::cgroup::ContainerCgroup;
 use crate::host::command::run_command;
@@ -43,60 +45,94 @@ const INIT_CGROUP_NAME: &str = "init.cgroup";
 /// How long `lxc-start` may take to die, and the seccomp dump to finish.
 const STEP_LIMIT: Duration = Duration::from_secs(10);
 
+/// Makes plain LXC containers in one lxcpath.
 pub struct LxcDriver {
     node: LxcNode,
-    run: Mutex<Run>,
-}
-
-/// Where the container's supervision stands.
-enum Run {
-    /// Created: LXC's monitor will go once the init waits for Start.
-    Adoptable,
-    /// Supervised by LXC's monitor for its whole life (see the module doc), or not created.
-    Monitored,
-    /// `lxc-start` runs until the init waits for Start.
-    Starting {
-        lxc_start: u32,
-        exit: oneshot::Receiver<i32>,
-    },
-    /// The init is the shim's child.
-    Adopted(Adopted),
-}
-
-struct Adopted {
-    init_pid: u32,
-    /// Keeps the init's identity for execs, whatever happens to its pid.
-    pidfd: OwnedFd,
-    seccomp: PathBuf,
 }
 
 impl LxcDriver {
     pub fn new(lxcpath: PathBuf, exits: ChildExits) -> Self {
         LxcDriver {
             node: LxcNode::new(lxcpath, exits),
-            run: Mutex::new(Run::Monitored),
+        }
+    }
+}
+
+/// One plain LXC container (name = the container id).
+#[derive(Clone)]
+pub struct LxcContainer {
+    node: LxcNode,
+    name: String,
+    state_dir: PathBuf,
+    /// Whether the shim takes over the init from `lxc-start` once it waits for Start (see
+    /// the module doc), or LXC's monitor supervises it for its whole life.
+    adopt: bool,
+}
+
+/// `lxc-start` runs until the init waits for Start; then the shim takes the init over.
+struct Adoptable {
+    container: LxcContainer,
+    lxc_start: u32,
+    lxc_start_exit: oneshot::Receiver<i32>,
+}
+
+/// Execs of an adopted container: the helper's `--attach` mode joins the init's namespaces
+/// through a pidfd, which keeps the init's identity whatever happens to its pid.
+struct Adopted {
+    exits: ChildExits,
+    init_pid: u32,
+    pidfd: OwnedFd,
+    seccomp: PathBuf,
+}
+
+impl LxcContainer {
+    /// A container `shim delete` destroys, from the bundle's record.
+    pub fn recovered(node: LxcNode, name: &str, state_dir: &Path) -> LxcContainer {
+        LxcContainer {
+            node,
+            name: name.to_string(),
+            state_dir: state_dir.to_path_buf(),
+            adopt: false,
         }
     }
 
-    fn container_dir(&self, name: &str) -> PathBuf {
-        self.node.lxcpath().join(name)
+    fn container_dir(&self) -> PathBuf {
+        self.node.lxcpath().join(&self.name)
     }
 
-    /// Every critical section is one assignment or read: a poisoned lock is used as it is.
-    fn run(&self) -> std::sync::MutexGuard<'_, Run> {
-        self.run.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Stops an adopted container: every process of its cgroups killed (thawed first, so
+    /// that a paused one dies too), the cgroups removed.
+    async fn stop_adopted(&self, proc_cgroup: &str) -> Result<()> {
+        let cg = ContainerCgroup::from_proc_text(proc_cgroup, 0)?;
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            cg.kill_all();
+            let _ = cg.freeze(false);
+            cg.remove(&name, &name);
+            match cg.procs() {
+                Ok(left) if !left.is_empty() => Err(ShimError::Internal(format!(
+                    "processes {left:?} of {name} survived SIGKILL"
+                ))),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| ShimError::Internal(format!("stop {e}")))?
     }
+}
 
+impl Adoptable {
     /// Takes over the init from `lxc-start` (see the module doc). On failure `lxc-start` may
     /// still run; Create's rollback stops the container either way (`destroy`).
-    async fn adopt(
-        &self,
-        name: &str,
-        init_pid: u32,
-        state_dir: &Path,
-        (lxc_start, lxc_start_exit): (u32, oneshot::Receiver<i32>),
-    ) -> Result<(Adopted, InitExit)> {
-        let exits = self.node.exits();
+    async fn adopt(self, init_pid: u32) -> Result<Running> {
+        let LxcContainer {
+            node,
+            name,
+            state_dir,
+            ..
+        } = self.container;
+        let (lxc_start, lxc_start_exit) = (self.lxc_start, self.lxc_start_exit);
+        let exits = node.exits();
         // 1. The filters LXC loaded for the init, which execs must get too (none: an empty
         //    file, without starting the helper).
         let seccomp = state_dir.join(SECCOMP_DUMP_NAME);
@@ -146,7 +182,7 @@ impl LxcDriver {
             )));
         }
         match ContainerCgroup::from_proc_text(&monitor_cgroup, lxc_start) {
-            Ok(cg) => cg.remove_lxc_monitor(name),
+            Ok(cg) => cg.remove_lxc_monitor(&name),
             Err(e) => warn!("{name}: LXC monitor's cgroup: {e}"),
         }
         debug!("{name}: init {init_pid} adopted from lxc-start {lxc_start}");
@@ -157,34 +193,54 @@ impl LxcDriver {
                 .and_then(|code| u32::try_from(code).ok())
                 .unwrap_or(255)
         });
-        Ok((
-            Adopted {
+        Ok(Running {
+            exit,
+            execs: Box::new(Adopted {
+                exits: exits.clone(),
                 init_pid,
                 pidfd,
                 seccomp,
-            },
-            exit,
-        ))
+            }),
+        })
+    }
+}
+
+#[async_trait]
+impl Starting for Adoptable {
+    fn supervisor(&self) -> Option<u32> {
+        Some(self.lxc_start)
     }
 
-    /// Stops an adopted container: every process of its cgroups killed (thawed first, so
-    /// that a paused one dies too), the cgroups removed.
-    async fn stop_adopted(&self, name: &str, proc_cgroup: &str) -> Result<()> {
-        let cg = ContainerCgroup::from_proc_text(proc_cgroup, 0)?;
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            cg.kill_all();
-            let _ = cg.freeze(false);
-            cg.remove(&name, &name);
-            match cg.procs() {
-                Ok(left) if !left.is_empty() => Err(ShimError::Internal(format!(
-                    "processes {left:?} of {name} survived SIGKILL"
-                ))),
-                _ => Ok(()),
-            }
-        })
+    async fn supervise(self: Box<Self>, init_pid: u32) -> Result<Running> {
+        self.adopt(init_pid).await
+    }
+}
+
+#[async_trait]
+impl ExecSpawner for Adopted {
+    /// The helper (its sealed copy) in `--attach` mode: it joins the namespaces of the init
+    /// that differ from the shim's, forks the exec's helper there and prints its pid
+    /// (ct-init's host.rs).
+    async fn spawn(&self, files: ExecFiles) -> Result<SpawnedExec> {
+        let flags = crate::host::namespaces::to_join(self.init_pid)?;
+        let [helper, socket, spec] = files.helper_args();
+        let mut command = std::process::Command::new(helper);
+        command
+            .arg(ctinit_proto::ATTACH_ARG)
+            .arg(flags.to_string())
+            .arg(fd_path(std::os::fd::AsRawFd::as_raw_fd(&self.pidfd)))
+            .arg(&self.seccomp)
+            .arg(socket)
+            .arg(spec)
+            .env_clear();
+        exec_command::spawn(
+            &self.exits,
+            command,
+            &files,
+            &[&self.pidfd],
+            Handover::PrintsPid,
+        )
         .await
-        .map_err(|e| ShimError::Internal(format!("stop {e}")))?
     }
 }
 
@@ -224,39 +280,49 @@ fn log_path(state_dir: &Path) -> PathBuf {
 
 #[async_trait]
 impl Driver for LxcDriver {
-    async fn create(&self, spec: &CreateSpec<'_>) -> Result<String> {
-        let name = spec.id;
-        let dir = self.container_dir(name);
+    async fn create(&self, spec: &CreateSpec<'_>) -> Result<Box<dyn NodeContainer>> {
+        let container = LxcContainer {
+            node: self.node.clone(),
+            name: spec.id.to_string(),
+            state_dir: spec.state_dir.to_path_buf(),
+            adopt: !spec.plan.needs_monitor_at_stop(),
+        };
+        let dir = container.container_dir();
         if dir.join("config").exists() {
             return Err(ShimError::AlreadyExists(format!(
                 "LXC container {} already exists in {}",
-                name,
+                container.name,
                 self.node.lxcpath().display()
             )));
         }
         if spec.plan.pve.unprivileged {
             searchable_lxcpath(self.node.lxcpath())?;
         }
-        let (config, run) = if spec.plan.needs_monitor_at_stop() {
-            (spec.plan.render_lxc(), Run::Monitored)
+        let config = if container.adopt {
+            spec.plan.render_lxc_without_monitor()
         } else {
-            (spec.plan.render_lxc_without_monitor(), Run::Adoptable)
+            spec.plan.render_lxc()
         };
         private::make_dir(&dir, Owner::ROOT)?;
         private::write_file(&dir.join("config"), config.as_bytes(), Owner::ROOT)?;
-        *self.run() = run;
-        Ok(name.to_string())
+        Ok(Box::new(container))
+    }
+}
+
+#[async_trait]
+impl NodeContainer for LxcContainer {
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    async fn start(&self, name: &str, state_dir: &Path) -> Result<StartedInit> {
-        let adoptable = matches!(*self.run(), Run::Adoptable);
-        let from_monitor = if adoptable {
+    async fn start(&self) -> Result<Box<dyn Starting>> {
+        let from_monitor = if self.adopt {
             None
         } else {
-            Some(self.node.watch_exit(name).await?)
+            Some(self.node.watch_exit(&self.name).await?)
         };
         // LXC creates its log 0640; made here first, it stays as private as the rest (0600).
-        let log = log_path(state_dir);
+        let log = log_path(&self.state_dir);
         std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -266,11 +332,11 @@ impl Driver for LxcDriver {
         let mut cmd = std::process::Command::new("lxc-start");
         cmd.arg("-F")
             .arg("-n")
-            .arg(name)
+            .arg(&self.name)
             .arg("-P")
             .arg(self.node.lxcpath())
             .arg("-o")
-            .arg(log_path(state_dir))
+            .arg(&log)
             .arg("-l")
             .arg("WARN")
             .stdin(Stdio::null())
@@ -278,111 +344,44 @@ impl Driver for LxcDriver {
             .stderr(Stdio::null());
         let child = cmd.spawn().ctx(|| "run lxc-start".to_string())?;
         let pid = child.id();
-        debug!("lxc-start for {name} is pid {pid}");
+        debug!("lxc-start for {} is pid {pid}", self.name);
         let supervisor_exit = self.node.exits().wait(pid as i32);
-        let exit = match from_monitor {
-            Some(from_monitor) => Some(init_exit(name, from_monitor, Some(supervisor_exit))),
-            None => {
-                *self.run() = Run::Starting {
-                    lxc_start: pid,
-                    exit: supervisor_exit,
-                };
-                None
-            }
-        };
-        Ok(StartedInit {
-            supervisor: Some(pid),
-            exit,
+        Ok(match from_monitor {
+            Some(from_monitor) => Box::new(Monitored {
+                node: self.node.clone(),
+                name: self.name.clone(),
+                supervisor: Some(pid),
+                exit: init_exit(&self.name, from_monitor, Some(supervisor_exit)),
+            }),
+            None => Box::new(Adoptable {
+                container: self.clone(),
+                lxc_start: pid,
+                lxc_start_exit: supervisor_exit,
+            }),
         })
     }
 
-    async fn supervise(
-        &self,
-        name: &str,
-        init_pid: u32,
-        state_dir: &Path,
-        exit: Option<InitExit>,
-    ) -> Result<InitExit> {
-        if let Some(exit) = exit {
-            return Ok(exit);
-        }
-        let starting = match std::mem::replace(&mut *self.run(), Run::Monitored) {
-            Run::Starting { lxc_start, exit } => (lxc_start, exit),
-            _ => {
-                return Err(ShimError::Internal(format!(
-                    "{name}: no lxc-start to take the init from"
-                )))
-            }
-        };
-        let (adopted, exit) = self.adopt(name, init_pid, state_dir, starting).await?;
-        *self.run() = Run::Adopted(adopted);
-        Ok(exit)
-    }
-
-    fn exec_command(&self, name: &str, helper_args: &[String]) -> Result<ExecCommand> {
-        let run = self.run();
-        let Run::Adopted(adopted) = &*run else {
-            return Ok(ExecCommand {
-                command: self.node.attach_command(name, helper_args),
-                detaches: false,
-            });
-        };
-        let [helper, socket, spec] = helper_args else {
-            return Err(ShimError::Internal(format!(
-                "exec helper arguments {helper_args:?}"
-            )));
-        };
-        let flags = crate::host::namespaces::to_join(adopted.init_pid)?;
-        let pidfd = adopted
-            .pidfd
-            .try_clone()
-            .map_err(|e| ShimError::io("duplicate the init's pidfd", e))?;
-        let mut command = std::process::Command::new(helper);
-        command
-            .arg(ctinit_proto::ATTACH_ARG)
-            .arg(flags.to_string())
-            .arg(pidfd.as_raw_fd().to_string())
-            .arg(&adopted.seccomp)
-            .arg(socket)
-            .arg(spec)
-            .env_clear();
-        // SAFETY: only fcntl, async-signal-safe, between fork and exec. The closure owns the
-        // duplicate, which so lives as long as the command and goes with it.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::fcntl(pidfd.as_raw_fd(), libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        Ok(ExecCommand {
-            command,
-            detaches: true,
-        })
-    }
-
-    async fn destroy(&self, name: &str, state_dir: &Path) -> Result<()> {
-        let dir = self.container_dir(name);
-        // An empty name would be the lxcpath itself.
-        if name.is_empty() || !dir.exists() {
+    async fn destroy(&self) -> Result<()> {
+        let dir = self.container_dir();
+        if !dir.exists() {
             return Ok(());
         }
         // Adopted: no monitor to ask or to stop; the kept cgroups say where the container is.
-        let adopted = std::fs::read_to_string(state_dir.join(INIT_CGROUP_NAME)).ok();
+        let adopted = std::fs::read_to_string(self.state_dir.join(INIT_CGROUP_NAME)).ok();
         if let Some(proc_cgroup) = adopted {
-            self.stop_adopted(name, &proc_cgroup).await?;
-        } else if self.node.is_running(name).await {
+            self.stop_adopted(&proc_cgroup).await?;
+        } else if self.node.is_running(&self.name).await {
             let mut cmd = std::process::Command::new("lxc-stop");
             cmd.arg("-k")
                 .arg("-n")
-                .arg(name)
+                .arg(&self.name)
                 .arg("-P")
                 .arg(self.node.lxcpath());
             let out = run_command(self.node.exits(), cmd, Duration::from_secs(30)).await?;
-            if out.code != 0 && self.node.is_running(name).await {
+            if out.code != 0 && self.node.is_running(&self.name).await {
                 return Err(ShimError::Internal(format!(
-                    "lxc-stop {name} failed ({}): {}",
+                    "lxc-stop {} failed ({}): {}",
+                    self.name,
                     out.code,
                     out.stderr.trim()
                 )));
@@ -398,7 +397,7 @@ impl Driver for LxcDriver {
         Ok(())
     }
 
-    fn record(&self, _name: &str) -> DriverRecord {
+    fn record(&self) -> DriverRecord {
         DriverRecord::Lxc {
             lxcpath: self.node.lxcpath().to_path_buf(),
         }
@@ -406,8 +405,8 @@ impl Driver for LxcDriver {
 
     /// The first errors of LXC's log name the cause; later ones are consequences ("failed to
     /// spawn"). Without errors, its last lines.
-    fn failure_detail(&self, state_dir: &Path) -> Option<String> {
-        let log = std::fs::read_to_string(log_path(state_dir)).unwrap_or_default();
+    fn failure_detail(&self) -> Option<String> {
+        let log = std::fs::read_to_string(log_path(&self.state_dir)).unwrap_or_default();
         let mut lines: Vec<&str> = log
             .lines()
             .filter(|l| l.contains(" ERROR "))

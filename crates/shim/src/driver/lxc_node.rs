@@ -1,16 +1,19 @@
 //! What both drivers share, since either way the container ends as an LXC container in an
 //! lxcpath of this node: entering it with `lxc-attach`, asking whether it runs, and learning
-//! its init's exit status from LXC's monitor.
+//! its init's exit status from LXC's monitor, which supervises it for its whole life
+//! ([`Monitored`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use log::warn;
 use tokio::sync::{oneshot, Mutex};
 
-use super::InitExit;
+use super::exec_command::{self, Handover};
+use super::{ExecFiles, ExecSpawner, InitExit, Running, SpawnedExec, Starting};
 use crate::errors::{IoContext, Result};
 use crate::host::command::run_command;
 use crate::host::exits::ChildExits;
@@ -28,6 +31,7 @@ fn monitors() -> &'static Mutex<HashMap<PathBuf, LxcMonitor>> {
 }
 
 /// An lxcpath of this node and the shim's children's exits.
+#[derive(Clone)]
 pub struct LxcNode {
     lxcpath: PathBuf,
     exits: ChildExits,
@@ -47,7 +51,7 @@ impl LxcNode {
     }
 
     /// `lxc-attach` running `helper_args` in container `name` as an exec.
-    pub fn attach_command(&self, name: &str, helper_args: &[String]) -> std::process::Command {
+    fn attach_command(&self, name: &str, helper_args: &[String]) -> std::process::Command {
         let mut cmd = std::process::Command::new("lxc-attach");
         cmd.arg("-n")
             .arg(name)
@@ -63,7 +67,8 @@ impl LxcNode {
             // itself into the container's cgroups before it forks the helper: in a container
             // at its pids limit that fork fails (EAGAIN). The shim moves the helper in before
             // it starts the workload (task/container.rs `attach_exec`), as runc moves an exec
-            // in after making it; cgroup confinement stays.
+            // in after making it; cgroup confinement stays. lxc-attach stays the helper's
+            // parent, and its exit is the exec's.
             .arg("--elevated-privileges=CGROUP|CAP|LSM")
             .arg("--clear-env")
             .arg("--")
@@ -109,6 +114,54 @@ impl LxcNode {
         };
         monitor.forget(name);
         Ok(monitor.wait_exit(name))
+    }
+}
+
+/// A container whose init LXC's monitor supervises for its whole life: the exit comes from
+/// the monitor, execs go through `lxc-attach`.
+pub struct Monitored {
+    pub node: LxcNode,
+    pub name: String,
+    /// `lxc-start -F`, where the shim is its parent.
+    pub supervisor: Option<u32>,
+    pub exit: InitExit,
+}
+
+#[async_trait]
+impl Starting for Monitored {
+    fn supervisor(&self) -> Option<u32> {
+        self.supervisor
+    }
+
+    async fn supervise(self: Box<Self>, _init_pid: u32) -> crate::errors::Result<Running> {
+        Ok(Running {
+            exit: self.exit,
+            execs: Box::new(LxcAttach {
+                node: self.node,
+                name: self.name,
+            }),
+        })
+    }
+}
+
+/// Execs through `lxc-attach`, which finds the container by asking its monitor.
+struct LxcAttach {
+    node: LxcNode,
+    name: String,
+}
+
+#[async_trait]
+impl ExecSpawner for LxcAttach {
+    async fn spawn(&self, files: ExecFiles) -> crate::errors::Result<SpawnedExec> {
+        let command = self.node.attach_command(&self.name, &files.helper_args());
+        exec_command::spawn(
+            &self.node.exits,
+            command,
+            &files,
+            &[],
+            Handover::StaysParent,
+        )
+        .await
     }
 }
 

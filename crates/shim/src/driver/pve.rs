@@ -17,6 +17,7 @@
 //!   plan), the description the id in words, so a CT left by a crashed shim is found again.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,8 +27,8 @@ use pve_client::{
     VmidRange, WaitOptions,
 };
 
-use super::lxc_node::{init_exit, LxcNode};
-use super::{container_hash, CreateSpec, Driver, DriverRecord, ExecCommand, StartedInit};
+use super::lxc_node::{init_exit, LxcNode, Monitored};
+use super::{container_hash, CreateSpec, Driver, DriverRecord, NodeContainer, Starting};
 use crate::config::PveSection;
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::exits::ChildExits;
@@ -46,11 +47,25 @@ pub const VMID_CURSOR_NAME: &str = "containerd-shim-proxmox-lxc-vmid-cursor";
 /// start refused for the start limit, a start after this long is allowed again.
 const START_LIMIT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Makes CTs on this node; cheap to clone (every CT it makes keeps one).
+#[derive(Clone)]
 pub struct PveDriver {
+    inner: Arc<Pve>,
+}
+
+struct Pve {
     settings: PveSection,
     client: Client,
     allocator: VmidAllocator,
     node: LxcNode,
+}
+
+/// One CT.
+pub struct PveContainer {
+    pve: PveDriver,
+    vmid: u32,
+    /// The VMID as LXC names the container.
+    name: String,
 }
 
 /// The tag that names one containerd container (namespace and id hashed: ids are longer and
@@ -120,13 +135,14 @@ impl PveDriver {
         &self,
         vmid: u32,
     ) -> std::result::Result<pve_client::TaskOutcome, pve_client::Error> {
-        let node = self.settings.node.clone();
+        let node = self.inner.settings.node.clone();
         let options = WaitOptions {
             accept_warnings: true,
-            ..wait_options(&self.settings)
+            ..wait_options(&self.inner.settings)
         };
-        self.client
-            .run_task(&options, || self.client.start_ct(&node, vmid))
+        self.inner
+            .client
+            .run_task(&options, || self.inner.client.start_ct(&node, vmid))
             .await
     }
 
@@ -134,40 +150,38 @@ impl PveDriver {
         let range =
             VmidRange::new(settings.vmid_range[0], settings.vmid_range[1]).map_err(pve_error)?;
         Ok(PveDriver {
-            client: client_for(settings)?,
-            // Shared by all shims on the node: see pve_client::vmid on systemd's start limit.
-            allocator: VmidAllocator::new(range)
-                .with_cursor_file(settings.lock_dir.join(VMID_CURSOR_NAME)),
-            settings: settings.clone(),
-            node: LxcNode::new(PathBuf::from(PVE_LXCPATH), exits),
+            inner: Arc::new(Pve {
+                client: client_for(settings)?,
+                // Shared by all shims on the node: see pve_client::vmid on systemd's start limit.
+                allocator: VmidAllocator::new(range)
+                    .with_cursor_file(settings.lock_dir.join(VMID_CURSOR_NAME)),
+                settings: settings.clone(),
+                node: LxcNode::new(PathBuf::from(PVE_LXCPATH), exits),
+            }),
         })
     }
 
     pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    fn vmid(name: &str) -> Result<u32> {
-        name.parse()
-            .map_err(|_| ShimError::InvalidArgument(format!("{name:?} is not a Proxmox VMID")))
+        &self.inner.client
     }
 
     fn config_path(&self, vmid: u32) -> PathBuf {
-        self.settings.config_dir.join(format!("{vmid}.conf"))
+        self.inner.settings.config_dir.join(format!("{vmid}.conf"))
     }
 
     /// The CTs on this node whose tags name containerd container `namespace/id` (a CT left by
     /// a shim that died before it recorded the VMID).
     pub async fn find_by_container(&self, namespace: &str, id: &str) -> Result<Vec<u32>> {
-        let tag = container_tag(&self.settings.tag_prefix, namespace, id);
+        let tag = container_tag(&self.inner.settings.tag_prefix, namespace, id);
         let resources = self
+            .inner
             .client
             .cluster_resources(Some(ResourceType::Vm))
             .await
             .map_err(pve_error)?;
         Ok(resources
             .into_iter()
-            .filter(|r| r.node.as_deref() == Some(self.settings.node.as_str()))
+            .filter(|r| r.node.as_deref() == Some(self.inner.settings.node.as_str()))
             .filter(|r| {
                 r.tags
                     .as_deref()
@@ -177,27 +191,20 @@ impl PveDriver {
             .collect())
     }
 
-    /// For `shim delete` without a recorded VMID: the CTs tagged for `namespace/id`, or one
-    /// empty name when there is none, so the rest of the cleanup still runs.
-    pub async fn names_by_tag(&self, namespace: &str, id: &str) -> Vec<String> {
-        let names: Vec<String> = match self.find_by_container(namespace, id).await {
-            Ok(found) => found.iter().map(u32::to_string).collect(),
-            Err(e) => {
+    /// For `shim delete` without a recorded VMID: the CTs tagged for `namespace/id`.
+    pub async fn vmids_by_tag(&self, namespace: &str, id: &str) -> Vec<u32> {
+        self.find_by_container(namespace, id)
+            .await
+            .unwrap_or_else(|e| {
                 warn!("delete {namespace}/{id}: looking for its CT: {e}");
                 Vec::new()
-            }
-        };
-        if names.is_empty() {
-            vec![String::new()]
-        } else {
-            names
-        }
+            })
     }
 
     /// Tags with the configured prefix (the plan uses lxc-config's default one) and the
     /// container's own tag.
     fn tags(&self, spec: &CreateSpec<'_>) -> Vec<String> {
-        let prefix = &self.settings.tag_prefix;
+        let prefix = &self.inner.settings.tag_prefix;
         let default = lxc_config::DEFAULT_TAG_PREFIX;
         let mut tags: Vec<String> = spec
             .plan
@@ -213,9 +220,20 @@ impl PveDriver {
     }
 }
 
+impl PveContainer {
+    /// A CT `shim delete` destroys, from the bundle's record.
+    pub fn recovered(pve: PveDriver, vmid: u32) -> PveContainer {
+        PveContainer {
+            pve,
+            vmid,
+            name: vmid.to_string(),
+        }
+    }
+}
+
 #[async_trait]
 impl Driver for PveDriver {
-    async fn create(&self, spec: &CreateSpec<'_>) -> Result<String> {
+    async fn create(&self, spec: &CreateSpec<'_>) -> Result<Box<dyn NodeContainer>> {
         let include_path = spec.state_dir.join(INCLUDE_NAME);
         let mut plan = spec.plan.clone();
         plan.tags = self.tags(spec);
@@ -227,15 +245,16 @@ impl Driver for PveDriver {
         let render = plan.render_pve_with(
             &include_path,
             lxc_config::PveOptions {
-                lxcfs: self.settings.lxcfs,
+                lxcfs: self.inner.settings.lxcfs,
             },
         );
         std::fs::write(&include_path, &render.include)
             .ctx(|| format!("write {}", include_path.display()))?;
-        let config_dir = self.settings.config_dir.clone();
-        let lock_dir = self.settings.lock_dir.clone();
+        let config_dir = self.inner.settings.config_dir.clone();
+        let lock_dir = self.inner.settings.lock_dir.clone();
         let ct_conf = render.ct_conf;
         let (vmid, path) = self
+            .inner
             .allocator
             .allocate(&Default::default(), |vmid| {
                 let config_dir = config_dir.clone();
@@ -261,14 +280,21 @@ impl Driver for PveDriver {
             spec.id,
             path.display()
         );
-        Ok(vmid.to_string())
+        Ok(Box::new(PveContainer::recovered(self.clone(), vmid)))
+    }
+}
+
+#[async_trait]
+impl NodeContainer for PveContainer {
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    async fn start(&self, name: &str, _state_dir: &Path) -> Result<StartedInit> {
-        let vmid = Self::vmid(name)?;
+    async fn start(&self) -> Result<Box<dyn Starting>> {
+        let (vmid, pve) = (self.vmid, &self.pve);
         // Proxmox (systemd) is the parent of lxc-start: no supervisor child, the monitor only.
-        let from_monitor = self.node.watch_exit(name).await?;
-        let mut outcome = self.start_once(vmid).await;
+        let from_monitor = pve.inner.node.watch_exit(&self.name).await?;
+        let mut outcome = pve.start_once(vmid).await;
         if matches!(&outcome, Err(e) if e.is_start_limit_hit()) {
             // The VMID cursor makes this rare (another tool may start the CT too): systemd
             // lets the unit start again once its interval has passed.
@@ -277,7 +303,7 @@ impl Driver for PveDriver {
                 START_LIMIT_INTERVAL.as_secs()
             );
             tokio::time::sleep(START_LIMIT_INTERVAL).await;
-            outcome = self.start_once(vmid).await;
+            outcome = pve.start_once(vmid).await;
         }
         let outcome = outcome.map_err(|e| {
             let hint = if e.is_start_limit_hit() {
@@ -296,29 +322,20 @@ impl Driver for PveDriver {
             warn!("CT {vmid} started with a warning: {w}");
         }
         debug!("CT {vmid} started ({} status polls)", outcome.polls);
-        Ok(StartedInit {
+        Ok(Box::new(Monitored {
+            node: pve.inner.node.clone(),
+            name: self.name.clone(),
             supervisor: None,
-            exit: Some(init_exit(name, from_monitor, None)),
-        })
+            exit: init_exit(&self.name, from_monitor, None),
+        }))
     }
 
-    fn exec_command(&self, name: &str, helper_args: &[String]) -> Result<ExecCommand> {
-        Ok(ExecCommand {
-            command: self.node.attach_command(name, helper_args),
-            detaches: false,
-        })
-    }
-
-    async fn destroy(&self, name: &str, _state_dir: &Path) -> Result<()> {
-        if name.is_empty() {
-            // `shim delete` found no CT for the container: nothing to destroy.
+    async fn destroy(&self) -> Result<()> {
+        let (vmid, pve) = (self.vmid, &self.pve);
+        if !pve.config_path(vmid).exists() {
             return Ok(());
         }
-        let vmid = Self::vmid(name)?;
-        if !self.config_path(vmid).exists() {
-            return Ok(());
-        }
-        let node = self.settings.node.clone();
+        let node = pve.inner.settings.node.clone();
         let options = DestroyOptions {
             purge: true,
             destroy_unreferenced_disks: false,
@@ -329,12 +346,13 @@ impl Driver for PveDriver {
         // destroying!"): the CT is gone all the same.
         let options_wait = WaitOptions {
             accept_warnings: true,
-            ..wait_options(&self.settings)
+            ..wait_options(&pve.inner.settings)
         };
-        let result = self
+        let result = pve
+            .inner
             .client
             .run_task(&options_wait, || {
-                self.client.destroy_ct(&node, vmid, &options)
+                pve.inner.client.destroy_ct(&node, vmid, &options)
             })
             .await;
         match result {
@@ -347,15 +365,15 @@ impl Driver for PveDriver {
         }
     }
 
-    fn record(&self, name: &str) -> DriverRecord {
+    fn record(&self) -> DriverRecord {
         DriverRecord::Pve {
-            vmid: name.parse().ok(),
-            pve: Some(Box::new(self.settings.clone())),
+            vmid: Some(self.vmid),
+            pve: Some(Box::new(self.pve.inner.settings.clone())),
         }
     }
 
     /// Proxmox starts the CT through systemd; the task log is already in the start's error.
-    fn failure_detail(&self, _state_dir: &Path) -> Option<String> {
+    fn failure_detail(&self) -> Option<String> {
         None
     }
 
@@ -364,17 +382,15 @@ impl Driver for PveDriver {
     /// `VM.Config.CPU` (pve-container src/PVE/LXC.pm, check_ct_modify_config_perm). On a
     /// running CT Proxmox hotplugs them into `lxc/VMID` (src/PVE/LXC/Config.pm,
     /// vmconfig_hotplug_pending); the shim then writes the spec's exact values.
-    async fn update_resources(
-        &self,
-        name: &str,
-        resources: &oci_spec::runtime::LinuxResources,
-    ) -> Result<()> {
-        let vmid = Self::vmid(name)?;
+    async fn update_resources(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let vmid = self.vmid;
         let Some(update) = config_update_for(resources) else {
             return Ok(());
         };
-        self.client
-            .update_ct_config(&self.settings.node, vmid, &update)
+        self.pve
+            .inner
+            .client
+            .update_ct_config(&self.pve.inner.settings.node, vmid, &update)
             .await
             .map_err(|e| {
                 ShimError::Internal(format!(

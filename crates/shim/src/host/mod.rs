@@ -1,11 +1,10 @@
 //! Mechanics of this host, known to no particular driver or RPC: exits of children, commands,
-//! the in-container helper, stdio, OCI hooks, cgroups and their metrics, device nodes, the
+//! the in-container helper, stdio, OCI hooks, cgroups and their metrics, the
 //! rootfs, recursive mount attributes, namespaces to join, the node's facts, LXC's monitor
 //! socket, the OCI features document, and tidying LXC's traces in a container.
 
 pub mod cgroup;
 pub mod command;
-pub mod devices;
 pub mod exits;
 pub mod features;
 pub mod helper;

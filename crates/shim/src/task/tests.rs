@@ -1,13 +1,12 @@
 //! The task service's own tests; the RPCs end to end are in tests/e2e and tests/cri.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::*;
-use crate::driver::{CreateSpec, DriverRecord, ExecCommand, StartedInit};
+use crate::driver::{CreateSpec, NodeContainer};
 
 #[test]
 fn a_reserved_id_is_taken_until_released() {
@@ -30,27 +29,10 @@ struct GatedDriver {
 
 #[async_trait]
 impl Driver for GatedDriver {
-    async fn create(&self, _spec: &CreateSpec<'_>) -> Result<String> {
+    async fn create(&self, _spec: &CreateSpec<'_>) -> Result<Box<dyn NodeContainer>> {
         self.entered.notify_one();
         self.gate.notified().await;
         Err(ShimError::Internal("gated driver: create refused".into()))
-    }
-    async fn start(&self, _name: &str, _state_dir: &Path) -> Result<StartedInit> {
-        Err(ShimError::Internal("gated driver: never started".into()))
-    }
-    fn exec_command(&self, _name: &str, _args: &[String]) -> Result<ExecCommand> {
-        Err(ShimError::Internal("gated driver: no execs".into()))
-    }
-    async fn destroy(&self, _name: &str, _state_dir: &Path) -> Result<()> {
-        Ok(())
-    }
-    fn record(&self, _name: &str) -> DriverRecord {
-        DriverRecord::Lxc {
-            lxcpath: "/nonexistent".into(),
-        }
-    }
-    fn failure_detail(&self, _state_dir: &Path) -> Option<String> {
-        None
     }
 }
 
