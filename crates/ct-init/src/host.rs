@@ -9,7 +9,6 @@
 
 use std::io::Write;
 use std::os::fd::RawFd;
-use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
 
@@ -26,7 +25,9 @@ const INSN_BYTES: usize = 8;
 
 type Filter = Vec<libc::sock_filter>;
 
-/// `--dump-seccomp PID FILE`: never returns. FILE is made anew, 0600.
+/// `--dump-seccomp PID FILE`: never returns. FILE must exist (the shim passes a memfd of its
+/// own as `/proc/self/fd/N`): host root creates nothing where a container could have put a
+/// link.
 pub fn dump_seccomp_main(args: &[String]) -> ! {
     let result = (|| {
         let [pid, file] = args else {
@@ -38,8 +39,7 @@ pub fn dump_seccomp_main(args: &[String]) -> ! {
         let filters = read_filters(pid)?;
         std::fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
-            .mode(0o600)
+            .truncate(true)
             .open(file)
             .and_then(|mut f| f.write_all(&encode(&filters)))
             .map_err(|e| Failure::new(format!("write the seccomp filters to {file}: {e}")))
@@ -205,15 +205,18 @@ fn decode(mut bytes: &[u8]) -> Result<Vec<Filter>, Failure> {
     Ok(filters)
 }
 
-/// `--attach NSFLAGS PIDFD SECCOMP_FILE SOCKET SPEC_FILE`. Returns only in the child, inside
+/// `--attach NSFLAGS PIDFD PERSONALITY SECCOMP_FILE SOCKET SPEC_FILE`. Returns only in the child, inside
 /// the container, with the helper's own arguments (`SOCKET SPEC_FILE`); the parent writes the
 /// child's pid and exits, so that the child becomes the shim's (a subreaper's) own child.
 pub fn attach(args: &[String]) -> Result<[String; 2], Failure> {
-    let [flags, pidfd, seccomp, socket, spec] = args else {
+    let [flags, pidfd, personality, seccomp, socket, spec] = args else {
         return Err(Failure::new(
-            "usage: --attach NSFLAGS PIDFD SECCOMP_FILE SOCKET SPEC_FILE",
+            "usage: --attach NSFLAGS PIDFD PERSONALITY SECCOMP_FILE SOCKET SPEC_FILE",
         ));
     };
+    let personality: libc::c_ulong = personality
+        .parse()
+        .map_err(|_| Failure::new(format!("not a personality: {personality:?}")))?;
     let flags: libc::c_int = flags
         .parse()
         .map_err(|_| Failure::new(format!("not namespace flags: {flags:?}")))?;
@@ -259,6 +262,12 @@ pub fn attach(args: &[String]) -> Result<[String; 2], Failure> {
             Errno::last(),
         )),
         0 => {
+            // The init's execution domain (`linux.personality`, LXC's `lxc.arch`), as runc
+            // gives an exec the spec's; before the filters, which may refuse the call.
+            // SAFETY: personality with an integer argument only.
+            if unsafe { libc::personality(personality) } < 0 {
+                return Err(Failure::errno("personality", Errno::last()));
+            }
             for filter in &filters {
                 load_filter(filter)?;
             }

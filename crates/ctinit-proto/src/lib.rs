@@ -44,14 +44,15 @@ pub const INIT_SOCKET_NAME: &str = "init.sock";
 /// The helper's host-side modes, which the shim runs on the host (never LXC, never a
 /// container), with the container's init up and waiting for Start:
 ///
-/// - `HELPER --dump-seccomp PID FILE`: writes the seccomp filters PID runs under to the new
-///   file FILE (0600): per filter, oldest (first installed) first, its instruction count as a native-endian
+/// - `HELPER --dump-seccomp PID FILE`: writes the seccomp filters PID runs under to the
+///   existing file FILE (the shim's memfd, as `/proc/self/fd/N`): per filter, oldest (first installed) first, its instruction count as a native-endian
 ///   u32 and then its `struct sock_filter`s, so that an exec gets exactly the filters LXC gave the init.
-/// - `HELPER --attach NSFLAGS PIDFD SECCOMP_FILE SOCKET SPEC_FILE`: joins the namespaces
-///   `NSFLAGS` (`CLONE_NEW*`, decimal) of the process behind the pidfd `PIDFD`, forks into
-///   them, writes the child's host pid and a newline to stdout and exits 0; the child loads
-///   the filters of `SECCOMP_FILE` (an empty file: none) and goes on as the exec's helper
-///   with `SOCKET SPEC_FILE`. What `lxc-attach` did for an exec, without staying around.
+/// - `HELPER --attach NSFLAGS PIDFD PERSONALITY SECCOMP_FILE SOCKET SPEC_FILE`: joins the
+///   namespaces `NSFLAGS` (`CLONE_NEW*`, decimal) of the process behind the pidfd `PIDFD`,
+///   forks into them, writes the child's host pid and a newline to stdout and exits 0; the
+///   child takes the init's execution domain `PERSONALITY` (`personality(2)`, decimal: what
+///   the init's /proc/PID/personality says), loads the filters of `SECCOMP_FILE` (an empty
+///   file: none) and goes on as the exec's helper with `SOCKET SPEC_FILE`. What `lxc-attach` did for an exec, without staying around.
 pub const DUMP_SECCOMP_ARG: &str = "--dump-seccomp";
 pub const ATTACH_ARG: &str = "--attach";
 

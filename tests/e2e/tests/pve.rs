@@ -252,8 +252,10 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
         let out = bg.wait(RUN_TIMEOUT)?;
         expect(&out, 0, "line1\nline2\neof\n", "stdin")?;
 
-        // A detached container: visible in Proxmox with its tags, exec, kill.
-        let args = env.run_args("pve-detached", &["-d"], &["sleep", "60"]);
+        // A detached container: visible in Proxmox with its tags, exec, kill. With ctr's
+        // default seccomp profile: an exec runs under the init's filter, as under runc
+        // (issue 21: `lxc-attach --elevated-privileges=LSM` left it out).
+        let args = env.run_args("pve-detached", &["-d", "--seccomp"], &["sleep", "60"]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         env.cd.ctr_ok(&refs)?;
         env.cd
@@ -290,6 +292,22 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
             "echo in-ct; exit 4",
         ])?;
         expect(&out, 4, "in-ct\n", "exec")?;
+        let out = env.cd.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "x2",
+            "pve-detached",
+            "sh",
+            "-c",
+            "grep Seccomp: /proc/1/status /proc/self/status | tr -s '\\t ' ' '; unshare -U true 2>/dev/null; echo unshare=$?",
+        ])?;
+        expect(
+            &out,
+            0,
+            "/proc/1/status:Seccomp: 2\n/proc/self/status:Seccomp: 2\nunshare=1\n",
+            "an exec under the container's seccomp filter",
+        )?;
         // pids, stats and the freezer read the CT's cgroup (Proxmox's lxc/VMID layout).
         let ps = env.cd.ctr_ok(&["task", "ps", "pve-detached"])?.stdout_str();
         ensure!(ps.lines().count() >= 2, "ctr task ps: {ps}");

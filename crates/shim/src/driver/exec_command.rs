@@ -6,7 +6,7 @@
 //!   stdout and exits ([`Handover::PrintsPid`]: the helper's own `--attach` mode); the helper
 //!   is then the shim's child (the shim is a subreaper) and its exit the exec's.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -21,8 +21,9 @@ pub enum Handover {
     PrintsPid,
 }
 
-/// The most descriptors a command is given: the exec's three files and the init's pidfd.
-const MAX_PASSED: usize = 4;
+/// The most descriptors a command is given: the exec's three files, the init's pidfd and its
+/// seccomp filters.
+const MAX_PASSED: usize = 5;
 
 impl ExecFiles {
     /// The helper's arguments: its own file, its socket and its spec, as the command's
@@ -41,28 +42,15 @@ pub fn fd_path(fd: RawFd) -> String {
     format!("/proc/self/fd/{fd}")
 }
 
-/// Spawns `command`, which names `files` (and the `extra` descriptors, such as the init's
-/// pidfd) in its arguments, and returns the exec's helper once it runs in the container.
-pub async fn spawn(
-    exits: &ChildExits,
-    mut command: Command,
-    files: &ExecFiles,
-    extra: &[&OwnedFd],
-    handover: Handover,
-) -> Result<SpawnedExec> {
+/// Lets `command` inherit `fds` (clears their close-on-exec flag in the child only). The
+/// caller keeps them open until the command is spawned.
+pub fn keep_fds_across_exec(command: &mut Command, fds: &[RawFd]) -> Result<()> {
     let mut kept = [-1; MAX_PASSED];
-    let mut count = 0;
-    for fd in files
-        .raw_fds()
-        .into_iter()
-        .chain(extra.iter().map(|f| f.as_raw_fd()))
-    {
-        let slot = kept
-            .get_mut(count)
-            .ok_or_else(|| ShimError::Internal("too many descriptors for an exec".into()))?;
-        *slot = fd;
-        count += 1;
-    }
+    let slots = kept
+        .get_mut(..fds.len())
+        .ok_or_else(|| ShimError::Internal(format!("{} descriptors for a command", fds.len())))?;
+    slots.copy_from_slice(fds);
+    let count = fds.len();
     // SAFETY: between fork and exec only fcntl runs (async-signal-safe), over an array that
     // was filled before the fork and is moved into the closure: nothing allocates.
     unsafe {
@@ -75,6 +63,21 @@ pub async fn spawn(
             Ok(())
         });
     }
+    Ok(())
+}
+
+/// Spawns `command`, which names `files` (and the `extra` descriptors, such as the init's
+/// pidfd, which the caller keeps open) in its arguments, and returns the exec's helper once
+/// it runs in the container.
+pub async fn spawn(
+    exits: &ChildExits,
+    mut command: Command,
+    files: &ExecFiles,
+    extra: &[RawFd],
+    handover: Handover,
+) -> Result<SpawnedExec> {
+    let fds: Vec<RawFd> = files.raw_fds().iter().chain(extra).copied().collect();
+    keep_fds_across_exec(&mut command, &fds)?;
     let stdout = match handover {
         Handover::PrintsPid => Stdio::piped(),
         Handover::StaysParent => Stdio::null(),

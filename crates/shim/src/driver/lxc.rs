@@ -15,7 +15,6 @@
 //! A container that moves `linux.netDevices` in keeps its monitor: LXC gives those back to
 //! the host when it sees the container stop (`ContainerPlan::needs_monitor_at_stop`).
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -25,24 +24,19 @@ use async_trait::async_trait;
 use log::{debug, warn};
 use tokio::sync::oneshot;
 
-use super::exec_command::{self, fd_path, Handover};
+use super::attach::HelperAttach;
 use super::lxc_node::{init_exit, LxcNode, Monitored};
-use super::{
-    CreateSpec, Driver, DriverRecord, ExecFiles, ExecSpawner, InitExit, NodeContainer, Running,
-    SpawnedExec, Starting,
-};
+use super::{CreateSpec, Driver, DriverRecord, InitExit, NodeContainer, Running, Starting};
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::cgroup::ContainerCgroup;
 use crate::host::command::run_command;
 use crate::host::exits::ChildExits;
 use crate::host::private::{self, Owner};
 
-/// The init's seccomp filters, as the helper's `--dump-seccomp` wrote them, in the state dir.
-const SECCOMP_DUMP_NAME: &str = "seccomp.bpf";
 /// The init's `/proc/PID/cgroup`, kept in the state dir: `shim delete` after a crash finds
 /// the container's cgroups there, with no monitor left to ask.
 const INIT_CGROUP_NAME: &str = "init.cgroup";
-/// How long `lxc-start` may take to die, and the seccomp dump to finish.
+/// How long `lxc-start` may take to die.
 const STEP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Makes plain LXC containers in one lxcpath.
@@ -74,15 +68,6 @@ struct Adoptable {
     container: LxcContainer,
     lxc_start: u32,
     lxc_start_exit: oneshot::Receiver<i32>,
-}
-
-/// Execs of an adopted container: the helper's `--attach` mode joins the init's namespaces
-/// through a pidfd, which keeps the init's identity whatever happens to its pid.
-struct Adopted {
-    exits: ChildExits,
-    init_pid: u32,
-    pidfd: OwnedFd,
-    seccomp: PathBuf,
 }
 
 impl LxcContainer {
@@ -133,25 +118,10 @@ impl Adoptable {
         } = self.container;
         let (lxc_start, lxc_start_exit) = (self.lxc_start, self.lxc_start_exit);
         let exits = node.exits();
-        // 1. The filters LXC loaded for the init, which execs must get too (none: an empty
-        //    file, without starting the helper).
-        let seccomp = state_dir.join(SECCOMP_DUMP_NAME);
-        if has_seccomp_filters(init_pid)? {
-            let mut dump = std::process::Command::new(state_dir.join(ctinit_proto::HELPER_NAME));
-            dump.arg(ctinit_proto::DUMP_SECCOMP_ARG)
-                .arg(init_pid.to_string())
-                .arg(&seccomp)
-                .env_clear();
-            let out = run_command(exits, dump, STEP_LIMIT).await?;
-            if out.code != 0 {
-                return Err(ShimError::Internal(format!(
-                    "read the seccomp filters of the container's init, for its execs: {}",
-                    out.stderr.trim()
-                )));
-            }
-        } else {
-            private::write_file(&seccomp, b"", Owner::ROOT)?;
-        }
+        // 1. The init's pidfd, taken while lxc-start still holds the init (a zombie at worst),
+        //    so it is sure to name it, and the filters LXC loaded for it, which execs must get
+        //    too.
+        let attach = HelperAttach::prepare(exits, init_pid).await?;
         // 2. What Delete (or `shim delete`) needs to find the cgroups without the monitor.
         let proc_cgroup = |pid: u32| {
             std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
@@ -164,9 +134,7 @@ impl Adoptable {
             init_cgroup.as_bytes(),
             Owner::ROOT,
         )?;
-        // 3. lxc-start goes; its child, the init, passes to the shim. The pidfd, taken while
-        //    lxc-start still holds the init (a zombie at worst), is sure to name it.
-        let pidfd = pidfd_open(init_pid).ctx(|| format!("pidfd_open {init_pid}"))?;
+        // 3. lxc-start goes; its child, the init, passes to the shim.
         let init_exit = exits.wait(init_pid as i32);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(lxc_start as i32),
@@ -195,12 +163,7 @@ impl Adoptable {
         });
         Ok(Running {
             exit,
-            execs: Box::new(Adopted {
-                exits: exits.clone(),
-                init_pid,
-                pidfd,
-                seccomp,
-            }),
+            execs: Box::new(attach),
         })
     }
 }
@@ -216,61 +179,12 @@ impl Starting for Adoptable {
     }
 }
 
-#[async_trait]
-impl ExecSpawner for Adopted {
-    /// The helper (its sealed copy) in `--attach` mode: it joins the namespaces of the init
-    /// that differ from the shim's, forks the exec's helper there and prints its pid
-    /// (ct-init's host.rs).
-    async fn spawn(&self, files: ExecFiles) -> Result<SpawnedExec> {
-        let flags = crate::host::namespaces::to_join(self.init_pid)?;
-        let [helper, socket, spec] = files.helper_args();
-        let mut command = std::process::Command::new(helper);
-        command
-            .arg(ctinit_proto::ATTACH_ARG)
-            .arg(flags.to_string())
-            .arg(fd_path(std::os::fd::AsRawFd::as_raw_fd(&self.pidfd)))
-            .arg(&self.seccomp)
-            .arg(socket)
-            .arg(spec)
-            .env_clear();
-        exec_command::spawn(
-            &self.exits,
-            command,
-            &files,
-            &[&self.pidfd],
-            Handover::PrintsPid,
-        )
-        .await
-    }
-}
-
-/// Whether `pid` runs under seccomp filters (`Seccomp: 2` in /proc/PID/status; a kernel
-/// without seccomp has no such line).
-fn has_seccomp_filters(pid: u32) -> Result<bool> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ctx(|| format!("read /proc/{pid}/status"))?;
-    Ok(status
-        .lines()
-        .filter_map(|l| l.strip_prefix("Seccomp:"))
-        .any(|mode| mode.trim() != "0"))
-}
-
 /// The parent pid of `pid`, from /proc/PID/stat (after the command name, which may hold
 /// anything but ends at the last `)`).
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open with a pid and no flags; the result is checked and owned below.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns (pidfds are close-on-exec).
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Where lxc-start logs; read back to explain a failed start.

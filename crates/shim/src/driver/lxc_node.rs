@@ -1,5 +1,5 @@
 //! What both drivers share, since either way the container ends as an LXC container in an
-//! lxcpath of this node: entering it with `lxc-attach`, asking whether it runs, and learning
+//! lxcpath of this node: asking whether it runs, and learning
 //! its init's exit status from LXC's monitor, which supervises it for its whole life
 //! ([`Monitored`]).
 
@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use log::warn;
 use tokio::sync::{oneshot, Mutex};
 
-use super::exec_command::{self, Handover};
-use super::{ExecFiles, ExecSpawner, InitExit, Running, SpawnedExec, Starting};
+use super::attach::HelperAttach;
+use super::{InitExit, Running, Starting};
 use crate::errors::{IoContext, Result};
 use crate::host::command::run_command;
 use crate::host::exits::ChildExits;
@@ -48,32 +48,6 @@ impl LxcNode {
 
     pub fn exits(&self) -> &ChildExits {
         &self.exits
-    }
-
-    /// `lxc-attach` running `helper_args` in container `name` as an exec.
-    fn attach_command(&self, name: &str, helper_args: &[String]) -> std::process::Command {
-        let mut cmd = std::process::Command::new("lxc-attach");
-        cmd.arg("-n")
-            .arg(name)
-            .arg("-P")
-            .arg(&self.lxcpath)
-            // lxc-attach would drop the capabilities the container's config does not keep from
-            // the bounding set, so the helper it execs as root would start without them and
-            // could not set up the exec's user (setgroups needs CAP_SETGID) when the pod drops
-            // ALL. The helper applies the exec's own capability sets (bounding set included),
-            // as runc does. Nor may it put the helper under the init's AppArmor label (the
-            // workload's profile, once it runs): the helper applies the exec's own
-            // process.apparmorProfile at its execve, as runc does for an exec. Nor may it move
-            // itself into the container's cgroups before it forks the helper: in a container
-            // at its pids limit that fork fails (EAGAIN). The shim moves the helper in before
-            // it starts the workload (task/container.rs `attach_exec`), as runc moves an exec
-            // in after making it; cgroup confinement stays. lxc-attach stays the helper's
-            // parent, and its exit is the exec's.
-            .arg("--elevated-privileges=CGROUP|CAP|LSM")
-            .arg("--clear-env")
-            .arg("--")
-            .args(helper_args);
-        cmd
     }
 
     /// Whether container `name` runs: liblxc's command socket answers only while the
@@ -118,7 +92,7 @@ impl LxcNode {
 }
 
 /// A container whose init LXC's monitor supervises for its whole life: the exit comes from
-/// the monitor, execs go through `lxc-attach`.
+/// the monitor; execs get in as under the plain driver ([`HelperAttach`]).
 pub struct Monitored {
     pub node: LxcNode,
     pub name: String,
@@ -133,35 +107,11 @@ impl Starting for Monitored {
         self.supervisor
     }
 
-    async fn supervise(self: Box<Self>, _init_pid: u32) -> crate::errors::Result<Running> {
+    async fn supervise(self: Box<Self>, init_pid: u32) -> crate::errors::Result<Running> {
         Ok(Running {
             exit: self.exit,
-            execs: Box::new(LxcAttach {
-                node: self.node,
-                name: self.name,
-            }),
+            execs: Box::new(HelperAttach::prepare(&self.node.exits, init_pid).await?),
         })
-    }
-}
-
-/// Execs through `lxc-attach`, which finds the container by asking its monitor.
-struct LxcAttach {
-    node: LxcNode,
-    name: String,
-}
-
-#[async_trait]
-impl ExecSpawner for LxcAttach {
-    async fn spawn(&self, files: ExecFiles) -> crate::errors::Result<SpawnedExec> {
-        let command = self.node.attach_command(&self.name, &files.helper_args());
-        exec_command::spawn(
-            &self.node.exits,
-            command,
-            &files,
-            &[],
-            Handover::StaysParent,
-        )
-        .await
     }
 }
 

@@ -13,9 +13,10 @@
 //! - [`lxc`]: plain LXC on this host, `lxc-start -F` a child of the shim until the init
 //!   runs, the init the shim's own child from then on.
 //! - [`pve`]: each container a Proxmox VE CT, started through the API.
-//! - [`lxc_node`]: what both share, since both end as an LXC container: `lxc-attach`, whether
-//!   it runs, and its init's exit from LXC's monitor.
-//! - [`exec_command`]: running an exec's helper through a command, for both.
+//! - [`lxc_node`]: what both share, since both end as an LXC container: whether it runs, and
+//!   its init's exit from LXC's monitor.
+//! - [`attach`], [`exec_command`]: how an exec's helper gets into a running container, for
+//!   both.
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -33,6 +34,7 @@ use crate::errors::{Result, ShimError};
 use crate::host::cgroup::ContainerCgroup;
 use crate::host::exits::ChildExits;
 
+pub mod attach;
 pub mod exec_command;
 pub mod lxc;
 pub mod lxc_node;

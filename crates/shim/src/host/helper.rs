@@ -26,23 +26,43 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| ShimError::Internal(format!("blocking task: {e}")))
 }
 
+/// The shared, root-owned copy of the helper under the state root (`helper-<build>/init`),
+/// checked once against the embedded bytes; None where it cannot be made or is not right.
+fn shared_copy(state_root: &Path) -> Option<&'static Path> {
+    static SHARED: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let dir = state_root.join(format!("helper-{}", ct_init_bin::HELPER_ID));
+            let path = dir.join(ctinit_proto::HELPER_NAME);
+            if !is_the_embedded_helper(&path) {
+                std::fs::create_dir_all(&dir).ok()?;
+                ct_init_bin::install_helper(&dir).ok()?;
+            }
+            is_the_embedded_helper(&path).then_some(path)
+        })
+        .as_deref()
+}
+
+/// Whether `path` is a root-owned file, writable by no one else, in a root-owned directory
+/// writable by no one else, holding exactly the embedded helper: what host root may run or
+/// copy. A container's root owns its state directory and could replace the link there.
+fn is_the_embedded_helper(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let root_only = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0 && !m.file_type().is_symlink())
+    };
+    root_only(path)
+        && path.parent().is_some_and(root_only)
+        && std::fs::read(path).is_ok_and(|bytes| bytes == ct_init_bin::HELPER)
+}
+
 /// Puts the helper binary into the state directory: a hard link to one shared copy per
 /// helper build under the state root, written once. Writing the embedded bytes for every
 /// container would page all of them into each shim's resident memory.
 pub fn install(state_dir: &Path) -> Result<()> {
-    static SHARED: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let shared = SHARED.get_or_init(|| {
-        let root = state_dir.parent()?;
-        let dir = root.join(format!("helper-{}", ct_init_bin::HELPER_ID));
-        let path = dir.join(ctinit_proto::HELPER_NAME);
-        if !path.exists() {
-            std::fs::create_dir_all(&dir).ok()?;
-            ct_init_bin::install_helper(&dir).ok()?;
-        }
-        Some(path)
-    });
     let target = state_dir.join(ctinit_proto::HELPER_NAME);
-    if let Some(shared) = shared {
+    if let Some(shared) = state_dir.parent().and_then(shared_copy) {
         if std::fs::hard_link(shared, &target).is_ok() {
             return Ok(());
         }
@@ -52,50 +72,59 @@ pub fn install(state_dir: &Path) -> Result<()> {
         .map_err(|e| ShimError::io(format!("install helper in {}", state_dir.display()), e))
 }
 
-/// The helper for an exec, as a descriptor `lxc-attach` passes on: a memfd of its own holding
-/// the helper, sealed against every change (`F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK |
-/// F_SEAL_SEAL`). A process in the container that reaches it through `/proc/PID/exe` cannot
-/// change a byte of it (runc CVE-2019-5736); a host file under /run could be reopened for
-/// writing there once no helper executes it.
+/// The helper as a descriptor for host root to run (an exec's `--attach`, the seccomp dump)
+/// and to pass into a container: a memfd of its own holding the helper, sealed against every
+/// change (`F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL`). A process in the
+/// container that reaches it through `/proc/PID/exe` cannot change a byte of it (runc
+/// CVE-2019-5736); a host file under /run could be reopened for writing there once no helper
+/// executes it.
 ///
-/// One memfd per exec, not one kept per shim: the exec's helper closes it when it `execve`s the
+/// One memfd per use, not one kept per shim: the exec's helper closes it when it `execve`s the
 /// workload, so its 1.2 MiB of shared memory live only while the exec starts instead of for
-/// the shim's life. It is filled by the kernel (`sendfile`) from `installed`, the container's
-/// hard link to the helper its init runs (see [`install`]), so the shim does not page in its
-/// own embedded copy; the embedded bytes are the fallback when that file cannot be read.
-pub fn sealed(installed: &Path) -> Result<std::fs::File> {
-    seal_helper(installed).map_err(|e| ShimError::io("make a sealed copy of the helper", e))
+/// the shim's life. It is filled by the kernel (`sendfile`) from the shared root-owned copy
+/// under `state_root` (checked once against the embedded bytes, see [`shared_copy`]), never
+/// from a container's state directory, which the container's root may own; the embedded
+/// bytes are the fallback.
+pub fn sealed() -> Result<std::fs::File> {
+    seal_helper(Path::new(crate::config::STATE_ROOT))
+        .map_err(|e| ShimError::io("make a sealed copy of the helper", e))
 }
 
-fn seal_helper(installed: &Path) -> std::io::Result<std::fs::File> {
-    use std::io::Write;
-    use std::os::fd::{AsRawFd, FromRawFd};
-    const SEALS: libc::c_int =
-        libc::F_SEAL_SEAL | libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
-    // SAFETY: a valid NUL-terminated name; the result is checked and owned below.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"containerd-shim-proxmox-lxc-init".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
+fn seal_helper(state_root: &Path) -> std::io::Result<std::fs::File> {
+    let mut memfd = sealable_memfd(c"containerd-shim-proxmox-lxc-init")?;
+    let copied = match shared_copy(state_root) {
+        Some(shared) => {
+            std::fs::File::open(shared).and_then(|mut f| std::io::copy(&mut f, &mut memfd))
+        }
+        None => Ok(0),
     };
+    if copied.ok() != Some(ct_init_bin::HELPER.len() as u64) {
+        use std::io::Write;
+        memfd.set_len(0)?;
+        memfd.write_all(ct_init_bin::HELPER)?;
+    }
+    seal(&memfd)?;
+    Ok(memfd)
+}
+
+/// A memfd that can be sealed, close-on-exec.
+pub fn sealable_memfd(name: &std::ffi::CStr) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a valid NUL-terminated name; the result is checked and owned below.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: memfd_create returned a fresh descriptor nothing else owns.
-    let mut memfd = unsafe { std::fs::File::from_raw_fd(fd) };
-    // Only a file of the embedded helper's size is taken (the installed copy is written from
-    // the same bytes); anything else, or a short copy, falls back to the embedded bytes.
-    let copied = std::fs::File::open(installed).and_then(|mut file| {
-        if file.metadata()?.len() != ct_init_bin::HELPER.len() as u64 {
-            return Ok(0);
-        }
-        std::io::copy(&mut file, &mut memfd)
-    });
-    if copied.ok() != Some(ct_init_bin::HELPER.len() as u64) {
-        memfd.set_len(0)?;
-        memfd.write_all(ct_init_bin::HELPER)?;
-    }
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Seals `memfd` against every change.
+pub fn seal(memfd: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const SEALS: libc::c_int =
+        libc::F_SEAL_SEAL | libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
     // F_SEAL_WRITE fails with EBUSY while a page of the file has references beyond its
     // mappings (mm/memfd.c, `memfd_wait_for_pins`, which waits about 75 ms): pages just written
     // can still sit in another CPU's LRU batch, which only drains there. Seen once in a
@@ -113,7 +142,7 @@ fn seal_helper(installed: &Path) -> std::io::Result<std::fs::File> {
         std::thread::sleep(pause);
         pause *= 2;
     }
-    Ok(memfd)
+    Ok(())
 }
 
 pub struct Listener(InitListener);

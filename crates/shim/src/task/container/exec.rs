@@ -150,7 +150,7 @@ impl Container {
         };
         Ok(ExecFiles {
             // A sealed memfd, not the host file: nothing in the container can write it.
-            helper: helper::sealed(&self.state_dir.join(ctinit_proto::HELPER_NAME))?.into(),
+            helper: helper::sealed()?.into(),
             socket: open(socket, true)?,
             spec: open(spec, false)?,
         })
