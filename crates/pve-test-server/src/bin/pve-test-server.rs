@@ -126,7 +126,7 @@ impl NodeDir {
             builder.create(&d)?;
         }
         match std::fs::remove_file(self.shim_config()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }
