@@ -10,6 +10,23 @@
 #    end-to-end tests that need it then skip with a message saying so.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
+
+# --- the Rust toolchain ---------------------------------------------------------------------
+# The build needs rustc and cargo at least as new as the workspace's rust-version (Cargo.toml:
+# the highest one among Cargo.lock's dependencies). Debian 12's own rustc (1.63) is older.
+need_rust="$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' "$repo/Cargo.toml")"
+have_rust="$(rustc --version 2>/dev/null | awk '{print $2}' || true)"
+if [ -z "$have_rust" ] || ! command -v cargo >/dev/null ||
+    [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -n 1)" != "$need_rust" ]; then
+    found="no rustc on PATH"
+    [ -z "$have_rust" ] || found="rustc $have_rust"
+    echo "setup: building needs Rust $need_rust or newer (rustc and cargo); found $found." \
+        "Install it with rustup (https://rustup.rs), e.g. as the user who builds:" \
+        "'rustup toolchain install stable && rustup default stable', then open a new shell" \
+        "so ~/.cargo/bin is on PATH. Debian 12's rustc package is too old." >&2
+    exit 1
+fi
+
 packages=(
     lxc                       # lxc-start, lxc-attach, lxc-monitord: the plain LXC driver
     containerd runc           # containerd 1.6 and runc, the reference runtime
@@ -20,6 +37,14 @@ packages=(
     iproute2 procps util-linux psmisc
     gpgv debian-archive-keyring # to verify the sid/trixie indexes fetched below
 )
+# A Proxmox VE node has LXC as lxc-pve, which conflicts with Debian's lxc: never ask for that.
+if dpkg-query -W -f='${Status}' lxc-pve 2>/dev/null | grep -q "install ok installed"; then
+    kept=()
+    for p in "${packages[@]}"; do
+        [ "$p" = lxc ] || kept+=("$p")
+    done
+    packages=("${kept[@]}")
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -459,7 +459,7 @@ impl Client {
         Ok(status
             .iter()
             .find(|e| e.kind == "cluster")
-            .map_or(true, |c| c.quorate.unwrap_or(false)))
+            .is_none_or(|c| c.quorate.unwrap_or(false)))
     }
 
     /// `GET /cluster/resources`, optionally filtered by type.

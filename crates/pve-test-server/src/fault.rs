@@ -92,7 +92,7 @@ impl FaultRule {
     }
 
     pub(crate) fn matches(&self, method: &str, template: &str) -> bool {
-        self.method.as_deref().map_or(true, |m| m == method)
-            && self.path.as_deref().map_or(true, |p| p == template)
+        self.method.as_deref().is_none_or(|m| m == method)
+            && self.path.as_deref().is_none_or(|p| p == template)
     }
 }

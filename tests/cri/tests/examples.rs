@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use cri::client::Cri;
 use cri::env::HANDLER;
-use cri::examples::{examples_dir, load_pod, load_runtime_class};
+use cri::examples::{examples_dir, is_dns_label, load_pod, load_runtime_class};
 use e2e::ContainerdVersion;
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -54,6 +54,31 @@ fn check_yaml_objects() -> Result<()> {
         "RuntimeClass handler {:?}, the containerd examples name the entry {HANDLER:?}",
         rc.handler
     );
+    // Pods of the class must land only on nodes that have the runtime: the scheduler merges
+    // the class's scheduling.nodeSelector into them (node.k8s.io/v1 Scheduling).
+    let selector = rc
+        .scheduling
+        .as_ref()
+        .and_then(|s| s.get("nodeSelector"))
+        .and_then(|n| n.as_mapping())
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| anyhow!("RuntimeClass has no scheduling.nodeSelector"))?;
+    for (key, value) in selector {
+        let (key, value) = (key.as_str().unwrap_or(""), value.as_str().unwrap_or(""));
+        // A label key: an optional DNS-subdomain prefix and '/', then a name of at most 63
+        // characters; the value at most 63 (Kubernetes' IsQualifiedName / IsValidLabelValue).
+        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+        ensure!(
+            !name.is_empty()
+                && name.len() <= 63
+                && prefix.len() <= 253
+                && prefix
+                    .split('.')
+                    .all(|l| prefix.is_empty() || is_dns_label(l))
+                && value.len() <= 63,
+            "nodeSelector {key:?}: {value:?} is not a label a node can carry"
+        );
+    }
     let pod = load_pod()?;
     ensure!(
         pod.spec.runtime_class_name.as_deref() == Some(rc.metadata.name.as_str()),

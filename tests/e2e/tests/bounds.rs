@@ -278,7 +278,7 @@ fn exec_once(env: &Env, id: &str, n: usize) -> Result<bool> {
         );
         return Ok(screen.contains("ok"));
     }
-    let background = n > EXECS_BASELINE && n % BACKGROUND_EVERY == 0;
+    let background = n > EXECS_BASELINE && n.is_multiple_of(BACKGROUND_EVERY);
     let argv: &[&str] = if background {
         &["sh", "-c", "sleep 100000 & echo started"]
     } else {

@@ -324,7 +324,7 @@ fn size_name(bytes: u64) -> String {
     let units = ["B", "KB", "MB", "GB", "TB", "PB"];
     let mut value = bytes;
     let mut unit = 0;
-    while value >= 1024 && value % 1024 == 0 && unit + 1 < units.len() {
+    while value >= 1024 && value.is_multiple_of(1024) && unit + 1 < units.len() {
         value /= 1024;
         unit += 1;
     }

@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! e2e-env start --work DIR [--containerd system|1.6|1.7|2.1] [--shim-dir DIR]
+//!               [--shim-config FILE]
 //!     starts containerd in DIR, imports the images, prints shell assignments:
-//!     E2E_CTR (ctr with address and namespace), E2E_ADDRESS, E2E_IMAGE, E2E_APP_IMAGE, E2E_LOG
+//!     E2E_CTR (ctr with address and namespace), E2E_ADDRESS, E2E_IMAGE, E2E_APP_IMAGE, E2E_LOG;
+//!     with --shim-config, containerd's shims read FILE as their host config
+//!     (CONTAINERD_SHIM_PROXMOX_LXC_CONFIG), e.g. the one `pve-test-server --lxc-node` writes
 //! e2e-env stop --work DIR
 //!     removes every container, stops containerd and its shims, unmounts, deletes DIR;
 //!     exits 1 if something had to be cleaned up by force (it says what)
@@ -24,6 +27,7 @@ struct Args {
     version: String,
     shim_dir: PathBuf,
     out: Option<PathBuf>,
+    shim_config: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args> {
@@ -37,6 +41,7 @@ fn parse() -> Result<Args> {
         version: "system".into(),
         shim_dir: paths::shim_dir(),
         out: None,
+        shim_config: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{flag} needs a value"));
@@ -45,6 +50,7 @@ fn parse() -> Result<Args> {
             "--containerd" => args.version = value()?,
             "--shim-dir" => args.shim_dir = PathBuf::from(value()?),
             "--out" => args.out = Some(PathBuf::from(value()?)),
+            "--shim-config" => args.shim_config = Some(PathBuf::from(value()?)),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -72,7 +78,20 @@ fn run() -> Result<bool> {
                 work.join("e2e-env.shim-dir"),
                 args.shim_dir.to_string_lossy().as_bytes(),
             )?;
-            let cd = Containerd::start(v, &work, &args.shim_dir)?;
+            let shim_config = match &args.shim_config {
+                // Absolute: containerd and its shims run in other working directories.
+                Some(file) => Some(
+                    file.canonicalize()
+                        .with_context(|| format!("--shim-config {}", file.display()))?,
+                ),
+                None => None,
+            };
+            let cd = Containerd::start_with_shim_config(
+                v,
+                &work,
+                &args.shim_dir,
+                shim_config.as_deref(),
+            )?;
             cd.import_images()?;
             let ctr = format!(
                 "{} --address {} --namespace {NAMESPACE}",
