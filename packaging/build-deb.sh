@@ -34,7 +34,8 @@ command -v dpkg-shlibdeps >/dev/null || {
 out_dir="${DEB_OUT_DIR:-target/debian}"
 mkdir -p "$out_dir"
 out_dir="$(cd "$out_dir" && pwd)"
-args=(deb -p containerd-shim-proxmox-lxc --locked --output "$out_dir/")
+# --strip: a prebuilt (debug) binary is stripped too, as the release profile strips its own.
+args=(deb -p containerd-shim-proxmox-lxc --locked --strip --output "$out_dir/")
 [ -z "${DEB_VERSION:-}" ] || args+=(--deb-version "$DEB_VERSION")
 [ -z "${DEB_MAINTAINER:-}" ] || args+=(--maintainer "$DEB_MAINTAINER")
 case "${DEB_COMPRESS:-xz}" in
