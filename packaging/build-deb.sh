@@ -12,7 +12,7 @@
 #   DEB_VERSION=V       the package version (default: Cargo's version, revision 1); the twin
 #                       builds a higher one to upgrade the package over itself
 #   DEB_MAINTAINER=...  the Maintainer field ("Name <address>"), for a build someone signs for
-#   DEB_COMPRESS=gzip   gzip instead of xz (xz takes minutes on a busy host)
+#   DEB_COMPRESS=gzip   the system's `gzip -1` instead of xz (xz takes minutes on a busy host)
 #   DEB_OUT_DIR=DIR     where the .deb goes (default: target/debian)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,9 @@ args=(deb -p containerd-shim-proxmox-lxc --locked --strip --output "$out_dir/")
 [ -z "${DEB_MAINTAINER:-}" ] || args+=(--maintainer "$DEB_MAINTAINER")
 case "${DEB_COMPRESS:-xz}" in
 xz) ;;
-gz | gzip) args+=(--compress-type gzip) ;;
+# The system's gzip -1: cargo-deb's own gzip (built without its "gzip" feature) is zopfli,
+# which takes many minutes for the shim's binary.
+gz | gzip) args+=(--compress-type gzip --compress-system --fast) ;;
 *) echo "build-deb: DEB_COMPRESS must be xz or gzip, got '$DEB_COMPRESS'" >&2; exit 1 ;;
 esac
 
