@@ -631,7 +631,8 @@ case_purge_refused_while_running() {
     [ $rc != 0 ] || die "dpkg --purge went through with $id running"
     grep -q 'refusing to remove the package' <<<"$out" || die "the refusal does not say what it refused: $out"
     grep -q "twin/$id" <<<"$out" || die "the refusal does not name the container twin/$id: $out"
-    expect_eq "package status after the refused purge" "$(dpkg-query -W -f='${Status}' containerd-shim-proxmox-lxc)" "install ok installed"
+    # dpkg keeps the administrator's request ("purge" wanted) and the package installed.
+    expect_eq "package state after the refused purge" "$(dpkg-query -W -f='${db:Status-Status}' containerd-shim-proxmox-lxc)" installed
     [ -x /usr/bin/containerd-shim-proxmox-lxc-v2 ] || die "the refused purge removed the shim's binary"
     [ -f /etc/containerd-shim-proxmox-lxc/config.toml ] || die "the refused purge removed the conffile"
     expect_eq "gc unit after the refused purge" "$(systemctl is-enabled $GC_UNIT)" enabled
@@ -645,12 +646,15 @@ case_purge_refused_while_running() {
     "" | *" not-installed") ;;
     *) die "the package is still known to dpkg after the forced purge: $(dpkg-query -W -f='${Status}' containerd-shim-proxmox-lxc)" ;;
     esac
-    state="$(ls -d /run/containerd-shim-proxmox-lxc/*/ 2>/dev/null)"
-    [ -n "$state" ] || die "the forced purge removed the state directories of running $id"
+    state="$(ls /run/containerd-shim-proxmox-lxc 2>/dev/null | grep -xE '[0-9a-f]{16}')"
+    [ -n "$state" ] || die "the forced purge removed the state directory of running $id"
     echo "kept: $state"
     still_managed $id "$pid" "after the forced purge"
     kill_and_delete $id
-    # The package again, as an operator would after the forced purge.
+    # The package again, as an operator would after the forced purge. The helper-* directory
+    # the shims share stays in the kept state root; no container's state directory may.
+    state="$(ls /run/containerd-shim-proxmox-lxc 2>/dev/null | grep -xE '[0-9a-f]{16}')"
+    [ -z "$state" ] || die "state directories left after $id was deleted: $state"
     deb="$(ls "$P"/deb/*.deb | head -1)"
     dpkg -i "$deb" || die "dpkg -i $(basename "$deb") after the forced purge failed"
 }
