@@ -1,81 +1,61 @@
 #!/usr/bin/env bash
-# Builds a Debian package of the shim: target/debian/containerd-shim-proxmox-lxc_<ver>_amd64.deb
-# Installs /usr/bin/containerd-shim-proxmox-lxc-v2 (the static in-container helper is embedded
-# in it) and /etc/containerd-shim-proxmox-lxc/config.toml (a conffile).
-# LXC is `lxc-pve | lxc`: a Proxmox VE node has lxc-pve, which conflicts with Debian's lxc
-# (pve-container's debian/control names both the same way).
+# Builds the Debian package of the shim with cargo-deb, from the `[package.metadata.deb]` of
+# crates/shim/Cargo.toml: target/debian/containerd-shim-proxmox-lxc_<version>-1_amd64.deb.
+# cargo-deb computes Installed-Size, the architecture and the shared-library dependencies
+# ($auto), marks everything under /etc as a conffile, and adds dh_installsystemd's maintainer
+# script snippets for the gc unit to packaging/maintainer-scripts/{prerm,postrm}.
+# The path of the .deb is the last line on stdout.
+#
+# Environment:
+#   SHIM_BINARY=FILE    pack that binary instead of a fresh release build (the node twin packs
+#                       the binary under test without a second, slow LTO build)
+#   DEB_VERSION=V       the package version (default: Cargo's version, revision 1); the twin
+#                       builds a higher one to upgrade the package over itself
+#   DEB_MAINTAINER=...  the Maintainer field ("Name <address>"), for a build someone signs for
+#   DEB_COMPRESS=gzip   the system's `gzip -1` instead of xz (xz takes minutes on a busy host)
+#   DEB_OUT_DIR=DIR     where the .deb goes (default: target/debian)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# SHIM_BINARY=FILE packages that binary instead of a fresh release build (the node twin packs
-# the binary under test without a second, slow LTO build).
-shim_binary="${SHIM_BINARY:-target/release/containerd-shim-proxmox-lxc-v2}"
-[ -n "${SHIM_BINARY:-}" ] || cargo build --release --locked -p containerd-shim-proxmox-lxc
-version=$(cargo metadata --no-deps --format-version 1 |
-    python3 -c 'import json,sys; print([p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="containerd-shim-proxmox-lxc"][0])')
-root=target/debian/root
-rm -rf "$root"
-install -D -m 0755 "$shim_binary" "$root/usr/bin/containerd-shim-proxmox-lxc-v2"
-install -D -m 0644 packaging/config.toml "$root/etc/containerd-shim-proxmox-lxc/config.toml"
-install -D -m 0644 packaging/containerd-shim-proxmox-lxc-gc.service "$root/lib/systemd/system/containerd-shim-proxmox-lxc-gc.service"
-install -D -m 0644 README.md "$root/usr/share/doc/containerd-shim-proxmox-lxc/README.md"
-for f in docs/*.md; do install -D -m 0644 "$f" "$root/usr/share/doc/containerd-shim-proxmox-lxc/$f"; done
-mkdir -p "$root/DEBIAN"
-echo "/etc/containerd-shim-proxmox-lxc/config.toml" > "$root/DEBIAN/conffiles"
-# The gc unit runs at every boot (it does nothing unless the pve driver is configured).
-cat > "$root/DEBIAN/postinst" <<'POSTINST'
-#!/bin/sh
-set -e
-if [ "$1" = configure ] && command -v deb-systemd-helper >/dev/null 2>&1; then
-    deb-systemd-helper enable containerd-shim-proxmox-lxc-gc.service >/dev/null || true
+repo="$PWD"
+
+# The cargo-deb this packaging is written for (systemd-units, maintainer-scripts with
+# #DEBHELPER#, --deb-version); installed from crates.io when missing or another version.
+cargo_deb_version=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]; then
+    echo "build-deb: installing cargo-deb $cargo_deb_version (cargo install --locked)" >&2
+    cargo install --locked --version "$cargo_deb_version" cargo-deb >&2
 fi
-POSTINST
-chmod 0755 "$root/DEBIAN/postinst"
-# dpkg --purge also removes what the shim made at run time (LXC configs and state of its
-# containers), unless a process still uses it: a running container's files are not pulled away.
-cat > "$root/DEBIAN/postrm" <<'POSTRM'
-#!/bin/sh
-set -e
-if [ "$1" = purge ] && command -v deb-systemd-helper >/dev/null 2>&1; then
-    deb-systemd-helper purge containerd-shim-proxmox-lxc-gc.service >/dev/null || true
+# cargo-deb needs dpkg-shlibdeps (dpkg-dev) for the $auto dependencies.
+command -v dpkg-shlibdeps >/dev/null || {
+    echo "build-deb: dpkg-shlibdeps is missing: apt-get install dpkg-dev" >&2
+    exit 1
+}
+
+out_dir="${DEB_OUT_DIR:-target/debian}"
+mkdir -p "$out_dir"
+out_dir="$(cd "$out_dir" && pwd)"
+# --strip: a prebuilt (debug) binary is stripped too, as the release profile strips its own.
+args=(deb -p containerd-shim-proxmox-lxc --locked --strip --output "$out_dir/")
+[ -z "${DEB_VERSION:-}" ] || args+=(--deb-version "$DEB_VERSION")
+[ -z "${DEB_MAINTAINER:-}" ] || args+=(--maintainer "$DEB_MAINTAINER")
+case "${DEB_COMPRESS:-xz}" in
+xz) ;;
+# The system's gzip -1: cargo-deb's own gzip (built without its "gzip" feature) is zopfli,
+# which takes many minutes for the shim's binary.
+gz | gzip) args+=(--compress-type gzip --compress-system --fast) ;;
+*) echo "build-deb: DEB_COMPRESS must be xz or gzip, got '$DEB_COMPRESS'" >&2; exit 1 ;;
+esac
+
+if [ -n "${SHIM_BINARY:-}" ]; then
+    [ -x "$SHIM_BINARY" ] || { echo "build-deb: SHIM_BINARY=$SHIM_BINARY is not an executable file" >&2; exit 1; }
+    # cargo-deb takes binaries from <target dir>/release (the metadata's "target/release/..."
+    # asset): a target dir of their own holds the prebuilt one, and nothing is compiled.
+    prebuilt="$repo/target/debian/prebuilt"
+    rm -rf "$prebuilt"
+    install -D -m 0755 "$SHIM_BINARY" "$prebuilt/release/containerd-shim-proxmox-lxc-v2"
+    deb="$(CARGO_TARGET_DIR="$prebuilt" cargo "${args[@]}" --no-build | tail -1)"
+else
+    deb="$(cargo "${args[@]}" | tail -1)"
 fi
-if [ "$1" = purge ]; then
-    for dir in /var/lib/containerd-shim-proxmox-lxc /run/containerd-shim-proxmox-lxc; do
-        [ -d "$dir" ] || continue
-        # LXC starts an lxc-monitord per lxcpath (here: per containerd namespace) that outlives
-        # the containers; the ones for the shim's lxcpaths go with the package.
-        for proc in /proc/[0-9]*; do
-            cmd=$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null) || continue
-            case "$cmd" in
-            */lxc-monitord" $dir/"*) kill "${proc#/proc/}" 2>/dev/null || true ;;
-            esac
-        done
-        sleep 1
-        if grep -qsF "$dir/" /proc/[0-9]*/cmdline; then
-            echo "containerd-shim-proxmox-lxc: $dir is still in use by a running container; left in place" >&2
-            continue
-        fi
-        # The shim mounts a tmpfs on its state dir where /run is nodev (Debian, Proxmox VE).
-        if mountpoint -q "$dir" && ! umount "$dir"; then
-            echo "containerd-shim-proxmox-lxc: could not unmount $dir; left in place" >&2
-            continue
-        fi
-        rm -rf "$dir" || echo "containerd-shim-proxmox-lxc: could not remove $dir" >&2
-    done
-fi
-exit 0
-POSTRM
-chmod 0755 "$root/DEBIAN/postrm"
-cat > "$root/DEBIAN/control" <<CONTROL
-Package: containerd-shim-proxmox-lxc
-Version: $version
-Architecture: amd64
-Maintainer: containerd-shim-proxmox-lxc developers <noreply@example.invalid>
-Depends: libc6 (>= 2.36), lxc-pve (>= 5.0) | lxc (>= 1:5.0), containerd (>= 1.6) | containerd.io (>= 1.6), util-linux
-Section: admin
-Priority: optional
-Description: containerd runtime v2 shim running containers as LXC / Proxmox VE CTs
- Runs OCI containers and Kubernetes pods through containerd as LXC containers,
- and on a Proxmox VE node as real Proxmox CTs (runtime io.containerd.proxmox-lxc.v2).
-CONTROL
-# DEB_COMPRESS (e.g. gzip) overrides dpkg-deb's default xz, which takes minutes on a busy host.
-dpkg-deb --root-owner-group ${DEB_COMPRESS:+-Z"$DEB_COMPRESS"} --build "$root" "target/debian/containerd-shim-proxmox-lxc_${version}_amd64.deb"
+[ -f "$deb" ] || { echo "build-deb: cargo deb did not name a package file (got '$deb')" >&2; exit 1; }
+echo "$deb"

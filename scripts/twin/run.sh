@@ -68,45 +68,64 @@ cri_cases="${TWIN_CRI_CASES:-$default_cri}"
 image_dir="$(bash scripts/twin/image.sh)"
 
 # --- payload ------------------------------------------------------------------------------
+# The e2e test binaries only when a case that runs them is chosen (all cases by default): the
+# package and ctr cases need only the shim and the busybox image, and the workspace's test
+# build takes long on a busy host.
+need_tests=0
+[ $# = 0 ] && need_tests=1
+for c in "$@"; do
+    case "$c" in parity | pve | cri) need_tests=1 ;; esac
+done
 if [ "${TWIN_NO_BUILD:-0}" != 1 ]; then
     cargo build -p containerd-shim-proxmox-lxc --bins >&2
-    cargo build -p e2e --bins --tests >&2
+    if [ "$need_tests" = 1 ]; then
+        cargo build -p e2e --bins --tests >&2
+    else
+        cargo build -p e2e --bin e2e-env >&2
+    fi
 fi
 work="$repo/target/twin/run"
 payload="$work/payload"
 rm -rf "$work"
-mkdir -p "$payload/bin" "$payload/tests" "$payload/deb"
+mkdir -p "$payload/bin" "$payload/tests" "$payload/deb" "$payload/deb-upgrade"
 # Debug info is most of a debug binary's size and not needed in the twin.
 strip --strip-debug -o "$payload/bin/containerd-shim-proxmox-lxc-v2" target/debug/containerd-shim-proxmox-lxc-v2
-parity_bin="$(ls -t target/debug/deps/parity-* 2>/dev/null | grep -v '\.d$' | head -1 || true)"
-[ -n "$parity_bin" ] || { echo "twin: FAIL: no parity test binary in target/debug/deps" >&2; exit 1; }
-strip --strip-debug -o "$payload/tests/parity" "$parity_bin"
-pve_bin="$(ls -t target/debug/deps/pve-* 2>/dev/null | grep -v '\.d$' | head -1 || true)"
-[ -n "$pve_bin" ] || { echo "twin: FAIL: no pve test binary in target/debug/deps" >&2; exit 1; }
-strip --strip-debug -o "$payload/tests/pve" "$pve_bin"
-echo "$pve_cases" >"$payload/pve-cases"
-# The cri crate's unit-test binary is named cri-HASH too: cargo names the suite's own. The
-# whole workspace, so that the features are those scripts/test.sh built with (a no-op after it;
-# `-p cri` alone would rebuild dependencies with other features). Captured, then shown on
-# stderr: `tee /dev/stderr` would reopen a caller's log file and truncate it.
-if ! cargo_out="$(cargo test --workspace --no-run 2>&1)"; then
-    echo "$cargo_out" >&2
-    echo "twin: FAIL: cargo test --workspace --no-run failed" >&2
-    exit 1
-fi
-echo "$cargo_out" | grep -E 'Executable tests/cri.rs|Finished' >&2 || true
-cri_bin="$(sed -n 's/^ *Executable tests\/cri.rs (\(.*\))$/\1/p' <<<"$cargo_out" | tail -1)"
-[ -n "$cri_bin" ] || { echo "twin: FAIL: cargo named no executable for tests/cri.rs" >&2; exit 1; }
-strip --strip-debug -o "$payload/tests/cri" "$cri_bin"
 target/debug/e2e-env image --out "$payload/image.tar" >&2
-# The operator's package, made by packaging/build-deb.sh from the binary under test.
-SHIM_BINARY="$payload/bin/containerd-shim-proxmox-lxc-v2" DEB_COMPRESS=gzip bash packaging/build-deb.sh >&2
-cp target/debian/containerd-shim-proxmox-lxc_*_amd64.deb "$payload/deb/"
+# The operator's package, made by packaging/build-deb.sh from the binary under test, and the
+# same binary as a higher version (the package's own version with "+twin1"), which the stage
+# installs over the first with a container running (case deb_upgrade_running).
+SHIM_BINARY="$payload/bin/containerd-shim-proxmox-lxc-v2" DEB_COMPRESS=gzip DEB_OUT_DIR="$payload/deb" \
+    bash packaging/build-deb.sh >&2
+deb_version="$(dpkg-deb -f "$payload"/deb/containerd-shim-proxmox-lxc_*.deb Version)"
+SHIM_BINARY="$payload/bin/containerd-shim-proxmox-lxc-v2" DEB_COMPRESS=gzip DEB_OUT_DIR="$payload/deb-upgrade" \
+    DEB_VERSION="$deb_version+twin1" bash packaging/build-deb.sh >&2
 cp -r examples "$payload/examples"
 cp scripts/twin/stage.sh "$payload/stage.sh"
-echo "$parity_cases" >"$payload/parity-cases"
-echo "$cri_cases" >"$payload/cri-cases"
 echo "$*" >"$payload/cases"
+if [ "$need_tests" = 1 ]; then
+    parity_bin="$(ls -t target/debug/deps/parity-* 2>/dev/null | grep -v '\.d$' | head -1 || true)"
+    [ -n "$parity_bin" ] || { echo "twin: FAIL: no parity test binary in target/debug/deps" >&2; exit 1; }
+    strip --strip-debug -o "$payload/tests/parity" "$parity_bin"
+    pve_bin="$(ls -t target/debug/deps/pve-* 2>/dev/null | grep -v '\.d$' | head -1 || true)"
+    [ -n "$pve_bin" ] || { echo "twin: FAIL: no pve test binary in target/debug/deps" >&2; exit 1; }
+    strip --strip-debug -o "$payload/tests/pve" "$pve_bin"
+    # The cri crate's unit-test binary is named cri-HASH too: cargo names the suite's own. The
+    # whole workspace, so that the features are those scripts/test.sh built with (a no-op after it;
+    # `-p cri` alone would rebuild dependencies with other features). Captured, then shown on
+    # stderr: `tee /dev/stderr` would reopen a caller's log file and truncate it.
+    if ! cargo_out="$(cargo test --workspace --no-run 2>&1)"; then
+        echo "$cargo_out" >&2
+        echo "twin: FAIL: cargo test --workspace --no-run failed" >&2
+        exit 1
+    fi
+    echo "$cargo_out" | grep -E 'Executable tests/cri.rs|Finished' >&2 || true
+    cri_bin="$(sed -n 's/^ *Executable tests\/cri.rs (\(.*\))$/\1/p' <<<"$cargo_out" | tail -1)"
+    [ -n "$cri_bin" ] || { echo "twin: FAIL: cargo named no executable for tests/cri.rs" >&2; exit 1; }
+    strip --strip-debug -o "$payload/tests/cri" "$cri_bin"
+fi
+echo "$parity_cases" >"$payload/parity-cases"
+echo "$pve_cases" >"$payload/pve-cases"
+echo "$cri_cases" >"$payload/cri-cases"
 size_mb=$(( $(du -sm "$payload" | cut -f1) + 64 ))
 mke2fs -q -t ext4 -L twin-payload -d "$payload" "$work/payload.img" "${size_mb}M" >&2
 

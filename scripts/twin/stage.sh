@@ -17,6 +17,7 @@ LOGS=/var/log/twin
 mkdir -p "$LOGS"
 IMAGE=localhost/e2e/busybox:latest
 SHIM_RT=io.containerd.proxmox-lxc.v2
+GC_UNIT=containerd-shim-proxmox-lxc-gc.service
 RUNC_RT=io.containerd.runc.v2
 CTR=(ctr --namespace twin)
 passed=0 failed=0 skipped=0
@@ -136,6 +137,16 @@ case_deb_install() {
     out="$(containerd-shim-proxmox-lxc-v2 -h)" || die "-h exits non-zero"
     grep -q '/etc/containerd-shim-proxmox-lxc/config.toml' <<<"$out" || die "-h does not say where the config lives"
     [ -f /etc/containerd-shim-proxmox-lxc/config.toml ] || die "the conffile is not installed"
+    dpkg-query -W -f='${Conffiles}\n' containerd-shim-proxmox-lxc | grep -q ' /etc/containerd-shim-proxmox-lxc/config.toml ' ||
+        die "config.toml is not a conffile"
+    # The gc unit: enabled for the next boot, not run by the install; a run without a [pve]
+    # section does nothing and succeeds.
+    expect_eq "gc unit after the install" "$(systemctl is-enabled $GC_UNIT)" enabled
+    expect_eq "gc unit runs at the install" "$(systemctl show -p ExecMainStartTimestampMonotonic --value $GC_UNIT)" 0
+    systemctl start $GC_UNIT || die "systemctl start $GC_UNIT failed: $(journalctl -u $GC_UNIT -n 5 --no-pager)"
+    expect_eq "gc unit result without [pve]" "$(systemctl show -p Result --value $GC_UNIT)" success
+    journalctl -u $GC_UNIT -n 5 --no-pager | grep -q 'no \[pve\] section' ||
+        die "gc did not say why it did nothing: $(journalctl -u $GC_UNIT -n 5 --no-pager)"
 }
 
 case_containerd_runtime_entry() {
@@ -522,12 +533,150 @@ case_cri() {
     [ $rc = 0 ] || die "the cri binary exited $rc (teardown leftovers? see $LOGS/cri.out)"
 }
 
+# The shim process (containerd's, one per container here) serving container ID.
+shim_pid_of() {
+    local p
+    for p in $(pgrep -f containerd-shim-proxmox-lxc-v2); do
+        tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | grep -qx -- "$1" && { echo "$p"; return 0; }
+    done
+    return 1
+}
+start_sleeper() { # ID [CTR RUN OPTION...]
+    local id="$1"
+    shift
+    "${CTR[@]}" run -d --runtime "$SHIM_RT" "$@" "$IMAGE" "$id" sh -c 'echo made-before >/tmp/mark; exec sleep 100000' ||
+        die "ctr run -d $id failed"
+    set -- "$id"
+    for _ in $(seq 1 60); do [ "$(task_status "$1")" = RUNNING ] && return 0; sleep 1; done
+    die "$1 is not RUNNING: $(task_status "$1")"
+}
+# The container keeps running, and containerd still manages it: an exec reaches it.
+still_managed() { # ID PID WHEN
+    expect_eq "$1 status $3" "$(task_status "$1")" RUNNING
+    expect_eq "$1 pid $3" "$(task_pid "$1")" "$2"
+    [ -d "/proc/$2" ] || die "the workload of $1 (pid $2) is gone $3"
+    expect_eq "exec in $1 $3" "$("${CTR[@]}" task exec --exec-id "x$RANDOM" "$1" cat /tmp/mark)" made-before
+}
+# ctr task kill, task rm, container rm; nothing of the container may stay.
+kill_and_delete() { # ID
+    cleanup_task "$1"
+    [ -z "$(task_status "$1")" ] || die "task $1 is still listed after kill and rm"
+    "${CTR[@]}" container ls -q | grep -qx "$1" && die "container $1 is still listed after container rm"
+    pgrep -f "lxc-start.*$1" && die "an lxc-start of $1 still runs"
+    true
+}
+
+# The operator's upgrade (dpkg -i of a higher version over the installed one) while a container
+# runs: the container keeps running under the shim that started it (the old binary, now
+# deleted), an exec and its kill and delete still go through it, a new container of the same
+# pod (the CRI's sandbox-id annotation: one shim per pod) starts in that old shim as a
+# container a kubelet restarts would, a new container runs with the new binary; the
+# administrator's `systemctl disable` of the gc unit survives the upgrade, and the upgrade
+# reloads systemd (dh_installsystemd's snippets, through cargo-deb).
+case_deb_upgrade_running() {
+    local deb old new id=twin-upgrade pid shim loads_before loads_after gc_ran
+    deb="$(ls "$P"/deb-upgrade/*.deb 2>/dev/null | head -1)"
+    [ -n "$deb" ] || die "no upgrade .deb on the payload disk (deb-upgrade/)"
+    old="$(dpkg-query -W -f='${Version}' containerd-shim-proxmox-lxc 2>/dev/null)" || die "the package is not installed"
+    new="$(dpkg-deb -f "$deb" Version)"
+    dpkg --compare-versions "$new" gt "$old" || die "the upgrade's version $new is not above the installed $old"
+    echo "upgrade $old -> $new"
+    systemctl disable $GC_UNIT || die "systemctl disable $GC_UNIT failed"
+    expect_eq "gc unit before the upgrade" "$(systemctl is-enabled $GC_UNIT)" disabled
+    start_sleeper $id --annotation "io.kubernetes.cri.sandbox-id=$id"
+    pid="$(task_pid $id)"
+    shim="$(shim_pid_of $id)" || die "no shim process serves $id"
+    echo "$id: workload pid $pid, shim pid $shim ($(readlink /proc/$shim/exe))"
+    loads_before="$(systemctl show -p UnitsLoadTimestampMonotonic --value)"
+    gc_ran="$(systemctl show -p ExecMainStartTimestampMonotonic --value $GC_UNIT)"
+    dpkg -i "$deb" || die "dpkg -i $(basename "$deb") (the upgrade) failed"
+    loads_after="$(systemctl show -p UnitsLoadTimestampMonotonic --value)"
+    expect_eq "installed version" "$(dpkg-query -W -f='${Version} ${Status}' containerd-shim-proxmox-lxc)" "$new install ok installed"
+    expect_eq "gc unit after the upgrade" "$(systemctl is-enabled $GC_UNIT)" disabled
+    echo "systemd's units loaded at ${loads_before}us before the upgrade, ${loads_after}us after"
+    [ "${loads_after:-0}" -gt "${loads_before:-0}" ] || die "the upgrade did not reload systemd (UnitsLoadTimestampMonotonic $loads_before -> $loads_after)"
+    expect_eq "gc unit's last run after the upgrade (try-restart of an inactive oneshot starts nothing)" \
+        "$(systemctl show -p ExecMainStartTimestampMonotonic --value $GC_UNIT)" "$gc_ran"
+    still_managed $id "$pid" "after the upgrade"
+    expect_eq "$id's shim after the upgrade" "$(shim_pid_of $id)" "$shim"
+    echo "$id's shim runs the replaced binary: $(readlink /proc/$shim/exe)"
+    local out
+    out="$("${CTR[@]}" run --rm --runtime "$SHIM_RT" --annotation "io.kubernetes.cri.sandbox-id=$id" \
+        "$IMAGE" $id-pod sh -c 'echo pod container' 2>&1)" ||
+        die "a new container in the pod whose shim predates the upgrade failed: $out"
+    expect_eq "a new container in the pod of $id (its shim predates the upgrade)" "$out" "pod container"
+    shim_pid_of $id-pod && die "$id-pod got a shim of its own: the pod's shim was not reused"
+    out="$("${CTR[@]}" run --rm --runtime "$SHIM_RT" "$IMAGE" twin-upgrade-new sh -c 'echo new container' 2>&1)" ||
+        die "a new container after the upgrade failed: $out"
+    expect_eq "a new container after the upgrade" "$out" "new container"
+    kill_and_delete $id
+    # Back to the package's default for the cases after this one.
+    systemctl enable $GC_UNIT >/dev/null 2>&1 || die "systemctl enable $GC_UNIT failed"
+}
+
+# `dpkg --purge` while a container of the runtime exists is refused (prerm), naming the
+# container, and leaves the package installed and the container running and managed. With
+# CONTAINERD_SHIM_PROXMOX_LXC_FORCE_REMOVE=1 the purge goes through but keeps the state the
+# container needs (postrm); the container can still be killed and deleted through its shim.
+# The package is installed again at the end for purge_leaves_nothing.
+case_purge_refused_while_running() {
+    local id=twin-purge-guard pid out rc deb state
+    dpkg-query -W containerd-shim-proxmox-lxc >/dev/null 2>&1 || die "the package is not installed"
+    start_sleeper $id
+    pid="$(task_pid $id)"
+    out="$(dpkg --purge containerd-shim-proxmox-lxc 2>&1)"
+    rc=$?
+    echo "dpkg --purge with $id running: exit $rc"
+    echo "$out"
+    [ $rc != 0 ] || die "dpkg --purge went through with $id running"
+    grep -q 'refusing to remove the package' <<<"$out" || die "the refusal does not say what it refused: $out"
+    grep -q "twin/$id" <<<"$out" || die "the refusal does not name the container twin/$id: $out"
+    # dpkg keeps the administrator's request ("purge" wanted) and the package installed.
+    expect_eq "package state after the refused purge" "$(dpkg-query -W -f='${db:Status-Status}' containerd-shim-proxmox-lxc)" installed
+    [ -x /usr/bin/containerd-shim-proxmox-lxc-v2 ] || die "the refused purge removed the shim's binary"
+    [ -f /etc/containerd-shim-proxmox-lxc/config.toml ] || die "the refused purge removed the conffile"
+    expect_eq "gc unit after the refused purge" "$(systemctl is-enabled $GC_UNIT)" enabled
+    still_managed $id "$pid" "after the refused purge"
+
+    out="$(CONTAINERD_SHIM_PROXMOX_LXC_FORCE_REMOVE=1 dpkg --purge containerd-shim-proxmox-lxc 2>&1)" ||
+        die "the forced purge failed: $out"
+    echo "$out"
+    grep -q 'purge keeps' <<<"$out" || die "the forced purge did not say it kept the state: $out"
+    case "$(dpkg-query -W -f='${Status}' containerd-shim-proxmox-lxc 2>/dev/null)" in
+    "" | *" not-installed") ;;
+    *) die "the package is still known to dpkg after the forced purge: $(dpkg-query -W -f='${Status}' containerd-shim-proxmox-lxc)" ;;
+    esac
+    state="$(ls /run/containerd-shim-proxmox-lxc 2>/dev/null | grep -xE '[0-9a-f]{16}')"
+    [ -n "$state" ] || die "the forced purge removed the state directory of running $id"
+    echo "kept: $state"
+    still_managed $id "$pid" "after the forced purge"
+    kill_and_delete $id
+    # The package again, as an operator would after the forced purge. The helper-* directory
+    # the shims share stays in the kept state root; no container's state directory may.
+    state="$(ls /run/containerd-shim-proxmox-lxc 2>/dev/null | grep -xE '[0-9a-f]{16}')"
+    [ -z "$state" ] || die "state directories left after $id was deleted: $state"
+    deb="$(ls "$P"/deb/*.deb | head -1)"
+    dpkg -i "$deb" || die "dpkg -i $(basename "$deb") after the forced purge failed"
+}
+
 case_purge_leaves_nothing() {
     dpkg-query -W containerd-shim-proxmox-lxc >/dev/null 2>&1 || die "the package is not installed"
     local id
     for id in $("${CTR[@]}" container ls -q); do cleanup_task "$id"; done
     dpkg --purge containerd-shim-proxmox-lxc || die "dpkg --purge failed"
     local left=""
+    case "$(dpkg-query -W -f='${Status}' containerd-shim-proxmox-lxc 2>/dev/null)" in
+    "" | *" not-installed") ;;
+    *) left="$left package:$(dpkg-query -W -f='${Status}' containerd-shim-proxmox-lxc)" ;;
+    esac
+    # The gc unit: its enable link and deb-systemd-helper's record of it.
+    for f in /etc/systemd/system/multi-user.target.wants/$GC_UNIT \
+        /var/lib/systemd/deb-systemd-helper-enabled/$GC_UNIT.dsh-also \
+        /var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/$GC_UNIT \
+        /var/lib/systemd/deb-systemd-helper-masked/$GC_UNIT; do
+        [ -e "$f" ] || [ -L "$f" ] && left="$left $f"
+    done
+    systemctl cat $GC_UNIT >/dev/null 2>&1 && left="$left unit:$GC_UNIT"
     while read -r f; do
         [ -f "$f" ] && left="$left file:$f"
     done <"$LOGS/package-files"
@@ -545,13 +694,11 @@ case_purge_leaves_nothing() {
     [ -z "$left" ] || die "dpkg --purge left:$left"
 }
 
+# The package's upgrade and purge last, so that the purge's "nothing left" covers every case.
 all_cases=(node_facts deb_install containerd_runtime_entry ctr_run_rm restart_keeps_containers
     userns_subid_rule cgroup_limits_parity oom_137_and_event update_parity pause_freezes_cgroup device_rules_parity
     apparmor_parity parity
-    cri purge_leaves_nothing)
-
-# pve before the last case (the purge), so the purge's "nothing left" covers it too.
-all_cases=("${all_cases[@]:0:${#all_cases[@]}-1}" pve "${all_cases[@]: -1}")
+    cri pve deb_upgrade_running purge_refused_while_running purge_leaves_nothing)
 
 [ "${1:-}" = --functions-only ] && return 0 2>/dev/null
 

@@ -24,7 +24,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, CloneFlags};
 
-use crate::errors::{IoContext, Result, ShimError};
+use crate::errors::{Result, ShimError};
 use crate::host::command::run_command;
 use crate::host::exits::ChildExits;
 use crate::host::mount_attrs;
@@ -57,8 +57,10 @@ pub async fn tidy(
     masked_paths: &[String],
     fixes: MountFixes<'_>,
 ) -> Result<()> {
-    let exe = std::env::current_exe().ctx(|| "locate the shim binary".to_string())?;
-    let mut cmd = std::process::Command::new(exe);
+    // The running image through /proc/self/exe, not `current_exe()`: once a package upgrade
+    // has replaced the binary, `current_exe()` names "<path> (deleted)", which cannot be
+    // executed, and a pod's next container (served by this shim) would fail to start.
+    let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.arg(SUBCOMMAND).arg(pid.to_string());
     for b in fixes.peer_binds {
         let kind = if b.recursive { "rbind" } else { "bind" };
