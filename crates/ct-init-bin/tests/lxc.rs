@@ -191,22 +191,7 @@ fn cap_mask(list: &[&str]) -> String {
 }
 
 /// containerd's default capability list (what `ctr run` and CRI give a container).
-const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const DEFAULT_CAPS: [&str; 14] = lxc_fixture::CONTAINERD_DEFAULT_CAPS;
 
 /// Prints what the process got, one fact per line; `$0` is the first argument after the
 /// script, as `sh -c` sets it.

@@ -859,22 +859,7 @@ fn net_device_personality_and_cpu_limits() -> Outcome {
 /// masked and read-only paths, default capabilities and device rules work together.
 fn containerd_default_spec() -> Outcome {
     let mut ct = Ct::if_available()?;
-    let caps = json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE"
-    ]);
+    let caps = json!(lxc_fixture::CONTAINERD_DEFAULT_CAPS);
     let spec = json!({
         "ociVersion": "1.1.0",
         "process": {

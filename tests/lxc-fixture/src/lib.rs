@@ -29,6 +29,25 @@ pub fn require_lxc() -> Outcome {
     )
 }
 
+/// containerd's default capability list (what `ctr run` and CRI give a container: its
+/// oci.defaultCapabilities).
+pub const CONTAINERD_DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// One container named `PREFIX-PID-N` (see the crate doc).

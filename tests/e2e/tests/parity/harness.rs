@@ -342,3 +342,16 @@ pub fn bind_dir(ctx: &Ctx) -> Result<PathBuf> {
     std::fs::write(dir.join("input.txt"), "from the host\n")?;
     Ok(dir)
 }
+
+/// Runs `sh -c SCRIPT` in the app image (its User, Env and WorkingDir apply) and records what
+/// it printed.
+pub fn app_sh(ctx: &Ctx, script: &str) -> Result<(Transcript, Output)> {
+    let out = cmd::run(
+        &mut ctx.run_cmd(&[], APP_IMAGE, &["sh", "-c", script]),
+        None,
+        RUN_TIMEOUT,
+    )?;
+    let mut t = Transcript::default();
+    t.add_output("", &out);
+    Ok((t, out))
+}

@@ -148,17 +148,7 @@ pub fn image_config(ctx: &Ctx) -> Result<Transcript> {
 }
 
 pub fn image_entrypoint_args(ctx: &Ctx) -> Result<Transcript> {
-    let out = cmd::run(
-        &mut ctx.run_cmd(
-            &[],
-            APP_IMAGE,
-            &["sh", "-c", "echo \"$GREETING\"; id -u; pwd; echo \"$HOME\""],
-        ),
-        None,
-        RUN_TIMEOUT,
-    )?;
-    let mut t = Transcript::default();
-    t.add_output("", &out);
+    let (t, out) = app_sh(ctx, "echo \"$GREETING\"; id -u; pwd; echo \"$HOME\"")?;
     // ctr's arguments replace the image's Entrypoint and Cmd; Env, WorkingDir, User stay.
     expect_output(
         &out,

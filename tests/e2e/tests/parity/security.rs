@@ -119,13 +119,7 @@ pub fn user_numeric(ctx: &Ctx) -> Result<Transcript> {
     // uid 1000 from the image's User (ctr 1.6 has no --user for run; exec's --user is tested
     // in the exec case).
     let script = "id; echo \"home=$HOME\"; touch /etc/x; echo \"etc=$?\"; touch /home/app/x && echo home-writable";
-    let out = cmd::run(
-        &mut ctx.run_cmd(&[], APP_IMAGE, &["sh", "-c", script]),
-        None,
-        RUN_TIMEOUT,
-    )?;
-    let mut t = Transcript::default();
-    t.add_output("", &out);
+    let (t, out) = app_sh(ctx, script)?;
     expect_output(
         &out,
         0,
