@@ -118,9 +118,9 @@ if [ "$need_tests" = 1 ]; then
         echo "twin: FAIL: cargo test --workspace --no-run failed" >&2
         exit 1
     fi
-    echo "$cargo_out" | grep -E 'Executable tests/cri.rs|Finished' >&2 || true
-    cri_bin="$(sed -n 's/^ *Executable tests\/cri.rs (\(.*\))$/\1/p' <<<"$cargo_out" | tail -1)"
-    [ -n "$cri_bin" ] || { echo "twin: FAIL: cargo named no executable for tests/cri.rs" >&2; exit 1; }
+    echo "$cargo_out" | grep -E 'Executable tests/cri/main.rs|Finished' >&2 || true
+    cri_bin="$(sed -n 's/^ *Executable tests\/cri\/main.rs (\(.*\))$/\1/p' <<<"$cargo_out" | tail -1)"
+    [ -n "$cri_bin" ] || { echo "twin: FAIL: cargo named no executable for tests/cri/main.rs" >&2; exit 1; }
     strip --strip-debug -o "$payload/tests/cri" "$cri_bin"
 fi
 echo "$parity_cases" >"$payload/parity-cases"

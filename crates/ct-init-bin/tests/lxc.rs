@@ -4,45 +4,36 @@
 
 use std::fs;
 use std::io::Write;
+use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ct_init_bin::{install_helper, write_spec, HostError, InitConnection, InitListener, StdioFds};
+use ct_init_bin::{write_spec, HostError, InitConnection, InitListener, StdioFds};
 use ctinit_proto::{CapabilitySets, ConsoleSize, InitSpec, Rlimit, StdioFlags};
+use lxc_fixture::{busybox_rootfs, pipe, read_to_eof as read_all, require_lxc, LxcContainer};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use skip_harness::Outcome;
 
 const T: Duration = Duration::from_secs(20);
 
-fn lxc_available() -> bool {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP: the LXC tests need root");
-        return false;
+/// The fixture's container with a plain-LXC config whose init is the helper (its rootfs in
+/// the lxcpath, as `lxc-create` would put it).
+struct Container(LxcContainer);
+
+impl Deref for Container {
+    type Target = LxcContainer;
+    fn deref(&self) -> &LxcContainer {
+        &self.0
     }
-    for tool in ["lxc-start", "lxc-attach", "lxc-stop"] {
-        if Command::new(tool).arg("--version").output().is_err() {
-            eprintln!("SKIP: {tool} not found (install lxc)");
-            return false;
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: /bin/busybox not found (install busybox-static)");
-        return false;
-    }
-    true
 }
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// One LXC container with a busybox rootfs, its own lxcpath and state dir; stopped and
-/// removed on drop, also when the test fails.
-struct Container {
-    name: String,
-    dir: tempfile::TempDir,
-    lxc_start: Option<Child>,
+impl DerefMut for Container {
+    fn deref_mut(&mut self) -> &mut LxcContainer {
+        &mut self.0
+    }
 }
 
 impl Container {
@@ -52,62 +43,22 @@ impl Container {
 
     /// `extra`: more LXC config lines.
     fn with_config(extra: &str) -> Container {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("ctinit-{}-{n}", std::process::id());
-        // Short path: the socket path must stay under 108 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("cti")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let c = Container {
-            name,
-            dir,
-            lxc_start: None,
-        };
-        fs::create_dir_all(c.state()).unwrap();
-        fs::set_permissions(c.state(), fs::Permissions::from_mode(0o755)).unwrap();
-        install_helper(&c.state()).unwrap();
+        let c = Container(LxcContainer::new("ctinit"));
         c.make_rootfs();
-        c.write_config(extra);
+        c.configure(extra);
         c
     }
 
-    fn lxcpath(&self) -> PathBuf {
-        self.dir.path().join("lxc")
-    }
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("s")
-    }
     fn rootfs(&self) -> PathBuf {
         self.lxcpath().join(&self.name).join("rootfs")
-    }
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("lxc.log")
     }
 
     fn make_rootfs(&self) {
         let root = self.rootfs();
-        for d in [
-            "bin",
-            "etc",
-            "dev",
-            "proc",
-            "sys",
-            "tmp",
-            "root",
-            "home/user",
-            "work",
-        ] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
-        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8(list.stdout).unwrap().lines() {
-            if applet != "busybox" {
-                symlink("busybox", root.join("bin").join(applet)).unwrap();
-            }
-        }
+        busybox_rootfs(
+            &root,
+            &["etc", "dev", "proc", "sys", "root", "home/user", "work"],
+        );
         fs::write(
             root.join("etc/passwd"),
             "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
@@ -124,8 +75,8 @@ impl Container {
         fs::set_permissions(root.join("home/user"), fs::Permissions::from_mode(0o700)).unwrap();
     }
 
-    fn write_config(&self, extra: &str) {
-        let config = format!(
+    fn configure(&self, extra: &str) {
+        self.write_config(&format!(
             "lxc.uts.name = {name}\n\
              lxc.rootfs.path = dir:{rootfs}\n\
              lxc.net.0.type = empty\n\
@@ -141,8 +92,7 @@ impl Container {
             rootfs = self.rootfs().display(),
             state = self.state().display(),
             init = ct_init_bin::init_command(),
-        );
-        fs::write(self.lxcpath().join(&self.name).join("config"), config).unwrap();
+        ));
     }
 
     /// Binds the init socket, writes the spec and runs `lxc-start -F` as our child.
@@ -154,39 +104,13 @@ impl Container {
         fs::write(self.state().join(ctinit_proto::INIT_SPEC_NAME), spec_json).unwrap();
         let listener =
             InitListener::bind(&self.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
-        let child = Command::new("lxc-start")
-            .args(["-F", "-n", &self.name, "-P"])
-            .arg(self.lxcpath())
-            .arg("-o")
-            .arg(self.log())
-            .args(["-l", "DEBUG"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.lxc_start = Some(child);
+        self.lxc_start();
         listener
     }
 
     /// Waits for `lxc-start -F` to return (the container stopped).
     fn wait_stopped(&mut self, timeout: Duration) -> ExitStatus {
-        let child = self.lxc_start.as_mut().expect("started");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.lxc_start = None;
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!("container {} did not stop\n{}", self.name, self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(self.log()).unwrap_or_default()
+        self.0.wait_stopped(timeout).expect("started")
     }
 
     /// `lxc-attach --clear-env -- HELPER SOCK SPEC` for an exec named `id`.
@@ -207,56 +131,6 @@ impl Container {
             .unwrap();
         (listener, child)
     }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.lxc_start.take() {
-            let _ = Command::new("lxc-stop")
-                .args(["-k", "-n", &self.name, "-P"])
-                .arg(self.lxcpath())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- LXC log of {} ---\n{}", self.name, self.log_text());
-        }
-    }
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
-}
-
-/// Reads until EOF (or EIO, a pty whose slave side is gone), with a deadline.
-fn read_all(fd: &OwnedFd, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            panic!(
-                "no EOF within {timeout:?}; read so far: {:?}",
-                String::from_utf8_lossy(&out)
-            );
-        }
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(left.as_millis().min(10_000) as i32).unwrap();
-        if poll(&mut fds, ms).unwrap() == 0 {
-            continue;
-        }
-        match nix::unistd::read(fd, &mut buf) {
-            Ok(0) | Err(nix::errno::Errno::EIO) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Sends stdout/stderr pipes (and optionally a stdin pipe) and drives the protocol to exec.
@@ -317,22 +191,7 @@ fn cap_mask(list: &[&str]) -> String {
 }
 
 /// containerd's default capability list (what `ctr run` and CRI give a container).
-const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const DEFAULT_CAPS: [&str; 14] = lxc_fixture::CONTAINERD_DEFAULT_CAPS;
 
 /// Prints what the process got, one fact per line; `$0` is the first argument after the
 /// script, as `sh -c` sets it.
@@ -358,11 +217,8 @@ fn field<'a>(out: &'a str, prefix: &str) -> &'a str {
     found[0].trim()
 }
 
-#[test]
-fn init_as_root_gets_exact_argv_env_caps_and_is_pid_1() {
-    if !lxc_available() {
-        return;
-    }
+fn init_as_root_gets_exact_argv_env_caps_and_is_pid_1() -> Outcome {
+    require_lxc()?;
     let mut c = Container::new();
     let mut spec = base_spec(&[
         "sh",
@@ -436,13 +292,11 @@ fn init_as_root_gets_exact_argv_env_caps_and_is_pid_1() {
     assert_eq!(field(&out, "nofile="), "1000 2000");
     assert_eq!(field(&out, "oom="), "123");
     assert_eq!(err, "to-stderr\n");
+    Ok(())
 }
 
-#[test]
-fn init_as_user_gets_groups_ambient_caps_umask_and_no_new_privs() {
-    if !lxc_available() {
-        return;
-    }
+fn init_as_user_gets_groups_ambient_caps_umask_and_no_new_privs() -> Outcome {
+    require_lxc()?;
     let mut c = Container::new();
     let mut spec = base_spec(&["/bin/sh", "-c", REPORT, "zero"]);
     // No HOME: runc adds it from /etc/passwd.
@@ -497,26 +351,23 @@ fn init_as_user_gets_groups_ambient_caps_umask_and_no_new_privs() {
     assert_eq!(field(&out, "CapAmb:"), net_mask);
     assert_eq!(field(&out, "NoNewPrivs:"), "1");
     assert_eq!(field(&out, "nofile="), "512 4096");
+    Ok(())
 }
 
-#[test]
-fn init_with_terminal_sends_pty_master_and_follows_resize() {
-    if !lxc_available() {
-        return;
-    }
+fn init_with_terminal_sends_pty_master_and_follows_resize() -> Outcome {
+    require_lxc()?;
     terminal_init(Container::new());
+    Ok(())
 }
 
 /// With LXC's own console (the Proxmox default): the init starts with the console pty as its
 /// stdio (LXC 5 does not make it the controlling terminal); the new pty replaces it.
-#[test]
-fn init_with_terminal_replaces_an_lxc_console() {
-    if !lxc_available() {
-        return;
-    }
+fn init_with_terminal_replaces_an_lxc_console() -> Outcome {
+    require_lxc()?;
     terminal_init(Container::with_config(
         "lxc.console.path =\nlxc.console.logfile = /dev/null",
     ));
+    Ok(())
 }
 
 fn terminal_init(mut c: Container) {
@@ -591,35 +442,28 @@ fn expect_helper_error_in(c: &mut Container, spec: InitSpec, expected: &str) {
     c.wait_stopped(T);
 }
 
-#[test]
-fn init_missing_executable_is_an_error_naming_it() {
-    if !lxc_available() {
-        return;
-    }
+fn init_missing_executable_is_an_error_naming_it() -> Outcome {
+    require_lxc()?;
     expect_helper_error(
         base_spec(&["no-such-program", "x"]),
         "exec: \"no-such-program\": executable file not found in $PATH",
     );
+    Ok(())
 }
 
-#[test]
-fn init_bad_cwd_is_an_error() {
-    if !lxc_available() {
-        return;
-    }
+fn init_bad_cwd_is_an_error() -> Outcome {
+    require_lxc()?;
     let mut spec = base_spec(&["true"]);
     spec.cwd = "/etc/passwd/sub".into();
     expect_helper_error(
         spec,
         "chdir to cwd (\"/etc/passwd/sub\") set in config.json failed: not a directory",
     );
+    Ok(())
 }
 
-#[test]
-fn init_missing_cwd_is_created_like_runc_does() {
-    if !lxc_available() {
-        return;
-    }
+fn init_missing_cwd_is_created_like_runc_does() -> Outcome {
+    require_lxc()?;
     let mut c = Container::new();
     let mut spec = base_spec(&["sh", "-c", "echo cwd=$(pwd); ls -ld . | cut -c1-10"]);
     spec.cwd = "/new/dir".into();
@@ -633,13 +477,11 @@ fn init_missing_cwd_is_created_like_runc_does() {
     c.wait_stopped(T);
     assert_eq!(field(&out, "cwd="), "/new/dir");
     assert!(out.contains("drwxr-xr-x"), "{out}");
+    Ok(())
 }
 
-#[test]
-fn exec_missing_cwd_is_an_error() {
-    if !lxc_available() {
-        return;
-    }
+fn exec_missing_cwd_is_an_error() -> Outcome {
+    require_lxc()?;
     let (c, _init_io) = running_container();
     let mut spec = base_spec(&["true"]);
     spec.cwd = "/not/there".into();
@@ -654,26 +496,22 @@ fn exec_missing_cwd_is_an_error() {
         other => panic!("expected a helper error, got {other:?}"),
     }
     assert_eq!(wait_child(&mut attach, T).code(), Some(1));
+    Ok(())
 }
 
-#[test]
-fn init_unknown_capability_is_an_error() {
-    if !lxc_available() {
-        return;
-    }
+fn init_unknown_capability_is_an_error() -> Outcome {
+    require_lxc()?;
     let mut spec = base_spec(&["true"]);
     spec.capabilities = Some(CapabilitySets {
         bounding: names(&["CAP_KILL", "CAP_TELEPORT"]),
         ..Default::default()
     });
     expect_helper_error(spec, "unknown capability \"CAP_TELEPORT\"");
+    Ok(())
 }
 
-#[test]
-fn init_eof_before_start_stops_the_container() {
-    if !lxc_available() {
-        return;
-    }
+fn init_eof_before_start_stops_the_container() -> Outcome {
+    require_lxc()?;
     let mut c = Container::new();
     let listener = c.start(&base_spec(&["sleep", "1000"]));
     let conn = listener.accept(T).unwrap();
@@ -683,13 +521,11 @@ fn init_eof_before_start_stops_the_container() {
     let started = Instant::now();
     c.wait_stopped(T);
     assert!(started.elapsed() < Duration::from_secs(10));
+    Ok(())
 }
 
-#[test]
-fn no_connection_times_out() {
-    if !lxc_available() {
-        return;
-    }
+fn no_connection_times_out() -> Outcome {
+    require_lxc()?;
     let dir = tempfile::tempdir().unwrap();
     let listener = InitListener::bind(&dir.path().join("x.sock")).unwrap();
     let started = Instant::now();
@@ -701,6 +537,7 @@ fn no_connection_times_out() {
     let path = listener.path().to_path_buf();
     drop(listener);
     assert!(!path.exists(), "drop unlinks the socket");
+    Ok(())
 }
 
 /// Starts a container whose init sleeps, for exec tests.
@@ -725,11 +562,8 @@ fn wait_child(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
-#[test]
-fn exec_through_lxc_attach_gets_its_own_process_and_stdio() {
-    if !lxc_available() {
-        return;
-    }
+fn exec_through_lxc_attach_gets_its_own_process_and_stdio() -> Outcome {
+    require_lxc()?;
     let (c, _init_io) = running_container();
     let mut spec = base_spec(&[
         "sh",
@@ -779,6 +613,7 @@ fn exec_through_lxc_attach_gets_its_own_process_and_stdio() {
     assert_eq!(nspid_line, vec![host_pid.to_string(), nspid.to_string()]);
     // lxc-attach exits with the attached process's status.
     assert_eq!(status.code(), Some(7), "{status:?}");
+    Ok(())
 }
 
 /// Starts an exec of `spec` through lxc-attach and drives it to `execve`; returns the
@@ -793,11 +628,8 @@ fn start_exec(c: &Container, id: &str, spec: &InitSpec) -> (i32, Piped, Child) {
     (host_pid, io, attach)
 }
 
-#[test]
-fn exec_gets_only_stdio_descriptors_and_its_own_session() {
-    if !lxc_available() {
-        return;
-    }
+fn exec_gets_only_stdio_descriptors_and_its_own_session() -> Outcome {
+    require_lxc()?;
     let (c, _init_io) = running_container();
     let (host_pid, _io, mut attach) = start_exec(&c, "fds", &base_spec(&["sleep", "1000"]));
     // Looked at from the host while the workload runs, so no shell of ours opens anything.
@@ -819,13 +651,11 @@ fn exec_gets_only_stdio_descriptors_and_its_own_session() {
     // everything above 2 close-on-exec, as runc does.
     assert_eq!(fds, vec![0, 1, 2]);
     assert_eq!(sid, host_pid, "the exec leads its own session");
+    Ok(())
 }
 
-#[test]
-fn exec_killed_by_host_pid_makes_lxc_attach_exit_128_plus_signal() {
-    if !lxc_available() {
-        return;
-    }
+fn exec_killed_by_host_pid_makes_lxc_attach_exit_128_plus_signal() -> Outcome {
+    require_lxc()?;
     let (c, _init_io) = running_container();
     let spec = base_spec(&["sleep", "1000"]);
     let (host_pid, _io, mut attach) = start_exec(&c, "sig", &spec);
@@ -833,13 +663,11 @@ fn exec_killed_by_host_pid_makes_lxc_attach_exit_128_plus_signal() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = wait_child(&mut attach, T);
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    Ok(())
 }
 
-#[test]
-fn lxc_attach_does_not_forward_signals_to_the_exec() {
-    if !lxc_available() {
-        return;
-    }
+fn lxc_attach_does_not_forward_signals_to_the_exec() -> Outcome {
+    require_lxc()?;
     let (c, _init_io) = running_container();
     let spec = base_spec(&["sleep", "1000"]);
     let (host_pid, _io, mut attach) = start_exec(&c, "fwd", &spec);
@@ -862,13 +690,11 @@ fn lxc_attach_does_not_forward_signals_to_the_exec() {
         "exec still alive"
     );
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    Ok(())
 }
 
-#[test]
-fn exec_with_terminal_through_lxc_attach() {
-    if !lxc_available() {
-        return;
-    }
+fn exec_with_terminal_through_lxc_attach() -> Outcome {
+    require_lxc()?;
     let (c, _init_io) = running_container();
     let mut spec = base_spec(&["sh", "-c", "echo tty=$(tty); echo size=$(stty size)"]);
     spec.terminal = true;
@@ -887,13 +713,11 @@ fn exec_with_terminal_through_lxc_attach() {
     println!("{out}");
     assert!(field(&out, "tty=").starts_with("/dev/pts/"), "{out}");
     assert_eq!(field(&out, "size="), "40 120");
+    Ok(())
 }
 
-#[test]
-fn init_rlimit_above_the_hard_limit_is_an_error() {
-    if !lxc_available() {
-        return;
-    }
+fn init_rlimit_above_the_hard_limit_is_an_error() -> Outcome {
+    require_lxc()?;
     // Root here lacks CAP_SYS_RESOURCE (hard nofile 20000): raising fails, as under runc.
     let mut spec = base_spec(&["true"]);
     spec.rlimits = vec![Rlimit {
@@ -905,13 +729,11 @@ fn init_rlimit_above_the_hard_limit_is_an_error() {
         spec,
         "setrlimit RLIMIT_NOFILE (soft 1073741824, hard 1073741824): operation not permitted",
     );
+    Ok(())
 }
 
-#[test]
-fn init_cwd_only_the_user_can_enter_is_entered_after_the_user_switch() {
-    if !lxc_available() {
-        return;
-    }
+fn init_cwd_only_the_user_can_enter_is_entered_after_the_user_switch() -> Outcome {
+    require_lxc()?;
     // Without DAC_OVERRIDE/DAC_READ_SEARCH (dropped by LXC) root cannot enter /home/user
     // (0700, owned by 1000): the first chdir fails with EACCES, the one after the switch works.
     // It also shows that capabilities LXC dropped already need no CAP_SETPCAP to "drop".
@@ -944,13 +766,11 @@ fn init_cwd_only_the_user_can_enter_is_entered_after_the_user_switch() {
         spec,
         "chdir to cwd (\"/home/user\") set in config.json failed: permission denied",
     );
+    Ok(())
 }
 
-#[test]
-fn init_unreadable_spec_is_reported() {
-    if !lxc_available() {
-        return;
-    }
+fn init_unreadable_spec_is_reported() -> Outcome {
+    require_lxc()?;
     let mut c = Container::new();
     let listener = c.start_raw(b"{not json");
     let conn = listener.accept(T).unwrap();
@@ -962,6 +782,7 @@ fn init_unreadable_spec_is_reported() {
         other => panic!("expected a helper error, got {other:?}"),
     }
     c.wait_stopped(T);
+    Ok(())
 }
 
 /// Shifts the ownership of everything under `dir` by `offset` (for an idmapped container).
@@ -976,20 +797,11 @@ fn shift_ownership(dir: &Path, offset: u32) {
     }
 }
 
-#[test]
-fn init_in_a_user_namespace_as_root_and_as_user() {
-    if !lxc_available() {
-        return;
-    }
+fn init_in_a_user_namespace_as_root_and_as_user() -> Outcome {
+    require_lxc()?;
     // Proxmox's `unprivileged: 1`: container root is host uid 100000. LXC maps it with
     // newuidmap, which needs root's subordinate ids (scripts/setup.sh adds them).
-    for f in ["/etc/subuid", "/etc/subgid"] {
-        let text = fs::read_to_string(f).unwrap_or_default();
-        if !text.lines().any(|l| l == "root:100000:65536") {
-            eprintln!("SKIP: {f} lacks root:100000:65536 (run scripts/setup.sh)");
-            return;
-        }
-    }
+    lxc_fixture::require_subids()?;
     let idmap = "lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536";
     for (uid, expected_id) in [
         (0, "uid=0(root) gid=0(root) groups=10(wheel)"),
@@ -997,7 +809,7 @@ fn init_in_a_user_namespace_as_root_and_as_user() {
     ] {
         let mut c = Container::with_config(idmap);
         shift_ownership(&c.rootfs(), 100_000);
-        fs::set_permissions(c.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(c.dir(), fs::Permissions::from_mode(0o755)).unwrap();
         let mut spec = base_spec(&["sh", "-c", REPORT, "zero"]);
         spec.uid = uid;
         spec.gid = uid;
@@ -1039,18 +851,16 @@ fn init_in_a_user_namespace_as_root_and_as_user() {
             assert_eq!(field(&out, "CapEff:"), "0000000000000000");
         }
     }
+    Ok(())
 }
 
-#[test]
-fn accept_stops_waiting_when_lxc_start_fails() {
-    if !lxc_available() {
-        return;
-    }
+fn accept_stops_waiting_when_lxc_start_fails() -> Outcome {
+    require_lxc()?;
     // A rootfs path that does not exist: lxc-start fails and the helper never connects.
     let mut c = Container::with_config("lxc.rootfs.path = dir:/nonexistent-ctinit-rootfs");
     let listener = c.start(&base_spec(&["true"]));
     let started = Instant::now();
-    let child = c.lxc_start.as_mut().unwrap();
+    let child = c.lxc_start_child().unwrap();
     let result = listener.accept_while(Duration::from_secs(60), || {
         child.try_wait().map(|s| s.is_none()).unwrap_or(false)
     });
@@ -1061,4 +871,29 @@ fn accept_stops_waiting_when_lxc_start_fails() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let log = c.log_text();
     assert!(log.contains("ERROR"), "{log}");
+    Ok(())
 }
+
+skip_harness::main!(
+    init_as_root_gets_exact_argv_env_caps_and_is_pid_1,
+    init_as_user_gets_groups_ambient_caps_umask_and_no_new_privs,
+    init_with_terminal_sends_pty_master_and_follows_resize,
+    init_with_terminal_replaces_an_lxc_console,
+    init_missing_executable_is_an_error_naming_it,
+    init_bad_cwd_is_an_error,
+    init_missing_cwd_is_created_like_runc_does,
+    exec_missing_cwd_is_an_error,
+    init_unknown_capability_is_an_error,
+    init_eof_before_start_stops_the_container,
+    no_connection_times_out,
+    exec_through_lxc_attach_gets_its_own_process_and_stdio,
+    exec_gets_only_stdio_descriptors_and_its_own_session,
+    exec_killed_by_host_pid_makes_lxc_attach_exit_128_plus_signal,
+    lxc_attach_does_not_forward_signals_to_the_exec,
+    exec_with_terminal_through_lxc_attach,
+    init_rlimit_above_the_hard_limit_is_an_error,
+    init_cwd_only_the_user_can_enter_is_entered_after_the_user_switch,
+    init_unreadable_spec_is_reported,
+    init_in_a_user_namespace_as_root_and_as_user,
+    accept_stops_waiting_when_lxc_start_fails,
+);

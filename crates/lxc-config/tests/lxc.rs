@@ -6,43 +6,22 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::ops::{Deref, DerefMut};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ct_init_bin::{install_helper, write_spec, InitConnection, InitListener, StdioFds};
+use ct_init_bin::{write_spec, InitConnection, InitListener, StdioFds};
 use ctinit_proto::StdioFlags;
 use lxc_config::{CgroupMode, ContainerPlan, NodeFacts, PlanRequest};
+use lxc_fixture::{busybox_rootfs, require_lxc, LxcContainer};
 use serde_json::{json, Value};
+use skip_harness::{Missing, Outcome};
 
 const T: Duration = Duration::from_secs(30);
-
-fn lxc_available() -> bool {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP: the real-LXC tests need root");
-        return false;
-    }
-    if Command::new("lxc-start").arg("--version").output().is_err() {
-        eprintln!("SKIP: lxc-start not found (apt-get install lxc)");
-        return false;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: /bin/busybox not found (apt-get install busybox-static)");
-        return false;
-    }
-    true
-}
-
-impl Ct {
-    /// A fresh container, or `None` (with the reason printed) where the real-LXC tests cannot run.
-    fn if_available() -> Option<Ct> {
-        lxc_available().then(Ct::new)
-    }
-}
 
 fn node_facts() -> NodeFacts {
     let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -57,80 +36,54 @@ fn node_facts() -> NodeFacts {
     }
 }
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// One container: its own lxcpath, bundle with a busybox rootfs, and state directory.
+/// The fixture's container with an OCI bundle (a busybox rootfs) beside it, configured by a
+/// plan of this crate as the shim would.
 struct Ct {
-    name: String,
-    dir: tempfile::TempDir,
-    lxc_start: Option<Child>,
+    lxc: LxcContainer,
     /// Host PID of the workload (the helper's, which it exec'd).
     pid: Option<i32>,
 }
 
+impl Deref for Ct {
+    type Target = LxcContainer;
+    fn deref(&self) -> &LxcContainer {
+        &self.lxc
+    }
+}
+
+impl DerefMut for Ct {
+    fn deref_mut(&mut self) -> &mut LxcContainer {
+        &mut self.lxc
+    }
+}
+
 impl Ct {
+    /// A fresh container, or why the real-LXC tests cannot run here.
+    fn if_available() -> Result<Ct, Missing> {
+        require_lxc()?;
+        Ok(Ct::new())
+    }
+
     fn new() -> Ct {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("lxcfg-{}-{n}", std::process::id());
-        // Short path: the init socket's path must stay under 108 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("lxcfg")
-            .tempdir_in("/tmp")
-            .unwrap();
         let ct = Ct {
-            name,
-            dir,
-            lxc_start: None,
+            lxc: LxcContainer::new("lxcfg"),
             pid: None,
         };
-        fs::create_dir_all(ct.lxcpath().join(&ct.name)).unwrap();
-        fs::create_dir_all(ct.state()).unwrap();
-        fs::set_permissions(ct.state(), fs::Permissions::from_mode(0o755)).unwrap();
-        install_helper(&ct.state()).unwrap();
         ct.make_rootfs();
         ct
     }
 
-    fn lxcpath(&self) -> PathBuf {
-        self.dir.path().join("lxc")
-    }
     fn bundle(&self) -> PathBuf {
-        self.dir.path().join("b")
-    }
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("s")
-    }
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("lxc.log")
-    }
-    fn log_text(&self) -> String {
-        fs::read_to_string(self.log()).unwrap_or_default()
+        self.dir().join("b")
     }
 
     fn make_rootfs(&self) {
         let root = self.bundle().join("rootfs");
-        for d in [
-            "bin",
-            "etc",
-            "dev",
-            "proc",
-            "sys",
-            "tmp",
-            "work",
-            "data",
-            "secretdir",
-        ] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
-        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        busybox_rootfs(
+            &root,
+            &["etc", "dev", "proc", "sys", "work", "data", "secretdir"],
+        );
         fs::set_permissions(root.join("work"), fs::Permissions::from_mode(0o777)).unwrap();
-        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8(list.stdout).unwrap().lines() {
-            if applet != "busybox" {
-                symlink("busybox", root.join("bin").join(applet)).unwrap();
-            }
-        }
         fs::write(
             root.join("etc/passwd"),
             "root:x:0:0::/:/bin/sh\nuser:x:1000:1000::/:/bin/sh\n",
@@ -157,11 +110,7 @@ impl Ct {
             facts: &facts,
         })
         .unwrap();
-        fs::write(
-            self.lxcpath().join(&self.name).join("config"),
-            plan.render_lxc(),
-        )
-        .unwrap();
+        self.write_config(&plan.render_lxc());
         plan.write_state_files().unwrap();
         plan
     }
@@ -171,18 +120,7 @@ impl Ct {
         write_spec(&self.state().join(ctinit_proto::INIT_SPEC_NAME), init).unwrap();
         let listener =
             InitListener::bind(&self.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
-        let child = Command::new("lxc-start")
-            .args(["-F", "-n", &self.name, "-P"])
-            .arg(self.lxcpath())
-            .arg("-o")
-            .arg(self.log())
-            .args(["-l", "DEBUG"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.lxc_start = Some(child);
+        self.lxc_start();
         listener
             .accept(T)
             .unwrap_or_else(|e| panic!("{e}\n{}", self.log_text()))
@@ -235,35 +173,13 @@ impl Ct {
     }
 
     fn wait_stopped(&mut self) {
-        let Some(child) = self.lxc_start.as_mut() else {
-            return;
-        };
-        let deadline = Instant::now() + T;
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                self.lxc_start = None;
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("container {} did not stop\n{}", self.name, self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.lxc.wait_stopped(T);
     }
 }
 
 impl Drop for Ct {
     fn drop(&mut self) {
-        if let Some(mut child) = self.lxc_start.take() {
-            let _ = Command::new("lxc-stop")
-                .args(["-k", "-n", &self.name, "-P"])
-                .arg(self.lxcpath())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.lxc.stop();
         // LXC removes the container's cgroups when it stops; this catches a failed start.
         if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
             for h in hierarchies.flatten() {
@@ -312,11 +228,8 @@ fn lines(s: &str) -> Vec<&str> {
     s.lines().collect()
 }
 
-#[test]
-fn identity_env_cwd_hostname_capabilities_network() {
-    let Some(mut ct) = Ct::if_available() else {
-        return;
-    };
+fn identity_env_cwd_hostname_capabilities_network() -> Outcome {
+    let mut ct = Ct::if_available()?;
     let mut spec = base_spec(
         "echo \"env=$FOO|$BAR\"; pwd; id -u; id -g; id -G; hostname; \
          grep CapBnd /proc/self/status; grep CapEff /proc/self/status; echo pid=$$; \
@@ -353,14 +266,12 @@ fn identity_env_cwd_hostname_capabilities_network() {
             "done",
         ],
     );
+    Ok(())
 }
 
-#[test]
-fn mounts_readonly_root_rlimit_masked_paths_seccomp_devices() {
-    let Some(mut ct) = Ct::if_available() else {
-        return;
-    };
-    let host_data = ct.dir.path().join("hostdata");
+fn mounts_readonly_root_rlimit_masked_paths_seccomp_devices() -> Outcome {
+    let mut ct = Ct::if_available()?;
+    let host_data = ct.dir().join("hostdata");
     fs::create_dir_all(&host_data).unwrap();
     fs::write(host_data.join("hello"), "from the host\n").unwrap();
     let mut spec = base_spec(
@@ -413,16 +324,14 @@ fn mounts_readonly_root_rlimit_masked_paths_seccomp_devices() {
             "done",
         ],
     );
+    Ok(())
 }
 
 /// The memory limit lands in the container's own cgroup (`linux.cgroupsPath`) and the kernel
 /// enforces it: allocating past it gets the allocating process OOM-killed.
-#[test]
-fn memory_limit_is_enforced_by_the_container_cgroup() {
+fn memory_limit_is_enforced_by_the_container_cgroup() -> Outcome {
     let facts = node_facts();
-    let Some(mut ct) = Ct::if_available() else {
-        return;
-    };
+    let mut ct = Ct::if_available()?;
     let cgroup = format!("lxc-config-test-{}", ct.name);
     const LIMIT: i64 = 32 * 1024 * 1024;
     let mut spec = base_spec(
@@ -479,15 +388,13 @@ fn memory_limit_is_enforced_by_the_container_cgroup() {
         "stderr: {err}\n{}",
         ct.log_text()
     );
+    Ok(())
 }
 
 /// Every golden config (both renderers) loads in the installed LXC: `lxc-info` fails with
 /// "Failed to load config" on any key or value LXC 5 does not accept.
-#[test]
-fn golden_configs_load_in_installed_lxc() {
-    if !lxc_available() {
-        return;
-    }
+fn golden_configs_load_in_installed_lxc() -> Outcome {
+    require_lxc()?;
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir_all(dir.path().join("c1")).unwrap();
@@ -526,18 +433,16 @@ fn golden_configs_load_in_installed_lxc() {
         checked += 1;
     }
     assert!(checked >= 12, "only {checked} golden configs found");
+    Ok(())
 }
 
 /// The Proxmox rendering on the real thing: the CT config's raw lines and the include, after
 /// what pve-container's `update_lxc_config` writes for such a CT (`ostype: unmanaged` pulls in
 /// common.conf, which drops capabilities, loads a seccomp policy and sets device rules). The
 /// include's resets must leave exactly the spec's security and limits.
-#[test]
-fn pve_rendering_resets_common_conf() {
+fn pve_rendering_resets_common_conf() -> Outcome {
     let facts = node_facts();
-    let Some(mut ct) = Ct::if_available() else {
-        return;
-    };
+    let mut ct = Ct::if_available()?;
     let mut spec = base_spec(
         "grep -E '^(CapBnd|Seccomp):' /proc/self/status; hostname; \
          head -c 3 /dev/zero | wc -c; echo done; read go",
@@ -578,7 +483,7 @@ fn pve_rendering_resets_common_conf() {
         config.push_str(&l.replacen(": ", " = ", 1));
         config.push('\n');
     }
-    fs::write(ct.lxcpath().join(&ct.name).join("config"), &config).unwrap();
+    ct.write_config(&config);
     let (mut stdin, stdout, stderr) = ct.start(&plan);
     let mut reader = BufReader::new(stdout);
     let mut out = String::new();
@@ -616,16 +521,14 @@ fn pve_rendering_resets_common_conf() {
         limit.unwrap_or_else(|e| panic!("{limit_file}: {e}")).trim(),
         (64 * 1024 * 1024).to_string()
     );
+    Ok(())
 }
 
 /// /proc and /sys as Kubernetes sets them up: masked and read-only /proc paths, a namespaced
 /// sysctl, sysfs read-only with the cgroup filesystem on it showing the container's own limit.
-#[test]
-fn proc_sys_sysctl_and_cgroup_mount() {
+fn proc_sys_sysctl_and_cgroup_mount() -> Outcome {
     let facts = node_facts();
-    let Some(mut ct) = Ct::if_available() else {
-        return;
-    };
+    let mut ct = Ct::if_available()?;
     let mut spec = base_spec(
         "echo timer_list=$(cat /proc/timer_list | wc -c); \
          echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo procsys=rw || echo procsys=ro; \
@@ -654,14 +557,12 @@ fn proc_sys_sysctl_and_cgroup_mount() {
         "done",
     ];
     assert_eq!(lines(&out), expected, "stderr: {err}\n{}", ct.log_text());
+    Ok(())
 }
 
 /// Every capability name the OCI spec knows is one LXC 5 accepts in `lxc.cap.keep`.
-#[test]
-fn all_capabilities_load_in_installed_lxc() {
-    if !lxc_available() {
-        return;
-    }
+fn all_capabilities_load_in_installed_lxc() -> Outcome {
+    require_lxc()?;
     let names = [
         "CAP_AUDIT_CONTROL",
         "CAP_AUDIT_READ",
@@ -735,20 +636,19 @@ fn all_capabilities_load_in_installed_lxc() {
         .lines()
         .collect();
     assert_eq!(loaded, keep.split(' ').collect::<Vec<_>>());
+    Ok(())
 }
 
 /// An allowlist seccomp profile as Kubernetes' RuntimeDefault has it: default errno, every
 /// syscall of the host ABI allowed except a few, a name libseccomp does not know (LXC skips
 /// it), and an argument filter.
-#[test]
-fn seccomp_allowlist_with_argument_filter() {
-    if !lxc_available() {
-        return;
-    }
+fn seccomp_allowlist_with_argument_filter() -> Outcome {
+    require_lxc()?;
     let header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
     let Ok(text) = fs::read_to_string(header) else {
-        eprintln!("SKIP: {header} not found (apt-get install linux-libc-dev)");
-        return;
+        return Err(Missing(format!(
+            "{header} not found (install linux-libc-dev)"
+        )));
     };
     let mut names: Vec<String> = text
         .lines()
@@ -782,15 +682,13 @@ fn seccomp_allowlist_with_argument_filter() {
             "done",
         ],
     );
+    Ok(())
 }
 
 /// Kubernetes pods: a container joins another one's network namespace by path
 /// (`lxc.namespace.share.net`).
-#[test]
-fn join_network_namespace_by_path() {
-    let Some(mut sandbox) = Ct::if_available() else {
-        return;
-    };
+fn join_network_namespace_by_path() -> Outcome {
+    let mut sandbox = Ct::if_available()?;
     let spec = base_spec("readlink /proc/self/ns/net; read go");
     let plan = sandbox.prepare(&spec);
     let (mut stdin, stdout, _stderr) = sandbox.start(&plan);
@@ -811,20 +709,18 @@ fn join_network_namespace_by_path() {
     assert!(sandbox_ns.starts_with("net:["), "{sandbox_ns}");
     assert_ne!(sandbox_ns.trim(), host_ns.to_string_lossy());
     assert_eq!(out, sandbox_ns, "stderr: {err}\n{}", app.log_text());
+    Ok(())
 }
 
 /// Images often have `/var/run -> /run` (an absolute symlink); Kubernetes mounts the service
 /// account under `/var/run/secrets/...`.
-#[test]
-fn mount_target_through_absolute_symlink() {
-    let Some(mut ct) = Ct::if_available() else {
-        return;
-    };
+fn mount_target_through_absolute_symlink() -> Outcome {
+    let mut ct = Ct::if_available()?;
     let root = ct.bundle().join("rootfs");
     fs::create_dir_all(root.join("run")).unwrap();
     fs::create_dir_all(root.join("var")).unwrap();
     symlink("/run", root.join("var/run")).unwrap();
-    let host_data = ct.dir.path().join("sa");
+    let host_data = ct.dir().join("sa");
     fs::create_dir_all(&host_data).unwrap();
     fs::write(host_data.join("token"), "tok\n").unwrap();
     let mut spec = base_spec("cat /var/run/secrets/sa/token; cat /run/secrets/sa/token; echo done");
@@ -842,15 +738,13 @@ fn mount_target_through_absolute_symlink() {
     // The target was created inside the image, nothing on the host's /run.
     assert!(root.join("run/secrets/sa").is_dir());
     assert!(!Path::new("/run/secrets/sa").exists());
+    Ok(())
 }
 
 /// A namespace the spec does not list is the host's (here: the network, as with
 /// `hostNetwork: true`); a new time namespace gets the spec's clock offsets.
-#[test]
-fn host_network_and_time_offsets() {
-    let Some(mut ct) = Ct::if_available() else {
-        return;
-    };
+fn host_network_and_time_offsets() -> Outcome {
+    let mut ct = Ct::if_available()?;
     let mut spec = base_spec("readlink /proc/self/ns/net; cut -d. -f1 /proc/uptime; echo done");
     let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
     ns.retain(|n| n["type"] != "network");
@@ -874,18 +768,17 @@ fn host_network_and_time_offsets() {
         "uptime {uptime} vs host {host_uptime}"
     );
     assert_eq!(l[2], "done");
+    Ok(())
 }
 
 /// `linux.netDevices` moves a host interface into the container under a new name
 /// (`lxc.net.N.type = phys`); `linux.personality` LINUX32 (`lxc.arch = linux32`); and the cpu
 /// and cpuset limits land in the container's cgroup.
-#[test]
-fn net_device_personality_and_cpu_limits() {
+fn net_device_personality_and_cpu_limits() -> Outcome {
     let facts = node_facts();
-    let Some(mut ct) = Ct::if_available() else {
-        return;
-    };
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let mut ct = Ct::if_available()?;
+    // The container's number in this run keeps the names apart.
+    let n = ct.name.rsplit('-').next().unwrap_or("0").to_string();
     // Interface names are at most 15 bytes.
     let host_if = format!("lxcfg{}x{n}", std::process::id() % 100_000);
     let peer_if = format!("lxcfg{}y{n}", std::process::id() % 100_000);
@@ -896,10 +789,10 @@ fn net_device_personality_and_cpu_limits() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !added {
-        eprintln!("SKIP: cannot create a veth pair (ip link add ... type veth)");
-        return;
-    }
+    skip_harness::require(
+        added,
+        "cannot create a veth pair (ip link add ... type veth)",
+    )?;
     struct DelLink(String);
     impl Drop for DelLink {
         fn drop(&mut self) {
@@ -959,31 +852,14 @@ fn net_device_personality_and_cpu_limits() {
         CgroupMode::Legacy => assert_eq!(limits, ["512", "25000", "100000", "0"]),
         CgroupMode::Unified => assert_eq!(limits, ["20", "25000 100000", "0"]),
     }
+    Ok(())
 }
 
 /// The spec containerd generates by default (`ctr run`, and the base of CRI's): its mounts,
 /// masked and read-only paths, default capabilities and device rules work together.
-#[test]
-fn containerd_default_spec() {
-    let Some(mut ct) = Ct::if_available() else {
-        return;
-    };
-    let caps = json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE"
-    ]);
+fn containerd_default_spec() -> Outcome {
+    let mut ct = Ct::if_available()?;
+    let caps = json!(lxc_fixture::CONTAINERD_DEFAULT_CAPS);
     let spec = json!({
         "ociVersion": "1.1.0",
         "process": {
@@ -1034,15 +910,13 @@ fn containerd_default_spec() {
             "done",
         ],
     );
+    Ok(())
 }
 
 /// A Kubernetes app container: it joins the sandbox's network, IPC, UTS and PID namespaces by
 /// path (the spec still names the pod's hostname) and gets its own mount and cgroup namespaces.
-#[test]
-fn pod_app_container_joins_sandbox_namespaces() {
-    let Some(mut sandbox) = Ct::if_available() else {
-        return;
-    };
+fn pod_app_container_joins_sandbox_namespaces() -> Outcome {
+    let mut sandbox = Ct::if_available()?;
     let mut spec = base_spec("echo ready; read go # sandbox-marker");
     spec["hostname"] = json!("my-pod");
     let plan = sandbox.prepare(&spec);
@@ -1093,32 +967,17 @@ fn pod_app_container_joins_sandbox_namespaces() {
     // pattern from matching the app's own command lines).
     assert_eq!(l[6], "1", "{out}");
     assert_eq!(l[7], "done");
-}
-
-fn has_subids() -> bool {
-    ["/etc/subuid", "/etc/subgid"].iter().all(|f| {
-        fs::read_to_string(f)
-            .map(|t| t.lines().any(|l| l.trim() == "root:100000:65536"))
-            .unwrap_or(false)
-    })
+    Ok(())
 }
 
 /// A user namespace from `linux.uidMappings`/`gidMappings` (`lxc.idmap`): root in the
 /// container is uid 100000 on the host.
-#[test]
-fn user_namespace_mappings() {
-    if !lxc_available() {
-        return;
-    }
-    if !has_subids() {
-        eprintln!(
-            "SKIP: /etc/subuid and /etc/subgid lack root:100000:65536 (scripts/setup.sh adds it)"
-        );
-        return;
-    }
+fn user_namespace_mappings() -> Outcome {
+    require_lxc()?;
+    lxc_fixture::require_subids()?;
     let mut ct = Ct::new();
     // The mapped root must be able to reach its rootfs and the helper's directory.
-    fs::set_permissions(ct.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(ct.dir(), fs::Permissions::from_mode(0o755)).unwrap();
     let mut spec = base_spec(
         "id -u; tr -s ' ' < /proc/self/uid_map; tr -s ' ' < /proc/self/gid_map; \
          stat -c %u /bin/busybox; echo done; read go",
@@ -1158,16 +1017,14 @@ fn user_namespace_mappings() {
         ct.log_text()
     );
     assert_eq!(host_uid, "100000");
+    Ok(())
 }
 
 /// `process.terminal`: the helper opens a pty in the container's own devpts instance
 /// (`lxc.pty.max`) and hands the master to the shim; the workload sees a terminal of the
 /// spec's console size.
-#[test]
-fn terminal_in_the_container_devpts() {
-    let Some(mut ct) = Ct::if_available() else {
-        return;
-    };
+fn terminal_in_the_container_devpts() -> Outcome {
+    let mut ct = Ct::if_available()?;
     let mut spec = base_spec("tty; stty size; echo done");
     spec["process"]["terminal"] = json!(true);
     spec["process"]["consoleSize"] = json!({"height": 33, "width": 101});
@@ -1205,6 +1062,7 @@ fn terminal_in_the_container_devpts() {
     ct.wait_stopped();
     let l: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
     assert_eq!(l, ["/dev/pts/0", "33 101", "done"], "{}", ct.log_text());
+    Ok(())
 }
 
 /// lxcfs on a node: the lxcfs package adds `lxc.hook.mount = /usr/share/lxcfs/lxc.mount.hook`
@@ -1213,12 +1071,9 @@ fn terminal_in_the_container_devpts() {
 /// host's and adds a mount hook doing the same bind with a file of its own (lxcfs itself is
 /// not installed on the test machines). By default the include resets it, so `/proc/meminfo`
 /// is the kernel's as under runc; with `PveOptions { lxcfs: true }` the hook stays.
-#[test]
-fn pve_lxcfs_hook_is_reset_unless_asked_for() {
+fn pve_lxcfs_hook_is_reset_unless_asked_for() -> Outcome {
     for keep in [false, true] {
-        let Some(mut ct) = Ct::if_available() else {
-            return;
-        };
+        let mut ct = Ct::if_available()?;
         let fake = ct.state().join("lxcfs-meminfo");
         fs::write(&fake, "MemTotal: 4242 kB (lxcfs)\n").unwrap();
         let hook = ct.state().join("lxcfs-mount-hook");
@@ -1254,7 +1109,7 @@ fn pve_lxcfs_hook_is_reset_unless_asked_for() {
             config.push_str(&l.replacen(": ", " = ", 1));
             config.push('\n');
         }
-        fs::write(ct.lxcpath().join(&ct.name).join("config"), &config).unwrap();
+        ct.write_config(&config);
         let (stdin, stdout, stderr) = ct.start(&plan);
         drop(stdin);
         let out = read_all(stdout).recv_timeout(T).unwrap();
@@ -1269,4 +1124,25 @@ fn pve_lxcfs_hook_is_reset_unless_asked_for() {
         );
         assert!(first.starts_with("MemTotal:"), "{first:?}");
     }
+    Ok(())
 }
+
+skip_harness::main!(
+    identity_env_cwd_hostname_capabilities_network,
+    mounts_readonly_root_rlimit_masked_paths_seccomp_devices,
+    memory_limit_is_enforced_by_the_container_cgroup,
+    golden_configs_load_in_installed_lxc,
+    pve_rendering_resets_common_conf,
+    proc_sys_sysctl_and_cgroup_mount,
+    all_capabilities_load_in_installed_lxc,
+    seccomp_allowlist_with_argument_filter,
+    join_network_namespace_by_path,
+    mount_target_through_absolute_symlink,
+    host_network_and_time_offsets,
+    net_device_personality_and_cpu_limits,
+    containerd_default_spec,
+    pod_app_container_joins_sandbox_namespaces,
+    user_namespace_mappings,
+    terminal_in_the_container_devpts,
+    pve_lxcfs_hook_is_reset_unless_asked_for,
+);

@@ -7,41 +7,18 @@
 //! default profile `cri-containerd.apparmor.d`, as on a real node; elsewhere it does nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use e2e::config::CriPlugin;
 use e2e::ContainerdVersion;
 
 use crate::client::Cri;
 use crate::registry::Images;
 
-/// The runtime handler the tests (and examples/) use; a RuntimeClass names it.
-pub const HANDLER: &str = "proxmox-lxc";
-/// CNI binaries from Debian's containernetworking-plugins.
-pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
-
-/// How the runtime entry passes options to the shim.
-#[derive(Clone, Debug)]
-pub enum ShimOptions {
-    /// `ConfigPath = FILE` (every containerd).
-    ConfigPath(String),
-    /// Inline TOML keys in the `options` table (containerd 1.7+ sends them as `config_body`).
-    /// The text is the shim config itself, nested under the options table.
-    Inline(String),
-}
-
-/// A further runtime handler in the CRI config (the benchmarks' other shims): `handler` is
-/// what RunPodSandbox names, `runtime_type` what containerd resolves to a shim binary.
-#[derive(Clone, Debug)]
-pub struct ExtraRuntime {
-    pub handler: String,
-    pub runtime_type: String,
-    /// Whether it takes this shim's options (a second build of this shim does).
-    pub shim_options: bool,
-}
+pub use e2e::config::{ExtraRuntime, ShimOptions, CNI_BIN_DIR, HANDLER};
 
 /// The pod network of one environment.
 #[derive(Clone, Debug)]
@@ -65,7 +42,7 @@ pub struct CriEnv {
     /// The cgroup parent of every pod (kubelet's `/kubepods/...` in a real node).
     pub cgroup_parent: String,
     pub rt: tokio::runtime::Runtime,
-    child: Mutex<Option<Child>>,
+    containerd: e2e::Containerd,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -160,7 +137,17 @@ impl CriEnv {
         std::fs::create_dir_all(&work)?;
         let (options, shim_lxcpath) = shim_options(&work)?;
         let net = network_for(seq);
-        let cgroup_parent = format!("/cri-e2e-{}-{seq}", std::process::id());
+        write_cni(&work, &net)?;
+        write_registry_hosts(&work, registry_host)?;
+        let cri = CriPlugin {
+            apparmor: true,
+            pause_image: Some(images.pause.clone()),
+            shim_options: Some(options),
+            extra_runtimes: extra_runtimes.to_vec(),
+            one_cni_network: true,
+        };
+        let containerd =
+            e2e::Containerd::start_with(version.clone(), &work, &shim_dir()?, None, &cri)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -168,25 +155,19 @@ impl CriEnv {
         let env = CriEnv {
             version,
             label: label.to_string(),
-            address: work.join("containerd.sock"),
-            work,
+            address: containerd.address.clone(),
+            work: containerd.work.clone(),
             net,
             images: images.clone(),
             shim_lxcpath,
-            cgroup_parent,
+            cgroup_parent: format!("/cri-e2e-{}-{seq}", std::process::id()),
             rt,
-            child: Mutex::new(None),
+            containerd,
         };
-        env.write_cni()?;
-        env.write_registry_hosts(registry_host)?;
-        let mut config = env.render_config(&options);
-        config.push_str(&render_extra_runtimes(
-            env.version.config_version,
-            &options,
-            extra_runtimes,
-        ));
-        std::fs::write(env.config_path(), config)?;
-        env.spawn()?;
+        if let Err(e) = env.wait_for_cri() {
+            let _ = env.containerd.stop();
+            return Err(e);
+        }
         Ok(env)
     }
 
@@ -205,110 +186,18 @@ impl CriEnv {
         p
     }
 
-    fn write_cni(&self) -> Result<()> {
-        let dir = self.work.join("cni/net.d");
-        std::fs::create_dir_all(&dir)?;
-        let conf = serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": format!("cri-e2e-{}", self.net.bridge),
-            "plugins": [{
-                "type": "bridge",
-                "bridge": self.net.bridge,
-                "isGateway": true,
-                "ipMasq": false,
-                "hairpinMode": true,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": self.net.subnet}]],
-                    "dataDir": self.work.join("cni/ipam"),
-                },
-            }],
-        });
-        std::fs::write(
-            dir.join("10-cri-e2e.conflist"),
-            serde_json::to_vec_pretty(&conf)?,
-        )?;
-        Ok(())
-    }
-
-    fn write_registry_hosts(&self, registry_host: &str) -> Result<()> {
-        let dir = self.work.join("certs.d").join(registry_host);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(
-            dir.join("hosts.toml"),
-            format!(
-                "server = \"http://{registry_host}\"\n\n[host.\"http://{registry_host}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n"
-            ),
-        )?;
-        Ok(())
-    }
-
-    fn render_config(&self, options: &ShimOptions) -> String {
-        render_config(
-            &self.work,
-            self.version.config_version,
-            &self.version.name,
-            &self.images.pause,
-            options,
-        )
-    }
-
-    fn spawn(&self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
-        let shim_dir = shim_dir()?;
-        let mut dirs = vec![shim_dir.to_string_lossy().into_owned()];
-        if self.version.private_bin_dir {
-            dirs.push(self.version.bin_dir.to_string_lossy().into_owned());
-        }
-        dirs.push(std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
-        let mut cmd = Command::new(self.version.containerd());
-        cmd.arg("--config")
-            .arg(self.config_path())
-            .env("PATH", dirs.join(":"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // SAFETY: setsid is async-signal-safe; its own session keeps a ^C of the test run from
-        // reaching containerd before the teardown ran.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("start {}", self.version.containerd().display()))?;
-        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+    /// Waits until the CRI plugin answers Status (containerd answers ctr before it does).
+    fn wait_for_cri(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self
-                .child
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!(
-                    "containerd {} exited ({status}) at start:\n{}",
-                    self.version.name,
-                    e2e::containerd::tail(&self.log_path(), 30)
-                );
-            }
-            if self.address.exists() {
-                let ok = self.rt.block_on(async {
-                    match Cri::connect(&self.address).await {
-                        Ok(mut c) => c.status().await.is_ok(),
-                        Err(_) => false,
-                    }
-                });
-                if ok {
-                    return Ok(());
+            let ok = self.rt.block_on(async {
+                match Cri::connect(&self.address).await {
+                    Ok(mut c) => c.status().await.is_ok(),
+                    Err(_) => false,
                 }
+            });
+            if ok {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
@@ -360,18 +249,7 @@ impl CriEnv {
         for p in self.shim_processes() {
             leftovers.push(format!("shim {} still running: {}", p.pid, p.cmdline));
         }
-        if let Some(mut c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.containerd.stop();
         for p in e2e::host::processes_under(&self.work) {
             if p.pid as u32 == std::process::id() {
                 continue;
@@ -492,172 +370,42 @@ fn remove_dir_tree_bottom_up(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-/// The CRI plugin's table of runtimes for a config version.
-fn runtimes_prefix(config_version: u32) -> &'static str {
-    if config_version >= 3 {
-        "plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes"
-    } else {
-        "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes"
-    }
+/// The pod network: Debian's bridge + host-local IPAM on this environment's bridge and subnet.
+fn write_cni(work: &Path, net: &PodNetwork) -> Result<()> {
+    let dir = work.join("cni/net.d");
+    std::fs::create_dir_all(&dir)?;
+    let conf = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": format!("cri-e2e-{}", net.bridge),
+        "plugins": [{
+            "type": "bridge",
+            "bridge": net.bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "hairpinMode": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": net.subnet}]],
+                "dataDir": work.join("cni/ipam"),
+            },
+        }],
+    });
+    std::fs::write(
+        dir.join("10-cri-e2e.conflist"),
+        serde_json::to_vec_pretty(&conf)?,
+    )?;
+    Ok(())
 }
 
-/// The `options` table of runtime handler `handler`: the shim's options as `options` says.
-fn options_table(runtimes_prefix: &str, handler: &str, options: &ShimOptions) -> String {
-    match options {
-        ShimOptions::ConfigPath(path) => {
-            format!("[{runtimes_prefix}.{handler}.options]\n  ConfigPath = \"{path}\"\n")
-        }
-        ShimOptions::Inline(body) => {
-            // Nested shim tables ([lxc]) become [...options.lxc].
-            let mut out = format!("[{runtimes_prefix}.{handler}.options]\n");
-            for line in body.lines() {
-                let t = line.trim();
-                if let Some(inner) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-                    out.push_str(&format!("[{runtimes_prefix}.{handler}.options.{inner}]\n"));
-                } else if !t.is_empty() {
-                    out.push_str(&format!("  {t}\n"));
-                }
-            }
-            out
-        }
-    }
-}
-
-/// Runtime entries for `extra` (appended to the config: TOML tables may come in any order).
-fn render_extra_runtimes(
-    config_version: u32,
-    options: &ShimOptions,
-    extra: &[ExtraRuntime],
-) -> String {
-    let prefix = runtimes_prefix(config_version);
-    let mut out = String::new();
-    for rt in extra {
-        out.push_str(&format!(
-            "\n[{prefix}.{}]\n  runtime_type = \"{}\"\n",
-            rt.handler, rt.runtime_type
-        ));
-        if rt.shim_options {
-            out.push('\n');
-            out.push_str(&options_table(prefix, &rt.handler, options));
-        }
-    }
-    out
-}
-
-/// The containerd config this crate runs (also the model for examples/): version 2 for 1.6/1.7,
-/// version 3 for 2.x.
-pub fn render_config(
-    work: &Path,
-    config_version: u32,
-    version_name: &str,
-    pause_image: &str,
-    options: &ShimOptions,
-) -> String {
-    let w = work.display();
-    let common = format!(
-        r#"root = "{w}/root"
-state = "{w}/state"
-oom_score = 0
-
-[grpc]
-  address = "{w}/containerd.sock"
-
-[ttrpc]
-  address = "{w}/containerd.sock.ttrpc"
-
-[debug]
-  address = "{w}/debug.sock"
-  level = "debug"
-
-[metrics]
-  address = ""
-"#
-    );
-    let plugin_runtime = if config_version >= 3 {
-        "io.containerd.cri.v1.runtime"
-    } else {
-        "io.containerd.grpc.v1.cri"
-    };
-    let runtimes_prefix = runtimes_prefix(config_version);
-    let options_table = options_table(runtimes_prefix, HANDLER, options);
-    let runtimes = format!(
-        r#"[{runtimes_prefix}.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[{runtimes_prefix}.{HANDLER}]
-  runtime_type = "io.containerd.proxmox-lxc.v2"
-
-{options_table}"#
-    );
-    if config_version >= 3 {
+/// The local registry over plain HTTP (`WORK/certs.d`, the CRI plugin's registry config_path).
+fn write_registry_hosts(work: &Path, registry_host: &str) -> Result<()> {
+    let dir = work.join("certs.d").join(registry_host);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("hosts.toml"),
         format!(
-            r#"version = 3
-{common}
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{w}/opt"
-
-[plugins."io.containerd.nri.v1.nri"]
-  disable = true
-
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-
-[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "{pause_image}"
-
-[plugins."io.containerd.cri.v1.images".registry]
-  config_path = "{w}/certs.d"
-
-[plugins."{plugin_runtime}"]
-  restrict_oom_score_adj = true
-  disable_apparmor = false
-
-[plugins."{plugin_runtime}".containerd]
-  default_runtime_name = "runc"
-
-{runtimes}
-[plugins."{plugin_runtime}".cni]
-  bin_dirs = ["{CNI_BIN_DIR}"]
-  conf_dir = "{w}/cni/net.d"
-  max_conf_num = 1
-"#
-        )
-    } else {
-        let nri = if version_name == "1.6" {
-            String::new()
-        } else {
-            "\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true\n".to_string()
-        };
-        format!(
-            r#"version = 2
-{common}
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{w}/opt"
-{nri}
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-  disable_apparmor = false
-  sandbox_image = "{pause_image}"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  default_runtime_name = "runc"
-  snapshotter = "overlayfs"
-
-{runtimes}
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "{CNI_BIN_DIR}"
-  conf_dir = "{w}/cni/net.d"
-  max_conf_num = 1
-
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "{w}/certs.d"
-"#
-        )
-    }
+            "server = \"http://{registry_host}\"\n\n[host.\"http://{registry_host}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n"
+        ),
+    )?;
+    Ok(())
 }

@@ -17,11 +17,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use e2e::image::{busybox_layer, digest_of, ImageBlobs, MANIFEST_MEDIA_TYPE, PATH_ENV};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 pub const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
-const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The app image's command and the values it prints (checked by the tests).
 pub const APP_CMD: &str = "echo \"greeting=$GREETING\"; id; pwd; echo args=\"$0 $*\"";
 pub const APP_GREETING: &str = "hello from a pulled image";
@@ -100,8 +99,8 @@ impl Registry {
     }
 
     /// Builds the test images and pushes them; returns their references.
-    pub fn push_test_images(&self, work: &Path) -> Result<Images> {
-        let layer = busybox_layer(work)?;
+    pub fn push_test_images(&self) -> Result<Images> {
+        let layer = busybox_layer()?;
         let images = Images {
             pause: format!("{}/cri-e2e/pause:3", self.host),
             busybox: format!("{}/cri-e2e/busybox:1", self.host),
@@ -138,38 +137,14 @@ impl Registry {
             if repo != repo_of(&images.busybox)? {
                 self.push_blob(repo, &layer_digest, &layer)?;
             }
-            let config = json!({
-                "architecture": arch(),
-                "os": "linux",
-                "created": "1970-01-01T00:00:00Z",
-                "config": config,
-                "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-                "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "cri e2e image builder"}],
-            });
-            let config_bytes = serde_json::to_vec(&config)?;
-            let config_digest = digest_of(&config_bytes);
-            self.push_blob(repo, &config_digest, &config_bytes)?;
-            let manifest = json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": config_digest,
-                    "size": config_bytes.len(),
-                },
-                "layers": [{
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest,
-                    "size": layer.len(),
-                }],
-            });
-            let manifest_bytes = serde_json::to_vec(&manifest)?;
+            let image = ImageBlobs::new(&layer, config, "cri e2e image builder")?;
+            self.push_blob(repo, &image.config_digest, &image.config)?;
             let resp = http(
                 &self.host,
                 "PUT",
                 &format!("/v2/{repo}/manifests/{tag}"),
-                &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
-                &manifest_bytes,
+                &[("Content-Type", MANIFEST_MEDIA_TYPE)],
+                &image.manifest,
             )?;
             if resp.status != 201 {
                 bail!(
@@ -237,18 +212,6 @@ impl Drop for Registry {
     }
 }
 
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
-fn digest_of(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
 /// `host:port/a/b:tag` -> (`a/b`, `tag`).
 fn split_reference(reference: &str) -> Result<(&str, &str)> {
     let (_, rest) = reference
@@ -260,35 +223,6 @@ fn split_reference(reference: &str) -> Result<(&str, &str)> {
 
 fn repo_of(reference: &str) -> Result<&str> {
     Ok(split_reference(reference)?.0)
-}
-
-/// The busybox layer, taken from the OCI layout `e2e::image` builds (its layer is the largest
-/// blob), so both test crates run the very same root filesystem.
-fn busybox_layer(work: &Path) -> Result<Vec<u8>> {
-    let busybox = Path::new(e2e::image::BUSYBOX_PATH);
-    if !busybox.is_file() {
-        bail!(
-            "{} missing: install busybox-static (scripts/setup.sh)",
-            busybox.display()
-        );
-    }
-    let tarball = work.join("layout.tar");
-    e2e::image::build_layout_tar(busybox, &tarball)?;
-    let mut archive = tar::Archive::new(std::fs::File::open(&tarball)?);
-    let mut best: Vec<u8> = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.to_string_lossy().into_owned();
-        if path.starts_with("blobs/sha256/") && entry.size() > best.len() as u64 {
-            best.clear();
-            entry.read_to_end(&mut best)?;
-        }
-    }
-    let _ = std::fs::remove_file(&tarball);
-    if best.is_empty() {
-        bail!("no layer in the layout built by e2e::image");
-    }
-    Ok(best)
 }
 
 pub struct HttpResponse {

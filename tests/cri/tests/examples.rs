@@ -13,7 +13,7 @@ use cri::client::Cri;
 use cri::env::HANDLER;
 use cri::examples::{examples_dir, is_dns_label, load_pod, load_runtime_class};
 use e2e::ContainerdVersion;
-use libtest_mimic::{Arguments, Failed, Trial};
+use skip_harness::Failed;
 
 const SHIM_RUNTIME_TYPE: &str = "io.containerd.proxmox-lxc.v2";
 
@@ -271,14 +271,9 @@ path = "{w}/opt"
 }
 
 fn main() {
-    let args = Arguments::from_args();
-    let mut trials = vec![
-        Trial::test("yaml_objects", || {
-            check_yaml_objects().map_err(|e| Failed::from(format!("{e:#}")))
-        }),
-        Trial::test("containerd_config_files", || {
-            check_config_files().map_err(|e| Failed::from(format!("{e:#}")))
-        }),
+    let mut cases = vec![
+        skip_harness::case("yaml_objects", check_yaml_objects),
+        skip_harness::case("containerd_config_files", check_config_files),
     ];
     let root = e2e::host::is_root();
     for (name, version) in ContainerdVersion::all() {
@@ -291,21 +286,15 @@ fn main() {
             "containerd-{name}::starts_with_{}",
             file.trim_end_matches(".toml")
         );
-        let reason = if !root {
-            Some("not root".to_string())
+        let missing = if !root {
+            Some("needs root: starts containerd".to_string())
         } else {
             version.as_ref().err().cloned()
         };
-        let ignored = reason.is_some();
-        let trial = Trial::test(test_name.clone(), move || {
-            if let Some(r) = reason {
-                eprintln!("examples: SKIP {test_name}: {r}");
-                return Ok(());
-            }
+        cases.push(skip_harness::case_unless(&test_name, missing, move || {
             let version = version.map_err(Failed::from)?;
             check_starts(&version, file, plugin).map_err(|e| Failed::from(format!("{e:#}")))
-        });
-        trials.push(trial.with_ignored_flag(ignored));
+        }));
     }
-    libtest_mimic::run(&args, trials).exit();
+    skip_harness::run(cases);
 }

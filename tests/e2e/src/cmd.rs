@@ -288,6 +288,13 @@ pub struct PtyOutput {
     pub screen: Vec<u8>,
 }
 
+impl PtyOutput {
+    /// What the terminal showed, as text without the carriage returns of its line endings.
+    pub fn screen_text(&self) -> String {
+        String::from_utf8_lossy(&self.screen).replace('\r', "")
+    }
+}
+
 /// Runs `cmd` with a fresh pty (rows x cols) as its controlling terminal and stdio, writes
 /// `input` to the terminal, collects what the terminal shows until the command exits.
 pub fn run_on_pty(

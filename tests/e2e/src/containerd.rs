@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::{self, Output};
+use crate::config::{render_config, CriPlugin};
 use crate::{host, image, paths, NAMESPACE};
 
 /// A containerd build the tests can run: Debian's 1.6 from the system, or 1.7/2.x unpacked by
@@ -180,6 +181,23 @@ impl Containerd {
         shim_dir: &Path,
         shim_host_config: Option<&Path>,
     ) -> Result<Self> {
+        Self::start_with(
+            version,
+            work,
+            shim_dir,
+            shim_host_config,
+            &CriPlugin::default(),
+        )
+    }
+
+    /// [`Containerd::start_with_shim_config`], the CRI plugin set up as `cri` says.
+    pub fn start_with(
+        version: ContainerdVersion,
+        work: &Path,
+        shim_dir: &Path,
+        shim_host_config: Option<&Path>,
+        cri: &CriPlugin,
+    ) -> Result<Self> {
         std::fs::create_dir_all(work).with_context(|| format!("create {}", work.display()))?;
         let work = work.canonicalize()?;
         let address = work.join("containerd.sock");
@@ -198,7 +216,8 @@ impl Containerd {
             work,
         };
         std::fs::create_dir_all(cd.work.join("cni/net.d"))?;
-        std::fs::write(cd.config_path(), cd.render_config())?;
+        let config = render_config(&cd.work, &cd.version, cri);
+        std::fs::write(cd.config_path(), config)?;
         cd.spawn()?;
         Ok(cd)
     }
@@ -214,94 +233,6 @@ impl Containerd {
             child: Mutex::new(None),
             work,
         })
-    }
-
-    fn render_config(&self) -> String {
-        let w = self.work.display();
-        let common = format!(
-            r#"root = "{w}/root"
-state = "{w}/state"
-oom_score = 0
-
-[grpc]
-  address = "{w}/containerd.sock"
-
-[ttrpc]
-  address = "{w}/containerd.sock.ttrpc"
-
-[debug]
-  address = "{w}/debug.sock"
-  level = "debug"
-
-[metrics]
-  address = ""
-"#
-        );
-        if self.version.config_version >= 3 {
-            format!(
-                r#"version = 3
-{common}
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{w}/opt"
-
-[plugins."io.containerd.nri.v1.nri"]
-  disable = true
-
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[plugins."io.containerd.cri.v1.runtime"]
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-
-[plugins."io.containerd.cri.v1.runtime".containerd]
-  default_runtime_name = "runc"
-
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.proxmox-lxc]
-  runtime_type = "io.containerd.proxmox-lxc.v2"
-
-[plugins."io.containerd.cri.v1.runtime".cni]
-  bin_dirs = ["/usr/lib/cni"]
-  conf_dir = "{w}/cni/net.d"
-"#
-            )
-        } else {
-            let nri = if self.version.name == "1.6" {
-                String::new()
-            } else {
-                "\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true\n".to_string()
-            };
-            format!(
-                r#"version = 2
-{common}
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{w}/opt"
-{nri}
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  default_runtime_name = "runc"
-
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.proxmox-lxc]
-  runtime_type = "io.containerd.proxmox-lxc.v2"
-
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "/usr/lib/cni"
-  conf_dir = "{w}/cni/net.d"
-"#
-            )
-        }
     }
 
     fn spawn(&self) -> Result<()> {
@@ -429,6 +360,19 @@ oom_score = 0
         cmd
     }
 
+    /// `ctr task exec -t --exec-id EXEC_ID ID ARGS...` on a 40x120 terminal of its own.
+    pub fn exec_on_pty(
+        &self,
+        exec_id: &str,
+        id: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<cmd::PtyOutput> {
+        let mut all = vec!["task", "exec", "-t", "--exec-id", exec_id, id];
+        all.extend_from_slice(args);
+        cmd::run_on_pty(&mut self.ctr_cmd(&all), 40, 120, b"", timeout)
+    }
+
     /// Runs ctr with a deadline and returns what it printed, whatever its status.
     pub fn ctr(&self, args: &[&str]) -> Result<Output> {
         cmd::run(&mut self.ctr_cmd(args), None, CTR_TIMEOUT)
@@ -461,26 +405,26 @@ oom_score = 0
         Ok(())
     }
 
-    /// Task ids and statuses as `ctr task ls` shows them.
-    pub fn task_status(&self, id: &str) -> Result<Option<String>> {
+    /// Task `id`'s PID and STATUS columns in `ctr task ls`, if it is listed.
+    fn task_row(&self, id: &str) -> Result<Option<(String, String)>> {
         let out = self.ctr_ok(&["task", "ls"])?.stdout_str();
         Ok(out.lines().skip(1).find_map(|l| {
             let mut cols = l.split_whitespace();
-            (cols.next() == Some(id)).then(|| cols.nth(1).unwrap_or("").to_string())
+            (cols.next() == Some(id)).then(|| {
+                let pid = cols.next().unwrap_or("").to_string();
+                (pid, cols.next().unwrap_or("").to_string())
+            })
         }))
+    }
+
+    /// The task's status as `ctr task ls` shows it ("RUNNING", "STOPPED", ...).
+    pub fn task_status(&self, id: &str) -> Result<Option<String>> {
+        Ok(self.task_row(id)?.map(|(_, status)| status))
     }
 
     /// The task's pid as `ctr task ls` shows it.
     pub fn task_pid(&self, id: &str) -> Result<Option<i32>> {
-        let out = self.ctr_ok(&["task", "ls"])?.stdout_str();
-        Ok(out.lines().skip(1).find_map(|l| {
-            let mut cols = l.split_whitespace();
-            if cols.next() == Some(id) {
-                cols.next().and_then(|p| p.parse().ok())
-            } else {
-                None
-            }
-        }))
+        Ok(self.task_row(id)?.and_then(|(pid, _)| pid.parse().ok()))
     }
 
     /// Waits until the task reaches `status` (e.g. "STOPPED"), or fails with what it was.

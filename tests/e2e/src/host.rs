@@ -189,6 +189,29 @@ impl std::ops::AddAssign for Memory {
     }
 }
 
+/// Memory summed over processes, with their executables' names (each once), for the
+/// benchmarks' per-runtime rows.
+#[derive(Default, Debug)]
+pub struct MemoryTally {
+    pub total: Memory,
+    pub names: Vec<String>,
+}
+
+impl MemoryTally {
+    /// Adds process `p`'s memory; false when it is gone.
+    pub fn add(&mut self, p: &Proc) -> bool {
+        let Some(m) = memory_of(p.pid) else {
+            return false;
+        };
+        self.total += m;
+        let short = p.exe_name();
+        if !self.names.contains(&short) {
+            self.names.push(short);
+        }
+        true
+    }
+}
+
 pub fn memory_of(pid: i32) -> Option<Memory> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     let field = |name: &str| -> u64 {

@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -20,7 +20,8 @@ pub const BUSYBOX_IMAGE: &str = "localhost/e2e/busybox:latest";
 pub const APP_IMAGE: &str = "localhost/e2e/app:latest";
 pub const BUSYBOX_PATH: &str = "/bin/busybox";
 
-const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The `Env` PATH entry of every image (the one `ctr run` and the CRI plugin default to).
+pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The app image's default command, printed lines a test can check exactly.
 pub const APP_CMD: &str = "echo \"greeting=$GREETING\"; id; pwd";
 pub const APP_GREETING: &str = "hello from the app image";
@@ -30,8 +31,9 @@ app:x:1000:1000:app:/home/app:/bin/sh\n\
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 const GROUP: &str = "root:x:0:\napp:x:1000:\nextra:x:2000:app\nnogroup:x:65534:\n";
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+/// `sha256:HEX` of `data`, as OCI descriptors name a blob.
+pub fn digest_of(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 struct LayerBuilder {
@@ -79,8 +81,19 @@ impl LayerBuilder {
     }
 }
 
-/// The layer: busybox with every applet linked in /bin, a passwd/group with a non-root user,
-/// and the usual empty directories.
+/// The layer every test image shares: Debian's static busybox ([`BUSYBOX_PATH`]) with every
+/// applet linked in /bin, a passwd/group with a non-root user, and the usual empty directories.
+pub fn busybox_layer() -> Result<Vec<u8>> {
+    let busybox = Path::new(BUSYBOX_PATH);
+    if !busybox.is_file() {
+        bail!(
+            "{} missing: install busybox-static (scripts/setup.sh)",
+            busybox.display()
+        );
+    }
+    build_layer(busybox)
+}
+
 fn build_layer(busybox: &Path) -> Result<Vec<u8>> {
     let binary = std::fs::read(busybox).with_context(|| format!("read {}", busybox.display()))?;
     let listing = std::process::Command::new(busybox)
@@ -116,7 +129,8 @@ fn build_layer(busybox: &Path) -> Result<Vec<u8>> {
     layer.finish()
 }
 
-fn arch() -> &'static str {
+/// The OCI architecture name of this machine.
+pub fn arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -127,7 +141,7 @@ fn arch() -> &'static str {
 /// Writes the OCI layout tarball with both images to `out`.
 pub fn build_layout_tar(busybox: &Path, out: &Path) -> Result<()> {
     let layer = build_layer(busybox)?;
-    let layer_digest = format!("sha256:{}", sha256_hex(&layer));
+    let layer_digest = digest_of(&layer);
 
     let mut blobs: Vec<(String, Vec<u8>)> = vec![(layer_digest.clone(), layer.clone())];
     let mut manifests = Vec::new();
@@ -148,45 +162,20 @@ pub fn build_layout_tar(busybox: &Path, out: &Path) -> Result<()> {
         ),
     ];
     for (name, config) in images {
-        let config = json!({
-            "architecture": arch(),
-            "os": "linux",
-            "created": "1970-01-01T00:00:00Z",
-            "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "e2e image builder"}],
-        });
-        let config_bytes = serde_json::to_vec(&config)?;
-        let config_digest = format!("sha256:{}", sha256_hex(&config_bytes));
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": config_bytes.len(),
-            },
-            "layers": [{
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": layer_digest,
-                "size": layer.len(),
-            }],
-        });
-        let manifest_bytes = serde_json::to_vec(&manifest)?;
-        let manifest_digest = format!("sha256:{}", sha256_hex(&manifest_bytes));
+        let image = ImageBlobs::new(&layer, config, "e2e image builder")?;
         let tag = name.rsplit(':').next().unwrap_or("latest");
         manifests.push(json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest_bytes.len(),
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "digest": image.manifest_digest,
+            "size": image.manifest.len(),
             "platform": {"architecture": arch(), "os": "linux"},
             "annotations": {
                 "io.containerd.image.name": name,
                 "org.opencontainers.image.ref.name": tag,
             },
         }));
-        blobs.push((config_digest, config_bytes));
-        blobs.push((manifest_digest, manifest_bytes));
+        blobs.push((image.config_digest, image.config));
+        blobs.push((image.manifest_digest, image.manifest));
     }
     let index = json!({"schemaVersion": 2, "manifests": manifests});
 
@@ -210,3 +199,53 @@ pub fn build_layout_tar(busybox: &Path, out: &Path) -> Result<()> {
     f.write_all(&bytes)?;
     Ok(())
 }
+
+/// One image over a single uncompressed layer: its config blob and manifest, with digests.
+pub struct ImageBlobs {
+    pub config: Vec<u8>,
+    pub config_digest: String,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: String,
+}
+
+impl ImageBlobs {
+    /// `config` is the image's runtime config (`Cmd`, `Env`, `User`, ...); `created_by` goes
+    /// into its history. Timestamps are fixed, so the digests are the same on every run.
+    pub fn new(layer: &[u8], config: Value, created_by: &str) -> Result<ImageBlobs> {
+        let layer_digest = digest_of(layer);
+        let config = json!({
+            "architecture": arch(),
+            "os": "linux",
+            "created": "1970-01-01T00:00:00Z",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": created_by}],
+        });
+        let config = serde_json::to_vec(&config)?;
+        let config_digest = digest_of(&config);
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": layer_digest,
+                "size": layer.len(),
+            }],
+        });
+        let manifest = serde_json::to_vec(&manifest)?;
+        Ok(ImageBlobs {
+            manifest_digest: digest_of(&manifest),
+            config,
+            config_digest,
+            manifest,
+        })
+    }
+}
+
+/// The media type of an OCI image manifest.
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";

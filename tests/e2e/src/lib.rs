@@ -7,6 +7,7 @@
 //! (bench.sh), so that the three agree on how containerd is set up.
 
 pub mod cmd;
+pub mod config;
 pub mod containerd;
 pub mod host;
 pub mod image;
@@ -25,19 +26,15 @@ pub const SHIM_BINARY: &str = "containerd-shim-proxmox-lxc-v2";
 /// The shim's default lxcpath (DESIGN.md, configuration).
 pub const SHIM_LXCPATH: &str = "/var/lib/containerd-shim-proxmox-lxc";
 
-/// Whether an end-to-end test can run: as root (`needs_root_for` says why it must) and with
-/// the shim built. Prints a SKIP line saying what is missing otherwise.
-pub fn root_and_shim_or_skip(what: &str, needs_root_for: &str) -> bool {
-    if !host::is_root() {
-        println!("SKIP: {what} needs root ({needs_root_for})");
-        return false;
-    }
-    if paths::shim_binary(&paths::shim_dir()).is_none() {
-        println!(
-            "SKIP: {what}: {SHIM_BINARY} not built in {} (cargo build -p containerd-shim-proxmox-lxc --bins)",
+/// Root (`needs_root_for` says why an end-to-end test needs it) and the shim built; otherwise
+/// what is missing, for the harness to report the test ignored (tests/skip-harness).
+pub fn require_root_and_shim(needs_root_for: &str) -> Result<(), skip_harness::Missing> {
+    skip_harness::require_root(needs_root_for)?;
+    skip_harness::require(
+        paths::shim_binary(&paths::shim_dir()).is_some(),
+        format!(
+            "{SHIM_BINARY} not built in {} (cargo build -p containerd-shim-proxmox-lxc --bins)",
             paths::shim_dir().display()
-        );
-        return false;
-    }
-    true
+        ),
+    )
 }

@@ -27,8 +27,8 @@ use e2e::{paths, Containerd, ContainerdVersion, NAMESPACE, RUNC_RUNTIME, SHIM_RU
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn root_or_skip(what: &str) -> bool {
-    e2e::root_and_shim_or_skip(what, "LXC containers, containerd")
+fn root_or_skip() -> Result<(), skip_harness::Missing> {
+    e2e::require_root_and_shim("LXC containers, containerd")
 }
 
 struct Env {
@@ -217,11 +217,8 @@ fn flood_case(env: &Env, runtime: &str, id: &str, terminal: bool) -> Result<()> 
     result
 }
 
-#[test]
 fn fast_stdout_slow_reader_keeps_shim_memory_flat() -> Result<()> {
-    if !root_or_skip("fast_stdout_slow_reader_keeps_shim_memory_flat") {
-        return Ok(());
-    }
+    root_or_skip()?;
     let env = Env::start("flood")?;
     let mut result = Ok(());
     for (runtime, label) in RUNTIMES {
@@ -377,11 +374,8 @@ fn execs_case(env: &Env, runtime: &str, id: &str) -> Result<()> {
     result
 }
 
-#[test]
 fn thousand_execs_keep_shim_fds_and_memory_flat() -> Result<()> {
-    if !root_or_skip("thousand_execs_keep_shim_fds_and_memory_flat") {
-        return Ok(());
-    }
+    root_or_skip()?;
     let env = Env::start("execs")?;
     let mut result = Ok(());
     for (runtime, label) in RUNTIMES {
@@ -621,20 +615,12 @@ fn bomb_case(env: &Env, rootfs: &Path, runtime: &str, id: &str) -> Result<()> {
     result
 }
 
-#[test]
 fn fork_bomb_is_held_by_pids_limit_and_shim_answers() -> Result<()> {
-    if !root_or_skip("fork_bomb_is_held_by_pids_limit_and_shim_answers") {
-        return Ok(());
-    }
+    root_or_skip()?;
     let has_pids = Path::new("/sys/fs/cgroup/pids").is_dir()
         || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
             .is_ok_and(|c| c.split_whitespace().any(|x| x == "pids"));
-    if !has_pids {
-        println!(
-            "SKIP: fork_bomb_is_held_by_pids_limit_and_shim_answers: no pids cgroup controller"
-        );
-        return Ok(());
-    }
+    skip_harness::require(has_pids, "no pids cgroup controller")?;
     let env = Env::start("bomb")?;
     let result = (|| -> Result<()> {
         let rootfs = bomb_rootfs(&env.work.join("bomb"))?;
@@ -646,3 +632,9 @@ fn fork_bomb_is_held_by_pids_limit_and_shim_answers() -> Result<()> {
     let finish = env.finish("bounds-bomb");
     result.and(finish)
 }
+
+skip_harness::main!(
+    fast_stdout_slow_reader_keeps_shim_memory_flat,
+    thousand_execs_keep_shim_fds_and_memory_flat,
+    fork_bomb_is_held_by_pids_limit_and_shim_answers,
+);

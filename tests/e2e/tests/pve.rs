@@ -128,15 +128,12 @@ fn expect(out: &Output, code: i32, stdout: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn root_or_skip() -> bool {
-    e2e::root_and_shim_or_skip("the pve end-to-end test", "LXC containers, containerd")
+fn root_or_skip() -> Result<(), skip_harness::Missing> {
+    e2e::require_root_and_shim("LXC containers, containerd")
 }
 
-#[test]
 fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
-    if !root_or_skip() {
-        return Ok(());
-    }
+    root_or_skip()?;
     let env = Env::start("parity", 20, PARITY_RANGE)?;
     let result = (|| -> Result<()> {
         env.node.server.reset_counts();
@@ -395,11 +392,8 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
     finish
 }
 
-#[test]
 fn pve_driver_faults_give_clear_errors_and_leave_nothing() -> Result<()> {
-    if !root_or_skip() {
-        return Ok(());
-    }
+    root_or_skip()?;
     let env = Env::start("faults", 3, FAULTS_RANGE)?;
     let result = (|| -> Result<()> {
         let start = "/nodes/{node}/lxc/{vmid}/status/start";
@@ -469,11 +463,8 @@ fn pve_driver_faults_give_clear_errors_and_leave_nothing() -> Result<()> {
 /// Lifecycle time (`ctr run --rm IMAGE true`: create, start, exit, delete) with the pve driver
 /// against the test server playing the node, and with the plain lxc driver, and the API
 /// requests per lifecycle. Numbers go to docs/pve-driver.md.
-#[test]
 fn pve_driver_lifecycle_benchmark() -> Result<()> {
-    if !root_or_skip() {
-        return Ok(());
-    }
+    root_or_skip()?;
     const RUNS: usize = 10;
     let env = Env::start("bench", 20, BENCH_RANGE)?;
     let lxc_config = env.work.join("lxc.toml");
@@ -532,11 +523,8 @@ fn pve_driver_lifecycle_benchmark() -> Result<()> {
 /// 20 back-to-back `ctr run --rm`, each its own shim process. A node starts every CT with
 /// `systemctl start pve-container@VMID`, which systemd refuses after 5 starts in 10 s (the
 /// test node enforces that): the shims must not reuse one VMID in quick succession.
-#[test]
 fn pve_driver_twenty_back_to_back_runs_stay_under_systemds_start_limit() -> Result<()> {
-    if !root_or_skip() {
-        return Ok(());
-    }
+    root_or_skip()?;
     let env = Env::start("startlimit", 20, START_LIMIT_RANGE)?;
     let result = (|| -> Result<()> {
         for i in 0..20 {
@@ -569,11 +557,8 @@ fn pve_driver_twenty_back_to_back_runs_stay_under_systemds_start_limit() -> Resu
 /// processes in `lxc/VMID/ns`, which the test node writes as a node does): the spec's limit is
 /// enforced on `lxc/VMID`, stats report it from there, the CT config shows it. (ctr has no
 /// `task update`: the CRI tests' UpdateContainerResources checks Update on this layout.)
-#[test]
 fn pve_driver_limits_and_stats_use_proxmoxs_cgroup_level() -> Result<()> {
-    if !root_or_skip() {
-        return Ok(());
-    }
+    root_or_skip()?;
     const MIB: u64 = 1024 * 1024;
     let env = Env::start("cgroup", 20, CGROUP_RANGE)?;
     let result = (|| -> Result<()> {
@@ -685,3 +670,11 @@ fn pve_driver_limits_and_stats_use_proxmoxs_cgroup_level() -> Result<()> {
     result?;
     finish
 }
+
+skip_harness::main!(
+    pve_driver_runc_parity_cases_and_lifecycle,
+    pve_driver_faults_give_clear_errors_and_leave_nothing,
+    pve_driver_lifecycle_benchmark,
+    pve_driver_twenty_back_to_back_runs_stay_under_systemds_start_limit,
+    pve_driver_limits_and_stats_use_proxmoxs_cgroup_level,
+);

@@ -33,8 +33,8 @@ const STATE_ROOT: &str = "/run/containerd-shim-proxmox-lxc";
 /// `nobody`/`nogroup` on Debian.
 const NOBODY: u32 = 65534;
 
-fn root_or_skip(what: &str) -> bool {
-    e2e::root_and_shim_or_skip(what, "LXC containers, containerd, setuid to nobody")
+fn root_or_skip() -> Result<(), skip_harness::Missing> {
+    e2e::require_root_and_shim("LXC containers, containerd, setuid to nobody")
 }
 
 struct Env {
@@ -225,22 +225,16 @@ fn secrets_case(env: &Env, id: &str) -> Result<()> {
     Ok(())
 }
 
-#[test]
 fn container_secrets_are_private_lxc() -> Result<()> {
-    if !root_or_skip("container_secrets_are_private_lxc") {
-        return Ok(());
-    }
+    root_or_skip()?;
     let env = Env::start("secrets-lxc", None)?;
     let result = secrets_case(&env, "sec-lxc");
     let finish = env.finish("security-secrets-lxc");
     result.and(finish)
 }
 
-#[test]
 fn container_secrets_are_private_pve() -> Result<()> {
-    if !root_or_skip("container_secrets_are_private_pve") {
-        return Ok(());
-    }
+    root_or_skip()?;
     let env = Env::start("secrets-pve", Some(SECRETS_RANGE))?;
     let result = secrets_case(&env, "sec-pve");
     let finish = env.finish("security-secrets-pve");
@@ -447,11 +441,8 @@ fn helper_case(env: &Env) -> Result<()> {
     Ok(())
 }
 
-#[test]
 fn helper_cannot_be_written_from_a_container() -> Result<()> {
-    if !root_or_skip("helper_cannot_be_written_from_a_container") {
-        return Ok(());
-    }
+    root_or_skip()?;
     let env = Env::start("helper", None)?;
     let result = helper_case(&env);
     let finish = env.finish("security-helper");
@@ -577,13 +568,17 @@ fn token_case(env: &Env) -> Result<()> {
     Ok(())
 }
 
-#[test]
 fn api_token_stays_in_its_file() -> Result<()> {
-    if !root_or_skip("api_token_stays_in_its_file") {
-        return Ok(());
-    }
+    root_or_skip()?;
     let env = Env::start("token", Some(TOKEN_RANGE))?;
     let result = token_case(&env);
     let finish = env.finish("security-token");
     result.and(finish)
 }
+
+skip_harness::main!(
+    container_secrets_are_private_lxc,
+    container_secrets_are_private_pve,
+    helper_cannot_be_written_from_a_container,
+    api_token_stays_in_its_file,
+);

@@ -158,8 +158,7 @@ async fn make_pods(
 /// its lxcpath), in the host's pid namespace, except containerd itself.
 fn pod_memory(env: &CriEnv, containerd_pid: Option<i32>) -> Result<(host::Memory, Vec<String>)> {
     let host_ns = host::pid_ns(std::process::id() as i32).context("own pid namespace")?;
-    let mut total = host::Memory::default();
-    let mut names: Vec<String> = Vec::new();
+    let mut tally = host::MemoryTally::default();
     for p in host::processes_under(&env.work) {
         if Some(p.pid) == containerd_pid || p.pid as u32 == std::process::id() {
             continue;
@@ -170,15 +169,9 @@ fn pod_memory(env: &CriEnv, containerd_pid: Option<i32>) -> Result<(host::Memory
         if p.cmdline.contains("lxc-monitord") {
             continue;
         }
-        if let Some(m) = host::memory_of(p.pid) {
-            total += m;
-            let short = p.exe_name();
-            if !names.contains(&short) {
-                names.push(short);
-            }
-        }
+        tally.add(&p);
     }
-    Ok((total, names))
+    Ok((tally.total, tally.names))
 }
 
 /// Removes the pods and waits until their shims are gone.
@@ -268,7 +261,7 @@ fn run() -> Result<()> {
     std::fs::create_dir_all(&registry_dir)?;
     let registry = Registry::start(&registry_dir)?;
     let outcome = (|| -> Result<String> {
-        let images = registry.push_test_images(&registry_dir)?;
+        let images = registry.push_test_images()?;
         let label = format!("bench{}", version.name);
         let env = CriEnv::start_with_runtimes(
             version.clone(),

@@ -205,22 +205,10 @@ fn bench_tty(cd: &Containerd, runtimes: &[Runtime], runs: usize) -> Vec<Samples>
                 for i in 0..runs + 1 {
                     let exec_id = format!("t{i}");
                     let start = Instant::now();
-                    let out = e2e::cmd::run_on_pty(
-                        &mut cd.ctr_cmd(&[
-                            "task",
-                            "exec",
-                            "-t",
-                            "--exec-id",
-                            &exec_id,
-                            &id,
-                            "seq",
-                            "-s",
-                            " ",
-                            "1000000",
-                        ]),
-                        40,
-                        120,
-                        b"",
+                    let out = cd.exec_on_pty(
+                        &exec_id,
+                        &id,
+                        &["seq", "-s", " ", "1000000"],
                         Duration::from_secs(120),
                     )?;
                     let elapsed = start.elapsed();
@@ -354,8 +342,7 @@ fn bench_memory(cd: &Containerd, rt: &Runtime, count: usize) -> Result<MemoryRes
         // Let the shims settle (lazy allocations, first stats).
         std::thread::sleep(Duration::from_secs(2));
         let host_ns = host::pid_ns(std::process::id() as i32).context("own pid namespace")?;
-        let mut total = host::Memory::default();
-        let mut names = Vec::new();
+        let mut tally = host::MemoryTally::default();
         let mut breakdown = Vec::new();
         for p in host::processes() {
             let Some(which) = ids.iter().position(|id| p.cmdline.contains(id.as_str())) else {
@@ -365,18 +352,12 @@ fn bench_memory(cd: &Containerd, rt: &Runtime, count: usize) -> Result<MemoryRes
             if host::pid_ns(p.pid).as_deref() != Some(host_ns.as_str()) {
                 continue;
             }
-            if let Some(m) = host::memory_of(p.pid) {
-                total += m;
-                let short = p.exe_name();
-                if !names.contains(&short) {
-                    names.push(short);
-                }
-                // The last container started: the others' shared pages are already resident.
-                if which == count - 1 {
-                    breakdown.extend(breakdown_of(p.pid));
-                }
+            // The last container started: the others' shared pages are already resident.
+            if tally.add(&p) && which == count - 1 {
+                breakdown.extend(breakdown_of(p.pid));
             }
         }
+        let host::MemoryTally { total, names } = tally;
         if total.rss_kib == 0 {
             bail!("found no host process for the {} containers", rt.name);
         }
