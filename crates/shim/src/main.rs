@@ -39,10 +39,10 @@ fn main() {
         }
         return;
     }
-    if args.get(1).map(String::as_str) == Some(shim::host::tidy::SUBCOMMAND) {
+    if args.get(1).map(String::as_str) == Some(shim::host::mounts::tidy::SUBCOMMAND) {
         // Internal: run by the shim itself, single-threaded so that it may enter a container's
         // mount namespace.
-        if let Err(e) = shim::host::tidy::run(&args[2..]) {
+        if let Err(e) = shim::host::mounts::tidy::run(&args[2..]) {
             eprintln!("{e}");
             std::process::exit(1);
         }

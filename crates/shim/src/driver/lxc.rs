@@ -31,9 +31,9 @@ use super::lxc_node::{init_exit, LxcNode};
 use super::{CreateSpec, Driver, DriverRecord, ExecCommand, InitExit, StartedInit};
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::cgroup::ContainerCgroup;
-use crate::host::command::run_command;
-use crate::host::exits::ChildExits;
 use crate::host::private::{self, Owner};
+use crate::host::process::command::run_command;
+use crate::host::process::exits::ChildExits;
 
 /// The init's seccomp filters, as the helper's `--dump-seccomp` wrote them, in the state dir.
 const SECCOMP_DUMP_NAME: &str = "seccomp.bpf";
@@ -332,7 +332,7 @@ impl Driver for LxcDriver {
                 "exec helper arguments {helper_args:?}"
             )));
         };
-        let flags = crate::host::namespaces::to_join(adopted.init_pid)?;
+        let flags = crate::host::process::namespaces::to_join(adopted.init_pid)?;
         let pidfd = adopted
             .pidfd
             .try_clone()

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{DriverKind, PveSection, ShimConfig, DEFAULT_LXCPATH};
 use crate::errors::{Result, ShimError};
-use crate::host::exits::ChildExits;
+use crate::host::process::exits::ChildExits;
 
 pub mod lxc;
 pub mod lxc_node;
@@ -220,7 +220,7 @@ fn lxc_at(lxcpath: PathBuf, name: &str, exits: ChildExits) -> (Arc<dyn Driver>, 
 /// The per-namespace lxcpath: containers of different containerd namespaces may share an id.
 /// Long namespaces are shortened so that LXC's monitor socket name fits.
 pub fn namespaced_lxcpath(base: &Path, namespace: &str) -> PathBuf {
-    crate::host::lxcmon::lxcpath_for_namespace(base, namespace)
+    crate::host::process::lxcmon::lxcpath_for_namespace(base, namespace)
 }
 
 /// The hash of `namespace/id`, hex: names a container where its id is too long or too free

@@ -30,7 +30,7 @@ use super::lxc_node::{init_exit, LxcNode};
 use super::{container_hash, CreateSpec, Driver, DriverRecord, ExecCommand, StartedInit};
 use crate::config::PveSection;
 use crate::errors::{IoContext, Result, ShimError};
-use crate::host::exits::ChildExits;
+use crate::host::process::exits::ChildExits;
 use crate::pve_api::{client_for, pve_error};
 
 /// Where Proxmox VE keeps its CTs for LXC (`lxc-start -n VMID -P /var/lib/lxc`).

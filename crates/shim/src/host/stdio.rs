@@ -17,7 +17,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::errors::{IoContext, Result, ShimError};
-use crate::host::exits::ChildExits;
+use crate::host::process::exits::ChildExits;
 
 /// What the container process gets, in the order stdin, stdout, stderr. `None` becomes
 /// /dev/null inside the container.

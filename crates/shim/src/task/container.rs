@@ -27,11 +27,12 @@ use super::record::{state_dir_for, BundleRecord};
 use crate::driver::{CreateSpec, Driver, InitExit};
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::cgroup::{read_oom_kills, ContainerCgroup, OomLedger};
-use crate::host::exits::ChildExits;
-use crate::host::hooks::{self, RunIn};
+use crate::host::mounts::{rootfs, staged};
 use crate::host::private::{self, Owner};
+use crate::host::process::exits::ChildExits;
+use crate::host::process::hooks::{self, RunIn};
 use crate::host::stdio::{ContainerStdio, ProcessIo, StdioPaths};
-use crate::host::{helper, node, rootfs, staged};
+use crate::host::{helper, node};
 
 /// How long a container's helper may take to connect and get ready.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,7 +71,7 @@ pub struct Container {
 struct Undo {
     rootfs: Option<PathBuf>,
     state_dir: Option<PathBuf>,
-    /// The state directory whose staged binds (`host::staged`) go.
+    /// The state directory whose staged binds (`host::mounts::staged`) go.
     staged: Option<PathBuf>,
     driver: Option<(Arc<dyn Driver>, String)>,
 }
@@ -143,7 +144,7 @@ impl Container {
         // Everything of the container's is as private as containerd's own bundle (issue 12):
         // owned by the container's root (mapped under a user namespace), 0700/0600.
         let owner = Owner::for_spec(spec);
-        crate::host::subid::check_new_user_namespace(spec)?;
+        crate::host::node::subid::check_new_user_namespace(spec)?;
         prepare_dirs(req, &bundle, &state_dir, owner, &env.exits, undo)?;
         let (mut plan, init_spec) = plan(req, spec, &bundle, &state_dir, owner)?;
         undo.staged = Some(state_dir.clone());
@@ -210,7 +211,7 @@ impl Container {
         container
             .set_up_started(
                 spec,
-                crate::host::tidy::MountFixes {
+                crate::host::mounts::tidy::MountFixes {
                     peer_binds: &plan.host_peer_binds,
                     recursive_attrs: &plan.recursive_attrs,
                 },
@@ -229,7 +230,7 @@ impl Container {
     async fn set_up_started(
         &self,
         spec: &Spec,
-        mount_fixes: crate::host::tidy::MountFixes<'_>,
+        mount_fixes: crate::host::mounts::tidy::MountFixes<'_>,
         pty: Option<std::os::fd::OwnedFd>,
     ) -> Result<()> {
         let pid = self.init.pid();
@@ -238,7 +239,7 @@ impl Container {
             .as_ref()
             .and_then(|l| l.masked_paths().clone())
             .unwrap_or_default();
-        crate::host::tidy::tidy(&self.env.exits, pid, &masked_paths, mount_fixes).await?;
+        crate::host::mounts::tidy::tidy(&self.env.exits, pid, &masked_paths, mount_fixes).await?;
         if let Some(h) = &self.hooks {
             let mut create_runtime = h.prestart().clone().unwrap_or_default();
             create_runtime.extend(h.create_runtime().clone().unwrap_or_default());

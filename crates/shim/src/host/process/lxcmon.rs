@@ -15,7 +15,7 @@ use log::{debug, warn};
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
-use crate::host::exits::ExitTable;
+use crate::host::process::exits::ExitTable;
 
 /// `struct lxc_msg { int type; char name[NAME_MAX + 1]; int value; }` (LXC 3-5).
 const MSG_SIZE: usize = 4 + 256 + 4;

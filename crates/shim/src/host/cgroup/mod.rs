@@ -1,5 +1,8 @@
 //! A container's cgroup, found from its init's /proc/PID/cgroup, for pids, stats, freeze/thaw,
-//! resource updates and OOM events, on cgroup v1 (legacy/hybrid) and v2.
+//! resource updates and OOM events, on cgroup v1 (legacy/hybrid) and v2; its [`metrics`] in
+//! containerd's types.
+
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -166,9 +169,9 @@ impl ContainerCgroup {
     /// containerd's metrics (`io.containerd.cgroups.v1.Metrics` on v1, v2's on v2) as an Any.
     pub fn metrics(&self) -> Result<Any> {
         let message: Box<dyn containerd_shim::protos::protobuf::MessageDyn> = if self.unified_only {
-            Box::new(crate::host::metrics::collect_v2(self.dir("")?))
+            Box::new(crate::host::cgroup::metrics::collect_v2(self.dir("")?))
         } else {
-            Box::new(crate::host::metrics::collect_v1(&self.dirs))
+            Box::new(crate::host::cgroup::metrics::collect_v1(&self.dirs))
         };
         containerd_shim::util::convert_to_any(message)
             .map_err(|e| ShimError::Internal(format!("encode metrics: {e}")))
