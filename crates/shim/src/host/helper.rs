@@ -68,22 +68,17 @@ pub fn sealed(installed: &Path) -> Result<std::fs::File> {
 }
 
 fn seal_helper(installed: &Path) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::{FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
     use std::io::Write;
-    use std::os::fd::{AsRawFd, FromRawFd};
-    const SEALS: libc::c_int =
-        libc::F_SEAL_SEAL | libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
-    // SAFETY: a valid NUL-terminated name; the result is checked and owned below.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"containerd-shim-proxmox-lxc-init".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: memfd_create returned a fresh descriptor nothing else owns.
-    let mut memfd = unsafe { std::fs::File::from_raw_fd(fd) };
+    let seals = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_SHRINK;
+    let mut memfd = std::fs::File::from(memfd_create(
+        c"containerd-shim-proxmox-lxc-init",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?);
     // Only a file of the embedded helper's size is taken (the installed copy is written from
     // the same bytes); anything else, or a short copy, falls back to the embedded bytes.
     let copied = std::fs::File::open(installed).and_then(|mut file| {
@@ -102,13 +97,10 @@ fn seal_helper(installed: &Path) -> std::io::Result<std::fs::File> {
     // thousand execs under load; a few more tries, each after a short pause, get past it.
     let mut pause = std::time::Duration::from_millis(2);
     for attempt in 0.. {
-        // SAFETY: fcntl on a descriptor `memfd` owns.
-        if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } == 0 {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EBUSY) || attempt == 4 {
-            return Err(err);
+        match nix::fcntl::fcntl(&memfd, FcntlArg::F_ADD_SEALS(seals)) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EBUSY) if attempt < 4 => {}
+            Err(e) => return Err(e.into()),
         }
         std::thread::sleep(pause);
         pause *= 2;

@@ -112,28 +112,19 @@ fn open_fifo(path: &str) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-fn set_nonblocking(fd: RawFd) -> Result<()> {
-    let flags = nix::fcntl::fcntl(
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        nix::fcntl::FcntlArg::F_GETFL,
-    )
-    .map_err(|e| ShimError::io("fcntl F_GETFL", e.into()))?;
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| ShimError::io("fcntl F_GETFL", e.into()))?;
     let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        nix::fcntl::FcntlArg::F_SETFL(flags),
-    )
-    .map_err(|e| ShimError::io("fcntl F_SETFL", e.into()))?;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| ShimError::io("fcntl F_SETFL", e.into()))?;
     Ok(())
 }
 
 /// Copies from `src` to `dst` until EOF (or EIO from a pty whose slave side is gone). With a
 /// `stop` signal, drains what is readable right now and ends when it fires (CloseIO).
 async fn copy(src: OwnedFd, dst: OwnedFd, mut stop: Option<watch::Receiver<bool>>) {
-    let (Ok(()), Ok(())) = (
-        set_nonblocking(src.as_raw_fd()),
-        set_nonblocking(dst.as_raw_fd()),
-    ) else {
+    let (Ok(()), Ok(())) = (set_nonblocking(&src), set_nonblocking(&dst)) else {
         return;
     };
     // SAFETY: the descriptors are owned by the AsyncFds and stay open while registered.
@@ -338,6 +329,8 @@ impl ProcessIo {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
+        // SAFETY: TIOCSWINSZ reads one `winsize`, which `ws` is and outlives the call; the
+        // master is open while `pty` holds it.
         let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         if rc < 0 {
             return Err(ShimError::io(

@@ -7,7 +7,7 @@
 //! `\0lxc/<fnv64a("lxc/<lxcpath>/monitor-sock")>/<lxcpath>`. There is no replay, so the shim
 //! connects before it starts a container, and starts `lxc-monitord` when none runs.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -106,6 +106,8 @@ fn spawn_monitord(lxcpath: &Path) -> std::io::Result<()> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    // SAFETY: only fcntl and setsid between fork and exec, both async-signal-safe; the
+    // closure copies a descriptor number and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             // Keep the pipe's write end across exec (pipe() made it without CLOEXEC only if
@@ -155,10 +157,7 @@ impl LxcMonitor {
         .await
         .map_err(std::io::Error::other)??;
         stream.set_nonblocking(true)?;
-        let fd: OwnedFd = stream.into();
-        let stream = tokio::net::UnixStream::from_std(unsafe {
-            std::os::unix::net::UnixStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
-        })?;
+        let stream = tokio::net::UnixStream::from_std(stream)?;
         let monitor = LxcMonitor {
             exits: ExitTable::default(),
         };
