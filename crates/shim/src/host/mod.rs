@@ -10,7 +10,8 @@
 //!   clones ([`mounts::clone`]).
 //! - [`cgroup`]: a container's cgroup (pids, freeze, resources, OOM events) and its metrics.
 //! - [`process`]: the shim's children and the processes it runs or watches: exits routed to
-//!   their waiters, short commands, LXC's monitor, OCI hooks, and a process's namespaces.
+//!   their waiters, short commands, LXC's monitor, OCI hooks, a process's namespaces, and
+//!   the one way to keep descriptors across a child's `exec` ([`process::keep_fds_across_exec`]).
 //! - [`private`]: files and directories only the container's owner may reach.
 //! - [`devices`]: device nodes from the spec's `linux.devices`.
 

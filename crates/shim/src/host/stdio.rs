@@ -4,8 +4,7 @@
 //! every fifo read-write, so a containerd restart (which closes its ends) neither ends a copy nor
 //! kills the workload with SIGPIPE: output waits in the pipe until containerd reopens it.
 
-use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::process::exits::ChildExits;
+use crate::host::process::{keep_fds_across_exec, KeptFd};
 
 /// What the container process gets, in the order stdin, stdout, stderr. `None` becomes
 /// /dev/null inside the container.
@@ -399,15 +399,7 @@ async fn start_binary_logger(
     stderr: OwnedFd,
     exits: &ChildExits,
 ) -> Result<()> {
-    use std::os::unix::process::CommandExt;
     let (ready_r, ready_w) = pipe()?;
-    let fds: HashMap<RawFd, RawFd> = [
-        (stdout.as_raw_fd(), 3),
-        (stderr.as_raw_fd(), 4),
-        (ready_w.as_raw_fd(), 5),
-    ]
-    .into_iter()
-    .collect();
     let mut cmd = std::process::Command::new(path);
     cmd.args(args)
         .env("CONTAINER_ID", container_id)
@@ -415,26 +407,14 @@ async fn start_binary_logger(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 clears CLOEXEC on the targets; sources are distinct from 3..5 in practice,
-            // but go through a high number first in case they are not.
-            let mut moved = Vec::new();
-            for (src, _) in fds.iter() {
-                let tmp = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 100);
-                if tmp < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                moved.push((tmp, fds[src]));
-            }
-            for (tmp, target) in moved {
-                if libc::dup2(tmp, target) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    keep_fds_across_exec(
+        &mut cmd,
+        [
+            KeptFd::at(stdout, 3),
+            KeptFd::at(stderr, 4),
+            KeptFd::at(ready_w, 5),
+        ],
+    )?;
     let child = cmd.spawn().ctx(|| format!("start logging binary {path}"))?;
     // The logger runs on its own; its exit is collected by the reaper and claimed here so the
     // exit table stays small.
@@ -444,9 +424,9 @@ async fn start_binary_logger(
             debug!("logging binary exited with {code}");
         }
     });
-    drop(ready_w);
-    drop(stdout);
-    drop(stderr);
+    // The command held the shim's copies of stdout, stderr and the ready pipe's write end:
+    // from here the logger holds the only ones, so its exit or close ends the wait.
+    drop(cmd);
     let wait_ready = tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::from(ready_r);
         let mut b = [0u8; 1];

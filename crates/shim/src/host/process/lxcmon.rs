@@ -106,20 +106,20 @@ fn spawn_monitord(lxcpath: &Path) -> std::io::Result<()> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: only fcntl and setsid between fork and exec, both async-signal-safe; the
-    // closure copies a descriptor number and allocates nothing.
+    // The pipe's write end goes with it across exec.
+    super::keep_fds_across_exec(&mut cmd, [super::KeptFd::same(write_end)])
+        .map_err(std::io::Error::other)?;
+    // SAFETY: setsid is async-signal-safe and touches no memory; it detaches the child from
+    // the shim's session.
     unsafe {
-        cmd.pre_exec(move || {
-            // Keep the pipe's write end across exec (pipe() made it without CLOEXEC only if
-            // we clear it here), and detach from the shim's session.
-            let flags = libc::fcntl(write_fd, libc::F_GETFD);
-            libc::fcntl(write_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+        cmd.pre_exec(|| {
             libc::setsid();
             Ok(())
         });
     }
     let _child = cmd.spawn()?;
-    drop(write_end);
+    // The command held the shim's copy of the write end: from here only lxc-monitord has one.
+    drop(cmd);
     let mut file = std::fs::File::from(read_end);
     let mut byte = [0u8; 1];
     // Either a byte (ready) or EOF (it died); both end the wait.
