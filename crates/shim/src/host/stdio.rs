@@ -504,6 +504,56 @@ mod tests {
         io.shutdown().await;
     }
 
+    /// A `binary://` logger, as containerd's runc shim starts one: stdout on fd 3, stderr on
+    /// fd 4, a pipe on fd 5 it closes once ready, the container's names in its environment.
+    #[tokio::test]
+    async fn a_binary_logger_gets_both_streams_and_the_ready_pipe() {
+        use std::os::unix::fs::PermissionsExt;
+        const LOGGER: &str = r#"#!/bin/sh
+[ -p "/proc/$$/fd/5" ] && ready=pipe || ready=missing
+exec 5>&-
+cat <&3 > "$1.out"
+cat <&4 > "$1.err"
+echo "$CONTAINER_NAMESPACE $CONTAINER_ID $ready" > "$1.tmp" && mv "$1.tmp" "$1.done"
+"#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logger = dir.path().join("logger");
+        std::fs::write(&logger, LOGGER).expect("write the logger");
+        std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755))
+            .expect("make the logger executable");
+        let seen = dir.path().join("seen");
+        let paths = StdioPaths {
+            stdin: String::new(),
+            stdout: format!("binary://{}?{}", logger.display(), seen.display()),
+            stderr: String::new(),
+            terminal: false,
+        };
+        let exits = ChildExits::default();
+        let (io, mut ours) = ProcessIo::setup(&paths, "ns", "id", &exits)
+            .await
+            .expect("setup with the logger ready");
+        for (end, text) in [
+            (ours.stdout.take(), "to stdout"),
+            (ours.stderr.take(), "to stderr"),
+        ] {
+            let mut file = std::fs::File::from(end.expect("a container end"));
+            std::io::Write::write_all(&mut file, text.as_bytes()).expect("write");
+        }
+        let done = seen.with_extension("done");
+        for _ in 0..100 {
+            if done.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let read =
+            |ext: &str| std::fs::read_to_string(seen.with_extension(ext)).unwrap_or_default();
+        assert_eq!(read("done"), "ns id pipe\n");
+        assert_eq!(read("out"), "to stdout");
+        assert_eq!(read("err"), "to stderr");
+        io.shutdown().await;
+    }
+
     proptest::proptest! {
         #[test]
         fn parsing_any_uri_never_panics(uri in "\\PC*", tail in "[%€é0-9a-fA-F]{0,6}") {
