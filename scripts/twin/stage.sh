@@ -707,7 +707,7 @@ say "stage begins on $(uname -n): $(uname -r), $(nproc) cpus"
 # As a Proxmox VE node: its installer gives root the id range of unprivileged CTs in
 # /etc/subuid and /etc/subgid. LXC insists on such an entry where shadow's newuidmap is
 # installed, as here (src/lxc/idmap_utils.c, lxc_map_ids; the shim checks it before the start,
-# crates/shim/src/host/subid.rs); runc needs none.
+# crates/shim/src/host/node/subid.rs); runc needs none.
 for f in /etc/subuid /etc/subgid; do
     grep -qx 'root:100000:65536' "$f" 2>/dev/null || echo 'root:100000:65536' >>"$f"
 done

@@ -36,7 +36,7 @@ pub async fn check(path: &Path) -> Report {
         return r;
     };
     for tool in ["lxc-start", "lxc-attach", "lxc-info"] {
-        if crate::host::command::on_path(tool).is_some() {
+        if crate::host::process::command::on_path(tool).is_some() {
             r.ok(format!("{tool} found"));
         } else {
             r.problem(format!("{tool} is not on PATH: install the lxc package"));

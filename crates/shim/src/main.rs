@@ -39,10 +39,10 @@ fn main() {
         }
         return;
     }
-    if args.get(1).map(String::as_str) == Some(shim::host::tidy::SUBCOMMAND) {
+    if args.get(1).map(String::as_str) == Some(shim::host::mounts::tidy::SUBCOMMAND) {
         // Internal: run by the shim itself, single-threaded so that it may enter a container's
         // mount namespace.
-        if let Err(e) = shim::host::tidy::run(&args[2..]) {
+        if let Err(e) = shim::host::mounts::tidy::run(&args[2..]) {
             eprintln!("{e}");
             std::process::exit(1);
         }
@@ -55,6 +55,7 @@ fn main() {
         std::process::exit(run_gc(&args[2..]));
     }
     // A containerd that goes away must not kill the shim through a write to a closed pipe.
+    // SAFETY: SIG_IGN installs no handler code, and no other thread exists yet to race with.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }

@@ -17,7 +17,7 @@ use containerd_shim::{api::DeleteResponse, Config, Flags, StartOpts};
 use log::{info, warn};
 
 use crate::config::ShimConfig;
-use crate::host::exits::ChildExits;
+use crate::host::process::exits::ChildExits;
 use crate::task::container::teardown;
 use crate::task::events::timestamp;
 use crate::task::record::{state_dir_for, BundleRecord};
@@ -57,7 +57,7 @@ pub fn runtime_info() -> Result<Vec<u8>, String> {
         crate::config::DriverKind::Lxc => "lxc",
         crate::config::DriverKind::Pve => "pve",
     };
-    let features = crate::host::features::document(driver);
+    let features = crate::host::node::features::document(driver);
     let info = RuntimeInfo {
         name: RUNTIME_NAME.to_string(),
         version: MessageField::some(RuntimeVersion {
@@ -108,6 +108,8 @@ fn close_on_exec_inherited() {
         .filter(|fd| *fd > 2)
         .collect();
     for fd in fds {
+        // SAFETY: fcntl with integer arguments touches no memory; a number closed since it was
+        // listed (the listing's own) fails with EBADF, and all that can change is the flag.
         unsafe {
             let flags = libc::fcntl(fd, libc::F_GETFD);
             if flags >= 0 {

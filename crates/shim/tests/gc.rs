@@ -33,7 +33,9 @@ async fn gc_after_a_reboot_destroys_exactly_the_stale_cts_of_this_shim() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let settings = settings(dir.path(), &server);
-    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::process::exits::ChildExits::start()
+        .await
+        .unwrap();
     let driver = PveDriver::new(&settings, exits).unwrap();
     let mut made = Vec::new();
     for id in ["gone", "alive", "running-gone"] {

@@ -150,7 +150,7 @@ fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
     let options = strings(&ours["mountOptions"]);
     // The recursive attributes where this kernel's mount_setattr(2) applies them (all of them
     // on Linux 5.14 and later), none where it cannot.
-    let support = shim::host::mount_attrs::kernel_support();
+    let support = shim::host::mounts::mount_attrs::kernel_support();
     for attr in RECURSIVE_ATTRS {
         let symlinks = attr.ends_with("symfollow");
         let expected = if symlinks {

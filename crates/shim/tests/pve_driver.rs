@@ -92,7 +92,9 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
         .await
         .unwrap();
     let (dir, state_dir) = scratch();
-    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::process::exits::ChildExits::start()
+        .await
+        .unwrap();
     // The first candidate exists already: the claim must move on to the next one.
     std::fs::write(server.context().config_path(980000), "arch: amd64\n").unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980000, 980009]), exits).unwrap();
@@ -162,7 +164,9 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
 async fn failures_carry_proxmox_message() {
     let server = server().start().await.unwrap();
     let (dir, state_dir) = scratch();
-    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::process::exits::ChildExits::start()
+        .await
+        .unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980100, 980109]), exits).unwrap();
     let plan = plan(dir.path(), &state_dir);
     let spec = CreateSpec {
@@ -215,7 +219,9 @@ async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
     let plan = plan(dir.path(), &state_dir);
     let mut used = Vec::new();
     for _ in 0..20 {
-        let exits = shim::host::exits::ChildExits::start().await.unwrap();
+        let exits = shim::host::process::exits::ChildExits::start()
+            .await
+            .unwrap();
         let driver =
             PveDriver::new(&settings(dir.path(), &server, [980200, 980299]), exits).unwrap();
         let name = driver
@@ -251,7 +257,9 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
         .await
         .unwrap();
     let (dir, state_dir) = scratch();
-    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::process::exits::ChildExits::start()
+        .await
+        .unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980300, 980309]), exits).unwrap();
     let plan = plan(dir.path(), &state_dir);
     let name = driver
@@ -284,7 +292,9 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
 async fn a_start_with_warnings_is_a_start() {
     let server = server().start().await.unwrap();
     let (dir, state_dir) = scratch();
-    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::process::exits::ChildExits::start()
+        .await
+        .unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980400, 980409]), exits).unwrap();
     let plan = plan(dir.path(), &state_dir);
     let name = driver
@@ -332,7 +342,9 @@ async fn an_update_shows_its_limits_in_the_ct_config() {
         .await
         .unwrap();
     let (dir, state_dir) = scratch();
-    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::process::exits::ChildExits::start()
+        .await
+        .unwrap();
     let settings = settings(dir.path(), &server, [980500, 980509]);
     let driver = PveDriver::new(&settings, exits.clone()).unwrap();
     let plan = plan(dir.path(), &state_dir);
@@ -385,7 +397,9 @@ async fn lost_quorum_fails_create_and_start_saying_so() {
     }
     let server = server().start().await.unwrap();
     let (dir, state_dir) = scratch();
-    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::process::exits::ChildExits::start()
+        .await
+        .unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980600, 980609]), exits).unwrap();
     let plan = plan(dir.path(), &state_dir);
     let created = driver
@@ -422,7 +436,9 @@ async fn lost_quorum_fails_create_and_start_saying_so() {
 async fn no_limit_shows_the_nodes_memory() {
     let server = server().start().await.unwrap();
     let (dir, state_dir) = scratch();
-    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::process::exits::ChildExits::start()
+        .await
+        .unwrap();
     let driver = PveDriver::new(&settings(dir.path(), &server, [980700, 980709]), exits).unwrap();
     let plan = plan(dir.path(), &state_dir);
     assert_eq!(plan.pve.memory_mib, None, "the test plan sets no limit");
@@ -495,7 +511,9 @@ async fn a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map() {
         .start()
         .await
         .unwrap();
-    let exits = shim::host::exits::ChildExits::start().await.unwrap();
+    let exits = shim::host::process::exits::ChildExits::start()
+        .await
+        .unwrap();
     for (joined, host_id, vmid) in [(false, 200000, 981000), (true, 2031616, 981001)] {
         let (dir, state_dir) = scratch();
         let driver =

@@ -13,17 +13,18 @@
 //! own (`host::helper::sealed`), never a file of the state directory.
 
 use std::io::Seek;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::exec_command::{self, fd_path, keep_fds_across_exec, Handover};
+use super::exec_command::{self, fd_path};
 use super::{ExecFiles, ExecSpawner, SpawnedExec};
 use crate::errors::{IoContext, Result, ShimError};
-use crate::host::command::run_command;
-use crate::host::exits::ChildExits;
 use crate::host::helper;
+use crate::host::process::command::run_command;
+use crate::host::process::exits::ChildExits;
+use crate::host::process::{keep_fds_across_exec, KeptFd};
 
 /// How long reading the init's seccomp filters may take.
 const DUMP_LIMIT: Duration = Duration::from_secs(10);
@@ -50,12 +51,18 @@ impl HelperAttach {
             .map_err(|e| ShimError::io("make a memfd for the init's seccomp filters", e))?;
         if has_seccomp_filters(init_pid)? {
             let sealed_helper = helper::sealed()?;
+            let output = seccomp
+                .try_clone()
+                .map_err(|e| ShimError::io("duplicate the seccomp memfd", e))?;
             let mut dump = std::process::Command::new(fd_path(sealed_helper.as_raw_fd()));
             dump.arg(ctinit_proto::DUMP_SECCOMP_ARG)
                 .arg(init_pid.to_string())
-                .arg(fd_path(seccomp.as_raw_fd()))
+                .arg(fd_path(output.as_raw_fd()))
                 .env_clear();
-            keep_fds_across_exec(&mut dump, &[sealed_helper.as_raw_fd(), seccomp.as_raw_fd()])?;
+            keep_fds_across_exec(
+                &mut dump,
+                [KeptFd::same(sealed_helper), KeptFd::same(output)],
+            )?;
             let out = run_command(exits, dump, DUMP_LIMIT).await?;
             if out.code != 0 {
                 return Err(ShimError::Internal(format!(
@@ -83,20 +90,28 @@ impl ExecSpawner for HelperAttach {
     /// The helper (its sealed copy, `files.helper`) in `--attach` mode, run by host root: it
     /// joins the init's namespaces, forks the exec's helper there and prints its pid.
     async fn spawn(&self, files: ExecFiles) -> Result<SpawnedExec> {
-        let flags = crate::host::namespaces::to_join(self.init_pid)?;
+        let flags = crate::host::process::namespaces::to_join(self.init_pid)?;
         let [helper, socket, spec] = files.helper_args();
+        let dup = |fd: &dyn AsFd, what: &str| {
+            fd.as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| ShimError::io(format!("duplicate the init's {what}"), e))
+        };
+        let (pidfd, seccomp) = (
+            dup(&self.pidfd, "pidfd")?,
+            dup(&self.seccomp, "seccomp filters")?,
+        );
         let mut command = std::process::Command::new(helper);
         command
             .arg(ctinit_proto::ATTACH_ARG)
             .arg(flags.to_string())
-            .arg(self.pidfd.as_raw_fd().to_string())
+            .arg(pidfd.as_raw_fd().to_string())
             .arg(self.personality.to_string())
-            .arg(fd_path(self.seccomp.as_raw_fd()))
+            .arg(fd_path(seccomp.as_raw_fd()))
             .arg(socket)
             .arg(spec)
             .env_clear();
-        let extra = [self.pidfd.as_raw_fd(), self.seccomp.as_raw_fd()];
-        exec_command::spawn(&self.exits, command, &files, &extra, Handover::PrintsPid).await
+        exec_command::spawn(&self.exits, command, files, vec![pidfd, seccomp]).await
     }
 }
 

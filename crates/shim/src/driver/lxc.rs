@@ -29,9 +29,9 @@ use super::lxc_node::{init_exit, LxcNode, Monitored};
 use super::{CreateSpec, Driver, DriverRecord, InitExit, NodeContainer, Running, Starting};
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::cgroup::ContainerCgroup;
-use crate::host::command::run_command;
-use crate::host::exits::ChildExits;
 use crate::host::private::{self, Owner};
+use crate::host::process::command::run_command;
+use crate::host::process::exits::ChildExits;
 
 /// The init's `/proc/PID/cgroup`, kept in the state dir: `shim delete` after a crash finds
 /// the container's cgroups there, with no monitor left to ask.

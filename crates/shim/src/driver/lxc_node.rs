@@ -15,9 +15,9 @@ use tokio::sync::{oneshot, Mutex};
 use super::attach::HelperAttach;
 use super::{InitExit, Running, Starting};
 use crate::errors::{IoContext, Result};
-use crate::host::command::run_command;
-use crate::host::exits::ChildExits;
-use crate::host::lxcmon::{exit_status_from_wait, LxcMonitor};
+use crate::host::process::command::run_command;
+use crate::host::process::exits::ChildExits;
+use crate::host::process::lxcmon::{exit_status_from_wait, LxcMonitor};
 
 /// How long the monitor may take to deliver the exit once the supervisor (`lxc-start -F`),
 /// which ends only after the exit was reported, is gone.

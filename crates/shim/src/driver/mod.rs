@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use crate::config::{DriverKind, PveSection, ShimConfig, DEFAULT_LXCPATH};
 use crate::errors::{Result, ShimError};
 use crate::host::cgroup::ContainerCgroup;
-use crate::host::exits::ChildExits;
+use crate::host::process::exits::ChildExits;
 
 pub mod attach;
 pub mod exec_command;
@@ -272,7 +272,7 @@ pub async fn recover(
 /// The per-namespace lxcpath: containers of different containerd namespaces may share an id.
 /// Long namespaces are shortened so that LXC's monitor socket name fits.
 pub fn namespaced_lxcpath(base: &Path, namespace: &str) -> PathBuf {
-    crate::host::lxcmon::lxcpath_for_namespace(base, namespace)
+    crate::host::process::lxcmon::lxcpath_for_namespace(base, namespace)
 }
 
 /// The hash of `namespace/id`, hex: names a container where its id is too long or too free

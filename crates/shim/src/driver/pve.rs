@@ -31,7 +31,7 @@ use super::lxc_node::{init_exit, LxcNode, Monitored};
 use super::{container_hash, CreateSpec, Driver, DriverRecord, NodeContainer, Starting};
 use crate::config::PveSection;
 use crate::errors::{IoContext, Result, ShimError};
-use crate::host::exits::ChildExits;
+use crate::host::process::exits::ChildExits;
 use crate::pve_api::{client_for, pve_error};
 
 /// Where Proxmox VE keeps its CTs for LXC (`lxc-start -n VMID -P /var/lib/lxc`).
@@ -88,7 +88,7 @@ fn wait_options(settings: &PveSection) -> WaitOptions {
 /// Holds Proxmox's config lock of one CT (`flock` on `pve-config-VMID.lock`); released on drop,
 /// so nothing stays locked whatever happens in between.
 struct ConfigLock {
-    _file: std::fs::File,
+    _file: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl ConfigLock {
@@ -103,20 +103,16 @@ impl ConfigLock {
             .ctx(|| format!("open {}", path.display()))?;
         let deadline = tokio::time::Instant::now() + LOCK_TIMEOUT;
         let mut pause = Duration::from_millis(5);
+        let mut file = file;
         loop {
-            let rc = unsafe {
-                libc::flock(
-                    std::os::fd::AsRawFd::as_raw_fd(&file),
-                    libc::LOCK_EX | libc::LOCK_NB,
-                )
+            file = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            {
+                Ok(locked) => return Ok(ConfigLock { _file: locked }),
+                Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+                Err((_, e)) => {
+                    return Err(ShimError::io(format!("flock {}", path.display()), e.into()))
+                }
             };
-            if rc == 0 {
-                return Ok(ConfigLock { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(ShimError::io(format!("flock {}", path.display()), err));
-            }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ShimError::Internal(format!(
                     "can't lock file '{}' - got timeout",

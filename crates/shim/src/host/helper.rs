@@ -109,35 +109,30 @@ fn seal_helper(state_root: &Path) -> std::io::Result<std::fs::File> {
 
 /// A memfd that can be sealed, close-on-exec.
 pub fn sealable_memfd(name: &std::ffi::CStr) -> std::io::Result<std::fs::File> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: a valid NUL-terminated name; the result is checked and owned below.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: memfd_create returned a fresh descriptor nothing else owns.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    Ok(std::fs::File::from(memfd_create(
+        name,
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?))
 }
 
 /// Seals `memfd` against every change.
 pub fn seal(memfd: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    const SEALS: libc::c_int =
-        libc::F_SEAL_SEAL | libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
+    use nix::fcntl::{FcntlArg, SealFlag};
+    let seals = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_SHRINK;
     // F_SEAL_WRITE fails with EBUSY while a page of the file has references beyond its
     // mappings (mm/memfd.c, `memfd_wait_for_pins`, which waits about 75 ms): pages just written
     // can still sit in another CPU's LRU batch, which only drains there. Seen once in a
     // thousand execs under load; a few more tries, each after a short pause, get past it.
     let mut pause = std::time::Duration::from_millis(2);
     for attempt in 0.. {
-        // SAFETY: fcntl on a descriptor `memfd` owns.
-        if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } == 0 {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EBUSY) || attempt == 4 {
-            return Err(err);
+        match nix::fcntl::fcntl(memfd, FcntlArg::F_ADD_SEALS(seals)) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EBUSY) if attempt < 4 => {}
+            Err(e) => return Err(e.into()),
         }
         std::thread::sleep(pause);
         pause *= 2;

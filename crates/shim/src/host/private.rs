@@ -138,13 +138,8 @@ pub fn restrict_tree(dir: &Path, owner: Owner, keep: &[&str]) -> Result<()> {
 /// (`pve_client::Secret`). Children start dumpable again after their `execve`; they never get
 /// the secret.
 pub fn no_core_dumps() {
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if rc != 0 {
-        log::warn!(
-            "PR_SET_DUMPABLE: {}; a core dump could hold the API token",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        log::warn!("PR_SET_DUMPABLE: {e}; a core dump could hold the API token");
     }
 }
 
@@ -207,8 +202,7 @@ mod tests {
     #[test]
     fn a_process_holding_the_secret_is_not_dumpable() {
         no_core_dumps();
-        // SAFETY: prctl with integer arguments only.
-        assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0);
+        assert_eq!(nix::sys::prctl::get_dumpable(), Ok(false));
     }
 
     impl Owner {

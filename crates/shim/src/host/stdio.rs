@@ -4,8 +4,7 @@
 //! every fifo read-write, so a containerd restart (which closes its ends) neither ends a copy nor
 //! kills the workload with SIGPIPE: output waits in the pipe until containerd reopens it.
 
-use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,8 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::errors::{IoContext, Result, ShimError};
-use crate::host::exits::ChildExits;
+use crate::host::process::exits::ChildExits;
+use crate::host::process::{keep_fds_across_exec, KeptFd};
 
 /// What the container process gets, in the order stdin, stdout, stderr. `None` becomes
 /// /dev/null inside the container.
@@ -112,28 +112,19 @@ fn open_fifo(path: &str) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-fn set_nonblocking(fd: RawFd) -> Result<()> {
-    let flags = nix::fcntl::fcntl(
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        nix::fcntl::FcntlArg::F_GETFL,
-    )
-    .map_err(|e| ShimError::io("fcntl F_GETFL", e.into()))?;
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| ShimError::io("fcntl F_GETFL", e.into()))?;
     let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        nix::fcntl::FcntlArg::F_SETFL(flags),
-    )
-    .map_err(|e| ShimError::io("fcntl F_SETFL", e.into()))?;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| ShimError::io("fcntl F_SETFL", e.into()))?;
     Ok(())
 }
 
 /// Copies from `src` to `dst` until EOF (or EIO from a pty whose slave side is gone). With a
 /// `stop` signal, drains what is readable right now and ends when it fires (CloseIO).
 async fn copy(src: OwnedFd, dst: OwnedFd, mut stop: Option<watch::Receiver<bool>>) {
-    let (Ok(()), Ok(())) = (
-        set_nonblocking(src.as_raw_fd()),
-        set_nonblocking(dst.as_raw_fd()),
-    ) else {
+    let (Ok(()), Ok(())) = (set_nonblocking(&src), set_nonblocking(&dst)) else {
         return;
     };
     // SAFETY: the descriptors are owned by the AsyncFds and stay open while registered.
@@ -338,6 +329,8 @@ impl ProcessIo {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
+        // SAFETY: TIOCSWINSZ reads one `winsize`, which `ws` is and outlives the call; the
+        // master is open while `pty` holds it.
         let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         if rc < 0 {
             return Err(ShimError::io(
@@ -406,15 +399,7 @@ async fn start_binary_logger(
     stderr: OwnedFd,
     exits: &ChildExits,
 ) -> Result<()> {
-    use std::os::unix::process::CommandExt;
     let (ready_r, ready_w) = pipe()?;
-    let fds: HashMap<RawFd, RawFd> = [
-        (stdout.as_raw_fd(), 3),
-        (stderr.as_raw_fd(), 4),
-        (ready_w.as_raw_fd(), 5),
-    ]
-    .into_iter()
-    .collect();
     let mut cmd = std::process::Command::new(path);
     cmd.args(args)
         .env("CONTAINER_ID", container_id)
@@ -422,26 +407,14 @@ async fn start_binary_logger(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 clears CLOEXEC on the targets; sources are distinct from 3..5 in practice,
-            // but go through a high number first in case they are not.
-            let mut moved = Vec::new();
-            for (src, _) in fds.iter() {
-                let tmp = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 100);
-                if tmp < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                moved.push((tmp, fds[src]));
-            }
-            for (tmp, target) in moved {
-                if libc::dup2(tmp, target) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    keep_fds_across_exec(
+        &mut cmd,
+        [
+            KeptFd::at(stdout, 3),
+            KeptFd::at(stderr, 4),
+            KeptFd::at(ready_w, 5),
+        ],
+    )?;
     let child = cmd.spawn().ctx(|| format!("start logging binary {path}"))?;
     // The logger runs on its own; its exit is collected by the reaper and claimed here so the
     // exit table stays small.
@@ -451,9 +424,9 @@ async fn start_binary_logger(
             debug!("logging binary exited with {code}");
         }
     });
-    drop(ready_w);
-    drop(stdout);
-    drop(stderr);
+    // The command held the shim's copies of stdout, stderr and the ready pipe's write end:
+    // from here the logger holds the only ones, so its exit or close ends the wait.
+    drop(cmd);
     let wait_ready = tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::from(ready_r);
         let mut b = [0u8; 1];
@@ -528,6 +501,56 @@ mod tests {
         io.attach_pty(pty.master).await.expect("attach_pty");
         assert_eq!(io.copies.lock().await.len(), 1, "only the output copy");
         assert!(io.input.lock().await.is_some(), "stdin copied as input");
+        io.shutdown().await;
+    }
+
+    /// A `binary://` logger, as containerd's runc shim starts one: stdout on fd 3, stderr on
+    /// fd 4, a pipe on fd 5 it closes once ready, the container's names in its environment.
+    #[tokio::test]
+    async fn a_binary_logger_gets_both_streams_and_the_ready_pipe() {
+        use std::os::unix::fs::PermissionsExt;
+        const LOGGER: &str = r#"#!/bin/sh
+[ -p "/proc/$$/fd/5" ] && ready=pipe || ready=missing
+exec 5>&-
+cat <&3 > "$1.out"
+cat <&4 > "$1.err"
+echo "$CONTAINER_NAMESPACE $CONTAINER_ID $ready" > "$1.tmp" && mv "$1.tmp" "$1.done"
+"#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logger = dir.path().join("logger");
+        std::fs::write(&logger, LOGGER).expect("write the logger");
+        std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755))
+            .expect("make the logger executable");
+        let seen = dir.path().join("seen");
+        let paths = StdioPaths {
+            stdin: String::new(),
+            stdout: format!("binary://{}?{}", logger.display(), seen.display()),
+            stderr: String::new(),
+            terminal: false,
+        };
+        let exits = ChildExits::default();
+        let (io, mut ours) = ProcessIo::setup(&paths, "ns", "id", &exits)
+            .await
+            .expect("setup with the logger ready");
+        for (end, text) in [
+            (ours.stdout.take(), "to stdout"),
+            (ours.stderr.take(), "to stderr"),
+        ] {
+            let mut file = std::fs::File::from(end.expect("a container end"));
+            std::io::Write::write_all(&mut file, text.as_bytes()).expect("write");
+        }
+        let done = seen.with_extension("done");
+        for _ in 0..100 {
+            if done.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let read =
+            |ext: &str| std::fs::read_to_string(seen.with_extension(ext)).unwrap_or_default();
+        assert_eq!(read("done"), "ns id pipe\n");
+        assert_eq!(read("out"), "to stdout");
+        assert_eq!(read("err"), "to stderr");
         io.shutdown().await;
     }
 

@@ -36,7 +36,7 @@ use log::{info, warn};
 use crate::config::{self, ShimConfig};
 use crate::driver::{self, Driver};
 use crate::errors::{Result, ShimError};
-use crate::host::exits::ChildExits;
+use crate::host::process::exits::ChildExits;
 use container::{Container, Env};
 use events::{timestamp, Events};
 use process::Status;

@@ -198,7 +198,10 @@ pub fn userns_transcript(env: &CriEnv, handler: &str, idmapped_volumes: bool) ->
         .iter()
         .map(|id| {
             let state = shim::task::record::state_dir_for("k8s.io", id);
-            format!("{}/", shim::host::staged::binds_dir(&state).display())
+            format!(
+                "{}/",
+                shim::host::mounts::staged::binds_dir(&state).display()
+            )
         })
         .collect();
     let staged: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")?

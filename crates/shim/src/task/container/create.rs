@@ -16,11 +16,12 @@ use super::{Container, Env, HELPER_TIMEOUT};
 use crate::driver::{CreateSpec, Driver, NodeContainer, Running};
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::cgroup::{ContainerCgroup, OomLedger};
-use crate::host::exits::ChildExits;
-use crate::host::hooks::RunIn;
+use crate::host::mounts::{rootfs, staged};
 use crate::host::private::{self, Owner};
+use crate::host::process::exits::ChildExits;
+use crate::host::process::hooks::RunIn;
 use crate::host::stdio::{ProcessIo, StdioPaths};
-use crate::host::{helper, node, rootfs, staged};
+use crate::host::{helper, node};
 use crate::task::process::{Pending, Process};
 use crate::task::record::{state_dir_for, BundleRecord};
 
@@ -101,7 +102,7 @@ impl Container {
         // Everything of the container's is as private as containerd's own bundle (issue 12):
         // owned by the container's root (mapped under a user namespace), 0700/0600.
         let owner = Owner::for_spec(spec);
-        crate::host::subid::check_new_user_namespace(spec)?;
+        crate::host::node::subid::check_new_user_namespace(spec)?;
         prepare_dirs(req, &bundle, &state_dir, owner, &env.exits, undo)?;
         let (mut plan, init_spec) = plan(req, spec, &bundle, &state_dir, owner)?;
         undo.staged = Some(state_dir.clone());
@@ -160,7 +161,7 @@ impl Container {
         container
             .set_up_started(
                 spec,
-                crate::host::tidy::MountFixes {
+                crate::host::mounts::tidy::MountFixes {
                     peer_binds: &plan.host_peer_binds,
                     recursive_attrs: &plan.recursive_attrs,
                 },
@@ -179,7 +180,7 @@ impl Container {
     async fn set_up_started(
         &self,
         spec: &Spec,
-        mount_fixes: crate::host::tidy::MountFixes<'_>,
+        mount_fixes: crate::host::mounts::tidy::MountFixes<'_>,
         pty: Option<std::os::fd::OwnedFd>,
     ) -> Result<()> {
         let pid = self.init.pid();
@@ -188,7 +189,7 @@ impl Container {
             .as_ref()
             .and_then(|l| l.masked_paths().clone())
             .unwrap_or_default();
-        crate::host::tidy::tidy(&self.env.exits, pid, &masked_paths, mount_fixes).await?;
+        crate::host::mounts::tidy::tidy(&self.env.exits, pid, &masked_paths, mount_fixes).await?;
         if let Some(h) = &self.hooks {
             let mut create_runtime = h.prestart().clone().unwrap_or_default();
             create_runtime.extend(h.create_runtime().clone().unwrap_or_default());

@@ -26,9 +26,9 @@ use super::process::{describe, Pending, Process, Status};
 use crate::driver::{ExecSpawner, InitExit, NodeContainer};
 use crate::errors::{Result, ShimError};
 use crate::host::cgroup::{read_oom_kills, ContainerCgroup, OomLedger};
-use crate::host::exits::ChildExits;
 use crate::host::helper;
-use crate::host::hooks::{self, RunIn};
+use crate::host::process::exits::ChildExits;
+use crate::host::process::hooks::{self, RunIn};
 
 pub use create::teardown;
 

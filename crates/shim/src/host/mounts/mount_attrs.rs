@@ -9,7 +9,7 @@ use lxc_config::{MountSetattr, RecursiveAttrs};
 use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags};
 
-use crate::host::rootfs::MountClone;
+use crate::host::mounts::clone::{mount_attr, mount_setattr, MountClone};
 
 /// What this kernel's mount_setattr(2) can do, probed once per process.
 pub fn kernel_support() -> MountSetattr {
@@ -36,41 +36,6 @@ fn probe(attr_set: u64) -> Errno {
         Ok(()) => Errno::UnknownErrno,
         Err(e) => e,
     }
-}
-
-/// A `struct mount_attr` without a propagation change.
-pub(crate) fn mount_attr(attr_set: u64, attr_clr: u64, userns_fd: u64) -> libc::mount_attr {
-    libc::mount_attr {
-        attr_set,
-        attr_clr,
-        propagation: 0,
-        userns_fd,
-    }
-}
-
-/// mount_setattr(2): the shim's one call of it (recursive attributes here, the clones of
-/// [`MountClone`]).
-pub(crate) fn mount_setattr(
-    dirfd: libc::c_int,
-    path: &std::ffi::CStr,
-    flags: libc::c_uint,
-    attr: &libc::mount_attr,
-) -> std::result::Result<(), Errno> {
-    // SAFETY: a valid C string and a mount_attr of the size given; nothing is kept.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            dirfd,
-            path.as_ptr(),
-            flags,
-            attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(Errno::last());
-    }
-    Ok(())
 }
 
 /// Marks a bind's recursive attributes in `tidy`'s arguments:

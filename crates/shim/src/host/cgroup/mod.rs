@@ -1,5 +1,8 @@
 //! A container's cgroup, found from its init's /proc/PID/cgroup, for pids, stats, freeze/thaw,
-//! resource updates and OOM events, on cgroup v1 (legacy/hybrid) and v2.
+//! resource updates and OOM events, on cgroup v1 (legacy/hybrid) and v2; its [`metrics`] in
+//! containerd's types.
+
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -166,9 +169,9 @@ impl ContainerCgroup {
     /// containerd's metrics (`io.containerd.cgroups.v1.Metrics` on v1, v2's on v2) as an Any.
     pub fn metrics(&self) -> Result<Any> {
         let message: Box<dyn containerd_shim::protos::protobuf::MessageDyn> = if self.unified_only {
-            Box::new(crate::host::metrics::collect_v2(self.dir("")?))
+            Box::new(crate::host::cgroup::metrics::collect_v2(self.dir("")?))
         } else {
-            Box::new(crate::host::metrics::collect_v1(&self.dirs))
+            Box::new(crate::host::cgroup::metrics::collect_v1(&self.dirs))
         };
         containerd_shim::util::convert_to_any(message)
             .map_err(|e| ShimError::Internal(format!("encode metrics: {e}")))
@@ -459,12 +462,11 @@ pub fn watch_oom_v1(
     ledger: Arc<OomLedger>,
     on_oom: impl Fn() + Send + 'static,
 ) -> Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if efd < 0 {
-        return Err(ShimError::io("eventfd", std::io::Error::last_os_error()));
-    }
-    let efd = register(unsafe { OwnedFd::from_raw_fd(efd) })?;
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map_err(|e| ShimError::io("eventfd", e.into()))?;
+    let efd = register(OwnedFd::from(efd))?;
     let oom_control = std::fs::File::open(memory_dir.join("memory.oom_control"))
         .ctx(|| format!("open {}/memory.oom_control", memory_dir.display()))?;
     std::fs::write(
@@ -523,26 +525,18 @@ pub fn watch_oom_v2(
     ledger: Arc<OomLedger>,
     on_oom: impl Fn() + Send + 'static,
 ) -> Result<()> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     use std::ffi::CString;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::OwnedFd;
     let events = cgroup_dir.join("memory.events");
     let path = CString::new(events.as_os_str().as_encoded_bytes())
         .map_err(|_| ShimError::Internal(format!("{}: NUL in path", events.display())))?;
-    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-    if fd < 0 {
-        return Err(ShimError::io(
-            "inotify_init1",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) } < 0 {
-        return Err(ShimError::io(
-            format!("watch {}", events.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    let fd = register(fd)?;
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+        .map_err(|e| ShimError::io("inotify_init1", e.into()))?;
+    inotify
+        .add_watch(path.as_c_str(), AddWatchFlags::IN_MODIFY)
+        .map_err(|e| ShimError::io(format!("watch {}", events.display()), e.into()))?;
+    let fd = register(OwnedFd::from(inotify))?;
     tokio::spawn(async move {
         let mut buf = [0u8; 4096];
         while let Some(n) = read_when_ready(&fd, &mut buf).await {

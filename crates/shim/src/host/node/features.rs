@@ -8,8 +8,8 @@
 //! - mount options: lxc-config's table (LXC's flags and propagation, `bind`, `rbind`), and
 //!   runc's recursive attributes (`rro`, `rnosuid`, ...) where this kernel's mount_setattr(2)
 //!   applies them (probed at run time; runc lists them whatever the kernel): the shim applies
-//!   them to the bind and its submounts once LXC has mounted everything (host/mount_attrs.rs).
-//!   No `tmpcopyup`, `remount`, `acl`/`noacl`.
+//!   them to the bind and its submounts once LXC has mounted everything
+//!   ([`crate::host::mounts::mount_attrs`]). No `tmpcopyup`, `remount`, `acl`/`noacl`.
 //! - namespaces: with `user` (a new one, `ctr --uidmap`, or a pod's joined by path, CRI's
 //!   `hostUsers: false`).
 //! - `mountExtensions.idmap`: idmapped bind mounts with the container's own mappings (what
@@ -105,7 +105,7 @@ pub fn document(driver: &str) -> Value {
         "ociVersionMax": "1.2.0",
         "hooks": HOOKS,
         "mountOptions": lxc_config::supported_mount_options(
-            crate::host::mount_attrs::kernel_support()
+            crate::host::mounts::mount_attrs::kernel_support()
         ),
         "linux": {
             "namespaces": NAMESPACES,
@@ -148,7 +148,7 @@ mod tests {
             .filter_map(|v| v.as_str())
             .collect();
         assert!(options.contains(&"rbind") && options.contains(&"ro"));
-        let support = crate::host::mount_attrs::kernel_support();
+        let support = crate::host::mounts::mount_attrs::kernel_support();
         assert_eq!(options.contains(&"rro"), support.available);
         assert_eq!(options.contains(&"rnosymfollow"), support.nosymfollow);
         assert_eq!(

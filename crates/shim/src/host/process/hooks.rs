@@ -19,8 +19,8 @@ use std::time::Duration;
 use oci_spec::runtime::Hook;
 
 use crate::errors::{Result, ShimError};
-use crate::host::command::run_command_with_input;
-use crate::host::exits::ChildExits;
+use crate::host::process::command::run_command_with_input;
+use crate::host::process::exits::ChildExits;
 
 /// Where a hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

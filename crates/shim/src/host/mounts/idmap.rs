@@ -13,8 +13,8 @@ use nix::sys::signal::{kill, Signal};
 
 use crate::config;
 use crate::errors::{IoContext, Result, ShimError};
-use crate::host::exits::ChildExits;
-use crate::host::rootfs::MountClone;
+use crate::host::mounts::clone::MountClone;
+use crate::host::process::exits::ChildExits;
 
 /// One `container:host:size` range of containerd's `uidmap=`/`gidmap=` lists.
 fn parse_ranges(what: &str, list: &str) -> Result<Vec<(u32, u32, u32)>> {

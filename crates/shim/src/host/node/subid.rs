@@ -71,7 +71,7 @@ pub fn check_new_user_namespace(spec: &Spec) -> Result<()> {
 /// or with file capabilities (LXC's `idmaptool_on_path_and_privileged`; the capability sets
 /// themselves are not read here).
 fn privileged_tool(name: &str) -> Option<PathBuf> {
-    let found = crate::host::command::on_path(name)?;
+    let found = crate::host::process::command::on_path(name)?;
     (is_setuid(&found) || has_file_capabilities(&found)).then_some(found)
 }
 

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::errors::{IoContext, Result, ShimError};
-use crate::host::exits::ChildExits;
+use crate::host::process::exits::ChildExits;
 
 /// How long output is still read after the command exited: a child it left behind may hold
 /// the pipe open.

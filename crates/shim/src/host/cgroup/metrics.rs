@@ -67,6 +67,7 @@ pub fn collect_v1(dirs: &HashMap<String, std::path::PathBuf>) -> v1::Metrics {
     if let Some(dir) = dirs.get("cpuacct") {
         // cpuacct.stat is in USER_HZ ticks; containerd reports nanoseconds.
         let ticks = read_kv(&dir.join("cpuacct.stat"));
+        // SAFETY: sysconf takes a constant name and touches no memory of the caller's.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
         let to_ns = |t: u64| t.saturating_mul(1_000_000_000 / hz);
         let per_cpu = std::fs::read_to_string(dir.join("cpuacct.usage_percpu"))

@@ -1,4 +1,9 @@
-//! Facts about this node that decide how a container is planned.
+//! Facts about this node that decide how a container is planned, and two more answers that
+//! depend on the node: the OCI features document the runtime gives here ([`features`]) and
+//! whether LXC may write a new user namespace's maps here ([`subid`]).
+
+pub mod features;
+pub mod subid;
 
 /// LXC's version decides which keys the renderer may use (LXC 6 has no cgroup v1 keys).
 fn lxc_version() -> (u32, u32, u32) {
@@ -48,7 +53,7 @@ pub fn node_facts() -> lxc_config::NodeFacts {
             lxc_config::CgroupMode::Legacy
         },
         lxc_version: lxc_version(),
-        mount_setattr: crate::host::mount_attrs::kernel_support(),
+        mount_setattr: crate::host::mounts::mount_attrs::kernel_support(),
     }
 }
 

@@ -15,7 +15,7 @@
 //!
 //! The same child does what LXC's mount entries cannot express: binds that must stay peers of
 //! their host mounts (`lxc_config::PeerBind`), then recursive mount attributes
-//! (`lxc_config::RecursiveAttrs`, see [`crate::host::mount_attrs`]).
+//! (`lxc_config::RecursiveAttrs`, see [`crate::host::mounts::mount_attrs`]).
 
 use std::os::fd::AsFd;
 use std::time::Duration;
@@ -25,9 +25,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, CloneFlags};
 
 use crate::errors::{Result, ShimError};
-use crate::host::command::run_command;
-use crate::host::exits::ChildExits;
-use crate::host::mount_attrs;
+use crate::host::mounts::mount_attrs;
+use crate::host::process::command::run_command;
+use crate::host::process::exits::ChildExits;
 
 /// The hidden subcommand of the shim binary that does the work in the container.
 pub const SUBCOMMAND: &str = "tidy-container";
@@ -108,7 +108,7 @@ pub fn run(args: &[String]) -> std::result::Result<(), String> {
             return Err(usage());
         }
         let (nested, rest) = rest.split_at(count);
-        let clone = crate::host::rootfs::MountClone::of(src, kind == "rbind")?;
+        let clone = crate::host::mounts::clone::MountClone::of(src, kind == "rbind")?;
         peer_binds.push((clone, dst.clone(), nested.to_vec()));
         masked = rest;
     }

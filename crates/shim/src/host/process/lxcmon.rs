@@ -7,7 +7,7 @@
 //! `\0lxc/<fnv64a("lxc/<lxcpath>/monitor-sock")>/<lxcpath>`. There is no replay, so the shim
 //! connects before it starts a container, and starts `lxc-monitord` when none runs.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use log::{debug, warn};
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
-use crate::host::exits::ExitTable;
+use crate::host::process::exits::ExitTable;
 
 /// `struct lxc_msg { int type; char name[NAME_MAX + 1]; int value; }` (LXC 3-5).
 const MSG_SIZE: usize = 4 + 256 + 4;
@@ -106,18 +106,20 @@ fn spawn_monitord(lxcpath: &Path) -> std::io::Result<()> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    // The pipe's write end goes with it across exec.
+    super::keep_fds_across_exec(&mut cmd, [super::KeptFd::same(write_end)])
+        .map_err(std::io::Error::other)?;
+    // SAFETY: setsid is async-signal-safe and touches no memory; it detaches the child from
+    // the shim's session.
     unsafe {
-        cmd.pre_exec(move || {
-            // Keep the pipe's write end across exec (pipe() made it without CLOEXEC only if
-            // we clear it here), and detach from the shim's session.
-            let flags = libc::fcntl(write_fd, libc::F_GETFD);
-            libc::fcntl(write_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+        cmd.pre_exec(|| {
             libc::setsid();
             Ok(())
         });
     }
     let _child = cmd.spawn()?;
-    drop(write_end);
+    // The command held the shim's copy of the write end: from here only lxc-monitord has one.
+    drop(cmd);
     let mut file = std::fs::File::from(read_end);
     let mut byte = [0u8; 1];
     // Either a byte (ready) or EOF (it died); both end the wait.
@@ -155,10 +157,7 @@ impl LxcMonitor {
         .await
         .map_err(std::io::Error::other)??;
         stream.set_nonblocking(true)?;
-        let fd: OwnedFd = stream.into();
-        let stream = tokio::net::UnixStream::from_std(unsafe {
-            std::os::unix::net::UnixStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
-        })?;
+        let stream = tokio::net::UnixStream::from_std(stream)?;
         let monitor = LxcMonitor {
             exits: ExitTable::default(),
         };
