@@ -28,7 +28,10 @@ pub const VM_PRIVILEGES: [(&str, &str); 5] = [
     ("VM.PowerMgmt", "start CTs"),
     ("VM.Allocate", "destroy CTs"),
     ("VM.Config.CPU", "write updated CPU limits into CT configs"),
-    ("VM.Config.Memory", "write updated memory limits into CT configs"),
+    (
+        "VM.Config.Memory",
+        "write updated memory limits into CT configs",
+    ),
 ];
 pub const AUDIT_PRIVILEGES: [(&str, &str); 1] = [(
     "Sys.Audit",
@@ -179,8 +182,18 @@ fn load_config(named: Option<&Path>, r: &mut Report) -> Option<ShimConfig> {
 /// (containerd 2.x converts it), 1 (no `version`) the oldest.
 fn cri_runtimes_table(version: i64) -> [&'static str; 4] {
     match version {
-        3.. => ["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes"],
-        2 => ["plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes"],
+        3.. => [
+            "plugins",
+            "io.containerd.cri.v1.runtime",
+            "containerd",
+            "runtimes",
+        ],
+        2 => [
+            "plugins",
+            "io.containerd.grpc.v1.cri",
+            "containerd",
+            "runtimes",
+        ],
         _ => ["plugins", "cri", "containerd", "runtimes"],
     }
 }
@@ -190,8 +203,7 @@ fn toml_header(path: &[String]) -> String {
     path.iter()
         .map(|k| {
             if !k.is_empty()
-                && k
-                    .chars()
+                && k.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 k.clone()
@@ -295,10 +307,7 @@ fn check_containerd_runtime(config: &Path, r: &mut Report) {
             .map(|s| s.to_string())
             .collect();
         path.push("proxmox-lxc".into());
-        format!(
-            "[{}] runtime_type = \"{RUNTIME_NAME}\"",
-            toml_header(&path)
-        )
+        format!("[{}] runtime_type = \"{RUNTIME_NAME}\"", toml_header(&path))
     };
     let read = |file: &Path| -> Result<toml::Table, String> {
         let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
@@ -668,7 +677,11 @@ async fn check_privileges(client: &pve_client::Client, pve: &PveSection, r: &mut
              {VM_ROLE} on /vms and {AUDIT_ROLE} on / (docs/operator.md)",
             extra.len(),
             shown.join(", "),
-            if extra.len() > shown.len() { ", …" } else { "" }
+            if extra.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
         ));
     }
 }

@@ -387,7 +387,10 @@ mod tests {
         assert!(ShimConfig::parse(&format!("{base}vmid_range = [100, 999999999]\n"), "t").is_ok());
         for bad in ["", "-k8s", "k8s cid", "k8s;x", "k\u{e9}"] {
             let e = err(&format!("tag_prefix = {bad:?}"));
-            assert!(e.contains("tag_prefix") && e.contains("Proxmox tag"), "{bad:?}: {e}");
+            assert!(
+                e.contains("tag_prefix") && e.contains("Proxmox tag"),
+                "{bad:?}: {e}"
+            );
         }
         for good in ["k8s", "_x", "a.b+c-d", "K8S"] {
             assert!(is_pve_tag(good), "{good}");

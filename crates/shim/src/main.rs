@@ -54,8 +54,7 @@ fn main() {
         }
         return;
     }
-    if let Some(problem) = not_a_shim_invocation(&args[1..], std::env::var_os(TTRPC_ADDRESS_ENV))
-    {
+    if let Some(problem) = not_a_shim_invocation(&args[1..], std::env::var_os(TTRPC_ADDRESS_ENV)) {
         eprintln!("{}: {problem}", env!("CARGO_BIN_NAME"));
         std::process::exit(2);
     }
@@ -328,7 +327,11 @@ fn run_check(args: &[String]) -> i32 {
         config: parsed.config,
         ..Default::default()
     };
-    if let Some((_, file)) = parsed.values.iter().find(|(k, _)| k == "--containerd-config") {
+    if let Some((_, file)) = parsed
+        .values
+        .iter()
+        .find(|(k, _)| k == "--containerd-config")
+    {
         options.containerd_config = file.into();
     }
     let report = match block_on("check", shim::check::check(&options)) {
@@ -421,7 +424,9 @@ mod tests {
     /// to the shim framework untouched.
     #[test]
     fn containerds_invocations_pass() {
-        let address = Some(std::ffi::OsString::from("/run/containerd/containerd.sock.ttrpc"));
+        let address = Some(std::ffi::OsString::from(
+            "/run/containerd/containerd.sock.ttrpc",
+        ));
         for line in [
             "-namespace k8s.io -address /run/containerd/containerd.sock -publish-binary /usr/bin/containerd -id abc start",
             "-namespace k8s.io -address /run/containerd/containerd.sock -publish-binary /usr/bin/containerd -id abc -debug start",
@@ -443,7 +448,10 @@ mod tests {
         assert!(said("strat").contains("did you mean `start`?"));
         assert!(!said("frobnicate").contains("did you mean"));
         let no_address = not_a_shim_invocation(&args("-id x start"), None).unwrap();
-        assert!(no_address.contains("TTRPC_ADDRESS is not set"), "{no_address}");
+        assert!(
+            no_address.contains("TTRPC_ADDRESS is not set"),
+            "{no_address}"
+        );
     }
 
     #[test]

@@ -59,8 +59,14 @@ fn no_arguments_says_what_the_binary_is_for() {
     assert_eq!(code, Some(2), "{stdout}{stderr}");
     assert_no_framework_debug(&stderr);
     assert!(stderr.contains("no subcommand given"), "{stderr}");
-    assert!(stderr.contains("containerd runs this binary itself"), "{stderr}");
-    assert!(stderr.contains(" check`") && stderr.contains("--help"), "{stderr}");
+    assert!(
+        stderr.contains("containerd runs this binary itself"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(" check`") && stderr.contains("--help"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -69,7 +75,10 @@ fn unknown_flag_is_named_as_typed() {
     assert_eq!(code, Some(2), "{stderr}");
     assert_no_framework_debug(&stderr);
     assert!(stderr.contains("unknown flag `--foo`"), "{stderr}");
-    assert!(stderr.contains("-namespace") && stderr.contains("--help"), "{stderr}");
+    assert!(
+        stderr.contains("-namespace") && stderr.contains("--help"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -93,10 +102,7 @@ fn start_by_hand_says_containerd_runs_it() {
 
 #[test]
 fn subcommand_help_is_the_subcommands() {
-    for (sub, want) in [
-        ("check", "--containerd-config FILE"),
-        ("gc", "--dry-run"),
-    ] {
+    for (sub, want) in [("check", "--containerd-config FILE"), ("gc", "--dry-run")] {
         for flag in ["--help", "-h"] {
             let (code, stdout, stderr) = run(&[sub, flag]);
             assert_eq!(code, Some(0), "{sub} {flag}: {stderr}");
