@@ -620,12 +620,18 @@ fn note_unused_storage(pve: &PveSection, r: &mut Report) {
 }
 
 /// The `pveum` commands that grant one role of the scheme to the token's user.
-fn grant_commands(pve: &PveSection, role: &str, privileges: &[(&str, &str)], acl: &str) -> String {
+fn grant_commands(
+    pve: &PveSection,
+    role: &str,
+    privileges: &[(&str, &str)],
+    acl_path: &str,
+    acl_flags: &str,
+) -> String {
     let user = pve.token_id.split('!').next().unwrap_or(&pve.token_id);
     let privs: Vec<&str> = privileges.iter().map(|(p, _)| *p).collect();
     format!(
         "`pveum role add {role} --privs \"{}\"` (`pveum role modify` if it exists), then \
-         `pveum acl modify {acl} --users {user} --roles {role}`; a token made with --privsep 1 \
+         `pveum acl modify {acl_path} --users {user} --roles {role}{acl_flags}`; a token made with --privsep 1 \
          also needs `--tokens '{}'` on that ACL (docs/operator.md, \"The Proxmox token\")",
         privs.join(" "),
         pve.token_id
@@ -640,9 +646,15 @@ fn grant_commands(pve: &PveSection, role: &str, privileges: &[(&str, &str)], acl
 async fn check_privileges(client: &pve_client::Client, pve: &PveSection, r: &mut Report) {
     let vm_path = format!("/vms/{}", pve.vmid_range[0]);
     let mut extra = Vec::new();
-    for (path, role, privileges, acl) in [
-        (vm_path.as_str(), VM_ROLE, &VM_PRIVILEGES[..], "/vms"),
-        ("/", AUDIT_ROLE, &AUDIT_PRIVILEGES[..], "/ --propagate 0"),
+    for (path, role, privileges, acl_path, acl_flags) in [
+        (vm_path.as_str(), VM_ROLE, &VM_PRIVILEGES[..], "/vms", ""),
+        (
+            "/",
+            AUDIT_ROLE,
+            &AUDIT_PRIVILEGES[..],
+            "/",
+            " --propagate 0",
+        ),
     ] {
         let held = match client.permissions(Some(path)).await {
             Ok(perms) => perms.get(path).cloned().unwrap_or_default(),
@@ -659,7 +671,7 @@ async fn check_privileges(client: &pve_client::Client, pve: &PveSection, r: &mut
             } else {
                 r.problem(format!(
                     "the token may not {what}: it lacks {privilege} on {path}; grant the role: {}",
-                    grant_commands(pve, role, privileges, acl)
+                    grant_commands(pve, role, privileges, acl_path, acl_flags)
                 ));
             }
         }

@@ -224,7 +224,7 @@ async fn check_names_a_missing_sys_audit() {
         problems[0].contains("Sys.Audit on /;")
             && problems[0].contains("quorum")
             && problems[0].contains(
-                "pveum acl modify / --propagate 0 --users root@pam --roles ContainerdShimAudit"
+                "pveum acl modify / --users root@pam --roles ContainerdShimAudit --propagate 0"
             ),
         "{problems:?}"
     );

@@ -220,7 +220,7 @@ impl Container {
         record.init_pid = pid;
         record.write(&bundle)?;
         container.watch_oom();
-        tokio::spawn(container.clone().finish_when_init_exits(started.exit));
+        crate::logging::spawn(container.clone().finish_when_init_exits(started.exit));
         Ok(container)
     }
 
@@ -486,7 +486,7 @@ impl Container {
             .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event));
         drop(guard);
         let (events, id, exec) = (self.env.events.clone(), self.id.clone(), exec.clone());
-        tokio::spawn(async move {
+        crate::logging::spawn(async move {
             let code = exit.await.unwrap_or(255);
             let code = u32::try_from(code).unwrap_or(255);
             events.exit(&id, &exec, code, SystemTime::now()).await;
@@ -574,7 +574,7 @@ impl Container {
             Ok((pid, exit)) => {
                 // The exec command's stderr carries only its own errors; drained so it never
                 // blocks.
-                tokio::spawn(async move {
+                crate::logging::spawn(async move {
                     if let Ok(text) = read_stderr.await {
                         if !text.trim().is_empty() {
                             debug!("exec command: {}", text.trim());
@@ -1015,7 +1015,7 @@ fn kill_pid(pid: u32) {
 
 /// Runs cgroup file work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    crate::logging::spawn_blocking(f)
         .await
         .map_err(|e| ShimError::Internal(format!("cgroup work: {e}")))
 }
