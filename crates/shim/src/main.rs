@@ -228,7 +228,7 @@ impl Subcommand {
                 print!("usage: {}\n\n{}", self.synopsis(), self.help);
                 return Err(0);
             }
-            let option = |names: &[&str]| names.iter().any(|n| arg == *n);
+            let option = |names: &[&str]| names.contains(&arg);
             let needs_value = |what: &str| {
                 eprintln!(
                     "{}: {arg} needs {what}; usage: {}",
