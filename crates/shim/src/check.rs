@@ -379,6 +379,20 @@ fn check_containerd_runtime(config: &Path, r: &mut Report) {
             .map(|s| s.to_string())
             .collect();
         want.push(e.path.last().cloned().unwrap_or_default());
+        let v3_table = cri_runtimes_table(3);
+        if e.version == 2 && e.path.iter().zip(v3_table).all(|(a, b)| a == b) {
+            // containerd 2.x converts a version 2 config and keeps what is already under the
+            // new plugin's name; containerd 1.x does not know that name.
+            r.note(format!(
+                "containerd: {} is a version 2 config with a runtime of type {RUNTIME_NAME} at \
+                 [{}]: containerd 2.x reads it there, containerd 1.x does not (on 1.x move it \
+                 to [{}])",
+                e.file.display(),
+                toml_header(&e.path),
+                toml_header(&want)
+            ));
+            continue;
+        }
         r.problem(format!(
             "containerd: {} has a runtime of type {RUNTIME_NAME} at [{}], but a version {} \
              config gives CRI its runtimes under [{}]: move it there (and restart containerd)",

@@ -434,6 +434,17 @@ async fn check_finds_containerds_runtime_entry() {
         "{lines:?}"
     );
 
+    // A version 3 entry in a version 2 file: containerd 2.x converts the file and reads it,
+    // 1.x does not: a note.
+    let report = run(&v3.replace("version = 3", "version = 2")).await;
+    let lines = entry(&report);
+    assert!(
+        lines.iter().any(|l| l.starts_with("note")
+            && l.contains("containerd 2.x reads it there, containerd 1.x does not")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("PROBLEM")), "{lines:?}");
+
     // None: says what to add for that version.
     let report = run("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n").await;
     let lines = entry(&report);
