@@ -125,20 +125,22 @@ fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Walks the cause chain, including the errors wrapped inside `io::Error`s (whose
-/// `source()` skips the wrapped error itself).
-fn caused_by_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
-    if e.downcast_ref::<rustls::Error>().is_some() {
-        return true;
+/// The first rustls error in the cause chain, including the errors wrapped inside
+/// `io::Error`s (whose `source()` skips the wrapped error itself).
+fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
     }
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
-        if let Some(inner) = io.get_ref() {
-            if caused_by_rustls(inner) {
-                return true;
-            }
+        if let Some(found) = io.get_ref().and_then(|inner| rustls_cause(inner)) {
+            return Some(found);
         }
     }
-    e.source().is_some_and(caused_by_rustls)
+    e.source().and_then(rustls_cause)
+}
+
+fn caused_by_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
+    rustls_cause(e).is_some()
 }
 
 fn format_param_errors(errors: &BTreeMap<String, String>) -> String {
@@ -273,6 +275,21 @@ impl Error {
             return false;
         };
         caused_by_rustls(source)
+    }
+
+    /// With a pinned fingerprint ([`crate::TlsTrust::Fingerprint`]): the fingerprint of the
+    /// certificate the server presented instead, `AB:CD:...` (also in this error's text).
+    pub fn presented_fingerprint(&self) -> Option<&str> {
+        let Error::Transport { source, .. } = self else {
+            return None;
+        };
+        match rustls_cause(source)? {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => other
+                .0
+                .downcast_ref::<crate::tls::FingerprintMismatch>()
+                .map(|m| m.presented.as_str()),
+            _ => None,
+        }
     }
 
     /// "CT/VM N already exists" (create, nextid with vmid): the ID is taken.

@@ -46,7 +46,7 @@ pub use props::{
 };
 pub use secret::Secret;
 pub use task::{TaskOutcome, Upid, WaitOptions};
-pub use tls::TlsTrust;
+pub use tls::{format_fingerprint, FingerprintMismatch, TlsTrust};
 pub use types::{
     BackupJob, ClusterResource, ClusterStatusEntry, CtConfig, CtRunState, CtStatus, NodeInfo,
     NodeMemory, NodeStatus, ResourceType, TaskLogLine, TaskStatus, Version,

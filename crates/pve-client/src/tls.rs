@@ -94,6 +94,37 @@ pub(crate) fn client_config(trust: &TlsTrust) -> Result<rustls::ClientConfig, Er
     Ok(config)
 }
 
+/// A SHA-256 fingerprint as Proxmox shows it (`pvenode cert info`, the GUI, `/nodes`'s
+/// `ssl_fingerprint`): upper-case hex pairs joined by colons.
+pub fn format_fingerprint(digest: &[u8]) -> String {
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The server's certificate is not the pinned one. Names the fingerprint the server
+/// presented (public, like the certificate itself), so that an operator can compare it with
+/// the node's after a certificate renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FingerprintMismatch {
+    /// The SHA-256 fingerprint of the certificate the server presented, `AB:CD:...`.
+    pub presented: String,
+}
+
+impl std::fmt::Display for FingerprintMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the server presented a certificate with SHA-256 fingerprint {}, not the pinned one",
+            self.presented
+        )
+    }
+}
+
+impl std::error::Error for FingerprintMismatch {}
+
 /// Accepts exactly the certificate with the pinned SHA-256 fingerprint, and still verifies
 /// that the peer signed the handshake with that certificate's key.
 #[derive(Debug)]
@@ -120,9 +151,14 @@ impl ServerCertVerifier for PinnedCert {
         if diff == 0 {
             Ok(ServerCertVerified::assertion())
         } else {
-            tracing::warn!(got = %hex::encode(got), "server certificate does not match the pinned fingerprint");
+            let mismatch = FingerprintMismatch {
+                presented: format_fingerprint(&got),
+            };
+            tracing::warn!("{mismatch}");
+            // Carried in the error so the caller's message names it too (see
+            // `Error::presented_fingerprint`).
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(mismatch))),
             ))
         }
     }
@@ -173,6 +209,12 @@ mod tests {
             matches!(TlsTrust::fingerprint(&fp), Ok(TlsTrust::Fingerprint(p)) if p == [0xab; 32])
         );
         assert!(TlsTrust::fingerprint("AB:CD").is_err());
+        // What is printed parses back to the same pin.
+        let printed = format_fingerprint(&[0x0a; 32]);
+        assert!(printed.starts_with("0A:0A:") && printed.len() == 32 * 3 - 1);
+        assert!(
+            matches!(TlsTrust::fingerprint(&printed), Ok(TlsTrust::Fingerprint(p)) if p == [0x0a; 32])
+        );
         assert!(TlsTrust::fingerprint("zz").is_err());
     }
 }

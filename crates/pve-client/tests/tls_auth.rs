@@ -41,6 +41,14 @@ async fn fingerprint_pin_match_and_mismatch() {
     assert!(matches!(e, Error::Transport { .. }), "{e:?}");
     assert!(e.is_tls_failure(), "{e:?}");
     assert!(!e.is_transient());
+    // The error names the certificate the server presented, in Proxmox's notation, so the
+    // operator can compare it with the node's (e.g. after a renewal).
+    assert_eq!(
+        e.presented_fingerprint(),
+        Some(server.fingerprint()),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains(server.fingerprint()), "{e}");
     assert_eq!(
         server.connections() - before,
         1,

@@ -83,6 +83,23 @@ pub struct PveSection {
     pub task_timeout: u64,
 }
 
+/// Proxmox's VMIDs: the `pve-vmid` format is `^[1-9][0-9]{2,8}$` (pve-common
+/// src/PVE/JSONSchema.pm), i.e. 100 to 999999999.
+pub const MIN_VMID: u32 = 100;
+pub const MAX_VMID: u32 = 999_999_999;
+
+/// Whether `text` is a Proxmox tag: pve-common's `$PVE_TAG_RE`,
+/// `[a-z0-9_][a-z0-9_\-\+\.]*` case-insensitive (src/PVE/JSONSchema.pm, `pve_verify_tag`).
+/// The shim's tags are the prefix followed by `-cid-<hash>` and the like, so a valid prefix
+/// makes valid tags.
+pub fn is_pve_tag(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.'))
+}
+
 fn default_task_timeout() -> u64 {
     120
 }
@@ -170,10 +187,26 @@ impl ShimConfig {
             )));
         }
         if let Some(pve) = &self.pve {
-            if pve.vmid_range[0] < 100 || pve.vmid_range[0] > pve.vmid_range[1] {
+            let [low, high] = pve.vmid_range;
+            if low < MIN_VMID || low > high || high > MAX_VMID {
                 return Err(ShimError::InvalidArgument(format!(
-                    "config {origin}: pve.vmid_range must be [low, high] with 100 <= low <= high, got {:?}",
+                    "config {origin}: pve.vmid_range must be [low, high] with \
+                     {MIN_VMID} <= low <= high <= {MAX_VMID} (Proxmox VMIDs), got {:?}",
                     pve.vmid_range
+                )));
+            }
+            if !is_pve_tag(&pve.tag_prefix) {
+                return Err(ShimError::InvalidArgument(format!(
+                    "config {origin}: pve.tag_prefix {:?} is not a valid Proxmox tag start: \
+                     a letter, digit or _ first, then also - + . (e.g. \"k8s\")",
+                    pve.tag_prefix
+                )));
+            }
+            if pve.task_timeout == 0 {
+                return Err(ShimError::InvalidArgument(format!(
+                    "config {origin}: pve.task_timeout is in seconds and must be at least 1 \
+                     (default {})",
+                    default_task_timeout()
                 )));
             }
             if pve.ca_file.is_some() && pve.fingerprint.is_some() {
@@ -333,6 +366,36 @@ mod tests {
         let mut old_record: serde_json::Value = serde_json::from_str(&record).unwrap();
         old_record["storage"] = serde_json::json!("local");
         assert!(serde_json::from_value::<PveSection>(old_record).is_ok());
+    }
+
+    #[test]
+    fn pve_values_are_checked_against_proxmox_formats() {
+        let base = r#"
+            [pve]
+            url = "https://127.0.0.1:8006/api2/json"
+            node = "pve1"
+            token_id = "containerd@pve!shim"
+            token_secret_file = "/etc/containerd-shim-proxmox-lxc/token"
+        "#;
+        let err = |extra: &str| {
+            ShimConfig::parse(&format!("{base}{extra}\n"), "t")
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("vmid_range = [99, 200]").contains("100 <= low"));
+        assert!(err("vmid_range = [100, 1000000000]").contains("999999999"));
+        assert!(ShimConfig::parse(&format!("{base}vmid_range = [100, 999999999]\n"), "t").is_ok());
+        for bad in ["", "-k8s", "k8s cid", "k8s;x", "k\u{e9}"] {
+            let e = err(&format!("tag_prefix = {bad:?}"));
+            assert!(
+                e.contains("tag_prefix") && e.contains("Proxmox tag"),
+                "{bad:?}: {e}"
+            );
+        }
+        for good in ["k8s", "_x", "a.b+c-d", "K8S"] {
+            assert!(is_pve_tag(good), "{good}");
+        }
+        assert!(err("task_timeout = 0").contains("task_timeout"));
     }
 
     #[test]

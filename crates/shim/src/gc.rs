@@ -115,15 +115,19 @@ pub async fn collect(settings: &PveSection, dry_run: bool) -> Result<GcReport> {
     Ok(report)
 }
 
-/// Loads the host configuration (or `path`) and runs [`collect`]; the lines to print.
-pub async fn run(path: &Path, dry_run: bool) -> Result<(Vec<String>, bool)> {
-    let config = crate::config::ShimConfig::load_file(path)?;
+/// Loads `path` (or the host configuration) and runs [`collect`]; the lines to print.
+pub async fn run(path: Option<&Path>, dry_run: bool) -> Result<(Vec<String>, bool)> {
+    let config = match path {
+        Some(path) => crate::config::ShimConfig::load_file(path)?,
+        None => crate::config::ShimConfig::load_host()?,
+    };
     let Some(settings) = config.pve.clone() else {
+        let origin = path.map_or_else(
+            || "the host configuration".to_string(),
+            |p| p.display().to_string(),
+        );
         return Ok((
-            vec![format!(
-                "{}: no [pve] section: nothing to collect",
-                path.display()
-            )],
+            vec![format!("{origin}: no [pve] section: nothing to collect")],
             true,
         ));
     };

@@ -10,7 +10,9 @@
 //!
 //! Beside them: [`config`] (the host config file and containerd's runtime options), [`check`]
 //! and [`gc`] (the `check` and `gc` subcommands of the pve driver), [`pve_api`] (the Proxmox API
-//! client the settings describe, for the pve driver and those subcommands), [`errors`] (one error type, mapped to ttrpc codes in one place).
+//! client the settings describe, for the pve driver and those subcommands), [`errors`] (one
+//! error type, mapped to ttrpc codes in one place), [`logging`] (the shim's log: each line's
+//! container, the Proxmox client's messages, the level).
 
 pub mod check;
 pub mod config;
@@ -18,6 +20,7 @@ pub mod driver;
 pub mod errors;
 pub mod gc;
 pub mod host;
+pub mod logging;
 pub mod pve_api;
 pub mod service;
 pub mod task;

@@ -18,6 +18,7 @@ use log::{info, warn};
 
 use crate::config::ShimConfig;
 use crate::host::process::exits::ChildExits;
+use crate::logging::ContainerScoped;
 use crate::task::container::teardown;
 use crate::task::events::timestamp;
 use crate::task::record::{state_dir_for, BundleRecord};
@@ -31,16 +32,16 @@ pub struct Service {
     namespace: String,
     id: String,
     exit: Arc<ExitSignal>,
+    /// containerd's `-debug`: the floor of the log level (see `crate::logging`).
+    debug: bool,
 }
 
-/// The framework's configuration: the log level comes from the host config file.
+/// The framework's configuration. The shim installs its own logger (`crate::logging`: the
+/// container of each line, the Proxmox client's messages, `-debug` kept after a Create), so
+/// the framework's is off.
 pub fn shim_config() -> Config {
-    let level = ShimConfig::load_host()
-        .ok()
-        .and_then(|c| c.log_level)
-        .unwrap_or_else(|| "info".to_string());
     Config {
-        default_log_level: level,
+        no_setup_logger: true,
         ..Default::default()
     }
 }
@@ -157,13 +158,14 @@ async fn socket_is_live(address: &str) -> bool {
 
 #[async_trait]
 impl Shim for Service {
-    type T = TaskService;
+    type T = ContainerScoped<TaskService>;
 
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         Service {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             exit: Arc::new(ExitSignal::default()),
+            debug: args.debug,
         }
     }
 
@@ -259,10 +261,17 @@ impl Shim for Service {
         self.exit.wait().await;
     }
 
-    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+    async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        // Where the framework would have set up its logger: only the server logs to
+        // containerd's `log` FIFO (in the bundle directory, the current one).
+        let host_level = ShimConfig::load_host().ok().and_then(|c| c.log_level);
+        if let Err(e) = crate::logging::init(self.debug, host_level.as_deref()) {
+            eprintln!("{RUNTIME_NAME}: cannot open containerd's log FIFO ./log: {e}");
+            std::process::exit(1);
+        }
         close_on_exec_inherited();
         match TaskService::new(&self.namespace, publisher, self.exit.clone()).await {
-            Ok(t) => t,
+            Ok(t) => ContainerScoped::new(t),
             Err(e) => {
                 log::error!("cannot start the task service: {e}");
                 std::process::exit(1);

@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use pve_test_server::TestServer;
+use shim::check::{check, CheckOptions, Report};
 
 const TOKEN: &str = "root@pam!check";
 const SECRET: &str = "0d6f1c2a-8b3e-4f5a-9c7d-1e2f3a4b5c6d";
@@ -33,6 +34,35 @@ fn write_config(dir: &Path, server: &TestServer, extra: &str) -> std::path::Path
     path
 }
 
+/// containerd's configuration with this runtime's entry (containerd 2.x layout).
+fn containerd_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("containerd.toml");
+    std::fs::write(
+        &path,
+        "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.proxmox-lxc]\n\
+         runtime_type = 'io.containerd.proxmox-lxc.v2'\n",
+    )
+    .unwrap();
+    path
+}
+
+async fn check_file(path: &Path) -> Report {
+    let dir = path.parent().unwrap();
+    check(&CheckOptions {
+        config: Some(path.to_path_buf()),
+        containerd_config: containerd_config(dir),
+    })
+    .await
+}
+
+fn problems(report: &Report) -> Vec<&String> {
+    report
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("PROBLEM"))
+        .collect()
+}
+
 #[tokio::test]
 async fn check_passes_on_a_good_setup_and_names_problems() {
     let server = TestServer::builder()
@@ -42,7 +72,7 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &server, "");
-    let report = shim::check::check(&path).await;
+    let report = check_file(&path).await;
     println!("{}", report.lines.join("\n"));
     assert_eq!(report.problems, 0, "{:?}", report.lines);
     assert!(report.lines.iter().any(|l| l.contains("quorate")));
@@ -52,7 +82,7 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
     assert_eq!(server.tasks(), Vec::<String>::new(), "check started tasks");
 
     server.set_quorate(false);
-    let report = shim::check::check(&path).await;
+    let report = check_file(&path).await;
     assert!(
         report
             .lines
@@ -65,7 +95,7 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
 
     // The unused `storage` setting of older files still parses; check says to remove it.
     let path = write_config(dir.path(), &server, "storage = \"nosuch\"\n");
-    let report = shim::check::check(&path).await;
+    let report = check_file(&path).await;
     assert!(
         report
             .lines
@@ -81,7 +111,7 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let report = shim::check::check(&path).await;
+    let report = check_file(&path).await;
     assert!(
         report.lines.iter().any(|l| l.contains("group or others")),
         "{:?}",
@@ -96,7 +126,7 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
     .unwrap();
     let path = write_config(dir.path(), &server, "");
     std::fs::write(dir.path().join("token"), "wrong").unwrap();
-    let report = shim::check::check(&path).await;
+    let report = check_file(&path).await;
     assert!(
         report.lines.iter().any(|l| l.contains("was refused")),
         "{:?}",
@@ -124,7 +154,7 @@ async fn check_names_the_privileges_a_token_lacks_without_starting_tasks() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &server, "");
-    let report = shim::check::check(&path).await;
+    let report = check_file(&path).await;
     println!("{}", report.lines.join("\n"));
     let problems: Vec<&String> = report
         .lines
@@ -136,6 +166,15 @@ async fn check_names_the_privileges_a_token_lacks_without_starting_tasks() {
         problems[0].contains("VM.Allocate") && problems[0].contains("destroy"),
         "{problems:?}"
     );
+    // The one scheme, not PVEVMAdmin.
+    assert!(
+        problems[0].contains("pveum acl modify /vms --users root@pam --roles ContainerdShim")
+            && problems[0].contains(
+                "--privs \"VM.Audit VM.PowerMgmt VM.Allocate VM.Config.CPU VM.Config.Memory\""
+            )
+            && !problems[0].contains("PVEVMAdmin"),
+        "{problems:?}"
+    );
     assert!(
         report
             .lines
@@ -144,7 +183,314 @@ async fn check_names_the_privileges_a_token_lacks_without_starting_tasks() {
         "{:?}",
         report.lines
     );
+    // More than needed is said (least privilege), but is no problem.
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.starts_with("note") && l.contains("Datastore.Audit on /vms/")),
+        "{:?}",
+        report.lines
+    );
     assert_eq!(server.tasks(), Vec::<String>::new(), "check started tasks");
+}
+
+/// Without Sys.Audit on `/` the quorum and the backup jobs cannot be read: named, with the
+/// scheme's second role.
+#[tokio::test]
+async fn check_names_a_missing_sys_audit() {
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .token_privileges(
+            TOKEN,
+            &[
+                "VM.Audit",
+                "VM.PowerMgmt",
+                "VM.Allocate",
+                "VM.Config.Memory",
+                "VM.Config.CPU",
+            ],
+        )
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &server, "");
+    let report = check_file(&path).await;
+    println!("{}", report.lines.join("\n"));
+    let problems = problems(&report);
+    assert_eq!(problems.len(), 1, "{:?}", report.lines);
+    assert!(
+        problems[0].contains("Sys.Audit on /;")
+            && problems[0].contains("quorum")
+            && problems[0].contains(
+                "pveum acl modify / --users root@pam --roles ContainerdShimAudit --propagate 0"
+            ),
+        "{problems:?}"
+    );
+    // The test server grants a token's privileges on every path, so the VM privileges show on
+    // `/` too (and are reported as more than needed there); on a node the scheme puts them on
+    // `/vms` only.
+    assert!(
+        !report
+            .lines
+            .iter()
+            .any(|l| l.contains("does not need") && l.contains("on /vms/")),
+        "exactly the scheme's privileges on /vms: nothing extra there: {:?}",
+        report.lines
+    );
+}
+
+/// The settings that need no request, and the node, against the cluster.
+#[tokio::test]
+async fn check_validates_node_timeout_and_the_vmid_range() {
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A node that is not in the cluster.
+    let path = write_config(dir.path(), &server, "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("node = \"{}\"", server.node()),
+        "node = \"pve-other\"",
+    );
+    std::fs::write(&path, text).unwrap();
+    let report = check_file(&path).await;
+    assert!(
+        problems(&report).iter().any(|l| l
+            .contains("pve.node = \"pve-other\" is not a node of this cluster")
+            && l.contains(server.node())),
+        "{:?}",
+        report.lines
+    );
+
+    // task_timeout: 0 does not parse; too short or longer than the kubelet waits is a note.
+    let path = write_config(dir.path(), &server, "task_timeout = 0\n");
+    let report = check_file(&path).await;
+    assert!(
+        problems(&report)
+            .iter()
+            .any(|l| l.contains("task_timeout") && l.contains("at least 1")),
+        "{:?}",
+        report.lines
+    );
+    for (timeout, want) in [(3, "below 10 s"), (600, "kubelet gives up first")] {
+        let path = write_config(dir.path(), &server, &format!("task_timeout = {timeout}\n"));
+        let report = check_file(&path).await;
+        assert_eq!(report.problems, 0, "{:?}", report.lines);
+        assert!(
+            report
+                .lines
+                .iter()
+                .any(|l| l.starts_with("note") && l.contains(want)),
+            "{timeout}: {:?}",
+            report.lines
+        );
+    }
+
+    // tag_prefix: not a Proxmox tag.
+    let path = write_config(dir.path(), &server, "tag_prefix = \"k8s cid\"\n");
+    let report = check_file(&path).await;
+    assert!(
+        problems(&report)
+            .iter()
+            .any(|l| l.contains("tag_prefix") && l.contains("not a valid Proxmox tag")),
+        "{:?}",
+        report.lines
+    );
+
+    // vmid_range beyond Proxmox's VMIDs.
+    let path = write_config(dir.path(), &server, "vmid_range = [100, 1000000000]\n");
+    let report = check_file(&path).await;
+    assert!(
+        problems(&report)
+            .iter()
+            .any(|l| l.contains("vmid_range") && l.contains("999999999")),
+        "{:?}",
+        report.lines
+    );
+
+    // A guest in the range the shim did not make is a note.
+    std::fs::write(
+        server.context().config_dir.join("990003.conf"),
+        "arch: amd64\nhostname: mine\nostype: debian\nmemory: 512\n",
+    )
+    .unwrap();
+    let path = write_config(dir.path(), &server, "vmid_range = [990000, 990009]\n");
+    let report = check_file(&path).await;
+    println!("{}", report.lines.join("\n"));
+    assert_eq!(report.problems, 0, "{:?}", report.lines);
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.starts_with("ok") && l.contains("9 free, 1 in use")),
+        "{:?}",
+        report.lines
+    );
+    assert!(
+        report.lines.iter().any(|l| l.starts_with("note")
+            && l.contains("not made by this shim")
+            && l.contains("990003")),
+        "{:?}",
+        report.lines
+    );
+}
+
+/// A pinned fingerprint that is not the server's: the problem names the one it presented.
+#[tokio::test]
+async fn check_names_the_fingerprint_the_server_presented() {
+    let server = TestServer::builder()
+        .token(TOKEN, SECRET)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &server, "");
+    let pinned = "AB:".repeat(31) + "AB";
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("ca_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, format!("{text}fingerprint = \"{pinned}\"\n")).unwrap();
+    let report = check_file(&path).await;
+    println!("{}", report.lines.join("\n"));
+    let problems = problems(&report);
+    assert_eq!(problems.len(), 1, "{:?}", report.lines);
+    assert!(
+        problems[0].contains(&format!(
+            "fingerprint {}, not pve.fingerprint {pinned}",
+            server.fingerprint()
+        )) && problems[0].contains("pvenode cert info"),
+        "{problems:?}"
+    );
+    // And with the right one it passes.
+    std::fs::write(
+        &path,
+        format!("{text}fingerprint = \"{}\"\n", server.fingerprint()),
+    )
+    .unwrap();
+    let report = check_file(&path).await;
+    assert_eq!(report.problems, 0, "{:?}", report.lines);
+}
+
+/// containerd's runtime entry: found in the layout of the config's version (and imports),
+/// a misplaced one named with where it belongs, a missing one with what to add.
+#[tokio::test]
+async fn check_finds_containerds_runtime_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    // The lxc driver: no Proxmox checks, only the local ones.
+    let shim_config = dir.path().join("shim.toml");
+    std::fs::write(&shim_config, "driver = \"lxc\"\n").unwrap();
+    let run = |containerd: &str| {
+        let containerd_path = dir.path().join("config.toml");
+        std::fs::write(&containerd_path, containerd).unwrap();
+        let options = CheckOptions {
+            config: Some(shim_config.clone()),
+            containerd_config: containerd_path,
+        };
+        async move { check(&options).await }
+    };
+    let entry = |report: &Report| {
+        report
+            .lines
+            .iter()
+            .filter(|l| l.contains("containerd") && !l.contains("lxc-"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    // containerd 1.x (version 2) and 2.x (version 3) layouts.
+    let v2 = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.pve]\n\
+              runtime_type = \"io.containerd.proxmox-lxc.v2\"\n";
+    let v3 = "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.pve]\n\
+              runtime_type = 'io.containerd.proxmox-lxc.v2'\n";
+    for text in [v2, v3] {
+        let report = run(text).await;
+        let lines = entry(&report);
+        assert!(
+            lines.iter().any(|l| l.starts_with("ok")
+                && l.contains("runtime \"pve\"")
+                && l.contains("handler \"pve\"")),
+            "{text}: {lines:?}"
+        );
+        assert!(!lines.iter().any(|l| l.starts_with("PROBLEM")), "{lines:?}");
+    }
+
+    // A version 2 entry in a version 3 file is not where containerd 2.x reads it.
+    let report = run(&v2.replace("version = 2", "version = 3")).await;
+    let lines = entry(&report);
+    assert!(
+        lines.iter().any(|l| l.starts_with("PROBLEM")
+            && l.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.pve]")
+            && l.contains(
+                "under [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.pve]"
+            )),
+        "{lines:?}"
+    );
+
+    // A version 3 entry in a version 2 file: containerd 2.x converts the file and reads it,
+    // 1.x does not: a note.
+    let report = run(&v3.replace("version = 3", "version = 2")).await;
+    let lines = entry(&report);
+    assert!(
+        lines.iter().any(|l| l.starts_with("note")
+            && l.contains("containerd 2.x reads it there, containerd 1.x does not")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("PROBLEM")), "{lines:?}");
+
+    // None: says what to add for that version.
+    let report = run("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n").await;
+    let lines = entry(&report);
+    assert!(
+        lines.iter().any(|l| l.starts_with("PROBLEM")
+            && l.contains("no runtime with runtime_type = \"io.containerd.proxmox-lxc.v2\"")
+            && l.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.proxmox-lxc] runtime_type")),
+        "{lines:?}"
+    );
+
+    // In an imported file (containerd's `imports`, wildcards allowed), with a ConfigPath that
+    // does not exist.
+    let conf_d = dir.path().join("conf.d");
+    std::fs::create_dir_all(&conf_d).unwrap();
+    std::fs::write(
+        conf_d.join("50-pve.toml"),
+        format!("{v3}[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.pve.options]\nConfigPath = '/nonexistent/shim.toml'\n"),
+    )
+    .unwrap();
+    let report = run("version = 3\nimports = ['conf.d/*.toml']\n").await;
+    let lines = entry(&report);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ok") && l.contains("50-pve.toml")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("PROBLEM")
+            && l.contains("ConfigPath /nonexistent/shim.toml does not exist")),
+        "{lines:?}"
+    );
+
+    // No containerd config at all.
+    let options = CheckOptions {
+        config: Some(shim_config.clone()),
+        containerd_config: dir.path().join("absent.toml"),
+    };
+    let report = check(&options).await;
+    assert!(
+        report.lines.iter().any(|l| l.starts_with("PROBLEM")
+            && l.contains("absent.toml does not exist")
+            && l.contains("containerd config default")),
+        "{:?}",
+        report.lines
+    );
 }
 
 /// A backup job for "all" guests would back up the shim's CTs: check warns about it (and only
@@ -173,7 +519,7 @@ async fn check_warns_about_backup_jobs_that_cover_the_vmid_range() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &server, "vmid_range = [990000, 990009]\n");
-    let report = shim::check::check(&path).await;
+    let report = check_file(&path).await;
     println!("{}", report.lines.join("\n"));
     let warnings: Vec<&String> = report
         .lines

@@ -325,6 +325,18 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
             .wait_task_status("pve-detached", "STOPPED", RUN_TIMEOUT)?;
         env.cd.ctr_ok(&["task", "rm", "pve-detached"])?;
         env.cd.ctr_ok(&["container", "rm", "pve-detached"])?;
+        // The shim's lines about the container name it and its CT (shim::logging) and reach
+        // containerd's log (containerd copies the shim's log FIFO; it may quote the line).
+        let log = std::fs::read_to_string(env.cd.log_path())?;
+        let vmid = cts[0].to_string();
+        let tagged = log.lines().filter(|l| {
+            let l = l.replace("\\\"", "\"");
+            l.contains("id=\"pve-detached\"") && l.contains(&format!("vmid=\"{vmid}\""))
+        });
+        ensure!(
+            tagged.count() >= 2,
+            "containerd's log has no shim lines with id=\"pve-detached\" vmid=\"{vmid}\""
+        );
         let res = env.resources()?;
         ensure!(
             !res.iter().any(|r| r.vmid == Some(cts[0])),

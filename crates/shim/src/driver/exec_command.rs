@@ -52,7 +52,7 @@ pub async fn spawn(
     // Unclaimed exits are kept (host::exits): subscribing right after the spawn loses none.
     let command_exit = exits.wait(command_pid as i32);
     let stderr = child.stderr.take();
-    let diagnostics = tokio::task::spawn_blocking(move || {
+    let diagnostics = crate::logging::spawn_blocking(move || {
         let mut text = String::new();
         if let Some(mut s) = stderr {
             let _ = std::io::Read::read_to_string(&mut s, &mut text);

@@ -270,6 +270,8 @@ impl Driver for PveDriver {
             })
             .await
             .map_err(pve_error)?;
+        // From here on the container's log lines carry its VMID.
+        crate::logging::set_vmid(vmid);
         info!(
             "{}/{}: Proxmox CT {vmid} ({})",
             spec.namespace,

@@ -195,10 +195,9 @@ impl TaskService {
         }
         let reservation = self.inner.containers.reserve(id)?;
         let config = config::from_create_options(req.options.as_ref())?;
-        if let Some(level) = config.log_level.as_deref().and_then(|l| l.parse().ok()) {
-            // The runtime options' level wins over the host file's, from this container on.
-            log::set_max_level(level);
-        }
+        // The runtime options' level wins over the host file's, from this container on, but
+        // never lowers containerd's `-debug` (crate::logging::effective_level).
+        crate::logging::apply_configured_level(config.log_level.as_deref());
         let driver = open(&config)?;
         let container = Container::create(self.inner.env.clone(), req, driver).await?;
         let pid = container.init.pid();

@@ -171,7 +171,7 @@ impl Container {
         record.init_pid = pid;
         record.write(&bundle)?;
         container.watch_oom();
-        tokio::spawn(container.clone().finish_when_init_exits(exit));
+        crate::logging::spawn(container.clone().finish_when_init_exits(exit));
         Ok(container)
     }
 

@@ -67,7 +67,7 @@ impl Container {
             .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event));
         drop(guard);
         let (events, id, exec) = (self.env.events.clone(), self.id.clone(), exec.clone());
-        tokio::spawn(async move {
+        crate::logging::spawn(async move {
             let code = exit.await.unwrap_or(255);
             let code = u32::try_from(code).unwrap_or(255);
             events.exit(&id, &exec, code, SystemTime::now()).await;
@@ -116,7 +116,7 @@ impl Container {
             Ok(pid) => {
                 // The command's stderr carries only its own errors; drained so it never
                 // blocks, logged once it ends.
-                tokio::spawn(async move {
+                crate::logging::spawn(async move {
                     if let Ok(text) = spawned.diagnostics.await {
                         if !text.trim().is_empty() {
                             debug!("exec command: {}", text.trim());

@@ -431,7 +431,7 @@ fn kill_pid(pid: u32) {
 
 /// Runs blocking file work (cgroups, descriptors) off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    crate::logging::spawn_blocking(f)
         .await
         .map_err(|e| ShimError::Internal(format!("cgroup work: {e}")))
 }
