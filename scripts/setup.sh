@@ -36,6 +36,7 @@ packages=(
     docker-registry           # local OCI registry the CRI tests push to and pull from
     iproute2 procps util-linux psmisc
     gpgv debian-archive-keyring # to verify the sid/trixie indexes fetched below
+    dpkg-dev                  # dpkg-shlibdeps, for the package cargo-deb builds (packaging/)
 )
 # A Proxmox VE node has LXC as lxc-pve, which conflicts with Debian's lxc: never ask for that.
 if dpkg-query -W -f='${Status}' lxc-pve 2>/dev/null | grep -q "install ok installed"; then

@@ -195,7 +195,7 @@ fn run() -> Result<()> {
     std::fs::create_dir_all(&registry_dir)?;
     let registry = Registry::start(&registry_dir)?;
     let outcome = (|| -> Result<()> {
-        let images = registry.push_test_images(&registry_dir)?;
+        let images = registry.push_test_images()?;
         let config = args.shim_config.display().to_string();
         let env = CriEnv::start(
             version.clone(),
