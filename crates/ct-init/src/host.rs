@@ -1,8 +1,8 @@
 //! The helper's host-side modes (`ctinit_proto::DUMP_SECCOMP_ARG`, `ATTACH_ARG`), which the
-//! shim's plain LXC driver runs once it has let `lxc-start` go (the container's init then is
-//! the shim's child; see the shim's `driver/lxc.rs`): without LXC's monitor, `lxc-attach`
-//! cannot find the container, so an exec gets into it here, the way `lxc-attach` did
-//! (LXC's attach.c, `attach_child_main`): the init's namespaces, root of its user namespace
+//! shim runs under both drivers once a container's init waits for Start (the shim's
+//! `driver/attach.rs`): an exec gets into the container here, the way `lxc-attach` did
+//! (LXC's attach.c, `attach_child_main`), but with the container's seccomp filters and
+//! without LXC's monitor, which the plain driver lets go: the init's namespaces, root of its user namespace
 //! without supplementary groups, then the container's seccomp filters. Capabilities, LSM
 //! label, user, cgroup and everything else of the exec are set up as before: by the helper
 //! after this (its `prepare`) and by the shim (`ContainerCgroup::enter`).

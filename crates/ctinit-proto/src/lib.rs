@@ -1,5 +1,5 @@
 //! The contract between the shim (host side) and `containerd-shim-proxmox-lxc-init`, the static
-//! helper that LXC runs as the container's init (and `lxc-attach` runs for an exec).
+//! helper that LXC runs as the container's init (and that the shim forks into it for an exec).
 //!
 //! Why a helper: LXC 5 cannot pass an arbitrary argv (`lxc.init.cmd` is split on spaces), has no
 //! key for umask or the exact five capability sets, and under Proxmox the CT is started by

@@ -143,3 +143,37 @@ pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     // SAFETY: a fresh descriptor nothing else owns (pidfds are close-on-exec).
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An exec takes the init's execution domain: read as /proc/PID/personality shows it
+    /// (hex), e.g. PER_LINUX32 (8) for `setarch i686`.
+    #[test]
+    fn reads_the_personality_of_a_process() {
+        assert_eq!(personality_of(std::process::id()).unwrap(), 0);
+        let Ok(mut child) = std::process::Command::new("setarch")
+            .args(["i686", "sleep", "5"])
+            .spawn()
+        else {
+            eprintln!("ignored: no setarch");
+            return;
+        };
+        let pid = child.id();
+        // setarch execs sleep in the same process; wait until it did.
+        for _ in 0..100 {
+            if std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "sleep")
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let read = personality_of(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        // include/uapi/linux/personality.h: PER_LINUX32 = 0x0008 (libc does not name it).
+        assert_eq!(read.unwrap(), 0x0008);
+    }
+}

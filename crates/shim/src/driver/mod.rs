@@ -136,7 +136,7 @@ pub trait ExecSpawner: Send + Sync {
     async fn spawn(&self, files: ExecFiles) -> Result<SpawnedExec>;
 }
 
-/// What an exec's helper is given: the helper's helper file itself (a sealed copy), its
+/// What an exec's helper is given: the helper itself (a sealed copy), its
 /// socket and its spec, as descriptors. The helper's directory is gone from the container
 /// once its init runs (see `tidy`), so they reach it through the container's /proc/self/fd.
 pub struct ExecFiles {

@@ -11,8 +11,8 @@
 //!   `DELETE .../lxc/VMID?purge=1&force=1`: two requests each with a task that is already done
 //!   at the first status poll).
 //! - The CT lives in Proxmox's lxcpath (`/var/lib/lxc`, name = VMID), where the shim's LXC
-//!   monitor and `lxc-attach` find it; Proxmox (systemd) is the parent of `lxc-start`, so the
-//!   driver has no supervisor child.
+//!   monitor finds it; Proxmox (systemd) is the parent of `lxc-start`, so the driver has no
+//!   supervisor child. Execs get in through the init's pidfd (`attach.rs`), as under `lxc`.
 //! - Tags carry a hash of the containerd namespace and id (and the Kubernetes names from the
 //!   plan), the description the id in words, so a CT left by a crashed shim is found again.
 

@@ -239,3 +239,54 @@ pub async fn start(conn: Connection, limit: Duration) -> Result<()> {
     })
     .await?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Host root takes the helper only from a root-owned file no one else can write, with
+    /// exactly the embedded bytes: a replaced, altered, loosened or linked copy is refused.
+    #[test]
+    fn only_an_unaltered_root_only_copy_is_trusted() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("ignored: needs root (the copy must be root-owned)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join(ctinit_proto::HELPER_NAME);
+        std::fs::write(&path, ct_init_bin::HELPER).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(is_the_embedded_helper(&path));
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(!is_the_embedded_helper(&path), "group-writable");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let mut altered = ct_init_bin::HELPER.to_vec();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        std::fs::write(&path, &altered).unwrap();
+        assert!(!is_the_embedded_helper(&path), "same size, other bytes");
+
+        std::fs::write(&path, ct_init_bin::HELPER).unwrap();
+        std::os::unix::fs::chown(&path, Some(100000), Some(100000)).unwrap();
+        assert!(
+            !is_the_embedded_helper(&path),
+            "owned by a container's root"
+        );
+
+        let other = dir.path().join("real");
+        std::fs::write(&other, ct_init_bin::HELPER).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&other, &path).unwrap();
+        assert!(!is_the_embedded_helper(&path), "a symlink");
+
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(
+            !is_the_embedded_helper(&other),
+            "in a directory others can write"
+        );
+    }
+}

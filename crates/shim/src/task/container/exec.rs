@@ -99,10 +99,9 @@ impl Container {
             let supervisor = helper::Supervisor::Exec(helper_pid);
             let conn = helper::accept(listener, HELPER_TIMEOUT, Some(supervisor)).await?;
             let (conn, pid, pty) = helper::handshake(conn, stdio, HELPER_TIMEOUT).await?;
-            // The exec's helper sets up outside the container's cgroups (`lxc-attach
-            // --elevated-privileges=CGROUP`, driver/lxc_node.rs; the helper's `--attach`
-            // forks in the shim's): it joins them here, before the workload starts, so that
-            // an exec works in a container at its pids limit.
+            // The exec's helper sets up outside the container's cgroups (the helper's
+            // `--attach` forks in the shim's, driver/attach.rs): it joins them here, before
+            // the workload starts, so that an exec works in a container at its pids limit.
             let cgroup = self.cgroup()?;
             blocking(move || cgroup.enter(pid)).await??;
             if let Some(master) = pty {
