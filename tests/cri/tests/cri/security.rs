@@ -84,6 +84,24 @@ pub fn case_security_context(env: &CriEnv) -> Result<()> {
     let bnd = cap_mask(&text, "CapBnd")?;
     ensure!(eff == want, "CapEff {eff:#x}, want {want:#x}");
     ensure!(bnd == want, "CapBnd {bnd:#x}, want {want:#x}");
+
+    // `seccompProfile: RuntimeDefault`: an ExecSync (kubectl exec) runs under the container's
+    // filter, as under runc; the pve driver's lxc-attach left it out (issue 21).
+    let mut cfg = container_config("seccomp", &env.images.busybox, &["sleep", "300"]);
+    sec(&mut cfg).seccomp = Some(v1::SecurityProfile {
+        profile_type: v1::security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    let filtered = pod.run(&cfg)?;
+    env.block_on(c.wait_state(&filtered, state::RUNNING, Duration::from_secs(20)))?;
+    let probe = ["sh", "-c", "grep Seccomp: /proc/1/status /proc/self/status"];
+    let (code, out, err) = env.block_on(c.exec_sync(&filtered, &probe, 10))?;
+    ensure!(
+        code == 0
+            && out.contains("/proc/1/status:Seccomp:\t2")
+            && out.contains("/proc/self/status:Seccomp:\t2"),
+        "the exec must run under the container's filter: exit {code}, {out:?} {err:?}"
+    );
     pod.finish()
 }
 
