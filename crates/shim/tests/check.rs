@@ -55,6 +55,19 @@ async fn check_file(path: &Path) -> Report {
     .await
 }
 
+/// Fails unless a line of `kind` ("PROBLEM", "note") holds every one of `needles`.
+#[track_caller]
+fn assert_says(report: &Report, kind: &str, needles: &[&str]) {
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.starts_with(kind) && needles.iter().all(|n| l.contains(n))),
+        "no {kind} line with {needles:?}: {:?}",
+        report.lines
+    );
+}
+
 fn problems(report: &Report) -> Vec<&String> {
     report
         .lines
@@ -259,59 +272,39 @@ async fn check_validates_node_timeout_and_the_vmid_range() {
     );
     std::fs::write(&path, text).unwrap();
     let report = check_file(&path).await;
-    assert!(
-        problems(&report).iter().any(|l| l
-            .contains("pve.node = \"pve-other\" is not a node of this cluster")
-            && l.contains(server.node())),
-        "{:?}",
-        report.lines
+    assert_says(
+        &report,
+        "PROBLEM",
+        &[
+            "pve.node = \"pve-other\" is not a node of this cluster",
+            server.node(),
+        ],
     );
 
     // task_timeout: 0 does not parse; too short or longer than the kubelet waits is a note.
     let path = write_config(dir.path(), &server, "task_timeout = 0\n");
     let report = check_file(&path).await;
-    assert!(
-        problems(&report)
-            .iter()
-            .any(|l| l.contains("task_timeout") && l.contains("at least 1")),
-        "{:?}",
-        report.lines
-    );
+    assert_says(&report, "PROBLEM", &["task_timeout", "at least 1"]);
     for (timeout, want) in [(3, "below 10 s"), (600, "kubelet gives up first")] {
         let path = write_config(dir.path(), &server, &format!("task_timeout = {timeout}\n"));
         let report = check_file(&path).await;
         assert_eq!(report.problems, 0, "{:?}", report.lines);
-        assert!(
-            report
-                .lines
-                .iter()
-                .any(|l| l.starts_with("note") && l.contains(want)),
-            "{timeout}: {:?}",
-            report.lines
-        );
+        assert_says(&report, "note", &[want]);
     }
 
     // tag_prefix: not a Proxmox tag.
     let path = write_config(dir.path(), &server, "tag_prefix = \"k8s cid\"\n");
     let report = check_file(&path).await;
-    assert!(
-        problems(&report)
-            .iter()
-            .any(|l| l.contains("tag_prefix") && l.contains("not a valid Proxmox tag")),
-        "{:?}",
-        report.lines
+    assert_says(
+        &report,
+        "PROBLEM",
+        &["tag_prefix", "not a valid Proxmox tag"],
     );
 
     // vmid_range beyond Proxmox's VMIDs.
     let path = write_config(dir.path(), &server, "vmid_range = [100, 1000000000]\n");
     let report = check_file(&path).await;
-    assert!(
-        problems(&report)
-            .iter()
-            .any(|l| l.contains("vmid_range") && l.contains("999999999")),
-        "{:?}",
-        report.lines
-    );
+    assert_says(&report, "PROBLEM", &["vmid_range", "999999999"]);
 
     // A guest in the range the shim did not make is a note.
     std::fs::write(

@@ -262,8 +262,7 @@ impl NodeContainer for LxcContainer {
         let supervisor_exit = self.node.exits().wait(pid as i32);
         Ok(match from_monitor {
             Some(from_monitor) => Box::new(Monitored {
-                node: self.node.clone(),
-                name: self.name.clone(),
+                exits: self.node.exits().clone(),
                 supervisor: Some(pid),
                 exit: init_exit(&self.name, from_monitor, Some(supervisor_exit)),
             }),

@@ -94,8 +94,7 @@ impl LxcNode {
 /// A container whose init LXC's monitor supervises for its whole life: the exit comes from
 /// the monitor; execs get in as under the plain driver ([`HelperAttach`]).
 pub struct Monitored {
-    pub node: LxcNode,
-    pub name: String,
+    pub exits: ChildExits,
     /// `lxc-start -F`, where the shim is its parent.
     pub supervisor: Option<u32>,
     pub exit: InitExit,
@@ -110,7 +109,7 @@ impl Starting for Monitored {
     async fn supervise(self: Box<Self>, init_pid: u32) -> crate::errors::Result<Running> {
         Ok(Running {
             exit: self.exit,
-            execs: Box::new(HelperAttach::prepare(&self.node.exits, init_pid).await?),
+            execs: Box::new(HelperAttach::prepare(&self.exits, init_pid).await?),
         })
     }
 }

@@ -321,8 +321,7 @@ impl NodeContainer for PveContainer {
         }
         debug!("CT {vmid} started ({} status polls)", outcome.polls);
         Ok(Box::new(Monitored {
-            node: pve.inner.node.clone(),
-            name: self.name.clone(),
+            exits: pve.inner.node.exits().clone(),
             supervisor: None,
             exit: init_exit(&self.name, from_monitor, None),
         }))
