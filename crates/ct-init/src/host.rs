@@ -1,11 +1,12 @@
 //! The helper's host-side modes (`ctinit_proto::DUMP_SECCOMP_ARG`, `ATTACH_ARG`), which the
 //! shim runs under both drivers once a container's init waits for Start (the shim's
 //! `driver/attach.rs`): an exec gets into the container here, the way `lxc-attach` did
-//! (LXC's attach.c, `attach_child_main`), but with the container's seccomp filters and
-//! without LXC's monitor, which the plain driver lets go: the init's namespaces, root of its user namespace
-//! without supplementary groups, then the container's seccomp filters. Capabilities, LSM
-//! label, user, cgroup and everything else of the exec are set up as before: by the helper
-//! after this (its `prepare`) and by the shim (`ContainerCgroup::enter`).
+//! (LXC's attach.c, `attach_child_main`), but confined as runc confines an exec and without
+//! LXC's monitor, which the plain driver lets go: non-dumpable and in the container's
+//! cgroups first, then the init's namespaces, root of its user namespace without
+//! supplementary groups, its execution domain and its seccomp filters. Capabilities, LSM
+//! label, user and everything else of the exec are set up by the helper after this (its
+//! `prepare`).
 
 use std::io::Write;
 use std::os::fd::RawFd;
@@ -205,15 +206,30 @@ fn decode(mut bytes: &[u8]) -> Result<Vec<Filter>, Failure> {
     Ok(filters)
 }
 
-/// `--attach NSFLAGS PIDFD PERSONALITY SECCOMP_FILE SOCKET SPEC_FILE`. Returns only in the child, inside
-/// the container, with the helper's own arguments (`SOCKET SPEC_FILE`); the parent writes the
-/// child's pid and exits, so that the child becomes the shim's (a subreaper's) own child.
+/// `--attach NSFLAGS PIDFD PERSONALITY SECCOMP_FILE CGROUP_FDS SOCKET SPEC_FILE`. Returns only
+/// in the child, inside the container, with the helper's own arguments (`SOCKET SPEC_FILE`);
+/// the parent writes the child's pid and exits, so that the child becomes the shim's (a
+/// subreaper's) own child.
+///
+/// The order is runc's for an exec (CVE-2016-9962): nothing of the container's may reach
+/// this process before it is confined. It is made non-dumpable and joins the container's
+/// cgroups before it enters any of its namespaces, so the child it forks there is born
+/// inside the container's cgroups (device, pids and memory limits) and its /proc files stay
+/// the host root's (not listable, not ptrace-able by the container's root) until the
+/// workload's `execve` makes a new, ordinary image of it (fs/exec.c, `begin_new_exec`).
 pub fn attach(args: &[String]) -> Result<[String; 2], Failure> {
-    let [flags, pidfd, personality, seccomp, socket, spec] = args else {
+    let [flags, pidfd, personality, seccomp, cgroup_fds, socket, spec] = args else {
         return Err(Failure::new(
-            "usage: --attach NSFLAGS PIDFD PERSONALITY SECCOMP_FILE SOCKET SPEC_FILE",
+            "usage: --attach NSFLAGS PIDFD PERSONALITY SECCOMP_FILE CGROUP_FDS SOCKET SPEC_FILE",
         ));
     };
+    // A helper run by host root is dumpable as long as its credentials do not change (none
+    // change without a user namespace): made non-dumpable before anything else.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } < 0 {
+        return Err(Failure::errno("prctl(PR_SET_DUMPABLE, 0)", Errno::last()));
+    }
+    join_cgroups(cgroup_fds)?;
     let personality: libc::c_ulong = personality
         .parse()
         .map_err(|_| Failure::new(format!("not a personality: {personality:?}")))?;
@@ -223,6 +239,12 @@ pub fn attach(args: &[String]) -> Result<[String; 2], Failure> {
     let pidfd: RawFd = pidfd
         .parse()
         .map_err(|_| Failure::new(format!("not a descriptor: {pidfd:?}")))?;
+    // The host's root writes oom_score_adj here, where it owns its /proc files (after the
+    // switch to a user namespace's root it would not); the child inherits it and the helper
+    // leaves a value that is already right alone (main.rs, `set_oom_score_adj`).
+    if let Some(adj) = read_spec(spec)?.oom_score_adj {
+        crate::set_oom_score_adj(adj)?;
+    }
     // Read on the host, before the container's mount namespace hides the file.
     let filters = std::fs::read(seccomp)
         .map_err(|e| Failure::new(format!("read {seccomp}: {e}")))
@@ -247,20 +269,20 @@ pub fn attach(args: &[String]) -> Result<[String; 2], Failure> {
         sys::setresgid(0)?;
         sys::setresuid(0)?;
     }
-    // The switch (or a shim that holds a secret) made the process non-dumpable, so its
-    // /proc/self files belong to the host's root and the helper could not write its own
-    // oom_score_adj or AppArmor exec label there. `lxc-attach` `execve`d the helper after its
-    // switch, which made it dumpable again (fs/exec.c); this helper goes on without one.
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } < 0 {
-        return Err(Failure::errno("prctl(PR_SET_DUMPABLE)", Errno::last()));
-    }
+    // Still non-dumpable, and so is the child (the flag belongs to the memory image, which
+    // fork copies): the helper's own /proc/self files stay reachable to it all the same
+    // (fs/proc/fd.c, `proc_fd_permission`, lets a process at its own descriptors; its
+    // AppArmor attributes are mode 0666 and only ever its own), and it needs no other.
     // SAFETY: single-threaded; the child only goes on with ordinary code.
     match unsafe { libc::fork() } {
-        -1 => Err(Failure::errno(
-            "fork into the container's pid namespace",
-            Errno::last(),
-        )),
+        -1 => Err(match Errno::last() {
+            // kernel/pid.c: a fork in a cgroup at its pids.max (or over RLIMIT_NPROC).
+            Errno::EAGAIN => Failure::errno(
+                "fork into the container's pid namespace (the container is at its pids limit)",
+                Errno::EAGAIN,
+            ),
+            errno => Failure::errno("fork into the container's pid namespace", errno),
+        }),
         0 => {
             // The init's execution domain (`linux.personality`, LXC's `lxc.arch`), as runc
             // gives an exec the spec's; before the filters, which may refuse the call.
@@ -282,6 +304,34 @@ pub fn attach(args: &[String]) -> Result<[String; 2], Failure> {
             std::process::exit(status)
         }
     }
+}
+
+/// Writes "0" to each `cgroup.procs` descriptor of `fds` ("3,4,..."), which moves this
+/// process into that cgroup (kernel/cgroup/cgroup.c, `cgroup_procs_write_start`: pid 0 is
+/// the writer); the descriptors are closed after.
+fn join_cgroups(fds: &str) -> Result<(), Failure> {
+    use std::os::fd::FromRawFd;
+    for fd in fds.split(',') {
+        let raw: RawFd = fd
+            .parse()
+            .map_err(|_| Failure::new(format!("not a descriptor: {fd:?} (of {fds:?})")))?;
+        // SAFETY: the shim passed this descriptor for this process to own; it is used
+        // here only, once.
+        let mut procs = unsafe { std::fs::File::from_raw_fd(raw) };
+        procs.write_all(b"0").map_err(|e| {
+            Failure::new(format!(
+                "join the container's cgroup (cgroup.procs, descriptor {raw}): {e}"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn read_spec(path: &str) -> Result<ctinit_proto::InitSpec, Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure::new(format!("read process spec {path}: {e}")))?;
+    ctinit_proto::InitSpec::from_json(&bytes)
+        .map_err(|e| Failure::new(format!("parse process spec {path}: {e}")))
 }
 
 /// Installs one filter. Needs no `no_new_privs`: the process holds CAP_SYS_ADMIN in its

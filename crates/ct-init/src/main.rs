@@ -137,8 +137,7 @@ fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
         sys::setrlimit(&limit.kind, limit.soft, limit.hard)?;
     }
     if let Some(adj) = spec.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| Failure::new(format!("set oom_score_adj to {adj}: {e}")))?;
+        set_oom_score_adj(adj)?;
     }
     if let Some(mask) = spec.umask {
         sys::umask(mask);
@@ -188,6 +187,19 @@ fn prepare(sock: &Control, spec_path: &str) -> Result<Prepared, Failure> {
     )?;
     drop(pty_master);
     Ok(Prepared { path, argv, envp })
+}
+
+/// Sets this process's `oom_score_adj`, unless it has that value already: an exec's helper
+/// got it from its parent on the host (`host::attach`), and cannot write its own /proc files
+/// as a user namespace's root while it is non-dumpable.
+fn set_oom_score_adj(adj: i32) -> Result<(), Failure> {
+    const FILE: &str = "/proc/self/oom_score_adj";
+    let now = std::fs::read_to_string(FILE).unwrap_or_default();
+    if now.trim() == adj.to_string() {
+        return Ok(());
+    }
+    std::fs::write(FILE, adj.to_string())
+        .map_err(|e| Failure::new(format!("set oom_score_adj to {adj}: {e}")))
 }
 
 fn chdir_failure(cwd: &str, errno: Errno) -> Failure {

@@ -47,12 +47,18 @@ pub const INIT_SOCKET_NAME: &str = "init.sock";
 /// - `HELPER --dump-seccomp PID FILE`: writes the seccomp filters PID runs under to the
 ///   existing file FILE (the shim's memfd, as `/proc/self/fd/N`): per filter, oldest (first installed) first, its instruction count as a native-endian
 ///   u32 and then its `struct sock_filter`s, so that an exec gets exactly the filters LXC gave the init.
-/// - `HELPER --attach NSFLAGS PIDFD PERSONALITY SECCOMP_FILE SOCKET SPEC_FILE`: joins the
-///   namespaces `NSFLAGS` (`CLONE_NEW*`, decimal) of the process behind the pidfd `PIDFD`,
-///   forks into them, writes the child's host pid and a newline to stdout and exits 0; the
-///   child takes the init's execution domain `PERSONALITY` (`personality(2)`, decimal: what
-///   the init's /proc/PID/personality says), loads the filters of `SECCOMP_FILE` (an empty
-///   file: none) and goes on as the exec's helper with `SOCKET SPEC_FILE`. What `lxc-attach` did for an exec, without staying around.
+/// - `HELPER --attach NSFLAGS PIDFD PERSONALITY SECCOMP_FILE CGROUP_FDS SOCKET SPEC_FILE`:
+///   first of all, while still the host's, non-dumpable and in no namespace of the
+///   container's, joins the container's cgroups by writing "0" to each of `CGROUP_FDS`
+///   (comma-separated descriptors of the init's `cgroup.procs` files, which the shim opened)
+///   and sets the spec's `oom_score_adj` on itself (the host's root owns its /proc files);
+///   then joins the namespaces `NSFLAGS` (`CLONE_NEW*`, decimal) of the process behind the
+///   pidfd `PIDFD`, forks into them, writes the child's host pid and a newline to stdout and
+///   exits 0. The child, still non-dumpable (until the workload's `execve`), takes the
+///   init's execution domain `PERSONALITY` (`personality(2)`, decimal: what the init's
+///   /proc/PID/personality says), loads the filters of `SECCOMP_FILE` (an empty file: none)
+///   and goes on as the exec's helper with `SOCKET SPEC_FILE`. What `lxc-attach` did for an
+///   exec, confined the way runc confines one, without staying around.
 pub const DUMP_SECCOMP_ARG: &str = "--dump-seccomp";
 pub const ATTACH_ARG: &str = "--attach";
 

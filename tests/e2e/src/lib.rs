@@ -8,6 +8,7 @@
 
 pub mod cmd;
 pub mod config;
+pub mod confinement;
 pub mod containerd;
 pub mod host;
 pub mod image;

@@ -240,6 +240,36 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
         env.cd.ctr_ok(&["container", "rm", "pve-userns"])?;
         env.no_leftovers("after the unprivileged CT")?;
 
+        // An exec is confined before it does anything in the CT (issue 21): the CT's root,
+        // scanning /proc through 40 execs, sees no process outside the CT's cgroups and can
+        // list no host descriptor of one (the parity case `exec_confined_from_the_start`).
+        let args = env.run_args(
+            "pve-scan",
+            &userns,
+            &["sh", "-c", e2e::confinement::SCANNER],
+        );
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.cd.ctr_ok(&refs)?;
+        env.cd
+            .wait_task_status("pve-scan", "RUNNING", RUN_TIMEOUT)?;
+        let report = e2e::confinement::exec_while_scanning(&env.cd, "pve-scan", 40)?;
+        println!(
+            "the CT's scanner walked /proc {} times during 40 execs",
+            report.rounds
+        );
+        ensure!(
+            report.rounds >= 40 && report.seen.is_empty(),
+            "the CT's root saw execs before they were confined ({} rounds):\n{}",
+            report.rounds,
+            report.seen.join("\n")
+        );
+        env.cd.ctr_ok(&["task", "kill", "-s", "KILL", "pve-scan"])?;
+        env.cd
+            .wait_task_status("pve-scan", "STOPPED", RUN_TIMEOUT)?;
+        env.cd.ctr_ok(&["task", "rm", "pve-scan"])?;
+        env.cd.ctr_ok(&["container", "rm", "pve-scan"])?;
+        env.no_leftovers("after the exec scanner")?;
+
         let args = env.run_args("pve-stdin", &["--rm"], &["sh", "-c", "cat; echo eof"]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut bg = Background::spawn_with_open_stdin(&mut env.cd.ctr_cmd(&refs))?;

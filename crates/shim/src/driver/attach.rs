@@ -88,7 +88,8 @@ impl HelperAttach {
 #[async_trait]
 impl ExecSpawner for HelperAttach {
     /// The helper (its sealed copy, `files.helper`) in `--attach` mode, run by host root: it
-    /// joins the init's namespaces, forks the exec's helper there and prints its pid.
+    /// joins the init's cgroups (through their `cgroup.procs` files, opened here) and then
+    /// its namespaces, forks the exec's helper there and prints its pid.
     async fn spawn(&self, files: ExecFiles) -> Result<SpawnedExec> {
         let flags = crate::host::process::namespaces::to_join(self.init_pid)?;
         let [helper, socket, spec] = files.helper_args();
@@ -101,6 +102,8 @@ impl ExecSpawner for HelperAttach {
             dup(&self.pidfd, "pidfd")?,
             dup(&self.seccomp, "seccomp filters")?,
         );
+        let cgroups = crate::host::cgroup::ContainerCgroup::procs_files_to_join(self.init_pid)?;
+        let cgroup_fds: Vec<String> = cgroups.iter().map(|f| f.as_raw_fd().to_string()).collect();
         let mut command = std::process::Command::new(helper);
         command
             .arg(ctinit_proto::ATTACH_ARG)
@@ -108,10 +111,12 @@ impl ExecSpawner for HelperAttach {
             .arg(pidfd.as_raw_fd().to_string())
             .arg(self.personality.to_string())
             .arg(fd_path(seccomp.as_raw_fd()))
+            .arg(cgroup_fds.join(","))
             .arg(socket)
             .arg(spec)
             .env_clear();
-        exec_command::spawn(&self.exits, command, files, vec![pidfd, seccomp]).await
+        let passed = [pidfd, seccomp].into_iter().chain(cgroups).collect();
+        exec_command::spawn(&self.exits, command, files, passed).await
     }
 }
 

@@ -179,12 +179,18 @@ pub fn userns_transcript(env: &CriEnv, handler: &str, idmapped_volumes: bool) ->
         owner(&host.join("made"))?
     ));
     // An exec (kubectl exec) in a second container of the pod: in the pod's user namespace,
-    // as root there and as another user.
-    let sleeper_id = pod.run(&sleeper("userns-exec", &env.images.busybox))?;
+    // as root there and as another user, with the container's oom_score_adj (the kubelet's
+    // QoS score), which the exec's helper cannot write itself there while it is
+    // non-dumpable: it is set on the host (issue 21).
+    let mut exec_cfg = sleeper("userns-exec", &env.images.busybox);
+    client::res(&mut exec_cfg).oom_score_adj = 123;
+    let sleeper_id = pod.run(&exec_cfg)?;
     env.block_on(c.wait_state(&sleeper_id, state::RUNNING, Duration::from_secs(30)))?;
     let exec = env.block_on(c.sh(
         &sleeper_id,
-        "cat /proc/self/uid_map; id -u; stat -c 'rootfs %u:%g' /; su -s /bin/sh nobody -c 'id -u' 2>&1 || true",
+        "cat /proc/self/uid_map; id -u; stat -c 'rootfs %u:%g' /; \
+         echo \"oom_score_adj $(cat /proc/self/oom_score_adj)\"; \
+         su -s /bin/sh nobody -c 'id -u' 2>&1 || true",
     ))?;
     text.push_str("\nexec:\n");
     text.push_str(exec.trim_end());
@@ -292,8 +298,9 @@ pub fn case_user_namespaces(env: &CriEnv) -> Result<()> {
         );
         let exec = text.split("\nexec:\n").nth(1).unwrap_or_default();
         ensure!(
-            first_line(exec) == map && exec.contains("\n0\nrootfs 0:0\n65534"),
-            "{who}: the exec is not in the pod's user namespace as root (then nobody):\n{text}"
+            first_line(exec) == map && exec.contains("\n0\nrootfs 0:0\noom_score_adj 123\n65534"),
+            "{who}: the exec is not in the pod's user namespace as root with the container's \
+             oom_score_adj (then nobody):\n{text}"
         );
     }
     if idmapped_volumes {

@@ -122,6 +122,10 @@ fn cases() -> Vec<Case> {
             "seccomp_default_profile_reaches_exec_signal_status",
             security::seccomp_exec,
         ),
+        case(
+            "exec_confined_from_the_start",
+            security::exec_confined_from_the_start,
+        ),
         case("user_from_image", security::user_numeric),
         case("userns_uidmap", userns::userns_uidmap),
         case("userns_exec_and_tty", userns::userns_exec_and_tty),

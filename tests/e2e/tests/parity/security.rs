@@ -1,7 +1,8 @@
 //! Privileges: capabilities (default, added and dropped, privileged), the default seccomp
-//! profile (also for an exec), the user from the image.
+//! profile (also for an exec), an exec confined from the start, the user from the image.
 
 use crate::harness::*;
+use crate::userns::{USERNS_FLAGS, USERNS_SNAPSHOT};
 
 pub fn caps_default(ctx: &Ctx) -> Result<Transcript> {
     let (t, out) = simple(ctx, &[], sh_grep_status(), None)?;
@@ -131,5 +132,59 @@ pub fn user_numeric(ctx: &Ctx) -> Result<Transcript> {
         "{}",
         shown(&out)
     );
+    Ok(t)
+}
+
+/// How many execs the scanner watches: enough that an exec set up outside the container's
+/// cgroups, or dumpable, is caught (today's shim before issue 21 was caught in the first few).
+const SCANNED_EXECS: usize = 40;
+
+/// An exec is confined before it does anything in the container (issue 21; runc's
+/// CVE-2016-9962 fix): a container's root scanning /proc through many execs never sees a
+/// process outside the container's cgroups, nor can it list a host descriptor of one (the
+/// helper, its socket, its spec). In a user namespace, where the container's root holds
+/// every capability of its namespace and so could list a dumpable helper's descriptors.
+/// runc is held to the descriptors only: runc 1.1 (Debian 12's) moves an exec into the
+/// container's cgroups after it entered the pid namespace (libcontainer/process_linux.go,
+/// `setnsProcess.start`: `execSetns`, then `cgroups.EnterPid`), so a scanner sees it
+/// outside for a moment; runc 1.2 clones it into the cgroup (`CLONE_INTO_CGROUP`), which is
+/// what the shim is held to.
+pub fn exec_confined_from_the_start(ctx: &Ctx) -> Result<Transcript> {
+    {
+        let _turn = USERNS_SNAPSHOT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut flags = vec!["--null-io"];
+        flags.extend_from_slice(&USERNS_FLAGS);
+        ctx.run_detached(&flags, e2e::confinement::SCANNER)?;
+    }
+    let id = ctx.id.as_str();
+    let report = e2e::confinement::exec_while_scanning(ctx.cd, id, SCANNED_EXECS)?;
+    eprintln!(
+        "{}: the scanner walked /proc {} times during {SCANNED_EXECS} execs and saw {} things",
+        ctx.runtime,
+        report.rounds,
+        report.seen.len()
+    );
+    ensure!(
+        report.rounds >= SCANNED_EXECS as u64,
+        "the scanner walked /proc only {} times",
+        report.rounds
+    );
+    let held_to: Vec<&String> = if ctx.is_shim() {
+        report.seen.iter().collect()
+    } else {
+        report
+            .seen
+            .iter()
+            .filter(|l| l.contains("descriptor"))
+            .collect()
+    };
+    ensure!(
+        held_to.is_empty(),
+        "the container's root saw execs before they were confined:\n{}",
+        report.seen.join("\n")
+    );
+    ctx.kill_task(id)?;
+    let mut t = Transcript::default();
+    t.add("seen by the container's root", "nothing it must not see");
     Ok(t)
 }

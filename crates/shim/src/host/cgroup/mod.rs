@@ -254,21 +254,28 @@ impl ContainerCgroup {
         }
     }
 
-    /// Moves `pid` into the cgroups the init is in now (read afresh: a workload may have
-    /// moved itself), in every hierarchy, as runc does for an exec. Moving a process in is
-    /// not refused by `pids.max` (only fork and clone are), so this works in a container that
-    /// sits at its pids limit, where a fork inside the cgroup would fail.
-    pub fn enter(&self, pid: u32) -> Result<()> {
-        let now = ContainerCgroup::of_pid(self.pid)?;
+    /// The `cgroup.procs` files of the cgroups the init is in now (read afresh: a workload may
+    /// have moved itself), one per hierarchy, open for writing: an exec's helper writes "0"
+    /// to each before it does anything else (ct-init's `--attach`), as runc's exec joins the
+    /// container's cgroups first. Opened here, by the shim: the kernel checks a migration
+    /// against whoever opened the file (kernel/cgroup/cgroup.c, `cgroup_procs_write`). A
+    /// fork in a cgroup at its `pids.max` then fails, so an exec into a container at its pids
+    /// limit fails as under runc.
+    pub fn procs_files_to_join(init_pid: u32) -> Result<Vec<std::os::fd::OwnedFd>> {
+        let now = ContainerCgroup::of_pid(init_pid)?;
         let mut dirs: Vec<&PathBuf> = now.dirs.values().collect();
         dirs.sort();
         dirs.dedup();
-        for dir in dirs {
-            let procs = dir.join("cgroup.procs");
-            std::fs::write(&procs, pid.to_string())
-                .ctx(|| format!("move pid {pid} into {}", procs.display()))?;
-        }
-        Ok(())
+        dirs.into_iter()
+            .map(|dir| {
+                let procs = dir.join("cgroup.procs");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&procs)
+                    .map(std::os::fd::OwnedFd::from)
+                    .ctx(|| format!("open {} to join it", procs.display()))
+            })
+            .collect()
     }
 
     /// The memory cgroup directory (v1) or the container's cgroup (v2), for OOM notifications.

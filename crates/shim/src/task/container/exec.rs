@@ -14,7 +14,7 @@ use ctinit_proto::InitSpec;
 use log::debug;
 
 use super::create::stdio_flags;
-use super::{blocking, kill_pid, Container, HELPER_TIMEOUT};
+use super::{kill_pid, Container, HELPER_TIMEOUT};
 use crate::driver::ExecFiles;
 use crate::errors::{IoContext, Result, ShimError};
 use crate::host::helper;
@@ -99,11 +99,6 @@ impl Container {
             let supervisor = helper::Supervisor::Exec(helper_pid);
             let conn = helper::accept(listener, HELPER_TIMEOUT, Some(supervisor)).await?;
             let (conn, pid, pty) = helper::handshake(conn, stdio, HELPER_TIMEOUT).await?;
-            // The exec's helper sets up outside the container's cgroups (the helper's
-            // `--attach` forks in the shim's, driver/attach.rs): it joins them here, before
-            // the workload starts, so that an exec works in a container at its pids limit.
-            let cgroup = self.cgroup()?;
-            blocking(move || cgroup.enter(pid)).await??;
             if let Some(master) = pty {
                 exec.io.attach_pty(master).await?;
             }
