@@ -55,8 +55,10 @@ $E2E_CTR run -d --null-io --runtime io.containerd.proxmox-lxc.v2 "$E2E_IMAGE" "$
 $E2E_CTR task ls
 for lxcpath in /var/lib/containerd-shim-proxmox-lxc/e2e /var/lib/containerd-shim-proxmox-lxc; do
     if [ -d "$lxcpath/$id-bg" ]; then
-        echo "LXC sees it (lxc-ls -P $lxcpath --fancy):"
-        lxc-ls -P "$lxcpath" --fancy --filter "^$id-bg\$" || true
+        # The shim took the init over from lxc-start: LXC's tools would call it STOPPED,
+        # so its config is set aside and they do not list it (nor start or destroy it).
+        echo "its LXC directory ($lxcpath/$id-bg; lxc-ls does not list an adopted container):"
+        ls -l "$lxcpath/$id-bg"
         break
     fi
 done

@@ -376,7 +376,7 @@ case_apparmor_parity() {
             if "${CTR[@]}" task ls | grep -qF "$id-bad"; then
                 die "$rt: task $id-bad left behind"
             fi
-            if lxc-ls -1 -P /var/lib/containerd-shim-proxmox-lxc 2>/dev/null | grep -qF "$id-bad"; then
+            if compgen -G "/var/lib/containerd-shim-proxmox-lxc/*/$id-bad" >/dev/null; then
                 die "$rt: LXC container $id-bad left behind"
             fi
             echo "ok: $rt: nothing left behind by the failed create"

@@ -90,7 +90,7 @@ impl Container {
              {extra}\n",
             name = self.name,
             rootfs = self.rootfs().display(),
-            state = self.state().display(),
+            state = self.helper_dir().display(),
             init = ct_init_bin::init_command(),
         ));
     }
@@ -101,9 +101,13 @@ impl Container {
     }
 
     fn start_raw(&mut self, spec_json: &[u8]) -> InitListener {
-        fs::write(self.state().join(ctinit_proto::INIT_SPEC_NAME), spec_json).unwrap();
+        fs::write(
+            self.helper_dir().join(ctinit_proto::INIT_SPEC_NAME),
+            spec_json,
+        )
+        .unwrap();
         let listener =
-            InitListener::bind(&self.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
+            InitListener::bind(&self.helper_dir().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
         self.lxc_start();
         listener
     }
@@ -117,8 +121,8 @@ impl Container {
     fn attach(&self, id: &str, spec: &InitSpec, stdio: Stdio) -> (InitListener, Child) {
         let sock = format!("{id}.sock");
         let json = format!("{id}.json");
-        write_spec(&self.state().join(&json), spec).unwrap();
-        let listener = InitListener::bind(&self.state().join(&sock)).unwrap();
+        write_spec(&self.helper_dir().join(&json), spec).unwrap();
+        let listener = InitListener::bind(&self.helper_dir().join(&sock)).unwrap();
         let child = Command::new("lxc-attach")
             .args(["-n", &self.name, "-P"])
             .arg(self.lxcpath())

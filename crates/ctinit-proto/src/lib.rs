@@ -29,15 +29,21 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Where the state directory is mounted inside the container. `/dev` is a tmpfs in every
+/// The part of a container's state directory that the container's root must reach and own
+/// (the helper, its specs and sockets): the state directory itself stays host root's, so
+/// nothing that host root reads, runs or acts on there (LXC's config includes, seccomp
+/// profile, device nodes, hooks' files, logs) can be replaced by the container's root.
+pub const HELPER_DIR_NAME: &str = "helper";
+
+/// Where the state directory's [`HELPER_DIR_NAME`] is mounted inside the container. `/dev` is a tmpfs in every
 /// container (LXC autodev or the spec's own `/dev` mount), so the mount point can be created
 /// even when the root filesystem is read-only.
 pub const CONTAINER_DIR: &str = "/dev/.ctinit";
 
-/// File name of the helper binary inside the state directory.
+/// File name of the helper binary inside the helper's directory.
 pub const HELPER_NAME: &str = "init";
 
-/// File names of the init process's spec and socket inside the state directory.
+/// File names of the init process's spec and socket inside the helper's directory.
 pub const INIT_SPEC_NAME: &str = "init.json";
 pub const INIT_SOCKET_NAME: &str = "init.sock";
 

@@ -635,10 +635,15 @@ pub(crate) fn recursive_attrs(
     out.into_iter().map(|(_, attrs)| attrs).collect()
 }
 
-/// The state directory, read-only at the helper's place.
+/// The state directory's helper part (`ctinit_proto::HELPER_DIR_NAME`), read-only at the
+/// helper's place; the rest of the state directory is host root's and stays outside.
 fn helper_dir_mount(state_dir: &str) -> MountEntry {
     MountEntry {
-        source: state_dir.to_string(),
+        source: format!(
+            "{}/{}",
+            state_dir.trim_end_matches('/'),
+            ctinit_proto::HELPER_DIR_NAME
+        ),
         destination: ctinit_proto::CONTAINER_DIR.to_string(),
         fstype: "none".into(),
         options: vec!["bind".into(), "ro".into(), "nosuid".into(), "nodev".into()],
@@ -1282,7 +1287,7 @@ mod tests {
         assert_eq!(
             values,
             [
-                "/s dev/.ctinit none bind,ro,nosuid,nodev,create=dir 0 0",
+                "/s/helper dev/.ctinit none bind,ro,nosuid,nodev,create=dir 0 0",
                 "/dev/null proc/kcore none bind,ro,optional 0 0",
                 "tmpfs proc/kcore tmpfs ro,nosuid,nodev,noexec,optional 0 0",
                 "proc/sys/net/ipv4/ip_forward proc/sys/net/ipv4/ip_forward none bind,relative 0 0",

@@ -166,6 +166,9 @@ impl ContainerPlan {
             "lxc.rootfs.path",
             &format!("dir:{}", self.rootfs.display()),
         );
+        // The rootfs is containerd's (the bundle's): `lxc-destroy` must never delete it
+        // (LXC's lxccontainer.c, `container_destroy`, destroys only a managed rootfs).
+        line(&mut out, "lxc.rootfs.managed", "0");
         if let Some(o) = self.rootfs_options() {
             line(&mut out, "lxc.rootfs.options", &o);
         }

@@ -265,10 +265,13 @@ fn check_lxc(plan: &ContainerPlan) -> Result<(), TestCaseError> {
         }
         parsed.push((k, v));
     }
-    let mut expected = vec![(
-        "lxc.rootfs.path".to_string(),
-        format!("dir:{}", plan.rootfs.display()),
-    )];
+    let mut expected = vec![
+        (
+            "lxc.rootfs.path".to_string(),
+            format!("dir:{}", plan.rootfs.display()),
+        ),
+        ("lxc.rootfs.managed".to_string(), "0".to_string()),
+    ];
     if let Some(p) = &plan.rootfs_propagation {
         expected.push(("lxc.rootfs.options".into(), p.clone()));
     }
@@ -1030,6 +1033,7 @@ fn merge(base: &mut Value, overlay: Value) {
 const LXC_KEYS: &[&str] = &[
     "lxc.rootfs.path",
     "lxc.rootfs.options",
+    "lxc.rootfs.managed",
     "lxc.autodev",
     "lxc.console.path",
     "lxc.tty.max",

@@ -117,9 +117,9 @@ impl Ct {
 
     /// Writes the helper's spec, runs `lxc-start -F` and waits for the helper to connect.
     fn launch(&mut self, init: &lxc_config::InitSpec) -> InitConnection {
-        write_spec(&self.state().join(ctinit_proto::INIT_SPEC_NAME), init).unwrap();
+        write_spec(&self.helper_dir().join(ctinit_proto::INIT_SPEC_NAME), init).unwrap();
         let listener =
-            InitListener::bind(&self.state().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
+            InitListener::bind(&self.helper_dir().join(ctinit_proto::INIT_SOCKET_NAME)).unwrap();
         self.lxc_start();
         listener
             .accept(T)

@@ -9,7 +9,12 @@
 //!   a static program in the container reaches running helpers through `/proc/PID/exe` and
 //!   tries to write them; the helper stays unchanged and later containers are unaffected;
 //! - the API token never leaves its file: not in any log at debug level, nor in the shim's or
-//!   its children's command lines and environments, nor in any file the shim wrote.
+//!   its children's command lines and environments, nor in any file the shim wrote;
+//! - what host root reads, runs or acts on in a user-namespaced container's state directory
+//!   is out of the reach of the host uid its root maps to (issue 21): it can change, replace
+//!   or add nothing there; and the LXC tools do not take an adopted container for a stopped
+//!   one, nor does a `shim delete` after a crash leave its init running when its
+//!   `lxcpath/ID` is gone.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// VMIDs of this file's pve cases (tests/pve.rs and the CRI tests use 990100-990399).
 const SECRETS_RANGE: [u32; 2] = [990400, 990419];
 const TOKEN_RANGE: [u32; 2] = [990420, 990439];
+const STATE_RANGE: [u32; 2] = [990440, 990459];
 const SECRET_ENV: &str = "DB_PASSWORD=hunter2";
 const SECRET: &str = "hunter2";
 /// The shim's per-container state directories (crates/shim/src/config.rs STATE_ROOT).
@@ -169,8 +175,8 @@ fn secrets_case(env: &Env, id: &str) -> Result<()> {
     env.run_detached(id, &["--env", SECRET_ENV], &["sleep", "120"])?;
     // The secret is where the helper needs it (so the paths below are the right ones)...
     let state = state_dir_of(id);
-    let spec = std::fs::read_to_string(state.join("init.json"))
-        .with_context(|| format!("read {}/init.json as root", state.display()))?;
+    let spec = std::fs::read_to_string(state.join("helper/init.json"))
+        .with_context(|| format!("read {}/helper/init.json as root", state.display()))?;
     ensure!(spec.contains(SECRET), "init.json does not hold the env");
     // ... and an exec's too, while it runs.
     env.ctr(&[
@@ -188,8 +194,9 @@ fn secrets_case(env: &Env, id: &str) -> Result<()> {
     if env.node.is_none() {
         // The lxc driver's lxcpath is one per containerd namespace (driver/mod.rs).
         let dir = Path::new(SHIM_LXCPATH).join(NAMESPACE).join(id);
+        // Set aside once the shim took the init over (driver/lxc.rs, ADOPTED_CONFIG_NAME).
         ensure!(
-            dir.join("config").is_file(),
+            dir.join("config.adopted").is_file(),
             "no LXC config in {}",
             dir.display()
         );
@@ -576,9 +583,202 @@ fn api_token_stays_in_its_file() -> Result<()> {
     result.and(finish)
 }
 
+/// The host ids a user-namespaced container's root maps to here.
+const MAPPED_ROOT: u32 = 100000;
+const USERNS_FLAGS: [&str; 5] = [
+    "--null-io",
+    "--uidmap",
+    "0:100000:65536",
+    "--gidmap",
+    "0:100000:65536",
+];
+
+/// Runs `sh -c SCRIPT sh ARGS` as the host uid/gid a container's root maps to.
+fn as_mapped_root(script: &str, args: &[&Path]) -> Result<Output> {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={MAPPED_ROOT}"))
+        .arg(format!("--regid={MAPPED_ROOT}"))
+        .arg("--clear-groups")
+        .args(["--", "sh", "-c", script, "sh"])
+        .args(args);
+    cmd::run(&mut c, None, Duration::from_secs(10))
+}
+
+/// Each entry of `dir` with what it is (file content, link target, or kind).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut paths = Vec::new();
+    walk(dir, &mut paths);
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let what = match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    format!("-> {:?}", std::fs::read_link(&p).unwrap_or_default())
+                }
+                Ok(m) if m.is_file() => format!("{:?}", std::fs::read(&p).unwrap_or_default()),
+                Ok(m) => format!("{:?} {:o}", m.file_type(), m.permissions().mode()),
+                Err(e) => e.to_string(),
+            };
+            (p, what)
+        })
+        .collect()
+}
+
+fn state_case(env: &Env, id: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    env.run_detached(id, &USERNS_FLAGS, &["sleep", "120"])?;
+    let state = state_dir_of(id);
+    let meta = std::fs::metadata(&state)?;
+    ensure!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777) == (0, MAPPED_ROOT, 0o710),
+        "{} is {}:{} {:o}, not root:{MAPPED_ROOT} 0710",
+        state.display(),
+        meta.uid(),
+        meta.gid(),
+        meta.mode() & 0o7777
+    );
+    let helper_dir = state.join("helper");
+    let meta = std::fs::metadata(&helper_dir)?;
+    ensure!(
+        meta.uid() == MAPPED_ROOT && meta.mode() & 0o777 == 0o700,
+        "{} is not the container root's 0700 directory",
+        helper_dir.display()
+    );
+    // Everything but the helper's own directory: the mapped root can change, replace or add
+    // nothing, not even with a link to a host file.
+    let before: Vec<_> = snapshot(&state)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(&helper_dir))
+        .collect();
+    let entries: Vec<&Path> = before
+        .iter()
+        .map(|(p, _)| p.as_path())
+        .filter(|p| *p != state.as_path())
+        .collect();
+    ensure!(
+        entries.len() >= 3,
+        "too few files in {}: {entries:?}",
+        state.display()
+    );
+    let mut succeeded = Vec::new();
+    for entry in &entries {
+        let attempts = [
+            ("write", "echo x >> \"$1\""),
+            ("move", "mv -f \"$1\" \"$1.moved\""),
+            ("link", "ln -sfn /etc/shadow \"$1\""),
+            ("remove", "rm -f \"$1\""),
+        ];
+        for (what, script) in attempts {
+            if as_mapped_root(script, &[entry])?.status.0 == 0 {
+                succeeded.push(format!("{what} {}", entry.display()));
+            }
+        }
+    }
+    if as_mapped_root("touch \"$1\"", &[&state.join("added")])?
+        .status
+        .0
+        == 0
+    {
+        succeeded.push("add a file".into());
+    }
+    let after: Vec<_> = snapshot(&state)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(&helper_dir))
+        .collect();
+    println!(
+        "{id}: the mapped root tried {} entries of the state dir: {succeeded:?}",
+        entries.len()
+    );
+    ensure!(
+        succeeded.is_empty() && after == before,
+        "the container's mapped root altered the state dir: {succeeded:?}"
+    );
+    Ok(())
+}
+
+/// The lxc driver's adopted container: LXC's tools do not know it (so cannot start a second
+/// one or destroy its rootfs), and a crashed shim's `shim delete` ends it even with its
+/// `lxcpath/ID` gone.
+fn adopted_case(env: &Env, id: &str) -> Result<()> {
+    let lxcpath = Path::new(SHIM_LXCPATH).join(NAMESPACE);
+    let lxc = |tool: &str, extra: &[&str]| -> Result<Output> {
+        let mut c = Command::new(tool);
+        c.args(["-n", id, "-P"]).arg(&lxcpath).args(extra);
+        cmd::run(&mut c, None, Duration::from_secs(20))
+    };
+    let init = env.cd.task_pid(id)?.context("the container's init pid")?;
+    let listed = {
+        let mut c = Command::new("lxc-ls");
+        c.arg("-P").arg(&lxcpath);
+        cmd::run(&mut c, None, Duration::from_secs(20))?.stdout_str()
+    };
+    ensure!(
+        !listed.split_whitespace().any(|n| n == id),
+        "lxc-ls lists the adopted container {id}: {listed:?}"
+    );
+    let start = lxc("lxc-start", &["-d"])?;
+    let destroy = lxc("lxc-destroy", &[])?;
+    ensure!(
+        start.status.0 != 0 && destroy.status.0 != 0,
+        "lxc-start (status {}) and lxc-destroy (status {}) must refuse {id}",
+        start.status.0,
+        destroy.status.0
+    );
+    ensure!(
+        e2e::host::pid_alive(init) && env.cd.task_status(id)?.as_deref() == Some("RUNNING"),
+        "{id} is no longer running after the LXC tools were turned away"
+    );
+    // The shim dies and its lxcpath entry is gone: containerd's `shim delete` must still end
+    // the init, from the cgroups kept in the (root's) state dir.
+    std::fs::remove_dir_all(lxcpath.join(id))?;
+    for shim in env.cd.shim_processes() {
+        if shim.cmdline.split(' ').any(|a| a == id) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(shim.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    env.cd.force_remove(id);
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    while e2e::host::pid_alive(init) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        !e2e::host::pid_alive(init),
+        "the init {init} of {id} outlived its shim and `shim delete`"
+    );
+    let cgroups = e2e::host::cgroups_of(NAMESPACE, id);
+    ensure!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    Ok(())
+}
+
+fn state_is_host_roots_lxc() -> Result<()> {
+    root_or_skip()?;
+    let env = Env::start("state-lxc", None)?;
+    let result = state_case(&env, "state-1").and_then(|()| adopted_case(&env, "state-1"));
+    env.cd.force_remove("state-1");
+    let finish = env.finish("security-state-lxc");
+    result.and(finish)
+}
+
+/// The pve driver's state dir (the CT's include file, seccomp profile, LXC's log) is out of
+/// the mapped root's reach the same way; the CT itself is Proxmox's, found by its VMID.
+fn state_is_host_roots_pve() -> Result<()> {
+    root_or_skip()?;
+    let env = Env::start("state-pve", Some(STATE_RANGE))?;
+    let result = state_case(&env, "state-2");
+    env.cd.force_remove("state-2");
+    let finish = env.finish("security-state-pve");
+    result.and(finish)
+}
+
 skip_harness::main!(
     container_secrets_are_private_lxc,
     container_secrets_are_private_pve,
+    state_is_host_roots_lxc,
+    state_is_host_roots_pve,
     helper_cannot_be_written_from_a_container,
     api_token_stays_in_its_file,
 );

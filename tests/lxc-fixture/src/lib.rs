@@ -72,9 +72,11 @@ impl LxcContainer {
             lxc_start: None,
         };
         fs::create_dir_all(c.lxcpath().join(&c.name)).unwrap();
-        fs::create_dir_all(c.state()).unwrap();
-        fs::set_permissions(c.state(), fs::Permissions::from_mode(0o755)).unwrap();
-        ct_init_bin::install_helper(&c.state()).unwrap();
+        fs::create_dir_all(c.helper_dir()).unwrap();
+        for dir in [c.state(), c.helper_dir()] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ct_init_bin::install_helper(&c.helper_dir()).unwrap();
         c
     }
 
@@ -85,9 +87,14 @@ impl LxcContainer {
     pub fn lxcpath(&self) -> PathBuf {
         self.dir().join("lxc")
     }
-    /// The helper's dir: its binary, spec and init socket.
+    /// The state dir (what lxc-config's plan is given).
     pub fn state(&self) -> PathBuf {
         self.dir().join("s")
+    }
+    /// The helper's dir in it (`ctinit_proto::HELPER_DIR_NAME`): its binary, spec and init
+    /// socket, mounted into the container.
+    pub fn helper_dir(&self) -> PathBuf {
+        self.state().join(ctinit_proto::HELPER_DIR_NAME)
     }
     pub fn config_path(&self) -> PathBuf {
         self.lxcpath().join(&self.name).join("config")

@@ -33,9 +33,17 @@ use crate::host::private::{self, Owner};
 use crate::host::process::command::run_command;
 use crate::host::process::exits::ChildExits;
 
-/// The init's `/proc/PID/cgroup`, kept in the state dir: `shim delete` after a crash finds
-/// the container's cgroups there, with no monitor left to ask.
+/// The init's `/proc/PID/cgroup`, kept in the state dir (host root's, see
+/// `private::make_state_dir`): `shim delete` after a crash finds the container's cgroups
+/// there, with no monitor left to ask. Checked to name the container's own cgroups before
+/// anything in them is killed.
 const INIT_CGROUP_NAME: &str = "init.cgroup";
+/// What the container's LXC config is renamed to once the shim took the init over: LXC's
+/// tools would show the container STOPPED (no monitor answers), so `lxc-start -n` would
+/// start a second one on the same rootfs and `lxc-destroy` would remove what the running
+/// one uses. Without a `config`, LXC does not know the container (`lxc-ls` lists only
+/// directories with one; `lxc-start`, `lxc-info`, `lxc-destroy` say it does not exist).
+const ADOPTED_CONFIG_NAME: &str = "config.adopted";
 /// How long `lxc-start` may take to die.
 const STEP_LIMIT: Duration = Duration::from_secs(10);
 
@@ -61,6 +69,8 @@ pub struct LxcContainer {
     /// Whether the shim takes over the init from `lxc-start` once it waits for Start (see
     /// the module doc), or LXC's monitor supervises it for its whole life.
     adopt: bool,
+    /// The adopted init's `/proc/PID/cgroup`, as read at adoption (what Delete kills).
+    adopted_cgroup: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 /// `lxc-start` runs until the init waits for Start; then the shim takes the init over.
@@ -78,6 +88,7 @@ impl LxcContainer {
             name: name.to_string(),
             state_dir: state_dir.to_path_buf(),
             adopt: false,
+            adopted_cgroup: Default::default(),
         }
     }
 
@@ -85,14 +96,15 @@ impl LxcContainer {
         self.node.lxcpath().join(&self.name)
     }
 
-    /// Stops an adopted container: every process of its cgroups killed (thawed first, so
-    /// that a paused one dies too), the cgroups removed.
+    /// Stops an adopted container: every process of its cgroups killed at once
+    /// (`ContainerCgroup::kill_everything`; a paused one too), the cgroups removed. Only
+    /// cgroups named for the container are touched.
     async fn stop_adopted(&self, proc_cgroup: &str) -> Result<()> {
         let cg = ContainerCgroup::from_proc_text(proc_cgroup, 0)?;
+        cg.check_named_for(&self.name)?;
         let name = self.name.clone();
         tokio::task::spawn_blocking(move || {
-            cg.kill_all();
-            let _ = cg.freeze(false);
+            cg.kill_everything()?;
             cg.remove(&name, &name);
             match cg.procs() {
                 Ok(left) if !left.is_empty() => Err(ShimError::Internal(format!(
@@ -114,8 +126,10 @@ impl Adoptable {
             node,
             name,
             state_dir,
+            adopted_cgroup,
             ..
         } = self.container;
+        let container_dir = node.lxcpath().join(&name);
         let (lxc_start, lxc_start_exit) = (self.lxc_start, self.lxc_start_exit);
         let exits = node.exits();
         // 1. The init's pidfd, taken while lxc-start still holds the init (a zombie at worst),
@@ -134,6 +148,7 @@ impl Adoptable {
             init_cgroup.as_bytes(),
             Owner::ROOT,
         )?;
+        let _ = adopted_cgroup.set(init_cgroup);
         // 3. lxc-start goes; its child, the init, passes to the shim.
         let init_exit = exits.wait(init_pid as i32);
         let _ = nix::sys::signal::kill(
@@ -153,6 +168,11 @@ impl Adoptable {
             Ok(cg) => cg.remove_lxc_monitor(&name),
             Err(e) => warn!("{name}: LXC monitor's cgroup: {e}"),
         }
+        std::fs::rename(
+            container_dir.join("config"),
+            container_dir.join(ADOPTED_CONFIG_NAME),
+        )
+        .ctx(|| format!("hide {}/config from LXC's tools", container_dir.display()))?;
         debug!("{name}: init {init_pid} adopted from lxc-start {lxc_start}");
         let exit: InitExit = Box::pin(async move {
             init_exit
@@ -200,9 +220,10 @@ impl Driver for LxcDriver {
             name: spec.id.to_string(),
             state_dir: spec.state_dir.to_path_buf(),
             adopt: !spec.plan.needs_monitor_at_stop(),
+            adopted_cgroup: Default::default(),
         };
         let dir = container.container_dir();
-        if dir.join("config").exists() {
+        if dir.join("config").exists() || dir.join(ADOPTED_CONFIG_NAME).exists() {
             return Err(ShimError::AlreadyExists(format!(
                 "LXC container {} already exists in {}",
                 container.name,
@@ -276,14 +297,15 @@ impl NodeContainer for LxcContainer {
 
     async fn destroy(&self) -> Result<()> {
         let dir = self.container_dir();
-        if !dir.exists() {
-            return Ok(());
-        }
-        // Adopted: no monitor to ask or to stop; the kept cgroups say where the container is.
-        let adopted = std::fs::read_to_string(self.state_dir.join(INIT_CGROUP_NAME)).ok();
+        // Adopted: no monitor to ask or to stop; the cgroups read at adoption say where the
+        // container is (kept in memory, and in the state dir for `shim delete`), whatever
+        // became of `lxcpath/NAME` meanwhile.
+        let adopted = self.adopted_cgroup.get().cloned().or_else(|| {
+            private::read_root_owned(&self.state_dir.join(INIT_CGROUP_NAME), 64 * 1024)
+        });
         if let Some(proc_cgroup) = adopted {
             self.stop_adopted(&proc_cgroup).await?;
-        } else if self.node.is_running(&self.name).await {
+        } else if dir.join("config").exists() && self.node.is_running(&self.name).await {
             let mut cmd = std::process::Command::new("lxc-stop");
             cmd.arg("-k")
                 .arg("-n")
@@ -301,7 +323,10 @@ impl NodeContainer for LxcContainer {
             }
         }
         // Only what create wrote: the rootfs belongs to containerd's bundle.
-        for file in ["config", "lxc.log", "lxc_monitor.log"] {
+        if !dir.exists() {
+            return Ok(());
+        }
+        for file in ["config", ADOPTED_CONFIG_NAME, "lxc.log", "lxc_monitor.log"] {
             let _ = std::fs::remove_file(dir.join(file));
         }
         if let Err(e) = std::fs::remove_dir(&dir) {
@@ -319,7 +344,7 @@ impl NodeContainer for LxcContainer {
     /// The first errors of LXC's log name the cause; later ones are consequences ("failed to
     /// spawn"). Without errors, its last lines.
     fn failure_detail(&self) -> Option<String> {
-        let log = std::fs::read_to_string(log_path(&self.state_dir)).unwrap_or_default();
+        let log = private::read_root_owned(&log_path(&self.state_dir), 1 << 20).unwrap_or_default();
         let mut lines: Vec<&str> = log
             .lines()
             .filter(|l| l.contains(" ERROR "))

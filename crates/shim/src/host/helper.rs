@@ -57,19 +57,21 @@ fn is_the_embedded_helper(path: &Path) -> bool {
         && std::fs::read(path).is_ok_and(|bytes| bytes == ct_init_bin::HELPER)
 }
 
-/// Puts the helper binary into the state directory: a hard link to one shared copy per
-/// helper build under the state root, written once. Writing the embedded bytes for every
-/// container would page all of them into each shim's resident memory.
-pub fn install(state_dir: &Path) -> Result<()> {
-    let target = state_dir.join(ctinit_proto::HELPER_NAME);
-    if let Some(shared) = state_dir.parent().and_then(shared_copy) {
+/// Puts the helper binary into a state directory's helper directory
+/// (`STATE_ROOT/<hash>/helper`): a hard link to one shared copy per helper build under the
+/// state root, written once. Writing the embedded bytes for every container would page all
+/// of them into each shim's resident memory.
+pub fn install(helper_dir: &Path) -> Result<()> {
+    let target = helper_dir.join(ctinit_proto::HELPER_NAME);
+    let state_root = helper_dir.parent().and_then(Path::parent);
+    if let Some(shared) = state_root.and_then(shared_copy) {
         if std::fs::hard_link(shared, &target).is_ok() {
             return Ok(());
         }
     }
-    ct_init_bin::install_helper(state_dir)
+    ct_init_bin::install_helper(helper_dir)
         .map(|_| ())
-        .map_err(|e| ShimError::io(format!("install helper in {}", state_dir.display()), e))
+        .map_err(|e| ShimError::io(format!("install helper in {}", helper_dir.display()), e))
 }
 
 /// The helper as a descriptor for host root to run (an exec's `--attach`, the seccomp dump)

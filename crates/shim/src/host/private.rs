@@ -94,6 +94,74 @@ pub fn write_file(path: &Path, bytes: &[u8], owner: Owner) -> Result<()> {
     owner.apply(path)
 }
 
+/// A container's state directory: host root's, and the helper's directory in it
+/// (`ctinit_proto::HELPER_DIR_NAME`) `owner`'s. Host root reads, runs or acts on what is in
+/// the state directory (LXC loads its seccomp profile, includes and device nodes from there,
+/// LXC's hooks write there, Delete reads the init's cgroups there), so the container's root
+/// must not be able to replace any of it; it needs only its helper, specs and sockets. For
+/// a container with a user namespace the state directory is 0710 with the group of the
+/// container's root, as containerd makes such a container's bundle: the container's root
+/// may pass through it, not list or write it. Returns the helper's directory.
+pub fn make_state_dir(state_dir: &Path, owner: Owner) -> Result<std::path::PathBuf> {
+    make_dir(state_dir, Owner::ROOT)?;
+    let helper_dir = state_dir.join(ctinit_proto::HELPER_DIR_NAME);
+    make_dir(&helper_dir, owner)?;
+    open_state_dir_to(state_dir, owner)?;
+    Ok(helper_dir)
+}
+
+/// Lets the container's root through the state directory to its helper's directory (see
+/// [`make_state_dir`]).
+fn open_state_dir_to(state_dir: &Path, owner: Owner) -> Result<()> {
+    if owner == Owner::ROOT {
+        return Ok(());
+    }
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o710))
+        .ctx(|| format!("chmod {}", state_dir.display()))?;
+    Owner {
+        uid: 0,
+        gid: owner.gid,
+    }
+    .apply(state_dir)
+}
+
+/// Makes everything under a state directory made by [`make_state_dir`] private again (after
+/// LXC and the driver wrote into it): host root's, but for the helper's directory, which is
+/// `owner`'s, and the helper binary in it (see [`restrict_tree`]).
+pub fn restrict_state_dir(state_dir: &Path, owner: Owner) -> Result<()> {
+    restrict_tree(state_dir, Owner::ROOT, &[ctinit_proto::HELPER_DIR_NAME])?;
+    open_state_dir_to(state_dir, owner)?;
+    restrict_tree(
+        &state_dir.join(ctinit_proto::HELPER_DIR_NAME),
+        owner,
+        &[ctinit_proto::HELPER_NAME],
+    )
+}
+
+/// Reads a file of the shim's own that host root acts on (a state directory's `init.cgroup`,
+/// LXC's log, the OOM counter's copy), refusing anything else in its place: it must be a
+/// regular file owned by root and writable by no one else, not a link (`O_NOFOLLOW`), and is
+/// opened without blocking (a fifo cannot hang the shim). At most `limit` bytes.
+pub fn read_root_owned(path: &Path, limit: u64) -> Option<String> {
+    use std::io::Read;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        log::warn!(
+            "{}: not a root-owned regular file writable only by root; not read",
+            path.display()
+        );
+        return None;
+    }
+    let mut text = String::new();
+    file.take(limit).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// Makes one existing file or socket 0600 and `owner`'s.
 pub fn restrict(path: &Path, owner: Owner) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))

@@ -73,7 +73,9 @@ async fn a_second_create_of_one_id_leaves_the_first_alone() {
     // The first Create is inside its driver's create: its state directory is made.
     entered.notified().await;
     let state_dir = record::state_dir_for(&namespace, "twice");
-    let init_spec = state_dir.join(ctinit_proto::INIT_SPEC_NAME);
+    let init_spec = state_dir
+        .join(ctinit_proto::HELPER_DIR_NAME)
+        .join(ctinit_proto::INIT_SPEC_NAME);
     assert!(init_spec.exists(), "{} missing", init_spec.display());
 
     let second = service

@@ -210,6 +210,38 @@ impl ContainerCgroup {
         }
     }
 
+    /// Refuses cgroups not named for container `id` (see [`names_container`]): a kept
+    /// `/proc/PID/cgroup` text (`init.cgroup`) must name the container's own cgroups before
+    /// anything in them is killed, never a shared parent or another container's.
+    pub fn check_named_for(&self, id: &str) -> Result<()> {
+        match self.dirs.values().find(|d| !names_container(d, id)) {
+            None => Ok(()),
+            Some(dir) => Err(ShimError::FailedPrecondition(format!(
+                "{} is not a cgroup of container {id}: refusing to kill what is in it",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// Kills every process of the cgroups, nested ones included, at once: `cgroup.kill`
+    /// (Linux >= 5.14, cgroup v2) where the kernel has it, which leaves no process a moment
+    /// to fork a child past the kill; else frozen first (v1 freezer, v2 `cgroup.freeze`),
+    /// killed, thawed (a frozen process dies of SIGKILL only once thawed).
+    pub fn kill_everything(&self) -> Result<()> {
+        if self.unified_only {
+            let kill = self.dir("")?.join("cgroup.kill");
+            if kill.exists() {
+                return std::fs::write(&kill, "1").ctx(|| format!("write {}", kill.display()));
+            }
+        }
+        let frozen = self.freeze(true).is_ok();
+        self.kill_all();
+        if frozen {
+            self.freeze(false)?;
+        }
+        Ok(())
+    }
+
     /// Removes the container's (now empty) cgroup directories, nested ones first. LXC removes
     /// them when the container stops, but gives up while a process is still inside (an orphan
     /// in a shared pid namespace), and a left directory keeps the kubelet from removing the
@@ -331,6 +363,33 @@ impl OomLedger {
 /// file cannot be read or has no such line (an empty copy: the stop hook did not run).
 pub fn read_oom_kills(file: &Path) -> Option<u64> {
     oom_kills(&std::fs::read_to_string(file).ok()?)
+}
+
+/// The `oom_kill` counter of a copy in a container's state directory (the stop hook's):
+/// read only as a root-owned regular file (`private::read_root_owned`).
+pub fn read_oom_kills_copy(file: &Path) -> Option<u64> {
+    oom_kills(&crate::host::private::read_root_owned(file, 4096)?)
+}
+
+/// Whether cgroup `dir` is named for container `id` the way the shim's containers are:
+/// `id` itself (a cgroups path `/NS/ID`), `lxc.payload.ID` (LXC's default, `-N` when taken),
+/// or a systemd scope `PREFIX-ID.scope` (`slice:prefix:ID`, as runc names it).
+fn names_container(dir: &Path, id: &str) -> bool {
+    let Some(file_name) = dir.file_name().map(|f| f.to_string_lossy()) else {
+        return false;
+    };
+    if id.is_empty() {
+        return false;
+    }
+    let payload = format!("lxc.payload.{id}");
+    let numbered = file_name
+        .strip_prefix(&format!("{payload}-"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    file_name == id
+        || file_name == payload
+        || numbered
+        || file_name == format!("{id}.scope")
+        || file_name.ends_with(&format!("-{id}.scope"))
 }
 
 /// The directory to remove for a container's cgroup `dir`, if `dir` is named for it (see
@@ -569,6 +628,49 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    /// A kept `init.cgroup` is acted on only when it names the container's own cgroups: a
+    /// sibling, a parent, a hierarchy root or another container's name is refused.
+    #[test]
+    fn kills_only_in_cgroups_named_for_the_container() {
+        let m = "/sys/fs/cgroup";
+        let named = |leaf: &str| names_container(&Path::new(m).join(leaf), "t1");
+        for own in [
+            "e2e/t1",
+            "lxc.payload.t1",
+            "lxc.payload.t1-2",
+            "kubepods.slice/cri-containerd-t1.scope",
+            "t1.scope",
+        ] {
+            assert!(named(own), "{own}");
+        }
+        for other in [
+            "e2e/t12",
+            "e2e/victim",
+            "e2e",
+            "",
+            "lxc.payload.t1x",
+            "system.slice/sshd.service",
+            "cri-containerd-t12.scope",
+        ] {
+            assert!(!named(other), "{other}");
+        }
+        assert!(!names_container(Path::new(m), ""));
+        let kept = |path: &str| {
+            ContainerCgroup {
+                dirs: HashMap::from([("".to_string(), PathBuf::from(m).join(path))]),
+                unified_only: true,
+                pid: 0,
+            }
+            .check_named_for("t1")
+        };
+        assert!(kept("e2e/t1").is_ok());
+        let refused = kept("system.slice").unwrap_err().to_string();
+        assert!(
+            refused.contains("not a cgroup of container t1"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn removes_only_directories_named_for_the_container() {

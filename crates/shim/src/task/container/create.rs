@@ -117,7 +117,7 @@ impl Container {
             .await?
             .into();
         undo.container = Some(node.clone());
-        private::restrict_tree(&state_dir, owner, &[ctinit_proto::HELPER_NAME])?;
+        private::restrict_state_dir(&state_dir, owner)?;
         let mut record = BundleRecord {
             namespace: env.namespace.clone(),
             id: req.id.clone(),
@@ -229,9 +229,9 @@ fn prepare_dirs(
     if state_dir.exists() {
         let _ = std::fs::remove_dir_all(state_dir);
     }
-    private::make_dir(state_dir, owner)?;
     undo.state_dir = Some(state_dir.to_path_buf());
-    helper::install(state_dir)
+    let helper_dir = private::make_state_dir(state_dir, owner)?;
+    helper::install(&helper_dir)
 }
 
 /// Create's second step: the container planned from the spec, the init's spec and the files
@@ -258,7 +258,9 @@ fn plan(
     let mut init_spec = plan.init.clone();
     init_spec.terminal = req.terminal || init_spec.terminal;
     init_spec.stdio = stdio_flags(init_spec.terminal, &req.stdin, &req.stdout, &req.stderr);
-    let spec_path = state_dir.join(ctinit_proto::INIT_SPEC_NAME);
+    let spec_path = state_dir
+        .join(ctinit_proto::HELPER_DIR_NAME)
+        .join(ctinit_proto::INIT_SPEC_NAME);
     private::write_file(&spec_path, &init_spec.to_json(), owner)?;
     plan.write_state_files().ctx(|| {
         format!(
@@ -298,7 +300,9 @@ async fn start_init(
     (state_dir, owner): (&Path, Owner),
 ) -> Result<StartedInit> {
     let (io, stdio) = ProcessIo::setup(paths, &env.namespace, id, &env.exits).await?;
-    let socket = state_dir.join(ctinit_proto::INIT_SOCKET_NAME);
+    let socket = state_dir
+        .join(ctinit_proto::HELPER_DIR_NAME)
+        .join(ctinit_proto::INIT_SOCKET_NAME);
     let listener = helper::Listener::bind(&socket)?;
     private::restrict(&socket, owner)?;
     let starting = node.start().await?;

@@ -84,9 +84,12 @@ impl Container {
         stdio: ContainerStdio,
     ) -> Result<(u32, tokio::sync::oneshot::Receiver<i32>)> {
         let seq = self.exec_seq.fetch_add(1, Ordering::SeqCst);
-        let spec_path = self.state_dir.join(format!("exec-{seq}.json"));
-        let socket = self.state_dir.join(format!("exec-{seq}.sock"));
-        let owner = Owner::of(&self.state_dir);
+        // In the helper's directory, which the container's root owns (it reads the spec and
+        // connects to the socket as that root).
+        let helper_dir = self.state_dir.join(ctinit_proto::HELPER_DIR_NAME);
+        let spec_path = helper_dir.join(format!("exec-{seq}.json"));
+        let socket = helper_dir.join(format!("exec-{seq}.sock"));
+        let owner = Owner::of(&helper_dir);
         private::write_file(&spec_path, &spec.to_json(), owner)?;
         let listener = helper::Listener::bind(&socket)?;
         private::restrict(&socket, owner)?;

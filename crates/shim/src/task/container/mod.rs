@@ -25,7 +25,7 @@ use super::events::Events;
 use super::process::{describe, Pending, Process, Status};
 use crate::driver::{ExecSpawner, InitExit, NodeContainer};
 use crate::errors::{Result, ShimError};
-use crate::host::cgroup::{read_oom_kills, ContainerCgroup, OomLedger};
+use crate::host::cgroup::{read_oom_kills, read_oom_kills_copy, ContainerCgroup, OomLedger};
 use crate::host::helper;
 use crate::host::process::exits::ChildExits;
 use crate::host::process::hooks::{self, RunIn};
@@ -165,7 +165,9 @@ impl Container {
         let total = cg
             .oom_counter_file()
             .and_then(|live| read_oom_kills(&live))
-            .or_else(|| read_oom_kills(&self.state_dir.join(lxc_config::OOM_COUNTER_AT_STOP_NAME)));
+            .or_else(|| {
+                read_oom_kills_copy(&self.state_dir.join(lxc_config::OOM_COUNTER_AT_STOP_NAME))
+            });
         match total {
             Some(total) if ledger.take_new_kills(total) => {
                 publish_oom(&self.env.events, &self.id);
