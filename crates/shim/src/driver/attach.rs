@@ -139,6 +139,24 @@ fn personality_of(pid: u32) -> Result<u32> {
         .map_err(|_| ShimError::Internal(format!("{path}: {text:?} is not a personality")))
 }
 
+/// SIGKILLs the process behind `pidfd` (ESRCH once it has ended: never another process).
+pub fn pidfd_kill(pidfd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal on a descriptor we own, no siginfo, no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open with a pid and no flags; the result is checked and owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

@@ -77,6 +77,9 @@ pub struct LxcContainer {
 struct Adoptable {
     container: LxcContainer,
     lxc_start: u32,
+    /// Taken right after the spawn: the SIGKILL of the adoption reaches this `lxc-start`,
+    /// never a process that got its pid after it ended (None: it had ended already).
+    lxc_start_pidfd: Option<std::os::fd::OwnedFd>,
     lxc_start_exit: oneshot::Receiver<i32>,
 }
 
@@ -131,6 +134,7 @@ impl Adoptable {
         } = self.container;
         let container_dir = node.lxcpath().join(&name);
         let (lxc_start, lxc_start_exit) = (self.lxc_start, self.lxc_start_exit);
+        let lxc_start_pidfd = self.lxc_start_pidfd;
         let exits = node.exits();
         // 1. The init's pidfd, taken while lxc-start still holds the init (a zombie at worst),
         //    so it is sure to name it, and the filters LXC loaded for it, which execs must get
@@ -151,10 +155,10 @@ impl Adoptable {
         let _ = adopted_cgroup.set(init_cgroup);
         // 3. lxc-start goes; its child, the init, passes to the shim.
         let init_exit = exits.wait(init_pid as i32);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(lxc_start as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        // Through its pidfd: if lxc-start has ended already (ESRCH), nothing else is hit.
+        if let Some(pidfd) = &lxc_start_pidfd {
+            let _ = super::attach::pidfd_kill(pidfd);
+        }
         tokio::time::timeout(STEP_LIMIT, lxc_start_exit)
             .await
             .map_err(|_| ShimError::Internal(format!("lxc-start {lxc_start} did not end")))?
@@ -279,6 +283,12 @@ impl NodeContainer for LxcContainer {
             .stderr(Stdio::null());
         let child = cmd.spawn().ctx(|| "run lxc-start".to_string())?;
         let pid = child.id();
+        // At once: lxc-start runs until its init ends, and its init waits for the shim. One
+        // that failed and was reaped already gets none (and its start fails anyway).
+        let pidfd = self
+            .adopt
+            .then(|| super::attach::pidfd_open(pid).ok())
+            .flatten();
         debug!("lxc-start for {} is pid {pid}", self.name);
         let supervisor_exit = self.node.exits().wait(pid as i32);
         Ok(match from_monitor {
@@ -290,6 +300,7 @@ impl NodeContainer for LxcContainer {
             None => Box::new(Adoptable {
                 container: self.clone(),
                 lxc_start: pid,
+                lxc_start_pidfd: pidfd,
                 lxc_start_exit: supervisor_exit,
             }),
         })
