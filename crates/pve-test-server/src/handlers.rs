@@ -715,7 +715,10 @@ impl Inner {
                         return Err(running_msg);
                     }
                     log.warn(format!("forced to stop CT {vmid} before destroying!"));
-                    inner.backend.stop(&inner.ctx, vmid, &conf, &log).await?;
+                    inner
+                        .backend
+                        .stop(&inner.ctx, vmid, &conf, None, &log)
+                        .await?;
                 }
                 let mut locked = conf.clone();
                 locked.options.insert("lock".into(), "destroyed".into());
@@ -974,19 +977,16 @@ impl Inner {
                 if !skiplock {
                     check_lock(&conf)?;
                 }
+                let backend = &inner.backend;
                 if !clean {
-                    return inner.backend.stop(&inner.ctx, vmid, &conf, &log).await;
+                    return backend.stop(&inner.ctx, vmid, &conf, None, &log).await;
                 }
-                let timeout = Duration::from_secs(timeout);
-                match inner
-                    .backend
-                    .shutdown(&inner.ctx, vmid, &conf, timeout, &log)
-                    .await
-                {
+                let timeout = Some(Duration::from_secs(timeout));
+                match backend.stop(&inner.ctx, vmid, &conf, timeout, &log).await {
                     Ok(()) => Ok(()),
                     Err(e) if force_stop => {
                         log.line(format!("{e}; forcing stop"));
-                        inner.backend.stop(&inner.ctx, vmid, &conf, &log).await
+                        backend.stop(&inner.ctx, vmid, &conf, None, &log).await
                     }
                     Err(e) => Err(e),
                 }

@@ -66,15 +66,12 @@ impl NodeBackend for ExitsAtOnce {
     async fn start(&self, _: &NodeContext, _: u32, _: &CtConfig, _: &TaskLog) -> BackendResult {
         Ok(())
     }
-    async fn stop(&self, _: &NodeContext, _: u32, _: &CtConfig, _: &TaskLog) -> BackendResult {
-        Ok(())
-    }
-    async fn shutdown(
+    async fn stop(
         &self,
         _: &NodeContext,
         _: u32,
         _: &CtConfig,
-        _: Duration,
+        _: Option<Duration>,
         _: &TaskLog,
     ) -> BackendResult {
         Ok(())
