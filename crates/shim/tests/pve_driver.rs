@@ -17,6 +17,7 @@ use pve_test_server::{
 use shim::config::PveSection;
 use shim::driver::pve::{PveContainer, PveDriver};
 use shim::driver::{CreateSpec, Driver, NodeContainer};
+use shim::host::process::exits::ChildExits;
 
 const TOKEN: &str = "root@pam!drv";
 const SECRET: &str = "7a1e5c3b-2d4f-4e6a-8b9c-0d1e2f3a4b5c";
@@ -38,6 +39,41 @@ fn scratch() -> (tempfile::TempDir, std::path::PathBuf) {
     let state_dir = dir.path().join("state");
     std::fs::create_dir_all(&state_dir).unwrap();
     (dir, state_dir)
+}
+
+/// The driver of a new shim process (with its own child-exit watcher) for `server`, claiming
+/// VMIDs in `range`, its settings in `dir`.
+async fn new_driver(dir: &Path, server: &TestServer, range: [u32; 2]) -> PveDriver {
+    let exits = ChildExits::start().await.unwrap();
+    PveDriver::new(&settings(dir, server, range), exits).unwrap()
+}
+
+/// What most tests start from: a scratch directory, a driver for the server and the test plan.
+struct Setup {
+    dir: tempfile::TempDir,
+    state_dir: std::path::PathBuf,
+    driver: PveDriver,
+    plan: lxc_config::ContainerPlan,
+}
+
+impl Setup {
+    async fn new(server: &TestServer, range: [u32; 2]) -> Setup {
+        let (dir, state_dir) = scratch();
+        let driver = new_driver(dir.path(), server, range).await;
+        let plan = plan(dir.path(), &state_dir);
+        Setup {
+            dir,
+            state_dir,
+            driver,
+            plan,
+        }
+    }
+
+    /// Creates container `id` (namespace "default") of the test plan.
+    async fn create(&self, id: &str) -> Box<dyn NodeContainer> {
+        let spec = spec(id, &self.plan, &self.state_dir);
+        self.driver.create(&spec).await.unwrap()
+    }
 }
 
 fn plan(dir: &Path, state_dir: &Path) -> lxc_config::ContainerPlan {
@@ -88,14 +124,14 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
         .start()
         .await
         .unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
+    let Setup {
+        dir,
+        state_dir,
+        driver,
+        plan,
+    } = Setup::new(&server, [980000, 980009]).await;
     // The first candidate exists already: the claim must move on to the next one.
     std::fs::write(server.context().config_path(980000), "arch: amd64\n").unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980000, 980009]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
     server.reset_counts();
     let name = driver
         .create(&CreateSpec {
@@ -160,19 +196,9 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
 #[tokio::test]
 async fn failures_carry_proxmox_message() {
     let server = server().start().await.unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980100, 980109]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
-    let spec = CreateSpec {
-        namespace: "default",
-        id: "c2",
-        plan: &plan,
-        state_dir: &state_dir,
-    };
-    let name = driver.create(&spec).await.unwrap();
+    let setup = Setup::new(&server, [980100, 980109]).await;
+    let driver = &setup.driver;
+    let name = setup.create("c2").await;
     server.inject(
         FaultRule::new(Fault::FailTask("no space left (injected)".into()))
             .on("POST", "/nodes/{node}/lxc/{vmid}/status/start"),
@@ -216,11 +242,7 @@ async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
     let plan = plan(dir.path(), &state_dir);
     let mut used = Vec::new();
     for _ in 0..20 {
-        let exits = shim::host::process::exits::ChildExits::start()
-            .await
-            .unwrap();
-        let driver =
-            PveDriver::new(&settings(dir.path(), &server, [980200, 980299]), exits).unwrap();
+        let driver = new_driver(dir.path(), &server, [980200, 980299]).await;
         let name = driver
             .create(&spec("run-rm", &plan, &state_dir))
             .await
@@ -253,16 +275,8 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
         .start()
         .await
         .unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980300, 980309]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
-    let name = driver
-        .create(&spec("limited", &plan, &state_dir))
-        .await
-        .unwrap();
+    let setup = Setup::new(&server, [980300, 980309]).await;
+    let name = setup.create("limited").await;
     // The one start the limit allows.
     name.start().await.unwrap();
     name.start().await.unwrap();
@@ -288,16 +302,8 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
 #[tokio::test]
 async fn a_start_with_warnings_is_a_start() {
     let server = server().start().await.unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980400, 980409]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
-    let name = driver
-        .create(&spec("warned", &plan, &state_dir))
-        .await
-        .unwrap();
+    let setup = Setup::new(&server, [980400, 980409]).await;
+    let name = setup.create("warned").await;
     server.inject(
         FaultRule::new(Fault::TaskWarnings(vec![
             "lxc.idmap: unmapped uid (injected)".into(),
@@ -339,9 +345,7 @@ async fn an_update_shows_its_limits_in_the_ct_config() {
         .await
         .unwrap();
     let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
+    let exits = ChildExits::start().await.unwrap();
     let settings = settings(dir.path(), &server, [980500, 980509]);
     let driver = PveDriver::new(&settings, exits.clone()).unwrap();
     let plan = plan(dir.path(), &state_dir);
@@ -393,21 +397,14 @@ async fn lost_quorum_fails_create_and_start_saying_so() {
         return;
     }
     let server = server().start().await.unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980600, 980609]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
-    let created = driver
-        .create(&spec("before", &plan, &state_dir))
-        .await
-        .unwrap();
+    let setup = Setup::new(&server, [980600, 980609]).await;
+    let created = setup.create("before").await;
 
     server.set_quorate(false);
     assert!(server.config_dir_readonly());
-    let err = driver
-        .create(&spec("during", &plan, &state_dir))
+    let err = setup
+        .driver
+        .create(&spec("during", &setup.plan, &setup.state_dir))
         .await
         .unwrap_err()
         .to_string();
@@ -432,17 +429,12 @@ async fn lost_quorum_fails_create_and_start_saying_so() {
 #[tokio::test]
 async fn no_limit_shows_the_nodes_memory() {
     let server = server().start().await.unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980700, 980709]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
-    assert_eq!(plan.pve.memory_mib, None, "the test plan sets no limit");
-    let name = driver
-        .create(&spec("unlimited", &plan, &state_dir))
-        .await
-        .unwrap();
+    let setup = Setup::new(&server, [980700, 980709]).await;
+    assert_eq!(
+        setup.plan.pve.memory_mib, None,
+        "the test plan sets no limit"
+    );
+    let name = setup.create("unlimited").await;
     let conf = std::fs::read_to_string(server.context().config_path(name.name().parse().unwrap()))
         .unwrap();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
@@ -508,9 +500,7 @@ async fn a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map() {
         .start()
         .await
         .unwrap();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
+    let exits = ChildExits::start().await.unwrap();
     for (joined, host_id, vmid) in [(false, 200000, 981000), (true, 2031616, 981001)] {
         let (dir, state_dir) = scratch();
         let driver =
