@@ -29,6 +29,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod transport;
+
 /// Where the state directory is mounted inside the container. `/dev` is a tmpfs in every
 /// container (LXC autodev or the spec's own `/dev` mount), so the mount point can be created
 /// even when the root filesystem is read-only.
