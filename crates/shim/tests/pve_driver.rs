@@ -1,6 +1,8 @@
 //! The pve driver against the Proxmox API test server with its default in-memory node (tasks
 //! finish before the first status poll): what a lifecycle costs in API requests, the CT config
 //! it writes, the VMID claim under Proxmox's lock, and that failures leave nothing behind.
+//! A case this machine cannot run (not root) is reported ignored with the reason
+//! (tests/skip-harness).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +20,7 @@ use shim::config::PveSection;
 use shim::driver::pve::{PveContainer, PveDriver};
 use shim::driver::{CreateSpec, Driver, NodeContainer};
 use shim::host::process::exits::ChildExits;
+use skip_harness::{Outcome, Trial};
 
 const TOKEN: &str = "root@pam!drv";
 const SECRET: &str = "7a1e5c3b-2d4f-4e6a-8b9c-0d1e2f3a4b5c";
@@ -117,8 +120,7 @@ impl NodeBackend for ExitsAtOnce {
     }
 }
 
-#[tokio::test]
-async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
+async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() -> Outcome {
     let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start()
@@ -191,10 +193,10 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
     assert!(!server.context().config_path(980001).exists());
     // Destroying again is not an error.
     name.destroy().await.unwrap();
+    Ok(())
 }
 
-#[tokio::test]
-async fn failures_carry_proxmox_message() {
+async fn failures_carry_proxmox_message() -> Outcome {
     let server = server().start().await.unwrap();
     let setup = Setup::new(&server, [980100, 980109]).await;
     let driver = &setup.driver;
@@ -213,6 +215,7 @@ async fn failures_carry_proxmox_message() {
         .await
         .unwrap()
         .is_empty());
+    Ok(())
 }
 
 fn spec<'a>(
@@ -231,8 +234,7 @@ fn spec<'a>(
 /// 20 back-to-back `ctr run --rm`: each a new shim process (a new driver), each CT created,
 /// started, ended and destroyed. The test node enforces systemd's start limit of
 /// `pve-container@VMID` (5 in 10 s), so reusing the lowest free VMID fails the sixth.
-#[tokio::test]
-async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
+async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() -> Outcome {
     let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start()
@@ -260,12 +262,12 @@ async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
             "{upid}: {log:?}"
         );
     }
+    Ok(())
 }
 
 /// When the limit is hit anyway (something else started the CT), the driver waits out
 /// systemd's interval and starts it then.
-#[tokio::test]
-async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
+async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() -> Outcome {
     let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start_limit(pve_test_server::StartLimit {
@@ -296,11 +298,11 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
         "the second start was refused once, then retried"
     );
     name.destroy().await.unwrap();
+    Ok(())
 }
 
 /// A start task that ends with `WARNINGS: n` left a running CT: success, as in Proxmox.
-#[tokio::test]
-async fn a_start_with_warnings_is_a_start() {
+async fn a_start_with_warnings_is_a_start() -> Outcome {
     let server = server().start().await.unwrap();
     let setup = Setup::new(&server, [980400, 980409]).await;
     let name = setup.create("warned").await;
@@ -331,12 +333,12 @@ async fn a_start_with_warnings_is_a_start() {
         "{status:?}"
     );
     name.destroy().await.unwrap();
+    Ok(())
 }
 
 /// Update of a running container's resources: the CT config shows the new limits (what the
 /// Proxmox GUI reads); a token that may not change them fails the update, naming why.
-#[tokio::test]
-async fn an_update_shows_its_limits_in_the_ct_config() {
+async fn an_update_shows_its_limits_in_the_ct_config() -> Outcome {
     const LIMITED: &str = "root@pam!limited";
     let server = server()
         .token(LIMITED, SECRET)
@@ -385,17 +387,14 @@ async fn an_update_shows_its_limits_in_the_ct_config() {
         "{err}"
     );
     name.destroy().await.unwrap();
+    Ok(())
 }
 
 /// Lost quorum: pmxcfs makes /etc/pve read-only (the test node: a read-only bind mount of its
 /// config dir, as root) and Proxmox refuses starts. Create and start each fail saying "no
 /// quorum", and the refused create leaves no config behind.
-#[tokio::test]
-async fn lost_quorum_fails_create_and_start_saying_so() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIP: making the test node's config dir read-only needs root (a bind mount)");
-        return;
-    }
+async fn lost_quorum_fails_create_and_start_saying_so() -> Outcome {
+    skip_harness::require_root("making the test node's config dir read-only (a bind mount)")?;
     let server = server().start().await.unwrap();
     let setup = Setup::new(&server, [980600, 980609]).await;
     let created = setup.create("before").await;
@@ -422,12 +421,12 @@ async fn lost_quorum_fails_create_and_start_saying_so() {
         .collect();
     assert_eq!(configs.len(), 1, "only the CT made before: {configs:?}");
     created.destroy().await.unwrap();
+    Ok(())
 }
 
 /// Without limits in the spec the CT config shows the node's memory and swap (what the
 /// container may use), not Proxmox's 512 MiB defaults that an absent key means.
-#[tokio::test]
-async fn no_limit_shows_the_nodes_memory() {
+async fn no_limit_shows_the_nodes_memory() -> Outcome {
     let server = server().start().await.unwrap();
     let setup = Setup::new(&server, [980700, 980709]).await;
     assert_eq!(
@@ -457,6 +456,7 @@ async fn no_limit_shows_the_nodes_memory() {
         assert!(conf.lines().any(|l| l == want), "{want:?} in\n{conf}");
     }
     name.destroy().await.unwrap();
+    Ok(())
 }
 
 /// A plan for a container with a user namespace, new (`ctr --uidmap`) or its pod's joined by
@@ -493,8 +493,7 @@ fn userns_plan(
 /// (src/PVE/LXC.pm `update_lxc_config` `$custom_idmap`, `parse_id_maps`) and then writes no
 /// default `u 0 100000 65536` of its own; the node loads them without a warning, and the LXC
 /// config it renders from them maps exactly the spec's range.
-#[tokio::test]
-async fn a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map() {
+async fn a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map() -> Outcome {
     let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start()
@@ -536,4 +535,40 @@ async fn a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map() {
         );
         name.destroy().await.unwrap();
     }
+    Ok(())
+}
+
+/// A case run as `#[tokio::test]` runs one: on a current-thread runtime of its own.
+fn on_tokio<F: std::future::Future<Output = Outcome> + 'static>(
+    name: &str,
+    test: fn() -> F,
+) -> Trial {
+    skip_harness::case(name, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(test())
+    })
+}
+
+/// The listed async case functions, each under its own name.
+macro_rules! tokio_cases {
+    ($($case:ident),* $(,)?) => {
+        vec![$(on_tokio(stringify!($case), $case)),*]
+    };
+}
+
+fn main() {
+    skip_harness::run(tokio_cases![
+        lifecycle_costs_at_most_eight_requests_and_leaves_nothing,
+        failures_carry_proxmox_message,
+        back_to_back_short_lived_containers_do_not_hit_systemds_start_limit,
+        a_start_refused_by_the_start_limit_is_retried_after_the_interval,
+        a_start_with_warnings_is_a_start,
+        an_update_shows_its_limits_in_the_ct_config,
+        lost_quorum_fails_create_and_start_saying_so,
+        no_limit_shows_the_nodes_memory,
+        a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map,
+    ]);
 }
