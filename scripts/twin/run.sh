@@ -36,8 +36,9 @@ command -v qemu-system-x86_64 >/dev/null || {
 }
 # Parity cases that concern a node: cgroup v2 (metrics, pause/resume, kill), the filesystem
 # view (lxcfs, AppArmor mounts), seccomp (also an exec's, which the shim gives the init's
-# filters, and no lxc-start left), cleanup after a killed shim, an exec (the shim moves
-# it into the init's cgroup, on v2 a single hierarchy) and mount propagation container -> host
+# filters, and no lxc-start left), cleanup after a killed shim, an exec (it joins the
+# init's cgroups before it enters the container, on v2 a single hierarchy; a scanner in the
+# container sees no exec outside them) and mount propagation container -> host
 # (systemd makes / shared, as on a node). Each takes about a
 # minute under TCG on a busy 2-core host (runc reference + shim), so the set stays small;
 # everything else runs on the build host.
@@ -45,7 +46,8 @@ command -v qemu-system-x86_64 >/dev/null || {
 default_parity="filesystem_view pause_resume sigkill_from_outside_exits_137 \
 seccomp_default_profile seccomp_default_profile_reaches_exec_signal_status \
 shim_killed_then_task_rm_leaves_nothing \
-exec_output_status_stdin_user_cwd mount_propagation_rshared_both_ways metrics userns_uidmap"
+exec_output_status_stdin_user_cwd exec_confined_from_the_start \
+mount_propagation_rshared_both_ways metrics userns_uidmap"
 parity_cases="${TWIN_PARITY_CASES:-$default_parity}"
 # The pve driver's tests that matter on a node (systemd starts the CTs there): lifecycle and
 # runc-like behaviour, faults leave nothing, twenty runs under systemd's start limit, limits

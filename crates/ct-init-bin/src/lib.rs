@@ -8,18 +8,19 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, IoSlice, IoSliceMut, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ctinit_proto::{InitSpec, Message, MAX_MESSAGE};
+use ctinit_proto::transport::{self, ReceiveError};
+use ctinit_proto::{InitSpec, Message};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    accept4, bind, getsockopt, listen, recvmsg, sendmsg, socket, sockopt, AddressFamily, Backlog,
-    ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    accept4, bind, getsockopt, listen, sendmsg, socket, sockopt, AddressFamily, Backlog,
+    ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 
 pub use ctinit_proto;
@@ -332,47 +333,13 @@ impl InitConnection {
         waiting_for: &'static str,
     ) -> Result<Option<(Message, Vec<OwnedFd>)>, HostError> {
         wait_readable(self.fd.as_fd(), timeout, waiting_for)?;
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        let mut cmsg_buf = nix::cmsg_space!([RawFd; 3]);
-        loop {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = match recvmsg::<()>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg_buf),
-                MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-            ) {
-                Ok(msg) => msg,
-                Err(Errno::EINTR) => continue,
-                // The peer vanished with data unread on our side: same as EOF.
-                Err(Errno::ECONNRESET) => return Ok(None),
-                Err(e) => return Err(sys("receive from helper")(e)),
-            };
-            let mut fds = Vec::new();
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for cmsg in cmsgs {
-                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        // SAFETY: the kernel just installed these descriptors for us.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
-            }
-            if msg
-                .flags
-                .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
-            {
-                return Err(HostError::Protocol("message truncated".into()));
-            }
-            let len = msg.bytes;
-            if len == 0 {
-                return Ok(None);
-            }
-            let message =
-                Message::decode(&buf[..len]).map_err(|e| HostError::Protocol(e.to_string()))?;
-            return Ok(Some((message, fds)));
+        match transport::receive(self.fd.as_fd(), MsgFlags::MSG_DONTWAIT) {
+            Ok(received) => Ok(received),
+            // The peer vanished with data unread on our side: same as EOF.
+            Err(ReceiveError::Sys(Errno::ECONNRESET)) => Ok(None),
+            Err(ReceiveError::Sys(e)) => Err(sys("receive from helper")(e)),
+            Err(ReceiveError::Truncated) => Err(HostError::Protocol("message truncated".into())),
+            Err(ReceiveError::Decode(e)) => Err(HostError::Protocol(e.to_string())),
         }
     }
 }

@@ -112,6 +112,19 @@ impl Container {
         listener
     }
 
+    /// Runs `spec` as the init, stdio piped, until the container stopped: what it wrote to
+    /// stdout.
+    fn run_to_end(&mut self, spec: &InitSpec) -> String {
+        let listener = self.start(spec);
+        let conn = listener.accept(T).unwrap();
+        let io = send_pipes(&conn, false);
+        conn.wait_ready(T).unwrap();
+        conn.start(T).unwrap();
+        let out = read_all(&io.stdout, T);
+        self.wait_stopped(T);
+        out
+    }
+
     /// Waits for `lxc-start -F` to return (the container stopped).
     fn wait_stopped(&mut self, timeout: Duration) -> ExitStatus {
         self.0.wait_stopped(timeout).expect("started")
@@ -324,13 +337,7 @@ fn init_as_user_gets_groups_ambient_caps_umask_and_no_new_privs() -> Outcome {
         soft: 512,
         hard: 4096,
     }];
-    let listener = c.start(&spec);
-    let conn = listener.accept(T).unwrap();
-    let io = send_pipes(&conn, false);
-    conn.wait_ready(T).unwrap();
-    conn.start(T).unwrap();
-    let out = read_all(&io.stdout, T);
-    c.wait_stopped(T);
+    let out = c.run_to_end(&spec);
     println!("{out}");
 
     assert_eq!(field(&out, "pid="), "1");
@@ -472,13 +479,7 @@ fn init_missing_cwd_is_created_like_runc_does() -> Outcome {
     let mut spec = base_spec(&["sh", "-c", "echo cwd=$(pwd); ls -ld . | cut -c1-10"]);
     spec.cwd = "/new/dir".into();
     spec.umask = Some(0o077);
-    let listener = c.start(&spec);
-    let conn = listener.accept(T).unwrap();
-    let io = send_pipes(&conn, false);
-    conn.wait_ready(T).unwrap();
-    conn.start(T).unwrap();
-    let out = read_all(&io.stdout, T);
-    c.wait_stopped(T);
+    let out = c.run_to_end(&spec);
     assert_eq!(field(&out, "cwd="), "/new/dir");
     assert!(out.contains("drwxr-xr-x"), "{out}");
     Ok(())
@@ -751,13 +752,7 @@ fn init_cwd_only_the_user_can_enter_is_entered_after_the_user_switch() -> Outcom
         bounding: names(&bounding),
         ..Default::default()
     });
-    let listener = c.start(&spec);
-    let conn = listener.accept(T).unwrap();
-    let io = send_pipes(&conn, false);
-    conn.wait_ready(T).unwrap();
-    conn.start(T).unwrap();
-    let out = read_all(&io.stdout, T);
-    c.wait_stopped(T);
+    let out = c.run_to_end(&spec);
     assert_eq!(field(&out, "cwd="), "/home/user");
     assert_eq!(field(&out, "CapBnd:"), cap_mask(&bounding));
 

@@ -17,15 +17,14 @@ mod sys;
 
 use std::ffi::CString;
 use std::io::IoSlice;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 
-use ctinit_proto::{InitSpec, Message, MAX_MESSAGE};
+use ctinit_proto::transport::{self, ReceiveError};
+use ctinit_proto::{InitSpec, Message};
 use nix::errno::Errno;
 use nix::sys::socket::{
-    connect, recvmsg, sendmsg, socket, AddressFamily, ControlMessage, ControlMessageOwned,
-    MsgFlags, SockFlag, SockType, UnixAddr,
+    connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 
 use crate::sys::Failure;
@@ -440,46 +439,11 @@ impl Control {
 
     /// One message and the descriptors attached to it; `None` at EOF.
     fn recv(&self) -> Result<Option<(Message, Vec<OwnedFd>)>, Failure> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        let mut cmsg_buf = nix::cmsg_space!([RawFd; 3]);
-        loop {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let result = recvmsg::<()>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg_buf),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            );
-            let msg = match result {
-                Ok(msg) => msg,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Failure::errno("receive from shim", e)),
-            };
-            let mut fds = Vec::new();
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for cmsg in cmsgs {
-                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        // SAFETY: the kernel just installed these descriptors for us.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
-            }
-            if msg
-                .flags
-                .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
-            {
-                return Err(Failure::new("receive from shim: message truncated"));
-            }
-            let len = msg.bytes;
-            if len == 0 {
-                return Ok(None);
-            }
-            let message = Message::decode(&buf[..len]).map_err(|e| Failure::new(e.to_string()))?;
-            return Ok(Some((message, fds)));
-        }
+        transport::receive(self.fd.as_fd(), MsgFlags::empty()).map_err(|e| match e {
+            ReceiveError::Sys(e) => Failure::errno("receive from shim", e),
+            ReceiveError::Truncated => Failure::new("receive from shim: message truncated"),
+            ReceiveError::Decode(e) => Failure::new(e.to_string()),
+        })
     }
 
     fn recv_message(&self) -> Result<Option<Message>, Failure> {

@@ -29,13 +29,16 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod transport;
+
 /// The part of a container's state directory that the container's root must reach and own
 /// (the helper, its specs and sockets): the state directory itself stays host root's, so
 /// nothing that host root reads, runs or acts on there (LXC's config includes, seccomp
 /// profile, device nodes, hooks' files, logs) can be replaced by the container's root.
 pub const HELPER_DIR_NAME: &str = "helper";
 
-/// Where the state directory's [`HELPER_DIR_NAME`] is mounted inside the container. `/dev` is a tmpfs in every
+/// Where the state directory's [`HELPER_DIR_NAME`] is mounted inside the container. `/dev`
+/// is a tmpfs in every
 /// container (LXC autodev or the spec's own `/dev` mount), so the mount point can be created
 /// even when the root filesystem is read-only.
 pub const CONTAINER_DIR: &str = "/dev/.ctinit";

@@ -109,7 +109,6 @@ fn node(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MountSetattr;
     use serde_json::json;
 
     #[test]
@@ -120,13 +119,7 @@ mod tests {
             {"type": "p", "path": "/dev/fifo", "major": 0, "minor": 0, "fileMode": 384}
         ]}))
         .unwrap();
-        let at = Places {
-            bundle: "/b".as_ref(),
-            rootfs: "/nonexistent-rootfs".as_ref(),
-            state_dir: "/s",
-            plain_cgroup2: false,
-            mount_setattr: MountSetattr::ALL,
-        };
+        let at = Places::for_tests();
         let d = nodes(&l, &at, &["/dev".to_string()]).unwrap();
         assert_eq!(d.allow, ["c 10:229 rwm", "c 5:2 rwm"]);
         let values: Vec<String> = d.mounts.iter().map(MountEntry::lxc_value).collect();
@@ -147,13 +140,7 @@ mod tests {
             {"type": "c", "path": "/dev/x", "major": 4294967296_i64, "minor": 1}
         ]}))
         .unwrap();
-        let at = Places {
-            bundle: "/b".as_ref(),
-            rootfs: "/nonexistent-rootfs".as_ref(),
-            state_dir: "/s",
-            plain_cgroup2: false,
-            mount_setattr: MountSetattr::ALL,
-        };
+        let at = Places::for_tests();
         let e = nodes(&l, &at, &[]).unwrap_err();
         assert_eq!(e.field(), "linux.devices[0].major");
     }

@@ -277,6 +277,21 @@ pub(crate) struct Places<'a> {
     pub mount_setattr: MountSetattr,
 }
 
+#[cfg(test)]
+impl Places<'static> {
+    /// Where the unit tests plan: bundle `/b`, a rootfs that does not exist (no image to
+    /// resolve paths in), state directory `/s`, every mount attribute available.
+    pub(crate) fn for_tests() -> Self {
+        Places {
+            bundle: "/b".as_ref(),
+            rootfs: "/nonexistent-rootfs".as_ref(),
+            state_dir: "/s",
+            plain_cgroup2: false,
+            mount_setattr: MountSetattr::ALL,
+        }
+    }
+}
+
 /// Turns a spec into a container plan. Reads, never writes: the metadata of bind-mount sources
 /// (to tell LXC whether to create a directory or a file at a missing target) and the symlinks
 /// on the way to each mount target in the root filesystem (resolved inside it, as runc does).

@@ -1273,13 +1273,7 @@ mod tests {
         let linux: Linux = serde_json::from_value(serde_json::json!({
             "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}))
         .unwrap();
-        let at = Places {
-            bundle: "/b".as_ref(),
-            rootfs: "/nonexistent-rootfs".as_ref(),
-            state_dir: "/s",
-            plain_cgroup2: false,
-            mount_setattr: MountSetattr::ALL,
-        };
+        let at = Places::for_tests();
         let files = ["/proc/sys/net/ipv4/ip_forward".to_string()];
         let mut lines = Lines::default();
         let layout = layout(&[], &linux, &at, &files, &mut lines, &mut Vec::new()).unwrap();
@@ -1310,13 +1304,7 @@ mod tests {
             {"destination": "/tmp", "type": "tmpfs", "options": ["rshared"]}
         ]));
         let linux: Linux = serde_json::from_value(serde_json::json!({})).unwrap();
-        let at = Places {
-            bundle: "/b".as_ref(),
-            rootfs: "/nonexistent-rootfs".as_ref(),
-            state_dir: "/s",
-            plain_cgroup2: false,
-            mount_setattr: MountSetattr::ALL,
-        };
+        let at = Places::for_tests();
         let layout = layout(&m, &linux, &at, &[], &mut Lines::default(), &mut Vec::new()).unwrap();
         assert_eq!(layout.spec_binds.len(), 5, "the tmpfs is no bind");
         let peers = |root: Option<&str>| -> Vec<(String, bool)> {
@@ -1491,13 +1479,7 @@ mod tests {
         let linux: Linux = serde_json::from_value(serde_json::json!({
             "maskedPaths": ["/data/secret"], "readonlyPaths": ["/data/ro"]}))
         .unwrap();
-        let at = Places {
-            bundle: "/b".as_ref(),
-            rootfs: "/nonexistent-rootfs".as_ref(),
-            state_dir: "/s",
-            plain_cgroup2: false,
-            mount_setattr: MountSetattr::ALL,
-        };
+        let at = Places::for_tests();
         let mut ignored = Vec::new();
         let layout = layout(&m, &linux, &at, &[], &mut Lines::default(), &mut ignored).unwrap();
         // The tmpfs's rro is ignored, as by runc.

@@ -36,6 +36,17 @@ fn node_facts() -> NodeFacts {
     }
 }
 
+/// What the workload wrote up to its line "done" (or its end), while it goes on running.
+fn read_through_done(stdout: &mut impl BufRead) -> String {
+    let mut out = String::new();
+    while !out.ends_with("done\n") {
+        if stdout.read_line(&mut out).unwrap() == 0 {
+            break;
+        }
+    }
+    out
+}
+
 /// The fixture's container with an OCI bundle (a busybox rootfs) beside it, configured by a
 /// plan of this crate as the shim would.
 struct Ct {
@@ -485,13 +496,8 @@ fn pve_rendering_resets_common_conf() -> Outcome {
     }
     ct.write_config(&config);
     let (mut stdin, stdout, stderr) = ct.start(&plan);
-    let mut reader = BufReader::new(stdout);
-    let mut out = String::new();
-    while !out.ends_with("done\n") {
-        if reader.read_line(&mut out).unwrap() == 0 {
-            break;
-        }
-    }
+    let mut stdout = BufReader::new(stdout);
+    let out = read_through_done(&mut stdout);
     // While the workload waits for its stdin, the include's limit is on its cgroup.
     let limit_file = match facts.cgroup {
         CgroupMode::Legacy => format!("/sys/fs/cgroup/memory/{cgroup}/memory.limit_in_bytes"),
@@ -813,13 +819,8 @@ fn net_device_personality_and_cpu_limits() -> Outcome {
     });
     let plan = ct.prepare(&spec);
     let (mut stdin, stdout, stderr) = ct.start(&plan);
-    let mut reader = BufReader::new(stdout);
-    let mut out = String::new();
-    while !out.ends_with("done\n") {
-        if reader.read_line(&mut out).unwrap() == 0 {
-            break;
-        }
-    }
+    let mut stdout = BufReader::new(stdout);
+    let out = read_through_done(&mut stdout);
     let read = |f: &str| fs::read_to_string(f).map(|s| s.trim().to_string());
     let limits = match facts.cgroup {
         CgroupMode::Legacy => vec![
@@ -990,13 +991,8 @@ fn user_namespace_mappings() -> Outcome {
     spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     let plan = ct.prepare(&spec);
     let (mut stdin, stdout, stderr) = ct.start(&plan);
-    let mut reader = BufReader::new(stdout);
-    let mut out = String::new();
-    while !out.ends_with("done\n") {
-        if reader.read_line(&mut out).unwrap() == 0 {
-            break;
-        }
-    }
+    let mut stdout = BufReader::new(stdout);
+    let out = read_through_done(&mut stdout);
     // Seen from the host, the workload runs as uid 100000.
     let status = fs::read_to_string(format!("/proc/{}/status", ct.pid.unwrap())).unwrap();
     let host_uid = status

@@ -58,21 +58,22 @@ impl NodeBackend for Recorder {
         *self.running.lock().unwrap() = true;
         Ok(())
     }
-    async fn stop(&self, _: &NodeContext, vmid: u32, _: &CtConfig, _: &TaskLog) -> BackendResult {
-        self.record(format!("stop {vmid}"));
-        *self.running.lock().unwrap() = false;
-        Ok(())
-    }
-    async fn shutdown(
+    async fn stop(
         &self,
         _: &NodeContext,
         vmid: u32,
         _: &CtConfig,
-        timeout: Duration,
+        timeout: Option<Duration>,
         _: &TaskLog,
     ) -> BackendResult {
-        self.record(format!("shutdown {vmid} {}", timeout.as_secs()));
-        Err("container did not stop in time".into())
+        if let Some(timeout) = timeout {
+            // A clean shutdown that never finishes.
+            self.record(format!("shutdown {vmid} {}", timeout.as_secs()));
+            return Err("container did not stop in time".into());
+        }
+        self.record(format!("stop {vmid}"));
+        *self.running.lock().unwrap() = false;
+        Ok(())
     }
     async fn destroy(
         &self,

@@ -6,30 +6,15 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use pve_client::{Client, ConfigUpdate, CreateCt, Credentials, Secret, WaitOptions};
-use pve_test_server::{Fault, FaultRule};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use pve_test_server::{Fault, FaultRule, LogCapture};
 
 #[tokio::test]
 async fn no_secret_in_any_log() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let writer = capture.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -96,7 +81,7 @@ async fn no_secret_in_any_log() {
 
     let tickets = server.issued_tickets();
     assert!(tickets.len() >= 3, "renewals happened: {}", tickets.len());
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = String::from_utf8(capture.bytes()).unwrap();
     assert!(log.len() > 1000, "the capture works ({} bytes)", log.len());
     assert!(
         log.contains("obtained Proxmox ticket"),

@@ -92,23 +92,15 @@ pub trait NodeBackend: Send + Sync + 'static {
         log: &TaskLog,
     ) -> BackendResult;
 
-    /// Stops the CT at once (Proxmox: `lxc-stop --kill`).
+    /// Stops the CT: at once without a `timeout` (Proxmox: `lxc-stop --kill`), else asks it
+    /// to shut down cleanly within `timeout` (Proxmox: `lxc-stop --timeout`), where an error
+    /// means it did not stop in time.
     async fn stop(
         &self,
         ctx: &NodeContext,
         vmid: u32,
         config: &CtConfig,
-        log: &TaskLog,
-    ) -> BackendResult;
-
-    /// Asks the CT to shut down cleanly within `timeout` (Proxmox: `lxc-stop --timeout`).
-    /// An error means it did not stop in time.
-    async fn shutdown(
-        &self,
-        ctx: &NodeContext,
-        vmid: u32,
-        config: &CtConfig,
-        timeout: Duration,
+        timeout: Option<Duration>,
         log: &TaskLog,
     ) -> BackendResult;
 
@@ -165,33 +157,19 @@ impl NodeBackend for InMemoryBackend {
         Ok(())
     }
 
-    async fn stop(&self, _: &NodeContext, vmid: u32, _: &CtConfig, _: &TaskLog) -> BackendResult {
-        self.set(vmid, false);
-        Ok(())
-    }
-
-    async fn shutdown(
+    async fn stop(
         &self,
         _: &NodeContext,
         vmid: u32,
         _: &CtConfig,
-        _: Duration,
+        _: Option<Duration>,
         _: &TaskLog,
     ) -> BackendResult {
         self.set(vmid, false);
         Ok(())
     }
 
-    async fn destroy(
-        &self,
-        _: &NodeContext,
-        vmid: u32,
-        _: &CtConfig,
-        _: &TaskLog,
-    ) -> BackendResult {
-        self.set(vmid, false);
-        Ok(())
-    }
+    // No `destroy`: the server stops a running CT before it destroys it.
 
     async fn is_running(&self, _: &NodeContext, vmid: u32) -> bool {
         self.running

@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::{json, Value};
 
+use crate::backend::TaskLog;
 use crate::ctconf::{digest, CtConfig};
 use crate::formats::split_list;
 use crate::schema::{lookup_property, ApiSchema};
 use crate::server::{ApiError, Auth, HandlerResult, Inner, Params, Reply};
+
+/// The endpoint of a CT's config (GET reads it, PUT changes it).
+const CONFIG: &str = "/nodes/{node}/lxc/{vmid}/config";
 
 /// Parameters that steer creation and are not stored in the config.
 const CREATE_ONLY: &[&str] = &[
@@ -45,6 +49,37 @@ fn flag(params: &Params, key: &str) -> bool {
         Some(Value::String(s)) => s == "1",
         Some(Value::Number(n)) => n.as_i64() == Some(1),
         _ => false,
+    }
+}
+
+/// The list parameter `key` (`delete`, `revert`: comma or space separated), taken out of
+/// `params`.
+fn take_list(params: &mut Params, key: &str) -> Vec<String> {
+    params
+        .remove(key)
+        .map(|v| {
+            split_list(&value_text(&v))
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The properties an object schema (an endpoint's `parameters` or `returns`) names, by name.
+fn properties(schema: Option<&Value>) -> serde_json::Map<String, Value> {
+    schema
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `PVE::AbstractConfig::check_lock`: a config with a `lock:` refuses the operation.
+fn check_lock(conf: &CtConfig) -> Result<(), String> {
+    match conf.lock() {
+        Some(l) => Err(format!("CT is locked ({l})\n")),
+        None => Ok(()),
     }
 }
 
@@ -88,7 +123,7 @@ impl Inner {
     pub(crate) fn load_config_warnings(
         &self,
         vmid: u32,
-        log: &crate::backend::TaskLog,
+        log: &TaskLog,
     ) -> Result<CtConfig, ApiError> {
         let raw = std::fs::read_to_string(self.config_path(vmid)).map_err(|_| {
             ApiError::die(format!(
@@ -134,6 +169,35 @@ impl Inner {
             .unwrap_or_default();
         ids.sort_unstable();
         ids
+    }
+
+    /// Inside a task: the CT's config lock, and the config loaded under it.
+    async fn lock_and_load(&self, vmid: u32) -> Result<(ConfigLock, CtConfig), String> {
+        let lock = self.lock_config(vmid, self.lock_timeout).await?;
+        let (conf, _) = self.load_config(vmid).map_err(|e| e.message)?;
+        Ok((lock, conf))
+    }
+
+    /// Forks the task `kind` on CT `vmid` for the request `(method, template)`, with the
+    /// faults injected for that request, and answers its UPID.
+    fn ct_task<F, Fut>(
+        self: &Arc<Self>,
+        kind: &str,
+        (method, template): (&str, &str),
+        vmid: u32,
+        auth: &Auth,
+        work: F,
+    ) -> HandlerResult
+    where
+        F: FnOnce(Arc<Self>, TaskLog) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let faults = self.take_task_faults(method, template);
+        let inner = self.clone();
+        let upid = self.spawn_task(kind, &vmid.to_string(), auth, faults, move |log| {
+            work(inner, log)
+        });
+        Ok(Reply::data(json!(upid)))
     }
 
     /// Takes the CT's config lock, waiting up to `timeout` (then "can't lock file ... got
@@ -501,9 +565,7 @@ impl Inner {
         }
         if exists {
             let (old, _) = self.load_config(vmid)?;
-            if let Some(l) = old.lock() {
-                return Err(ApiError::die(format!("{emsg} CT is locked ({l})\n")));
-            }
+            check_lock(&old).map_err(|e| ApiError::die(format!("{emsg} {e}")))?;
             self.write_config(vmid, &conf)?;
         } else {
             let created = OpenOptions::new()
@@ -563,40 +625,31 @@ impl Inner {
                 disk += 1;
             }
         }
-        final_conf
-            .options
-            .entry("hostname".into())
-            .or_insert(format!("CT{vmid}"));
-        final_conf
-            .options
-            .entry("memory".into())
-            .or_insert("512".into());
-        final_conf
-            .options
-            .entry("swap".into())
-            .or_insert("512".into());
-        final_conf
-            .options
-            .entry("arch".into())
-            .or_insert("amd64".into());
-        final_conf
-            .options
-            .entry("ostype".into())
-            .or_insert("unmanaged".into());
+        let hostname = format!("CT{vmid}");
+        for (key, default) in [
+            ("hostname", hostname.as_str()),
+            ("memory", "512"),
+            ("swap", "512"),
+            ("arch", "amd64"),
+            ("ostype", "unmanaged"),
+        ] {
+            final_conf
+                .options
+                .entry(key.into())
+                .or_insert_with(|| default.into());
+        }
         if !final_conf.options.contains_key("unprivileged") {
             final_conf.options.insert("unprivileged".into(), "1".into());
         } else if final_conf.options.get("unprivileged").map(String::as_str) == Some("0") {
             final_conf.options.remove("unprivileged");
         }
         let start_after = flag(params, "start");
-        let faults = self.take_task_faults("POST", "/nodes/{node}/lxc");
-        let inner = self.clone();
-        let upid = self.spawn_task(
+        self.ct_task(
             "vzcreate",
-            &vmid.to_string(),
+            ("POST", "/nodes/{node}/lxc"),
+            vmid,
             auth,
-            faults,
-            move |log| async move {
+            move |inner, log| async move {
                 let result = async {
                     let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
                     let mut with_lock = final_conf.clone();
@@ -622,14 +675,12 @@ impl Inner {
                     return Err(format!("unable to create CT {vmid} - {}", e.trim_end()));
                 }
                 if start_after {
-                    let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
-                    let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
+                    let (_lock, conf) = inner.lock_and_load(vmid).await?;
                     inner.backend.start(&inner.ctx, vmid, &conf, &log).await?;
                 }
                 Ok(())
             },
-        );
-        Ok(Reply::data(json!(upid)))
+        )
     }
 
     async fn destroy(self: Arc<Self>, vmid: u32, params: &Params, auth: &Auth) -> HandlerResult {
@@ -641,10 +692,7 @@ impl Inner {
                     "can't remove CT {vmid} - protection mode enabled\n"
                 ));
             }
-            if let Some(l) = conf.lock() {
-                return Err(format!("CT is locked ({l})\n"));
-            }
-            Ok(())
+            check_lock(conf)
         };
         early_checks(&conf).map_err(ApiError::die)?;
         let force = flag(params, "force");
@@ -654,23 +702,23 @@ impl Inner {
         }
         let purge = flag(params, "purge");
         let unreferenced = flag(params, "destroy-unreferenced-disks");
-        let faults = self.take_task_faults("DELETE", "/nodes/{node}/lxc/{vmid}");
-        let inner = self.clone();
-        let upid = self.spawn_task(
+        self.ct_task(
             "vzdestroy",
-            &vmid.to_string(),
+            ("DELETE", "/nodes/{node}/lxc/{vmid}"),
+            vmid,
             auth,
-            faults,
-            move |log| async move {
-                let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
-                let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
+            move |inner, log| async move {
+                let (_lock, conf) = inner.lock_and_load(vmid).await?;
                 early_checks(&conf)?;
                 if inner.backend.is_running(&inner.ctx, vmid).await {
                     if !force {
                         return Err(running_msg);
                     }
                     log.warn(format!("forced to stop CT {vmid} before destroying!"));
-                    inner.backend.stop(&inner.ctx, vmid, &conf, &log).await?;
+                    inner
+                        .backend
+                        .stop(&inner.ctx, vmid, &conf, None, &log)
+                        .await?;
                 }
                 let mut locked = conf.clone();
                 locked.options.insert("lock".into(), "destroyed".into());
@@ -696,18 +744,13 @@ impl Inner {
                     .map_err(|e| format!("unable to remove config - {e}"))?;
                 Ok(())
             },
-        );
-        Ok(Reply::data(json!(upid)))
+        )
     }
 
     fn get_config(&self, vmid: u32) -> HandlerResult {
         let (conf, digest) = self.load_config(vmid)?;
-        let schema = ApiSchema::builtin()
-            .endpoint("GET", "/nodes/{node}/lxc/{vmid}/config")
-            .and_then(|e| e.returns.get("properties"))
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
+        let endpoint = ApiSchema::builtin().endpoint("GET", CONFIG);
+        let schema = properties(endpoint.map(|e| &e.returns));
         let mut out = serde_json::Map::new();
         for (k, v) in &conf.options {
             let ty = lookup_property(&schema, k)
@@ -743,24 +786,8 @@ impl Inner {
         if params.is_empty() {
             return Err(ApiError::die("no options specified\n"));
         }
-        let delete: Vec<String> = params
-            .remove("delete")
-            .map(|v| {
-                split_list(&value_text(&v))
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let revert: Vec<String> = params
-            .remove("revert")
-            .map(|v| {
-                split_list(&value_text(&v))
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let delete = take_list(&mut params, "delete");
+        let revert = take_list(&mut params, "revert");
         // pve-container src/PVE/LXC.pm, check_ct_modify_config_perm (the subset for the keys
         // a shim changes).
         for key in params.keys().chain(delete.iter()) {
@@ -779,9 +806,7 @@ impl Inner {
             .await
             .map_err(ApiError::die)?;
         let (mut conf, digest) = self.load_config(vmid)?;
-        if let Some(l) = conf.lock() {
-            return Err(ApiError::die(format!("CT is locked ({l})\n")));
-        }
+        check_lock(&conf).map_err(ApiError::die)?;
         if let Some(want) = want_digest {
             if !want.is_empty() && want != digest {
                 return Err(ApiError::die(
@@ -789,12 +814,8 @@ impl Inner {
                 ));
             }
         }
-        let schema = ApiSchema::builtin()
-            .endpoint("PUT", "/nodes/{node}/lxc/{vmid}/config")
-            .and_then(|e| e.parameters.get("properties"))
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
+        let endpoint = ApiSchema::builtin().endpoint("PUT", CONFIG);
+        let schema = properties(endpoint.map(|e| &e.parameters));
         for opt in &revert {
             if lookup_property(&schema, opt).is_none() {
                 return Err(ApiError::param1(
@@ -877,14 +898,12 @@ impl Inner {
         if !self.quorate.load(Ordering::SeqCst) {
             return Err(ApiError::die("cluster not ready - no quorum?\n"));
         }
-        let faults = self.take_task_faults("POST", "/nodes/{node}/lxc/{vmid}/status/start");
-        let inner = self.clone();
-        let upid = self.spawn_task(
+        self.ct_task(
             "vzstart",
-            &vmid.to_string(),
+            ("POST", "/nodes/{node}/lxc/{vmid}/status/start"),
+            vmid,
             auth,
-            faults,
-            move |log| async move {
+            move |inner, log| async move {
                 let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
                 // load_config warns (into the task log, counted) about each raw key Proxmox
                 // does not accept, and the CT starts without it.
@@ -895,9 +914,7 @@ impl Inner {
                     return Err("you can't start a CT if it's a template\n".into());
                 }
                 if !skiplock && conf.lock() != Some("mounted") {
-                    if let Some(l) = conf.lock() {
-                        return Err(format!("CT is locked ({l})\n"));
-                    }
+                    check_lock(&conf)?;
                 }
                 // PVE::LXC `vm_start` runs `systemctl start pve-container@VMID`; systemd
                 // refuses a unit started too often (pve-container@.service sets no
@@ -919,8 +936,7 @@ impl Inner {
                 }
                 inner.backend.start(&inner.ctx, vmid, &conf, &log).await
             },
-        );
-        Ok(Reply::data(json!(upid)))
+        )
     }
 
     async fn stop(
@@ -951,40 +967,31 @@ impl Inner {
         } else {
             ("vzstop", "/nodes/{node}/lxc/{vmid}/status/stop")
         };
-        let faults = self.take_task_faults("POST", template);
-        let inner = self.clone();
-        let upid = self.spawn_task(
+        self.ct_task(
             kind,
-            &vmid.to_string(),
+            ("POST", template),
+            vmid,
             auth,
-            faults,
-            move |log| async move {
-                let _lock = inner.lock_config(vmid, inner.lock_timeout).await?;
-                let (conf, _) = inner.load_config(vmid).map_err(|e| e.message)?;
+            move |inner, log| async move {
+                let (_lock, conf) = inner.lock_and_load(vmid).await?;
                 if !skiplock {
-                    if let Some(l) = conf.lock() {
-                        return Err(format!("CT is locked ({l})\n"));
-                    }
+                    check_lock(&conf)?;
                 }
+                let backend = &inner.backend;
                 if !clean {
-                    return inner.backend.stop(&inner.ctx, vmid, &conf, &log).await;
+                    return backend.stop(&inner.ctx, vmid, &conf, None, &log).await;
                 }
-                let timeout = Duration::from_secs(timeout);
-                match inner
-                    .backend
-                    .shutdown(&inner.ctx, vmid, &conf, timeout, &log)
-                    .await
-                {
+                let timeout = Some(Duration::from_secs(timeout));
+                match backend.stop(&inner.ctx, vmid, &conf, timeout, &log).await {
                     Ok(()) => Ok(()),
                     Err(e) if force_stop => {
                         log.line(format!("{e}; forcing stop"));
-                        inner.backend.stop(&inner.ctx, vmid, &conf, &log).await
+                        backend.stop(&inner.ctx, vmid, &conf, None, &log).await
                     }
                     Err(e) => Err(e),
                 }
             },
-        );
-        Ok(Reply::data(json!(upid)))
+        )
     }
 
     fn find_task(&self, params: &Params) -> Result<(), ApiError> {
@@ -1017,11 +1024,8 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut v = json!({
-            "upid": t.upid, "node": self.ctx.node, "pid": t.pid, "pstart": t.pstart,
-            "starttime": t.starttime, "type": t.kind, "id": t.id, "user": t.user,
-            "status": if exit.is_some() { "stopped" } else { "running" },
-        });
+        let mut v = t.status.clone();
+        v["status"] = json!(if exit.is_some() { "stopped" } else { "running" });
         if let Some(e) = exit {
             v["exitstatus"] = json!(e);
         }

@@ -23,6 +23,7 @@ pub mod ctconf;
 mod fault;
 pub mod formats;
 mod handlers;
+mod log_capture;
 pub mod lxc_node;
 pub mod schema;
 mod server;
@@ -34,6 +35,7 @@ pub use backend::{BackendResult, InMemoryBackend, NodeBackend, NodeContext, Task
 pub use ctconf::{lxc_conf_key_validity, CtConfig, LxcKeyValidity};
 pub use fault::{Fault, FaultRule};
 pub use handlers::parse_upid;
+pub use log_capture::LogCapture;
 pub use lxc_node::{
     ct_unit, running_ct_units, unit_state_blocking, LxcNodeBackend, Supervisor, UnitState,
 };

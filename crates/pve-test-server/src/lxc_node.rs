@@ -687,20 +687,10 @@ impl NodeBackend for LxcNodeBackend {
         _ctx: &NodeContext,
         vmid: u32,
         _config: &CtConfig,
+        timeout: Option<Duration>,
         _log: &TaskLog,
     ) -> BackendResult {
-        self.lxc_stop(vmid, None).await
-    }
-
-    async fn shutdown(
-        &self,
-        _ctx: &NodeContext,
-        vmid: u32,
-        _config: &CtConfig,
-        timeout: Duration,
-        _log: &TaskLog,
-    ) -> BackendResult {
-        self.lxc_stop(vmid, Some(timeout)).await
+        self.lxc_stop(vmid, timeout).await
     }
 
     async fn destroy(

@@ -589,12 +589,8 @@ impl Inner {
 pub(crate) struct Task {
     pub seq: u64,
     pub upid: String,
-    pub pid: u32,
-    pub pstart: u64,
-    pub starttime: u64,
-    pub kind: String,
-    pub id: String,
-    pub user: String,
+    /// What the task's status reports besides its state (an object): the UPID and its parts.
+    pub status: Value,
     pub log: TaskLog,
     pub exitstatus: Arc<Mutex<Option<String>>>,
     pub hidden_polls: Arc<AtomicU32>,
@@ -1022,6 +1018,10 @@ impl Inner {
             "UPID:{}:{pid:08X}:{pstart:08X}:{starttime:08X}:{kind}:{id}:{user}:",
             self.ctx.node
         );
+        let status = json!({
+            "upid": upid, "node": self.ctx.node, "pid": pid, "pstart": pstart,
+            "starttime": starttime, "type": kind, "id": id, "user": user,
+        });
         let log = TaskLog::default();
         let exitstatus = Arc::new(Mutex::new(None));
         let hidden = Arc::new(AtomicU32::new(0));
@@ -1045,12 +1045,7 @@ impl Inner {
                 Task {
                     seq,
                     upid: upid.clone(),
-                    pid,
-                    pstart,
-                    starttime,
-                    kind: kind.to_string(),
-                    id: id.to_string(),
-                    user,
+                    status,
                     log: log.clone(),
                     exitstatus: exitstatus.clone(),
                     hidden_polls: hidden,

@@ -16,7 +16,8 @@ impl Drop for Child {
     }
 }
 
-async fn request(port: u16, ca_pem: &[u8], raw: &str) -> String {
+/// `raw` sent over TLS to the server on `port` whose CA is `ca_pem`: what it answered.
+async fn request(port: u16, ca_pem: &[u8], raw: String) -> String {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
         roots.add(cert.unwrap()).unwrap();
@@ -37,6 +38,19 @@ async fn request(port: u16, ca_pem: &[u8], raw: &str) -> String {
     let mut out = Vec::new();
     tls.read_to_end(&mut out).await.unwrap_or_default();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A raw GET of `path`, with the `auth` header line.
+fn get(path: &str, auth: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+}
+
+/// A raw POST of the form `body` to `path`, with the `auth` header line.
+fn post_form(path: &str, auth: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 #[tokio::test]
@@ -90,14 +104,9 @@ async fn binary_serves_proxmox_wire_format() {
     let ca_pem = std::fs::read(&ca).unwrap();
     let auth = "Authorization: PVEAPIToken=root@pam!t=s3cret\r\n";
 
-    let ok = request(
-        port,
-        &ca_pem,
-        &format!(
-            "GET /api2/json/version HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-        ),
-    )
-    .await;
+    let send = |raw| request(port, &ca_pem, raw);
+
+    let ok = send(get("/api2/json/version", auth)).await;
     assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
     assert!(ok.contains("application/json;charset=UTF-8"), "{ok}");
     assert!(
@@ -106,15 +115,7 @@ async fn binary_serves_proxmox_wire_format() {
     );
 
     let body = "vmid=42&ostemplate=local%3Avztmpl%2Fx.tar.zst";
-    let bad = request(
-        port,
-        &ca_pem,
-        &format!(
-            "POST /api2/json/nodes/pve1/lxc HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await;
+    let bad = send(post_form("/api2/json/nodes/pve1/lxc", auth, body)).await;
     assert!(
         bad.starts_with("HTTP/1.1 400 Parameter verification failed.\r\n"),
         "{bad}"
@@ -130,12 +131,8 @@ async fn binary_serves_proxmox_wire_format() {
         })
     );
 
-    let denied = request(
-        port,
-        &ca_pem,
-        "GET /api2/json/version HTTP/1.1\r\nHost: localhost\r\nAuthorization: PVEAPIToken=root@pam!t=wrong\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let wrong = "Authorization: PVEAPIToken=root@pam!t=wrong\r\n";
+    let denied = send(get("/api2/json/version", wrong)).await;
     assert!(
         denied.starts_with("HTTP/1.1 401 authentication failure\r\n"),
         "{denied}"
@@ -143,15 +140,7 @@ async fn binary_serves_proxmox_wire_format() {
 
     // A CT created through the wire lands as VMID.conf in the config directory.
     let body = "vmid=100&ostemplate=local%3Avztmpl%2Fx.tar.zst&hostname=a1";
-    let created = request(
-        port,
-        &ca_pem,
-        &format!(
-            "POST /api2/json/nodes/pve1/lxc HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await;
+    let created = send(post_form("/api2/json/nodes/pve1/lxc", auth, body)).await;
     assert!(created.contains(r#"{"data":"UPID:pve1:"#), "{created}");
     let conf = std::fs::read_to_string(lxc.join("100.conf")).unwrap();
     assert!(

@@ -338,16 +338,23 @@ mod tests {
         assert_eq!(c.lxc.lxcpath, PathBuf::from(DEFAULT_LXCPATH));
     }
 
-    #[test]
-    fn pve_section_selects_pve_and_is_validated() {
-        let text = r#"
+    /// A `[pve]` section with only the required keys, for the token `token_id`.
+    fn pve_section(token_id: &str) -> String {
+        format!(
+            r#"
             [pve]
             url = "https://127.0.0.1:8006/api2/json"
             node = "pve1"
-            token_id = "root@pam!containerd"
+            token_id = "{token_id}"
             token_secret_file = "/etc/containerd-shim-proxmox-lxc/token"
-        "#;
-        let c = ShimConfig::parse(text, "test").unwrap();
+        "#
+        )
+    }
+
+    #[test]
+    fn pve_section_selects_pve_and_is_validated() {
+        let text = pve_section("root@pam!containerd");
+        let c = ShimConfig::parse(&text, "test").unwrap();
         assert_eq!(c.driver(), DriverKind::Pve);
         let bad = format!("{text}\nvmid_range = [5, 1]\n");
         let err = ShimConfig::parse(&bad, "test").unwrap_err().to_string();
@@ -370,13 +377,7 @@ mod tests {
 
     #[test]
     fn pve_values_are_checked_against_proxmox_formats() {
-        let base = r#"
-            [pve]
-            url = "https://127.0.0.1:8006/api2/json"
-            node = "pve1"
-            token_id = "containerd@pve!shim"
-            token_secret_file = "/etc/containerd-shim-proxmox-lxc/token"
-        "#;
+        let base = pve_section("containerd@pve!shim");
         let err = |extra: &str| {
             ShimConfig::parse(&format!("{base}{extra}\n"), "t")
                 .unwrap_err()

@@ -27,3 +27,13 @@ pub mod task;
 
 /// The runtime name containerd resolves to this binary.
 pub const RUNTIME_NAME: &str = "io.containerd.proxmox-lxc.v2";
+
+/// First line of a test marked `#[ignore = "needs root: ..."]`: run without root anyway
+/// (`--include-ignored`), it fails saying so, not somewhere in its setup.
+#[cfg(test)]
+pub(crate) fn assert_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root: scripts/test.sh runs the ignored tests as root (--include-ignored)"
+    );
+}

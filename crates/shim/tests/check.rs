@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use pve_test_server::TestServer;
+use pve_test_server::{TestServer, TestServerBuilder};
 use shim::check::{check, CheckOptions, Report};
 
 const TOKEN: &str = "root@pam!check";
@@ -46,25 +46,49 @@ fn containerd_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The test server with the token check uses (every privilege unless the builder's caller
+/// grants fewer).
+fn server() -> TestServerBuilder {
+    TestServer::builder().token(TOKEN, SECRET)
+}
+
 async fn check_file(path: &Path) -> Report {
     let dir = path.parent().unwrap();
-    check(&CheckOptions {
+    let report = check(&CheckOptions {
         config: Some(path.to_path_buf()),
         containerd_config: containerd_config(dir),
     })
-    .await
+    .await;
+    println!("{}", report.lines.join("\n"));
+    report
 }
 
-/// Fails unless a line of `kind` ("PROBLEM", "note") holds every one of `needles`.
+/// What check says of a config for `server` with `extra` lines, written into `dir`.
+async fn check_config(dir: &Path, server: &TestServer, extra: &str) -> Report {
+    check_file(&write_config(dir, server, extra)).await
+}
+
+/// What check says of a plain config for a server whose token holds only `privileges`.
+async fn check_with_privileges(privileges: &[&str]) -> (TestServer, Report) {
+    let server = server()
+        .token_privileges(TOKEN, privileges)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let report = check_config(dir.path(), &server, "").await;
+    (server, report)
+}
+
+/// Fails unless one of `lines` starts with `kind` ("PROBLEM", "note", "ok"; "" for any) and
+/// holds every one of `needles`.
 #[track_caller]
-fn assert_says(report: &Report, kind: &str, needles: &[&str]) {
+fn assert_says(lines: &[String], kind: &str, needles: &[&str]) {
     assert!(
-        report
-            .lines
+        lines
             .iter()
             .any(|l| l.starts_with(kind) && needles.iter().all(|n| l.contains(n))),
-        "no {kind} line with {needles:?}: {:?}",
-        report.lines
+        "no {kind} line with {needles:?}: {lines:?}"
     );
 }
 
@@ -78,17 +102,12 @@ fn problems(report: &Report) -> Vec<&String> {
 
 #[tokio::test]
 async fn check_passes_on_a_good_setup_and_names_problems() {
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
-        .start()
-        .await
-        .unwrap();
+    let server = server().start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &server, "");
     let report = check_file(&path).await;
-    println!("{}", report.lines.join("\n"));
     assert_eq!(report.problems, 0, "{:?}", report.lines);
-    assert!(report.lines.iter().any(|l| l.contains("quorate")));
+    assert_says(&report.lines, "", &["quorate"]);
     // A real node answers a start request for a free VMID with a UPID and a task that fails
     // later (the test server does too): check must not leave such tasks behind.
     assert!(server.wait_idle(std::time::Duration::from_secs(10)).await);
@@ -96,27 +115,13 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
 
     server.set_quorate(false);
     let report = check_file(&path).await;
-    assert!(
-        report
-            .lines
-            .iter()
-            .any(|l| l.starts_with("PROBLEM") && l.contains("no quorum")),
-        "{:?}",
-        report.lines
-    );
+    assert_says(&report.lines, "PROBLEM", &["no quorum"]);
     server.set_quorate(true);
 
     // The unused `storage` setting of older files still parses; check says to remove it.
     let path = write_config(dir.path(), &server, "storage = \"nosuch\"\n");
     let report = check_file(&path).await;
-    assert!(
-        report
-            .lines
-            .iter()
-            .any(|l| l.starts_with("note") && l.contains("\"nosuch\" is not used")),
-        "{:?}",
-        report.lines
-    );
+    assert_says(&report.lines, "note", &["\"nosuch\" is not used"]);
     assert_eq!(report.problems, 0, "{:?}", report.lines);
 
     std::fs::set_permissions(
@@ -125,11 +130,7 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
     )
     .unwrap();
     let report = check_file(&path).await;
-    assert!(
-        report.lines.iter().any(|l| l.contains("group or others")),
-        "{:?}",
-        report.lines
-    );
+    assert_says(&report.lines, "", &["group or others"]);
 
     std::fs::write(dir.path().join("token"), "wrong").unwrap();
     std::fs::set_permissions(
@@ -140,71 +141,37 @@ async fn check_passes_on_a_good_setup_and_names_problems() {
     let path = write_config(dir.path(), &server, "");
     std::fs::write(dir.path().join("token"), "wrong").unwrap();
     let report = check_file(&path).await;
-    assert!(
-        report.lines.iter().any(|l| l.contains("was refused")),
-        "{:?}",
-        report.lines
-    );
+    assert_says(&report.lines, "", &["was refused"]);
 }
 
 #[tokio::test]
 async fn check_names_the_privileges_a_token_lacks_without_starting_tasks() {
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
-        .token_privileges(
-            TOKEN,
-            &[
-                "Sys.Audit",
-                "VM.Audit",
-                "Datastore.Audit",
-                "VM.PowerMgmt",
-                "VM.Config.Memory",
-                "VM.Config.CPU",
-            ],
-        )
-        .start()
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &server, "");
-    let report = check_file(&path).await;
-    println!("{}", report.lines.join("\n"));
-    let problems: Vec<&String> = report
-        .lines
-        .iter()
-        .filter(|l| l.starts_with("PROBLEM"))
-        .collect();
+    let (server, report) = check_with_privileges(&[
+        "Sys.Audit",
+        "VM.Audit",
+        "Datastore.Audit",
+        "VM.PowerMgmt",
+        "VM.Config.Memory",
+        "VM.Config.CPU",
+    ])
+    .await;
+    let problems = problems(&report);
     assert_eq!(problems.len(), 1, "{:?}", report.lines);
-    assert!(
-        problems[0].contains("VM.Allocate") && problems[0].contains("destroy"),
-        "{problems:?}"
+    // The one problem: what is missing, and the one scheme that grants it, not PVEVMAdmin.
+    assert_says(
+        &report.lines,
+        "PROBLEM",
+        &[
+            "VM.Allocate",
+            "destroy",
+            "pveum acl modify /vms --users root@pam --roles ContainerdShim",
+            "--privs \"VM.Audit VM.PowerMgmt VM.Allocate VM.Config.CPU VM.Config.Memory\"",
+        ],
     );
-    // The one scheme, not PVEVMAdmin.
-    assert!(
-        problems[0].contains("pveum acl modify /vms --users root@pam --roles ContainerdShim")
-            && problems[0].contains(
-                "--privs \"VM.Audit VM.PowerMgmt VM.Allocate VM.Config.CPU VM.Config.Memory\""
-            )
-            && !problems[0].contains("PVEVMAdmin"),
-        "{problems:?}"
-    );
-    assert!(
-        report
-            .lines
-            .iter()
-            .any(|l| l.starts_with("ok") && l.contains("VM.PowerMgmt")),
-        "{:?}",
-        report.lines
-    );
+    assert!(!problems[0].contains("PVEVMAdmin"), "{problems:?}");
+    assert_says(&report.lines, "ok", &["VM.PowerMgmt"]);
     // More than needed is said (least privilege), but is no problem.
-    assert!(
-        report
-            .lines
-            .iter()
-            .any(|l| l.starts_with("note") && l.contains("Datastore.Audit on /vms/")),
-        "{:?}",
-        report.lines
-    );
+    assert_says(&report.lines, "note", &["Datastore.Audit on /vms/"]);
     assert_eq!(server.tasks(), Vec::<String>::new(), "check started tasks");
 }
 
@@ -212,34 +179,23 @@ async fn check_names_the_privileges_a_token_lacks_without_starting_tasks() {
 /// scheme's second role.
 #[tokio::test]
 async fn check_names_a_missing_sys_audit() {
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
-        .token_privileges(
-            TOKEN,
-            &[
-                "VM.Audit",
-                "VM.PowerMgmt",
-                "VM.Allocate",
-                "VM.Config.Memory",
-                "VM.Config.CPU",
-            ],
-        )
-        .start()
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &server, "");
-    let report = check_file(&path).await;
-    println!("{}", report.lines.join("\n"));
-    let problems = problems(&report);
-    assert_eq!(problems.len(), 1, "{:?}", report.lines);
-    assert!(
-        problems[0].contains("Sys.Audit on /;")
-            && problems[0].contains("quorum")
-            && problems[0].contains(
-                "pveum acl modify / --users root@pam --roles ContainerdShimAudit --propagate 0"
-            ),
-        "{problems:?}"
+    let (_server, report) = check_with_privileges(&[
+        "VM.Audit",
+        "VM.PowerMgmt",
+        "VM.Allocate",
+        "VM.Config.Memory",
+        "VM.Config.CPU",
+    ])
+    .await;
+    assert_eq!(problems(&report).len(), 1, "{:?}", report.lines);
+    assert_says(
+        &report.lines,
+        "PROBLEM",
+        &[
+            "Sys.Audit on /;",
+            "quorum",
+            "pveum acl modify / --users root@pam --roles ContainerdShimAudit --propagate 0",
+        ],
     );
     // The test server grants a token's privileges on every path, so the VM privileges show on
     // `/` too (and are reported as more than needed there); on a node the scheme puts them on
@@ -257,11 +213,7 @@ async fn check_names_a_missing_sys_audit() {
 /// The settings that need no request, and the node, against the cluster.
 #[tokio::test]
 async fn check_validates_node_timeout_and_the_vmid_range() {
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
-        .start()
-        .await
-        .unwrap();
+    let server = server().start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
 
     // A node that is not in the cluster.
@@ -273,7 +225,7 @@ async fn check_validates_node_timeout_and_the_vmid_range() {
     std::fs::write(&path, text).unwrap();
     let report = check_file(&path).await;
     assert_says(
-        &report,
+        &report.lines,
         "PROBLEM",
         &[
             "pve.node = \"pve-other\" is not a node of this cluster",
@@ -282,29 +234,26 @@ async fn check_validates_node_timeout_and_the_vmid_range() {
     );
 
     // task_timeout: 0 does not parse; too short or longer than the kubelet waits is a note.
-    let path = write_config(dir.path(), &server, "task_timeout = 0\n");
-    let report = check_file(&path).await;
-    assert_says(&report, "PROBLEM", &["task_timeout", "at least 1"]);
+    let report = check_config(dir.path(), &server, "task_timeout = 0\n").await;
+    assert_says(&report.lines, "PROBLEM", &["task_timeout", "at least 1"]);
     for (timeout, want) in [(3, "below 10 s"), (600, "kubelet gives up first")] {
-        let path = write_config(dir.path(), &server, &format!("task_timeout = {timeout}\n"));
-        let report = check_file(&path).await;
+        let extra = format!("task_timeout = {timeout}\n");
+        let report = check_config(dir.path(), &server, &extra).await;
         assert_eq!(report.problems, 0, "{:?}", report.lines);
-        assert_says(&report, "note", &[want]);
+        assert_says(&report.lines, "note", &[want]);
     }
 
     // tag_prefix: not a Proxmox tag.
-    let path = write_config(dir.path(), &server, "tag_prefix = \"k8s cid\"\n");
-    let report = check_file(&path).await;
+    let report = check_config(dir.path(), &server, "tag_prefix = \"k8s cid\"\n").await;
     assert_says(
-        &report,
+        &report.lines,
         "PROBLEM",
         &["tag_prefix", "not a valid Proxmox tag"],
     );
 
     // vmid_range beyond Proxmox's VMIDs.
-    let path = write_config(dir.path(), &server, "vmid_range = [100, 1000000000]\n");
-    let report = check_file(&path).await;
-    assert_says(&report, "PROBLEM", &["vmid_range", "999999999"]);
+    let report = check_config(dir.path(), &server, "vmid_range = [100, 1000000000]\n").await;
+    assert_says(&report.lines, "PROBLEM", &["vmid_range", "999999999"]);
 
     // A guest in the range the shim did not make is a note.
     std::fs::write(
@@ -312,35 +261,16 @@ async fn check_validates_node_timeout_and_the_vmid_range() {
         "arch: amd64\nhostname: mine\nostype: debian\nmemory: 512\n",
     )
     .unwrap();
-    let path = write_config(dir.path(), &server, "vmid_range = [990000, 990009]\n");
-    let report = check_file(&path).await;
-    println!("{}", report.lines.join("\n"));
+    let report = check_config(dir.path(), &server, "vmid_range = [990000, 990009]\n").await;
     assert_eq!(report.problems, 0, "{:?}", report.lines);
-    assert!(
-        report
-            .lines
-            .iter()
-            .any(|l| l.starts_with("ok") && l.contains("9 free, 1 in use")),
-        "{:?}",
-        report.lines
-    );
-    assert!(
-        report.lines.iter().any(|l| l.starts_with("note")
-            && l.contains("not made by this shim")
-            && l.contains("990003")),
-        "{:?}",
-        report.lines
-    );
+    assert_says(&report.lines, "ok", &["9 free, 1 in use"]);
+    assert_says(&report.lines, "note", &["not made by this shim", "990003"]);
 }
 
 /// A pinned fingerprint that is not the server's: the problem names the one it presented.
 #[tokio::test]
 async fn check_names_the_fingerprint_the_server_presented() {
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
-        .start()
-        .await
-        .unwrap();
+    let server = server().start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &server, "");
     let pinned = "AB:".repeat(31) + "AB";
@@ -352,16 +282,12 @@ async fn check_names_the_fingerprint_the_server_presented() {
         .collect();
     std::fs::write(&path, format!("{text}fingerprint = \"{pinned}\"\n")).unwrap();
     let report = check_file(&path).await;
-    println!("{}", report.lines.join("\n"));
-    let problems = problems(&report);
-    assert_eq!(problems.len(), 1, "{:?}", report.lines);
-    assert!(
-        problems[0].contains(&format!(
-            "fingerprint {}, not pve.fingerprint {pinned}",
-            server.fingerprint()
-        )) && problems[0].contains("pvenode cert info"),
-        "{problems:?}"
+    assert_eq!(problems(&report).len(), 1, "{:?}", report.lines);
+    let mismatch = format!(
+        "fingerprint {}, not pve.fingerprint {pinned}",
+        server.fingerprint()
     );
+    assert_says(&report.lines, "PROBLEM", &[&mismatch, "pvenode cert info"]);
     // And with the right one it passes.
     std::fs::write(
         &path,
@@ -406,46 +332,41 @@ async fn check_finds_containerds_runtime_entry() {
     for text in [v2, v3] {
         let report = run(text).await;
         let lines = entry(&report);
-        assert!(
-            lines.iter().any(|l| l.starts_with("ok")
-                && l.contains("runtime \"pve\"")
-                && l.contains("handler \"pve\"")),
-            "{text}: {lines:?}"
-        );
+        assert_says(&lines, "ok", &["runtime \"pve\"", "handler \"pve\""]);
         assert!(!lines.iter().any(|l| l.starts_with("PROBLEM")), "{lines:?}");
     }
 
     // A version 2 entry in a version 3 file is not where containerd 2.x reads it.
     let report = run(&v2.replace("version = 2", "version = 3")).await;
-    let lines = entry(&report);
-    assert!(
-        lines.iter().any(|l| l.starts_with("PROBLEM")
-            && l.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.pve]")
-            && l.contains(
-                "under [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.pve]"
-            )),
-        "{lines:?}"
+    assert_says(
+        &entry(&report),
+        "PROBLEM",
+        &[
+            "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.pve]",
+            "under [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.pve]",
+        ],
     );
 
     // A version 3 entry in a version 2 file: containerd 2.x converts the file and reads it,
     // 1.x does not: a note.
     let report = run(&v3.replace("version = 3", "version = 2")).await;
     let lines = entry(&report);
-    assert!(
-        lines.iter().any(|l| l.starts_with("note")
-            && l.contains("containerd 2.x reads it there, containerd 1.x does not")),
-        "{lines:?}"
+    assert_says(
+        &lines,
+        "note",
+        &["containerd 2.x reads it there, containerd 1.x does not"],
     );
     assert!(!lines.iter().any(|l| l.starts_with("PROBLEM")), "{lines:?}");
 
     // None: says what to add for that version.
     let report = run("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n").await;
-    let lines = entry(&report);
-    assert!(
-        lines.iter().any(|l| l.starts_with("PROBLEM")
-            && l.contains("no runtime with runtime_type = \"io.containerd.proxmox-lxc.v2\"")
-            && l.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.proxmox-lxc] runtime_type")),
-        "{lines:?}"
+    assert_says(
+        &entry(&report),
+        "PROBLEM",
+        &[
+            "no runtime with runtime_type = \"io.containerd.proxmox-lxc.v2\"",
+            "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.proxmox-lxc] runtime_type",
+        ],
     );
 
     // In an imported file (containerd's `imports`, wildcards allowed), with a ConfigPath that
@@ -459,16 +380,11 @@ async fn check_finds_containerds_runtime_entry() {
     .unwrap();
     let report = run("version = 3\nimports = ['conf.d/*.toml']\n").await;
     let lines = entry(&report);
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("ok") && l.contains("50-pve.toml")),
-        "{lines:?}"
-    );
-    assert!(
-        lines.iter().any(|l| l.starts_with("PROBLEM")
-            && l.contains("ConfigPath /nonexistent/shim.toml does not exist")),
-        "{lines:?}"
+    assert_says(&lines, "ok", &["50-pve.toml"]);
+    assert_says(
+        &lines,
+        "PROBLEM",
+        &["ConfigPath /nonexistent/shim.toml does not exist"],
     );
 
     // No containerd config at all.
@@ -477,12 +393,10 @@ async fn check_finds_containerds_runtime_entry() {
         containerd_config: dir.path().join("absent.toml"),
     };
     let report = check(&options).await;
-    assert!(
-        report.lines.iter().any(|l| l.starts_with("PROBLEM")
-            && l.contains("absent.toml does not exist")
-            && l.contains("containerd config default")),
-        "{:?}",
-        report.lines
+    assert_says(
+        &report.lines,
+        "PROBLEM",
+        &["absent.toml does not exist", "containerd config default"],
     );
 }
 
@@ -491,8 +405,7 @@ async fn check_finds_containerds_runtime_entry() {
 #[tokio::test]
 async fn check_warns_about_backup_jobs_that_cover_the_vmid_range() {
     let excluded: Vec<String> = (990000..=990009).map(|v| v.to_string()).collect();
-    let server = TestServer::builder()
-        .token(TOKEN, SECRET)
+    let server = server()
         .backup_job(
             serde_json::json!({"id": "backup-all", "type": "vzdump", "all": 1,
             "exclude": "100", "schedule": "21:00", "enabled": 1}),
@@ -511,9 +424,7 @@ async fn check_warns_about_backup_jobs_that_cover_the_vmid_range() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &server, "vmid_range = [990000, 990009]\n");
-    let report = check_file(&path).await;
-    println!("{}", report.lines.join("\n"));
+    let report = check_config(dir.path(), &server, "vmid_range = [990000, 990009]\n").await;
     let warnings: Vec<&String> = report
         .lines
         .iter()

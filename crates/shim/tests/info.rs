@@ -1,5 +1,8 @@
 //! `-v` and `-info` as containerd runs them: `-info` answers a `RuntimeInfo` whose features name
 //! the driver the runtime options (written to stdin by containerd 2.x) select.
+//!
+//! A case this machine cannot run (a host config in the way, no runc to compare with) is
+//! reported ignored with the reason (tests/skip-harness).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -7,6 +10,7 @@ use std::process::{Command, Stdio};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::types::introspection::RuntimeInfo;
+use skip_harness::Outcome;
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-proxmox-lxc-v2");
 
@@ -48,29 +52,34 @@ fn runtime_options(config_path: &str) -> Vec<u8> {
     any.write_to_bytes().unwrap()
 }
 
-#[test]
-fn version_flag() {
+fn version_flag() -> Outcome {
     let out = Command::new(SHIM).arg("-v").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
     assert!(text.contains("io.containerd.proxmox-lxc.v2"), "{text}");
+    Ok(())
 }
 
-#[test]
-fn info_names_runtime_and_the_driver_the_options_select() {
-    // Without options: the host file, absent on test machines, means the lxc driver.
-    if !std::path::Path::new(shim::config::HOST_CONFIG_PATH).exists() {
-        let plain = info(b"");
-        assert_eq!(plain.name, "io.containerd.proxmox-lxc.v2");
-        assert_eq!(plain.version.version, env!("CARGO_PKG_VERSION"));
-        let f = features(&plain);
-        assert_eq!(f["annotations"]["io.containerd.proxmox-lxc.driver"], "lxc");
-        assert_eq!(f["ociVersionMax"], "1.2.0");
-    } else {
-        eprintln!("info: SKIP the no-options half: a host config exists");
-    }
+/// Without options: no host file (as on test machines) means the lxc driver.
+fn info_names_runtime_and_the_lxc_driver_without_options() -> Outcome {
+    skip_harness::require(
+        !std::path::Path::new(shim::config::HOST_CONFIG_PATH).exists(),
+        format!(
+            "{} exists: it selects the driver without options",
+            shim::config::HOST_CONFIG_PATH
+        ),
+    )?;
+    let plain = info(b"");
+    assert_eq!(plain.name, "io.containerd.proxmox-lxc.v2");
+    assert_eq!(plain.version.version, env!("CARGO_PKG_VERSION"));
+    let f = features(&plain);
+    assert_eq!(f["annotations"]["io.containerd.proxmox-lxc.driver"], "lxc");
+    assert_eq!(f["ociVersionMax"], "1.2.0");
+    Ok(())
+}
 
+fn info_names_the_driver_the_options_select() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(
@@ -106,6 +115,7 @@ fn info_names_runtime_and_the_driver_the_options_select() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
 }
 
 fn strings(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
@@ -140,10 +150,9 @@ const RECURSIVE_ATTRS: &[&str] = &[
     "rsymfollow",
 ];
 
-#[test]
-fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
+/// The document's shape, whatever runc is installed.
+fn features_have_runcs_sections_and_the_recursive_attributes_the_kernel_applies() -> Outcome {
     let ours = features(&info(b""));
-    // The document's shape, whatever runc is installed.
     for key in ["hooks", "mountOptions", "linux", "ociVersionMin"] {
         assert!(ours.get(key).is_some(), "features lack {key}: {ours}");
     }
@@ -164,10 +173,14 @@ fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
             "{attr} with mount_setattr {support:?}: {options:?}"
         );
     }
-    let Ok(out) = Command::new("runc").arg("features").output() else {
-        eprintln!("info: SKIP the comparison with runc: runc is not installed");
-        return;
-    };
+    Ok(())
+}
+
+fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() -> Outcome {
+    skip_harness::require_tool("runc", "runc")?;
+    let ours = features(&info(b""));
+    let options = strings(&ours["mountOptions"]);
+    let out = Command::new("runc").arg("features").output().unwrap();
     assert!(out.status.success(), "runc features failed");
     let runc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
@@ -196,7 +209,7 @@ fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
         options.difference(&runc_options).collect::<Vec<_>>()
     );
     for extra in runc_options.difference(&options) {
-        // Which recursive attributes the kernel lacks was checked above.
+        // Which recursive attributes the kernel lacks: the case before checks that.
         assert!(
             RECURSIVE_ATTRS.contains(&extra.as_str())
                 || ["tmpcopyup", "remount", "acl", "noacl"].contains(&extra.as_str()),
@@ -258,4 +271,13 @@ fn features_speak_runcs_vocabulary_and_leave_out_only_known_gaps() {
     // cgroup v1 and v2 as runc (the systemd driver is not offered).
     assert_eq!(ours["linux"]["cgroup"]["v1"], runc["linux"]["cgroup"]["v1"]);
     assert_eq!(ours["linux"]["cgroup"]["v2"], runc["linux"]["cgroup"]["v2"]);
+    Ok(())
 }
+
+skip_harness::main!(
+    version_flag,
+    info_names_runtime_and_the_lxc_driver_without_options,
+    info_names_the_driver_the_options_select,
+    features_have_runcs_sections_and_the_recursive_attributes_the_kernel_applies,
+    features_speak_runcs_vocabulary_and_leave_out_only_known_gaps,
+);

@@ -4,8 +4,7 @@
 //!
 //! One test: the logger and the level are process-wide.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,38 +14,18 @@ use containerd_shim::protos::shim::shim::{
 use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 use pve_client::{Client, ClientConfig, Credentials, Secret, TlsTrust};
+use pve_test_server::LogCapture;
 use shim::logging::{self, ContainerScoped};
 
-/// What the logger wrote (containerd's FIFO in the shim).
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(String::from)
-            .collect()
-    }
-
-    fn line_with(&self, text: &str) -> String {
-        let lines = self.lines();
-        lines
-            .iter()
-            .find(|l| l.contains(text))
-            .cloned()
-            .unwrap_or_else(|| panic!("no log line with {text:?} in:\n{}", lines.join("\n")))
-    }
+/// The line of what the logger wrote (containerd's FIFO in the shim) that holds `text`.
+#[track_caller]
+fn line_with(capture: &LogCapture, text: &str) -> String {
+    let lines = capture.lines();
+    lines
+        .iter()
+        .find(|l| l.contains(text))
+        .cloned()
+        .unwrap_or_else(|| panic!("no log line with {text:?} in:\n{}", lines.join("\n")))
 }
 
 /// A Task service that logs like the real one: in the RPC, after the driver has a VMID, and
@@ -88,6 +67,19 @@ impl Task for LoggingTask {
 
 const SECRET: &str = "5f0c9e1a-log-test-secret";
 
+/// A client of `server` with its token, trusting the certificate with `fingerprint`.
+fn token_client(server: &pve_test_server::TestServer, fingerprint: &str) -> Client {
+    Client::new(ClientConfig::new(
+        &server.url(),
+        TlsTrust::fingerprint(fingerprint).unwrap(),
+        Credentials::Token {
+            token_id: "root@pam!t".into(),
+            secret: Secret::new(SECRET.to_string()),
+        },
+    ))
+    .unwrap()
+}
+
 fn ttrpc_context() -> TtrpcContext {
     TtrpcContext {
         mh: Default::default(),
@@ -98,7 +90,7 @@ fn ttrpc_context() -> TtrpcContext {
 
 #[tokio::test]
 async fn container_lines_carry_id_and_vmid_and_pve_client_messages_arrive() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     // As containerd's `-debug` with the host file's `log_level = "info"`.
     logging::install(Box::new(capture.clone()), true, Some("info")).unwrap();
     assert_eq!(log::max_level(), log::LevelFilter::Debug);
@@ -137,23 +129,23 @@ async fn container_lines_carry_id_and_vmid_and_pve_client_messages_arrive() {
         .unwrap();
     log::info!("a shim-wide line");
 
-    let before_vmid = capture.line_with("creating web-1");
+    let before_vmid = line_with(&capture, "creating web-1");
     assert!(
         before_vmid.contains(" level=info id=\"web-1\" msg=") && !before_vmid.contains("vmid"),
         "{before_vmid}"
     );
     for text in ["Proxmox CT allocated", "init exited (background)"] {
-        let line = capture.line_with(text);
+        let line = line_with(&capture, text);
         assert!(line.contains(" id=\"web-1\" vmid=\"900123\" "), "{line}");
     }
     // A later RPC of the container: its context (with the VMID) is kept; -debug lets debug
     // lines through.
-    let start = capture.line_with("starting (a debug line)");
+    let start = line_with(&capture, "starting (a debug line)");
     assert!(
         start.contains(" level=debug id=\"web-1\" vmid=\"900123\" "),
         "{start}"
     );
-    let shim_wide = capture.line_with("a shim-wide line");
+    let shim_wide = line_with(&capture, "a shim-wide line");
     assert!(!shim_wide.contains(" id="), "{shim_wide}");
 
     // The bridge: a `tracing` event (as pve-client emits them) becomes a line, with its fields.
@@ -162,7 +154,7 @@ async fn container_lines_carry_id_and_vmid_and_pve_client_messages_arrive() {
         tracing::warn!(attempt = 2, "transient failure, retrying");
     })
     .await;
-    let bridged = capture.line_with("transient failure, retrying");
+    let bridged = line_with(&capture, "transient failure, retrying");
     assert!(
         bridged.contains(" level=warning id=\"web-2\" ") && bridged.contains("attempt=2"),
         "{bridged}"
@@ -176,19 +168,11 @@ async fn container_lines_carry_id_and_vmid_and_pve_client_messages_arrive() {
         .await
         .unwrap();
     let pinned = "AB:".repeat(31) + "AB";
-    let client = Client::new(ClientConfig::new(
-        &server.url(),
-        TlsTrust::fingerprint(&pinned).unwrap(),
-        Credentials::Token {
-            token_id: "root@pam!t".into(),
-            secret: Secret::new(SECRET.to_string()),
-        },
-    ))
-    .unwrap();
+    let client = token_client(&server, &pinned);
     let err = logging::scope(context, async { client.version().await.unwrap_err() }).await;
     assert_eq!(err.presented_fingerprint(), Some(server.fingerprint()));
     println!("{}", capture.lines().join("\n"));
-    let mismatch = capture.line_with(server.fingerprint());
+    let mismatch = line_with(&capture, server.fingerprint());
     assert!(
         mismatch.contains(" level=warning id=\"web-2\" ")
             && mismatch.contains("not the pinned one"),
@@ -196,18 +180,10 @@ async fn container_lines_carry_id_and_vmid_and_pve_client_messages_arrive() {
     );
     // At debug the client's own lines are there (each request), the TLS stack's chatter is
     // not.
-    let trusted = Client::new(ClientConfig::new(
-        &server.url(),
-        TlsTrust::fingerprint(server.fingerprint()).unwrap(),
-        Credentials::Token {
-            token_id: "root@pam!t".into(),
-            secret: Secret::new(SECRET.to_string()),
-        },
-    ))
-    .unwrap();
+    let trusted = token_client(&server, server.fingerprint());
     let context = logging::ContainerContext::new("web-3");
     logging::scope(context, async { trusted.version().await.unwrap() }).await;
-    let request = capture.line_with("Proxmox API");
+    let request = line_with(&capture, "Proxmox API");
     assert!(
         request.contains(" level=debug id=\"web-3\" ") && request.contains("/version"),
         "{request}"

@@ -1,6 +1,8 @@
 //! The pve driver against the Proxmox API test server with its default in-memory node (tasks
 //! finish before the first status poll): what a lifecycle costs in API requests, the CT config
 //! it writes, the VMID claim under Proxmox's lock, and that failures leave nothing behind.
+//! A case this machine cannot run (not root) is reported ignored with the reason
+//! (tests/skip-harness).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,6 +19,8 @@ use pve_test_server::{
 use shim::config::PveSection;
 use shim::driver::pve::{PveContainer, PveDriver};
 use shim::driver::{CreateSpec, Driver, NodeContainer};
+use shim::host::process::exits::ChildExits;
+use skip_harness::{Outcome, Trial};
 
 const TOKEN: &str = "root@pam!drv";
 const SECRET: &str = "7a1e5c3b-2d4f-4e6a-8b9c-0d1e2f3a4b5c";
@@ -38,6 +42,41 @@ fn scratch() -> (tempfile::TempDir, std::path::PathBuf) {
     let state_dir = dir.path().join("state");
     std::fs::create_dir_all(&state_dir).unwrap();
     (dir, state_dir)
+}
+
+/// The driver of a new shim process (with its own child-exit watcher) for `server`, claiming
+/// VMIDs in `range`, its settings in `dir`.
+async fn new_driver(dir: &Path, server: &TestServer, range: [u32; 2]) -> PveDriver {
+    let exits = ChildExits::start().await.unwrap();
+    PveDriver::new(&settings(dir, server, range), exits).unwrap()
+}
+
+/// What most tests start from: a scratch directory, a driver for the server and the test plan.
+struct Setup {
+    dir: tempfile::TempDir,
+    state_dir: std::path::PathBuf,
+    driver: PveDriver,
+    plan: lxc_config::ContainerPlan,
+}
+
+impl Setup {
+    async fn new(server: &TestServer, range: [u32; 2]) -> Setup {
+        let (dir, state_dir) = scratch();
+        let driver = new_driver(dir.path(), server, range).await;
+        let plan = plan(dir.path(), &state_dir);
+        Setup {
+            dir,
+            state_dir,
+            driver,
+            plan,
+        }
+    }
+
+    /// Creates container `id` (namespace "default") of the test plan.
+    async fn create(&self, id: &str) -> Box<dyn NodeContainer> {
+        let spec = spec(id, &self.plan, &self.state_dir);
+        self.driver.create(&spec).await.unwrap()
+    }
 }
 
 fn plan(dir: &Path, state_dir: &Path) -> lxc_config::ContainerPlan {
@@ -66,15 +105,12 @@ impl NodeBackend for ExitsAtOnce {
     async fn start(&self, _: &NodeContext, _: u32, _: &CtConfig, _: &TaskLog) -> BackendResult {
         Ok(())
     }
-    async fn stop(&self, _: &NodeContext, _: u32, _: &CtConfig, _: &TaskLog) -> BackendResult {
-        Ok(())
-    }
-    async fn shutdown(
+    async fn stop(
         &self,
         _: &NodeContext,
         _: u32,
         _: &CtConfig,
-        _: Duration,
+        _: Option<Duration>,
         _: &TaskLog,
     ) -> BackendResult {
         Ok(())
@@ -84,21 +120,20 @@ impl NodeBackend for ExitsAtOnce {
     }
 }
 
-#[tokio::test]
-async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
+async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() -> Outcome {
     let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start()
         .await
         .unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
+    let Setup {
+        dir,
+        state_dir,
+        driver,
+        plan,
+    } = Setup::new(&server, [980000, 980009]).await;
     // The first candidate exists already: the claim must move on to the next one.
     std::fs::write(server.context().config_path(980000), "arch: amd64\n").unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980000, 980009]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
     server.reset_counts();
     let name = driver
         .create(&CreateSpec {
@@ -158,24 +193,14 @@ async fn lifecycle_costs_at_most_eight_requests_and_leaves_nothing() {
     assert!(!server.context().config_path(980001).exists());
     // Destroying again is not an error.
     name.destroy().await.unwrap();
+    Ok(())
 }
 
-#[tokio::test]
-async fn failures_carry_proxmox_message() {
+async fn failures_carry_proxmox_message() -> Outcome {
     let server = server().start().await.unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980100, 980109]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
-    let spec = CreateSpec {
-        namespace: "default",
-        id: "c2",
-        plan: &plan,
-        state_dir: &state_dir,
-    };
-    let name = driver.create(&spec).await.unwrap();
+    let setup = Setup::new(&server, [980100, 980109]).await;
+    let driver = &setup.driver;
+    let name = setup.create("c2").await;
     server.inject(
         FaultRule::new(Fault::FailTask("no space left (injected)".into()))
             .on("POST", "/nodes/{node}/lxc/{vmid}/status/start"),
@@ -190,6 +215,7 @@ async fn failures_carry_proxmox_message() {
         .await
         .unwrap()
         .is_empty());
+    Ok(())
 }
 
 fn spec<'a>(
@@ -208,8 +234,7 @@ fn spec<'a>(
 /// 20 back-to-back `ctr run --rm`: each a new shim process (a new driver), each CT created,
 /// started, ended and destroyed. The test node enforces systemd's start limit of
 /// `pve-container@VMID` (5 in 10 s), so reusing the lowest free VMID fails the sixth.
-#[tokio::test]
-async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
+async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() -> Outcome {
     let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start()
@@ -219,11 +244,7 @@ async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
     let plan = plan(dir.path(), &state_dir);
     let mut used = Vec::new();
     for _ in 0..20 {
-        let exits = shim::host::process::exits::ChildExits::start()
-            .await
-            .unwrap();
-        let driver =
-            PveDriver::new(&settings(dir.path(), &server, [980200, 980299]), exits).unwrap();
+        let driver = new_driver(dir.path(), &server, [980200, 980299]).await;
         let name = driver
             .create(&spec("run-rm", &plan, &state_dir))
             .await
@@ -241,12 +262,12 @@ async fn back_to_back_short_lived_containers_do_not_hit_systemds_start_limit() {
             "{upid}: {log:?}"
         );
     }
+    Ok(())
 }
 
 /// When the limit is hit anyway (something else started the CT), the driver waits out
 /// systemd's interval and starts it then.
-#[tokio::test]
-async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
+async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() -> Outcome {
     let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start_limit(pve_test_server::StartLimit {
@@ -256,16 +277,8 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
         .start()
         .await
         .unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980300, 980309]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
-    let name = driver
-        .create(&spec("limited", &plan, &state_dir))
-        .await
-        .unwrap();
+    let setup = Setup::new(&server, [980300, 980309]).await;
+    let name = setup.create("limited").await;
     // The one start the limit allows.
     name.start().await.unwrap();
     name.start().await.unwrap();
@@ -285,22 +298,14 @@ async fn a_start_refused_by_the_start_limit_is_retried_after_the_interval() {
         "the second start was refused once, then retried"
     );
     name.destroy().await.unwrap();
+    Ok(())
 }
 
 /// A start task that ends with `WARNINGS: n` left a running CT: success, as in Proxmox.
-#[tokio::test]
-async fn a_start_with_warnings_is_a_start() {
+async fn a_start_with_warnings_is_a_start() -> Outcome {
     let server = server().start().await.unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980400, 980409]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
-    let name = driver
-        .create(&spec("warned", &plan, &state_dir))
-        .await
-        .unwrap();
+    let setup = Setup::new(&server, [980400, 980409]).await;
+    let name = setup.create("warned").await;
     server.inject(
         FaultRule::new(Fault::TaskWarnings(vec![
             "lxc.idmap: unmapped uid (injected)".into(),
@@ -328,12 +333,12 @@ async fn a_start_with_warnings_is_a_start() {
         "{status:?}"
     );
     name.destroy().await.unwrap();
+    Ok(())
 }
 
 /// Update of a running container's resources: the CT config shows the new limits (what the
 /// Proxmox GUI reads); a token that may not change them fails the update, naming why.
-#[tokio::test]
-async fn an_update_shows_its_limits_in_the_ct_config() {
+async fn an_update_shows_its_limits_in_the_ct_config() -> Outcome {
     const LIMITED: &str = "root@pam!limited";
     let server = server()
         .token(LIMITED, SECRET)
@@ -342,9 +347,7 @@ async fn an_update_shows_its_limits_in_the_ct_config() {
         .await
         .unwrap();
     let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
+    let exits = ChildExits::start().await.unwrap();
     let settings = settings(dir.path(), &server, [980500, 980509]);
     let driver = PveDriver::new(&settings, exits.clone()).unwrap();
     let plan = plan(dir.path(), &state_dir);
@@ -384,33 +387,23 @@ async fn an_update_shows_its_limits_in_the_ct_config() {
         "{err}"
     );
     name.destroy().await.unwrap();
+    Ok(())
 }
 
 /// Lost quorum: pmxcfs makes /etc/pve read-only (the test node: a read-only bind mount of its
 /// config dir, as root) and Proxmox refuses starts. Create and start each fail saying "no
 /// quorum", and the refused create leaves no config behind.
-#[tokio::test]
-async fn lost_quorum_fails_create_and_start_saying_so() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIP: making the test node's config dir read-only needs root (a bind mount)");
-        return;
-    }
+async fn lost_quorum_fails_create_and_start_saying_so() -> Outcome {
+    skip_harness::require_root("making the test node's config dir read-only (a bind mount)")?;
     let server = server().start().await.unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980600, 980609]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
-    let created = driver
-        .create(&spec("before", &plan, &state_dir))
-        .await
-        .unwrap();
+    let setup = Setup::new(&server, [980600, 980609]).await;
+    let created = setup.create("before").await;
 
     server.set_quorate(false);
     assert!(server.config_dir_readonly());
-    let err = driver
-        .create(&spec("during", &plan, &state_dir))
+    let err = setup
+        .driver
+        .create(&spec("during", &setup.plan, &setup.state_dir))
         .await
         .unwrap_err()
         .to_string();
@@ -428,24 +421,19 @@ async fn lost_quorum_fails_create_and_start_saying_so() {
         .collect();
     assert_eq!(configs.len(), 1, "only the CT made before: {configs:?}");
     created.destroy().await.unwrap();
+    Ok(())
 }
 
 /// Without limits in the spec the CT config shows the node's memory and swap (what the
 /// container may use), not Proxmox's 512 MiB defaults that an absent key means.
-#[tokio::test]
-async fn no_limit_shows_the_nodes_memory() {
+async fn no_limit_shows_the_nodes_memory() -> Outcome {
     let server = server().start().await.unwrap();
-    let (dir, state_dir) = scratch();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
-    let driver = PveDriver::new(&settings(dir.path(), &server, [980700, 980709]), exits).unwrap();
-    let plan = plan(dir.path(), &state_dir);
-    assert_eq!(plan.pve.memory_mib, None, "the test plan sets no limit");
-    let name = driver
-        .create(&spec("unlimited", &plan, &state_dir))
-        .await
-        .unwrap();
+    let setup = Setup::new(&server, [980700, 980709]).await;
+    assert_eq!(
+        setup.plan.pve.memory_mib, None,
+        "the test plan sets no limit"
+    );
+    let name = setup.create("unlimited").await;
     let conf = std::fs::read_to_string(server.context().config_path(name.name().parse().unwrap()))
         .unwrap();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
@@ -468,6 +456,7 @@ async fn no_limit_shows_the_nodes_memory() {
         assert!(conf.lines().any(|l| l == want), "{want:?} in\n{conf}");
     }
     name.destroy().await.unwrap();
+    Ok(())
 }
 
 /// A plan for a container with a user namespace, new (`ctr --uidmap`) or its pod's joined by
@@ -504,16 +493,13 @@ fn userns_plan(
 /// (src/PVE/LXC.pm `update_lxc_config` `$custom_idmap`, `parse_id_maps`) and then writes no
 /// default `u 0 100000 65536` of its own; the node loads them without a warning, and the LXC
 /// config it renders from them maps exactly the spec's range.
-#[tokio::test]
-async fn a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map() {
+async fn a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map() -> Outcome {
     let server = server()
         .backend(Arc::new(ExitsAtOnce))
         .start()
         .await
         .unwrap();
-    let exits = shim::host::process::exits::ChildExits::start()
-        .await
-        .unwrap();
+    let exits = ChildExits::start().await.unwrap();
     for (joined, host_id, vmid) in [(false, 200000, 981000), (true, 2031616, 981001)] {
         let (dir, state_dir) = scratch();
         let driver =
@@ -549,4 +535,40 @@ async fn a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map() {
         );
         name.destroy().await.unwrap();
     }
+    Ok(())
+}
+
+/// A case run as `#[tokio::test]` runs one: on a current-thread runtime of its own.
+fn on_tokio<F: std::future::Future<Output = Outcome> + 'static>(
+    name: &str,
+    test: fn() -> F,
+) -> Trial {
+    skip_harness::case(name, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(test())
+    })
+}
+
+/// The listed async case functions, each under its own name.
+macro_rules! tokio_cases {
+    ($($case:ident),* $(,)?) => {
+        vec![$(on_tokio(stringify!($case), $case)),*]
+    };
+}
+
+fn main() {
+    skip_harness::run(tokio_cases![
+        lifecycle_costs_at_most_eight_requests_and_leaves_nothing,
+        failures_carry_proxmox_message,
+        back_to_back_short_lived_containers_do_not_hit_systemds_start_limit,
+        a_start_refused_by_the_start_limit_is_retried_after_the_interval,
+        a_start_with_warnings_is_a_start,
+        an_update_shows_its_limits_in_the_ct_config,
+        lost_quorum_fails_create_and_start_saying_so,
+        no_limit_shows_the_nodes_memory,
+        a_user_namespace_is_an_unprivileged_ct_with_the_specs_id_map,
+    ]);
 }

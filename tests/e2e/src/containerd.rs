@@ -373,6 +373,11 @@ impl Containerd {
         cmd::run_on_pty(&mut self.ctr_cmd(&all), 40, 120, b"", timeout)
     }
 
+    /// `ctr task exec --exec-id EXEC_ID ID sh -c SCRIPT`, whatever its status.
+    pub fn exec_sh(&self, exec_id: &str, id: &str, script: &str) -> Result<Output> {
+        self.ctr(&["task", "exec", "--exec-id", exec_id, id, "sh", "-c", script])
+    }
+
     /// Runs ctr with a deadline and returns what it printed, whatever its status.
     pub fn ctr(&self, args: &[&str]) -> Result<Output> {
         cmd::run(&mut self.ctr_cmd(args), None, CTR_TIMEOUT)

@@ -308,27 +308,13 @@ fn pve_driver_runc_parity_cases_and_lifecycle() -> Result<()> {
             "CT config:\n{conf}"
         );
         ensure!(conf.contains("e2e/pve-detached"), "CT config:\n{conf}");
-        let out = env.cd.ctr(&[
-            "task",
-            "exec",
-            "--exec-id",
-            "x1",
-            "pve-detached",
-            "sh",
-            "-c",
-            "echo in-ct; exit 4",
-        ])?;
+        let out = env.cd.exec_sh("x1", "pve-detached", "echo in-ct; exit 4")?;
         expect(&out, 4, "in-ct\n", "exec")?;
-        let out = env.cd.ctr(&[
-            "task",
-            "exec",
-            "--exec-id",
+        let out = env.cd.exec_sh(
             "x2",
             "pve-detached",
-            "sh",
-            "-c",
             "grep Seccomp: /proc/1/status /proc/self/status | tr -s '\\t ' ' '; unshare -U true 2>/dev/null; echo unshare=$?",
-        ])?;
+        )?;
         expect(
             &out,
             0,

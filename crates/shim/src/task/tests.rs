@@ -39,11 +39,9 @@ impl Driver for GatedDriver {
 /// Two Creates with one id at once: the second is refused before it touches anything, and
 /// the first one's state directory stays as the first made it.
 #[tokio::test]
+#[ignore = "needs root: the state root under /run"]
 async fn a_second_create_of_one_id_leaves_the_first_alone() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED a_second_create_of_one_id_leaves_the_first_alone: needs root (the state root under /run)");
-        return;
-    }
+    crate::assert_root();
     let bundle = tempfile::tempdir().unwrap();
     std::fs::create_dir(bundle.path().join("rootfs")).unwrap();
     let spec = oci_spec::runtime::Spec::default();
@@ -108,13 +106,9 @@ async fn a_second_create_of_one_id_leaves_the_first_alone() {
 /// an error naming what was wrong and leaves nothing (no rootfs mount, no state directory, no
 /// idmapped lower-dir clones).
 #[tokio::test]
+#[ignore = "needs root: mounts, user namespaces"]
 async fn bad_rootfs_idmap_options_fail_cleanly() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "SKIPPED bad_rootfs_idmap_options_fail_cleanly: needs root (mounts, user namespaces)"
-        );
-        return;
-    }
+    crate::assert_root();
     let clones = || -> Vec<String> {
         std::fs::read_dir(crate::config::STATE_ROOT)
             .map(|d| {

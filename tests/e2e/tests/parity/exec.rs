@@ -11,9 +11,7 @@ pub fn exec_basics(ctx: &Ctx) -> Result<Transcript> {
     let id = ctx.id.as_str();
     let wait_started = "while [ ! -e /tmp/started ]; do sleep 0.05; done; ";
     let script = format!("{wait_started}cat /tmp/started; echo out; echo err >&2; echo \"pid1=$(cat /proc/1/comm)\"; exit 5");
-    let out = ctx
-        .cd
-        .ctr(&["task", "exec", "--exec-id", "e1", id, "sh", "-c", &script])?;
+    let out = ctx.exec_sh("e1", &script)?;
     t.add_output("exec1 ", &out);
     expect_output(&out, 5, "started\nout\npid1=sleep\n", "err\n")?;
 
@@ -51,16 +49,7 @@ pub fn exec_basics(ctx: &Ctx) -> Result<Transcript> {
     t.add_output("exec3 ", &out);
     expect_output(&out, 0, "1000\n/home/app\n", "")?;
 
-    let out = ctx.cd.ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "e4",
-        id,
-        "sh",
-        "-c",
-        "env | sort",
-    ])?;
+    let out = ctx.exec_sh("e4", "env | sort")?;
     t.add_output("exec4 ", &out);
     ensure!(
         out.stdout_str().contains("PATH=/usr/local/sbin:"),

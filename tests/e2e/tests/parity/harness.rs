@@ -105,16 +105,7 @@ impl Ctx<'_> {
 
     /// `ctr task exec --exec-id EXEC_ID ID sh -c SCRIPT` in the case's container.
     pub fn exec_sh(&self, exec_id: &str, script: &str) -> Result<Output> {
-        self.cd.ctr(&[
-            "task",
-            "exec",
-            "--exec-id",
-            exec_id,
-            &self.id,
-            "sh",
-            "-c",
-            script,
-        ])
+        self.cd.exec_sh(exec_id, &self.id, script)
     }
 
     pub fn runtime_flag(&self) -> String {

@@ -18,16 +18,10 @@ pub fn userns_exec_and_tty(ctx: &Ctx) -> Result<Transcript> {
     }
     let mut t = Transcript::default();
     let id = ctx.id.as_str();
-    let out = ctx.cd.ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
+    let out = ctx.exec_sh(
         "e1",
-        id,
-        "sh",
-        "-c",
         "cat /proc/self/uid_map; id; touch /tmp/e1 && stat -c '%u:%g' /tmp/e1",
-    ])?;
+    )?;
     t.add_output("exec1 ", &out);
     expect_output(
         &out,
