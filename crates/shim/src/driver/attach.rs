@@ -176,13 +176,11 @@ mod tests {
     #[test]
     fn reads_the_personality_of_a_process() {
         assert_eq!(personality_of(std::process::id()).unwrap(), 0);
-        let Ok(mut child) = std::process::Command::new("setarch")
+        // setarch is util-linux's, which every Debian system has (Essential: yes).
+        let mut child = std::process::Command::new("setarch")
             .args(["i686", "sleep", "5"])
             .spawn()
-        else {
-            eprintln!("ignored: no setarch");
-            return;
-        };
+            .expect("run setarch (util-linux)");
         let pid = child.id();
         // setarch execs sleep in the same process; wait until it did.
         for _ in 0..100 {
