@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -19,8 +19,8 @@ use ctinit_proto::{InitSpec, Message};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    accept4, bind, getsockopt, listen, sendmsg, socket, sockopt, AddressFamily, Backlog,
-    ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
+    accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, MsgFlags, SockFlag,
+    SockType, UnixAddr,
 };
 
 pub use ctinit_proto;
@@ -301,28 +301,12 @@ impl InitConnection {
     }
 
     fn send(&self, message: &Message, fds: &[RawFd]) -> Result<(), HostError> {
-        let bytes = message.encode();
-        let iov = [IoSlice::new(&bytes)];
-        let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
-            Vec::new()
-        } else {
-            vec![ControlMessage::ScmRights(fds)]
-        };
-        loop {
-            match sendmsg::<()>(
-                self.fd.as_raw_fd(),
-                &iov,
-                &cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EPIPE) | Err(Errno::ECONNRESET) => {
-                    return Err(HostError::Closed("the shim's message to be taken"))
-                }
-                Err(e) => return Err(sys(format!("send {message:?}"))(e)),
+        match ctinit_proto::transport::send(self.fd.as_fd(), message, fds) {
+            Ok(()) => Ok(()),
+            Err(Errno::EPIPE) | Err(Errno::ECONNRESET) => {
+                Err(HostError::Closed("the shim's message to be taken"))
             }
+            Err(e) => Err(sys(format!("send {message:?}"))(e)),
         }
     }
 

@@ -16,16 +16,13 @@ mod sealed;
 mod sys;
 
 use std::ffi::CString;
-use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 
 use ctinit_proto::transport::{self, ReceiveError};
 use ctinit_proto::{InitSpec, Message};
 use nix::errno::Errno;
-use nix::sys::socket::{
-    connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
-};
+use nix::sys::socket::{connect, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 
 use crate::sys::Failure;
 
@@ -407,27 +404,9 @@ impl Control {
     }
 
     fn send(&self, message: &Message, fd: Option<RawFd>) -> Result<(), Failure> {
-        let bytes = message.encode();
-        let iov = [IoSlice::new(&bytes)];
         let fds: Vec<RawFd> = fd.into_iter().collect();
-        let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
-            Vec::new()
-        } else {
-            vec![ControlMessage::ScmRights(&fds)]
-        };
-        loop {
-            match sendmsg::<()>(
-                self.fd.as_raw_fd(),
-                &iov,
-                &cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Failure::errno("send to shim", e)),
-            }
-        }
+        ctinit_proto::transport::send(self.fd.as_fd(), message, &fds)
+            .map_err(|e| Failure::errno("send to shim", e))
     }
 
     fn send_error(&self, failure: &Failure) {

@@ -1,17 +1,42 @@
-//! Receiving a control message as both sides of the socket do: one `SOCK_SEQPACKET` packet,
-//! its descriptors attached as `SCM_RIGHTS`. What an error means (the peer gone, a failure
-//! to report) is for each side to say.
+//! Sending and receiving a control message as both sides of the socket do: one
+//! `SOCK_SEQPACKET` packet, its descriptors attached as `SCM_RIGHTS`. What an error means
+//! (the peer gone, a failure to report) is for each side to say.
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 use crate::{DecodeError, Message, MAX_MESSAGE};
 
 /// The most descriptors a message carries: stdin, stdout and stderr.
 const MAX_FDS: usize = 3;
+
+/// Sends `message` with `fds` attached, as one packet; an interrupted call is retried, and a
+/// gone peer is an error (`EPIPE`, `ECONNRESET`), never a SIGPIPE (`MSG_NOSIGNAL`).
+pub fn send(socket: BorrowedFd<'_>, message: &Message, fds: &[RawFd]) -> Result<(), Errno> {
+    let bytes = message.encode();
+    let iov = [std::io::IoSlice::new(&bytes)];
+    let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(fds)]
+    };
+    loop {
+        match sendmsg::<()>(
+            socket.as_raw_fd(),
+            &iov,
+            &cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// Why no message was received.
 #[derive(Debug)]
