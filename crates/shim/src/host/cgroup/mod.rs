@@ -381,15 +381,20 @@ fn names_container(dir: &Path, id: &str) -> bool {
     if id.is_empty() {
         return false;
     }
-    let payload = format!("lxc.payload.{id}");
-    let numbered = file_name
-        .strip_prefix(&format!("{payload}-"))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     file_name == id
-        || file_name == payload
-        || numbered
+        || is_lxc_payload(&file_name, id)
         || file_name == format!("{id}.scope")
         || file_name.ends_with(&format!("-{id}.scope"))
+}
+
+/// Whether `file_name` is LXC's cgroup for container `name`: `lxc.payload.NAME`, or
+/// `lxc.payload.NAME-N` where that was taken.
+fn is_lxc_payload(file_name: &str, name: &str) -> bool {
+    let payload = format!("lxc.payload.{name}");
+    file_name == payload
+        || file_name
+            .strip_prefix(&format!("{payload}-"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The directory to remove for a container's cgroup `dir`, if `dir` is named for it (see
@@ -402,11 +407,7 @@ fn owned_cgroup_dir(dir: &Path, id: &str, name: &str) -> Option<PathBuf> {
     if name.is_empty() {
         return None;
     }
-    let payload = format!("lxc.payload.{name}");
-    let numbered = file_name
-        .strip_prefix(&format!("{payload}-"))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if file_name == payload || numbered {
+    if is_lxc_payload(&file_name, name) {
         return Some(dir.to_path_buf());
     }
     if is_proxmox_inner(dir, name) {
