@@ -125,16 +125,37 @@ fn walk(root: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Runs `program args` as nobody:nogroup with no supplementary groups (util-linux `setpriv`).
-fn as_nobody(program: &str, args: &[&Path]) -> Result<Output> {
+/// Runs `argv` as host uid and gid `id` with no supplementary groups (util-linux `setpriv`).
+fn as_user(id: u32, argv: &[&std::ffi::OsStr]) -> Result<Output> {
     let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={NOBODY}"))
-        .arg(format!("--regid={NOBODY}"))
+    c.arg(format!("--reuid={id}"))
+        .arg(format!("--regid={id}"))
         .arg("--clear-groups")
         .arg("--")
-        .arg(program)
-        .args(args);
+        .args(argv);
     cmd::run(&mut c, None, Duration::from_secs(10))
+}
+
+/// Runs `program args` as nobody:nogroup.
+fn as_nobody(program: &str, args: &[&Path]) -> Result<Output> {
+    let argv: Vec<&std::ffi::OsStr> = std::iter::once(program.as_ref())
+        .chain(args.iter().map(|a| a.as_os_str()))
+        .collect();
+    as_user(NOBODY, &argv)
+}
+
+/// Runs a whole end-to-end case: its own containerd (and test node for `pve_range`), torn
+/// down after, leftovers failing the case.
+fn with_env(
+    label: &str,
+    pve_range: Option<[u32; 2]>,
+    case: impl FnOnce(&Env) -> Result<()>,
+) -> Result<()> {
+    root_or_skip()?;
+    let env = Env::start(label, pve_range)?;
+    let result = case(&env);
+    let finish = env.finish(&format!("security-{label}"));
+    result.and(finish)
 }
 
 /// Every attempt of nobody to read (files) or list (directories) `paths` fails, and nothing
@@ -233,19 +254,13 @@ fn secrets_case(env: &Env, id: &str) -> Result<()> {
 }
 
 fn container_secrets_are_private_lxc() -> Result<()> {
-    root_or_skip()?;
-    let env = Env::start("secrets-lxc", None)?;
-    let result = secrets_case(&env, "sec-lxc");
-    let finish = env.finish("security-secrets-lxc");
-    result.and(finish)
+    with_env("secrets-lxc", None, |env| secrets_case(env, "sec-lxc"))
 }
 
 fn container_secrets_are_private_pve() -> Result<()> {
-    root_or_skip()?;
-    let env = Env::start("secrets-pve", Some(SECRETS_RANGE))?;
-    let result = secrets_case(&env, "sec-pve");
-    let finish = env.finish("security-secrets-pve");
-    result.and(finish)
+    with_env("secrets-pve", Some(SECRETS_RANGE), |env| {
+        secrets_case(env, "sec-pve")
+    })
 }
 
 /// The attack of runc CVE-2019-5736, from inside a container, as a small static program (std
@@ -449,11 +464,7 @@ fn helper_case(env: &Env) -> Result<()> {
 }
 
 fn helper_cannot_be_written_from_a_container() -> Result<()> {
-    root_or_skip()?;
-    let env = Env::start("helper", None)?;
-    let result = helper_case(&env);
-    let finish = env.finish("security-helper");
-    result.and(finish)
+    with_env("helper", None, helper_case)
 }
 
 /// Where `needle` occurs in the regular files under `root` (files over 64 MiB skipped: binaries
@@ -576,11 +587,7 @@ fn token_case(env: &Env) -> Result<()> {
 }
 
 fn api_token_stays_in_its_file() -> Result<()> {
-    root_or_skip()?;
-    let env = Env::start("token", Some(TOKEN_RANGE))?;
-    let result = token_case(&env);
-    let finish = env.finish("security-token");
-    result.and(finish)
+    with_env("token", Some(TOKEN_RANGE), token_case)
 }
 
 /// The host ids a user-namespaced container's root maps to here.
@@ -595,13 +602,12 @@ const USERNS_FLAGS: [&str; 5] = [
 
 /// Runs `sh -c SCRIPT sh ARGS` as the host uid/gid a container's root maps to.
 fn as_mapped_root(script: &str, args: &[&Path]) -> Result<Output> {
-    let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={MAPPED_ROOT}"))
-        .arg(format!("--regid={MAPPED_ROOT}"))
-        .arg("--clear-groups")
-        .args(["--", "sh", "-c", script, "sh"])
-        .args(args);
-    cmd::run(&mut c, None, Duration::from_secs(10))
+    let argv: Vec<&std::ffi::OsStr> = ["sh", "-c", script, "sh"]
+        .into_iter()
+        .map(std::ffi::OsStr::new)
+        .chain(args.iter().map(|a| a.as_os_str()))
+        .collect();
+    as_user(MAPPED_ROOT, &argv)
 }
 
 /// Each entry of `dir` with what it is (file content, link target, or kind).
@@ -755,23 +761,21 @@ fn adopted_case(env: &Env, id: &str) -> Result<()> {
 }
 
 fn state_is_host_roots_lxc() -> Result<()> {
-    root_or_skip()?;
-    let env = Env::start("state-lxc", None)?;
-    let result = state_case(&env, "state-1").and_then(|()| adopted_case(&env, "state-1"));
-    env.cd.force_remove("state-1");
-    let finish = env.finish("security-state-lxc");
-    result.and(finish)
+    with_env("state-lxc", None, |env| {
+        let result = state_case(env, "state-1").and_then(|()| adopted_case(env, "state-1"));
+        env.cd.force_remove("state-1");
+        result
+    })
 }
 
 /// The pve driver's state dir (the CT's include file, seccomp profile, LXC's log) is out of
 /// the mapped root's reach the same way; the CT itself is Proxmox's, found by its VMID.
 fn state_is_host_roots_pve() -> Result<()> {
-    root_or_skip()?;
-    let env = Env::start("state-pve", Some(STATE_RANGE))?;
-    let result = state_case(&env, "state-2");
-    env.cd.force_remove("state-2");
-    let finish = env.finish("security-state-pve");
-    result.and(finish)
+    with_env("state-pve", Some(STATE_RANGE), |env| {
+        let result = state_case(env, "state-2");
+        env.cd.force_remove("state-2");
+        result
+    })
 }
 
 skip_harness::main!(
